@@ -118,11 +118,16 @@ def _check_version(cls: type, data: Mapping[str, Any]) -> None:
         )
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], **converted: Any) -> Any:
     """Build ``cls`` from a dict, turning attrs/type errors into a RecordError that names cls."""
     _check_version(cls, data)
-    names = {f.name for f in attrs.fields(cls)}
-    unknown = set(data) - names - {"schema", "type"}
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in attrs.fields(cls))
+    unknown = data.keys() - names - {"schema", "type"}
     if unknown:
         raise RecordError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
     kwargs = {k: v for k, v in data.items() if k in names}
@@ -418,13 +423,14 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""
         return {
+            # A fixed header first, so a store indexes problems without a full parse.
             "schema": SCHEMA_VERSION,
             "id": self.id,
             "kind": str(self.kind),
+            "source": self.source,
             "prompt": self.prompt,
             "answer": self.answer,
             "tests": None if self.tests is None else self.tests.to_dict(),
-            "source": self.source,
             "split": self.split,
             "metadata": self.metadata,
         }
@@ -541,9 +547,12 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""
+        # The first four fields are a fixed header that stores index without a full parse.
         return {
             "schema": SCHEMA_VERSION,
             "key": self.key,
+            "finish_reason": str(self.finish_reason),
+            "cost_usd": self.cost_usd,
             "problem_id": self.problem_id,
             "teacher": self.teacher,
             "model": self.model,
@@ -553,9 +562,7 @@ class Trace:
             "reasoning": self.reasoning,
             "answer": self.answer,
             "reasoning_kind": str(self.reasoning_kind),
-            "finish_reason": str(self.finish_reason),
             "usage": self.usage.to_dict(),
-            "cost_usd": self.cost_usd,
             "cost_estimated": self.cost_estimated,
             "latency_s": self.latency_s,
             "attempts": self.attempts,
@@ -568,6 +575,81 @@ class Trace:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from :meth:`to_dict`'s output."""
         return cast(Self, _build(cls, data))
+
+
+_SLOT_SETTERS: dict[type, tuple[Any, ...]] = {}
+_REASONING_KINDS = {str(k): k for k in ReasoningKind}
+_FINISH_REASONS = {str(k): k for k in FinishReason}
+
+
+def _trusted(cls: type[Any], *values: Any) -> Any:
+    # Bypasses converters and validators: only for records this library wrote itself. Slot
+    # descriptors set the (frozen) attributes directly, in field order, as attrs' __init__ does.
+    setters = _SLOT_SETTERS.get(cls)
+    if setters is None:
+        setters = _SLOT_SETTERS[cls] = tuple(
+            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
+        )
+    inst = object.__new__(cls)
+    for setter, value in zip(setters, values, strict=True):
+        setter(inst, value)
+    return inst
+
+
+def trace_from_stored(data: dict[str, Any]) -> Trace:
+    """Rebuild a Trace from a dict that :meth:`Trace.to_dict` wrote, without re-validating.
+
+    Reading a large store is dominated by validation that already ran when each trace was
+    written; this skips it. Raises KeyError/TypeError/ValueError on a structurally wrong dict.
+    """
+    if data.get("schema") != SCHEMA_VERSION:
+        return Trace.from_dict(data)
+    params = data["params"]
+    usage = data["usage"]
+    message = Message
+    # Positional, in Trace's field order (problem_id ... key). Enum lookups by value map: the
+    # same members as calling the enum, without its slow __call__.
+    return cast(
+        Trace,
+        _trusted(
+            Trace,
+            data["problem_id"],
+            data["teacher"],
+            data["model"],
+            tuple([_trusted(message, m["role"], m["content"]) for m in data["prompt"]]),
+            data["reasoning"],
+            data["answer"],
+            _REASONING_KINDS[data["reasoning_kind"]],
+            _FINISH_REASONS[data["finish_reason"]],
+            _trusted(
+                TokenUsage,
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                usage["reasoning_tokens"],
+            ),
+            data["cost_usd"],
+            data["cost_estimated"],
+            float(data["latency_s"]),
+            data["attempts"],
+            data["sample_index"],
+            None
+            if params is None
+            else _trusted(
+                SamplingParams,
+                params["max_tokens"],
+                float(params["temperature"]),
+                float(params["top_p"]),
+                params["top_k"],
+                params["seed"],
+                tuple(params["stop"]),
+                params["extra"],
+            ),
+            data["error"],
+            _dt.datetime.fromisoformat(data["created_at"]),
+            data["metadata"],
+            data["key"],
+        ),
+    )
 
 
 def split_completion(text: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -34,7 +35,14 @@ from tracedistill.errors import (
     StoreError,
     UnknownProblemError,
 )
-from tracedistill.records import SCHEMA_VERSION, Problem, TaskKind, Trace, Verdict
+from tracedistill.records import (
+    SCHEMA_VERSION,
+    Problem,
+    TaskKind,
+    Trace,
+    Verdict,
+    trace_from_stored,
+)
 from tracedistill.store.base import Durability, TraceFilter, TraceStore, _make_filter
 
 __all__ = ["JsonlTraceStore", "TornWriteWarning"]
@@ -59,29 +67,51 @@ class _Log:
         if not readonly:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def scan(self, *, repair: bool) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """Yield ``(line number, byte offset, record dict)``; set aside a torn last line."""
+    def scan(
+        self, *, repair: bool, header: re.Pattern[bytes] | None = None
+    ) -> Iterator[tuple[int, int, dict[str, Any] | tuple[bytes, ...]]]:
+        """Yield ``(line number, byte offset, record)`` per line; set aside a torn last line.
+
+        With ``header`` (a multi-line pattern matching one whole line, newline included), a
+        matching line yields the pattern's groups (bytes) instead of a parsed dict: opening a
+        large store is then one regex pass. Line numbers of such lines are 0 (unknown; they are
+        only needed for errors, which come from fully parsed lines).
+        """
         if not self.path.exists():
             return
         with self.path.open("rb") as fh:
             data = fh.read()
-        offset = 0
-        lineno = 0
+        pos = 0
+        if header is not None:
+            for match in header.finditer(data):
+                start = match.start()
+                if start != pos:
+                    yield from self._parse_lines(data, pos, start, repair=repair)
+                yield 0, start, match.groups()
+                pos = match.end()
+        yield from self._parse_lines(data, pos, len(data), repair=repair)
+
+    def _parse_lines(
+        self, data: bytes, pos: int, stop: int, *, repair: bool
+    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+        """Fully parse the lines of ``data[pos:stop]``."""
+        if pos >= stop:
+            return
+        lineno = data.count(b"\n", 0, pos)
         size = len(data)
-        while offset < size:
-            end = data.find(b"\n", offset)
+        while pos < stop:
+            end = data.find(b"\n", pos)
             lineno += 1
             complete = end != -1
-            stop = end if complete else size
-            line = data[offset:stop]
+            line_end = end if complete else size
+            line = data[pos:line_end]
             try:
                 record = orjson.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except (orjson.JSONDecodeError, ValueError) as exc:
-                is_last = not complete or end + 1 >= size
-                if is_last:
-                    self._set_aside_tail(offset, data[offset:], lineno, repair=repair)
+                if not complete or end + 1 >= size:  # the last line: a torn write
+                    self._set_aside_tail(pos, data[pos:], lineno, repair=repair)
                     return
                 raise StoreCorruptError(self.path, lineno, f"not a valid record ({exc})") from None
             if not complete and repair and self.fd is not None:
@@ -91,8 +121,8 @@ class _Log:
             schema = record.get("schema")
             if schema != SCHEMA_VERSION and not _readable_schema(schema):
                 raise SchemaVersionError(self.path, lineno, schema, SCHEMA_VERSION)
-            yield lineno, offset, record
-            offset = stop + 1
+            yield lineno, pos, record
+            pos = line_end + 1
 
     def _set_aside_tail(self, offset: int, tail: bytes, lineno: int, *, repair: bool) -> None:
         message = (
@@ -127,21 +157,28 @@ class _Log:
             parsed: dict[str, Any] = orjson.loads(fh.readline())
             return parsed
 
-    def iter_from(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Yield ``(offset, record)`` for complete lines, reading in chunks."""
+    def iter_from(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(offset, record)`` for every complete line, reading in chunks."""
         if not self.path.exists():
             return
         with self.path.open("rb") as fh:
-            fh.seek(start)
-            offset = start
+            offset = 0
+            lineno = 0
             pending = b""
             while chunk := fh.read(_CHUNK):
                 pending += chunk
                 lines = pending.split(b"\n")
                 pending = lines.pop()
                 for line in lines:
+                    lineno += 1
                     if line:
-                        yield offset, orjson.loads(line)
+                        try:
+                            record = orjson.loads(line)
+                        except orjson.JSONDecodeError as exc:
+                            raise StoreCorruptError(
+                                self.path, lineno, f"not a valid record ({exc})"
+                            ) from None
+                        yield offset, record
                     offset += len(line) + 1
 
     def fsync(self) -> None:
@@ -238,25 +275,38 @@ class JsonlTraceStore(TraceStore):
     def _load(self) -> None:
         repair = not self.readonly
         log = self._logs["problems"]
-        for lineno, offset, rec in log.scan(repair=repair):
-            pid = _field(rec, "id", log.path, lineno)
-            self._problems.setdefault(pid, offset)
-            self._problem_kind.setdefault(
-                pid, (_field(rec, "kind", log.path, lineno), str(rec.get("source", "")))
-            )
+        problems, kinds = self._problems, self._problem_kind
+        for lineno, offset, rec in log.scan(repair=repair, header=_PROBLEM_HEADER):
+            if isinstance(rec, tuple):
+                pid, kind, source = rec[0].decode(), rec[1].decode(), rec[2].decode()
+            else:
+                pid = _field(rec, "id", log.path, lineno)
+                kind = _field(rec, "kind", log.path, lineno)
+                source = str(rec.get("source", ""))
+            if pid not in problems:
+                problems[pid] = offset
+                kinds[pid] = (kind, source)
         log = self._logs["traces"]
         traces = self._traces
-        for lineno, offset, rec in log.scan(repair=repair):
-            key = _field(rec, "key", log.path, lineno)
-            cost = rec.get("cost_usd")
+        spend = 0.0
+        for lineno, offset, rec in log.scan(repair=repair, header=_TRACE_HEADER):
+            if isinstance(rec, tuple):
+                key = rec[0].decode()
+                failed = rec[1] == b"error"
+                cost = None if rec[2] == b"null" else float(rec[2])
+            else:
+                key = _field(rec, "key", log.path, lineno)
+                failed = rec.get("finish_reason") == "error"
+                cost = rec.get("cost_usd")
             if cost:
-                self._spend += cost
-            failed = rec.get("finish_reason") == "error"
+                spend += cost
             current = traces.get(key)
             if current is None or (current < 0 and not failed):
                 traces[key] = -(offset + 1) if failed else offset
+        self._spend = spend
         log = self._logs["verdicts"]
         for lineno, _offset, rec in log.scan(repair=repair):
+            assert isinstance(rec, dict)  # no header pattern: every line is parsed
             self._verdict_ids.add(
                 _verdict_id(
                     _field(rec, "trace_key", log.path, lineno),
@@ -497,7 +547,13 @@ class JsonlTraceStore(TraceStore):
                     continue
             if latest is not None and latest.get(rec["key"]) is not flt.correct:
                 continue
-            yield _parse(Trace, rec, path)
+            try:
+                yield trace_from_stored(rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreError(
+                    f"{path}: the stored trace {rec.get('key')!r} is malformed ({exc!r}); "
+                    f"fix or remove its line"
+                ) from None
 
     def verdicts(
         self, *, trace_key: str | None = None, verifier: str | None = None
@@ -545,6 +601,20 @@ def _readable_schema(schema: object) -> bool:
 
 def _verdict_id(trace_key: str, verifier: str, version: str) -> str:
     return f"{trace_key}\x1f{verifier}\x1f{version}"
+
+
+# What Problem.to_dict and Trace.to_dict write first, matched over whole lines: lets opening a
+# store index records with one regex pass instead of parsing each line. A line that does not
+# match (a string with escapes, a torn or corrupt line) is fully parsed instead.
+_PROBLEM_HEADER = re.compile(
+    rb'^\{"schema":1,"id":"([^"\\\n]+)","kind":"([a-z]+)","source":"([^"\\\n]*)",[^\n]*\}\n',
+    re.MULTILINE,
+)
+_TRACE_HEADER = re.compile(
+    rb'^\{"schema":1,"key":"([^"\\\n]+)","finish_reason":"([a-z_]+)",'
+    rb'"cost_usd":(null|-?[0-9][0-9.eE+-]*),"problem_id":[^\n]*\}\n',
+    re.MULTILINE,
+)
 
 
 def _field(rec: dict[str, Any], name: str, path: Path, lineno: int) -> str:

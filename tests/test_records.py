@@ -1,0 +1,232 @@
+import datetime as dt
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracedistill.errors import RecordError
+from tracedistill.records import (
+    SCHEMA_VERSION,
+    CodeTests,
+    FinishReason,
+    FunctionTests,
+    Message,
+    Problem,
+    ReasoningKind,
+    SamplingParams,
+    StdioCase,
+    TaskKind,
+    TokenUsage,
+    Trace,
+    Verdict,
+    VerdictReason,
+    request_key,
+    split_completion,
+)
+
+text = st.text(min_size=1, max_size=60)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+def roundtrip(record):
+    return type(record).from_dict(orjson.loads(orjson.dumps(record.to_dict())))
+
+
+@st.composite
+def problems(draw):
+    kind = draw(st.sampled_from(list(TaskKind)))
+    if kind is TaskKind.MATH:
+        return Problem(
+            kind=kind,
+            prompt=draw(text),
+            answer=draw(text),
+            source=draw(st.text(max_size=10)),
+            metadata=draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+        )
+    tests = CodeTests(
+        asserts=draw(st.lists(text, max_size=3)),
+        stdio=[
+            StdioCase(stdin=a, stdout=b)
+            for a, b in draw(st.lists(st.tuples(text, text), max_size=2))
+        ],
+        function=FunctionTests(
+            entry_point="f",
+            base_inputs=draw(st.lists(st.lists(json_values, max_size=3), min_size=1, max_size=3)),
+            reference_solution="def f(*a):\n    return 1\n",
+            atol=draw(st.floats(min_value=0, max_value=1)),
+        ),
+    )
+    return Problem(kind=kind, prompt=draw(text), tests=tests)
+
+
+@st.composite
+def traces(draw):
+    return Trace(
+        problem_id=draw(text),
+        teacher=draw(text),
+        model=draw(text),
+        prompt=[Message("user", draw(text))],
+        reasoning=draw(st.text(max_size=200)),
+        answer=draw(st.text(max_size=200)),
+        reasoning_kind=draw(st.sampled_from(list(ReasoningKind))),
+        finish_reason=draw(
+            st.sampled_from([f for f in FinishReason if f is not FinishReason.ERROR])
+        ),
+        usage=TokenUsage(
+            prompt_tokens=draw(st.integers(0, 10**6)),
+            completion_tokens=draw(st.integers(0, 10**6)),
+            reasoning_tokens=draw(st.integers(0, 10**6)),
+        ),
+        cost_usd=draw(st.none() | st.floats(min_value=0, max_value=100)),
+        latency_s=draw(st.floats(min_value=0, max_value=1000)),
+        attempts=draw(st.integers(1, 10)),
+        sample_index=draw(st.integers(0, 100)),
+        params=SamplingParams(
+            max_tokens=draw(st.integers(1, 10**5)), temperature=draw(st.floats(0, 2))
+        ),
+        created_at=draw(st.datetimes(timezones=st.just(dt.UTC))),
+        metadata=draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+    )
+
+
+@given(problems())
+def test_problem_roundtrip(problem):
+    assert roundtrip(problem) == problem
+
+
+@given(traces())
+def test_trace_roundtrip(trace):
+    back = roundtrip(trace)
+    assert back == trace
+    assert back.key == trace.key
+
+
+@given(st.booleans(), st.dictionaries(st.text(max_size=8), json_values, max_size=3))
+def test_verdict_roundtrip(passed, details):
+    verdict = Verdict(
+        trace_key="k",
+        problem_id="p",
+        verifier="math",
+        verifier_version="1",
+        passed=passed,
+        reason=VerdictReason.PASSED if passed else VerdictReason.WRONG_ANSWER,
+        details=details,
+    )
+    assert roundtrip(verdict) == verdict
+
+
+def test_records_carry_schema_version():
+    p = Problem(kind="math", prompt="1+1", answer="2")
+    assert p.to_dict()["schema"] == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_with_clear_error():
+    data = Problem(kind="math", prompt="1+1", answer="2").to_dict()
+    data["schema"] = SCHEMA_VERSION + 1
+    with pytest.raises(RecordError, match="schema version"):
+        Problem.from_dict(data)
+
+
+def test_problem_id_is_stable_content_hash_unless_given():
+    a = Problem(kind="math", prompt="What is 1+1?", answer="2")
+    b = Problem(kind="math", prompt="What is 1+1?", answer="2", metadata={"x": 1})
+    c = Problem(kind="math", prompt="What is 1+2?", answer="3")
+    assert a.id == b.id != c.id
+    assert a.id.startswith("math-")
+    assert Problem(kind="math", prompt="q", answer="1", id="gsm8k/17").id == "gsm8k/17"
+
+
+def test_problem_requires_gold():
+    with pytest.raises(ValueError, match="gold answer"):
+        Problem(kind="math", prompt="q")
+    with pytest.raises(ValueError, match="needs tests"):
+        Problem(kind="code", prompt="q")
+    with pytest.raises(ValueError, match="no test"):
+        CodeTests()
+
+
+def test_function_tests_need_expected_or_reference():
+    with pytest.raises(ValueError, match="reference_solution"):
+        FunctionTests(entry_point="f", base_inputs=[[1]])
+    with pytest.raises(ValueError, match="1 outputs for 2 inputs"):
+        FunctionTests(entry_point="f", base_inputs=[[1], [2]], expected_base=[1])
+
+
+def test_request_key_depends_on_each_part():
+    msgs = (Message("user", "hi"),)
+    params = SamplingParams(max_tokens=100)
+    base = request_key("m", msgs, params, 0)
+    assert base == request_key("m", msgs, SamplingParams(max_tokens=100), 0)
+    assert base != request_key("m2", msgs, params, 0)
+    assert base != request_key("m", (Message("user", "ho"),), params, 0)
+    assert base != request_key("m", msgs, SamplingParams(max_tokens=101), 0)
+    assert base != request_key("m", msgs, params, 1)
+
+
+def test_training_view():
+    t = Trace(
+        problem_id="p",
+        teacher="t",
+        model="m",
+        prompt=[Message("user", "Q")],
+        reasoning="think hard",
+        answer="\\boxed{2}",
+    )
+    assert t.messages()[-1] == Message("assistant", "<think>\nthink hard\n</think>\n\n\\boxed{2}")
+    assert split_completion(t.completion) == ("think hard", "\\boxed{2}")
+    assert split_completion("no think") == ("", "no think")
+    assert split_completion("<think>\nunclosed") == ("unclosed", "")
+
+
+def test_error_trace_needs_message_and_validators_reject_bad_values():
+    with pytest.raises(ValueError, match="error message"):
+        Trace(
+            problem_id="p",
+            teacher="t",
+            model="m",
+            prompt=[Message("user", "Q")],
+            finish_reason="error",
+        )
+    with pytest.raises(ValueError):
+        Trace(problem_id="p", teacher="t", model="m", prompt=[Message("user", "Q")], cost_usd=-1.0)
+    with pytest.raises(ValueError):
+        Message("robot", "x")
+    with pytest.raises(ValueError, match="contradicts"):
+        Verdict(
+            trace_key="k",
+            problem_id="p",
+            verifier="v",
+            verifier_version="1",
+            passed=True,
+            reason="wrong-answer",
+        )
+
+
+def test_records_are_frozen_and_copy_mappings():
+    meta = {"a": 1}
+    p = Problem(kind="math", prompt="q", answer="1", metadata=meta)
+    meta["a"] = 2
+    assert p.metadata == {"a": 1}
+    with pytest.raises(AttributeError):
+        p.prompt = "x"  # type: ignore[misc]
+
+
+def test_unknown_field_is_rejected():
+    data = Problem(kind="math", prompt="q", answer="1").to_dict()
+    data["typo"] = 1
+    with pytest.raises(RecordError, match="typo"):
+        Problem.from_dict(data)
