@@ -1,0 +1,268 @@
+"""Benchmark the teacher engine against the loopback OpenAI-compatible server.
+
+Figures, each a ratio measured in this run:
+1. server limit R requests/min, the limit configured in the client: achieved/R over a steady
+   window (target >= 0.95, zero 429s);
+2. the same server, limit unknown to the client (learned from 429s): achieved/R (>= 0.90);
+3. zero-latency server, no limit: client requests/s (target >= 1,000/s, also shown as a ratio
+   to that target and to httpx's own transport), and RSS over a pool of 100,000 problems
+   (target: flat, <= 300 MB).
+
+The server runs in its own process (``tests/servers/openai_server.py``). ``--quick`` shrinks the
+windows and the pool to a few seconds for CI smoke runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tracedistill import JsonlTraceStore, Problem, SamplingParams  # noqa: E402
+from tracedistill.teachers import (  # noqa: E402
+    OpenAICompatTeacher,
+    RateLimits,
+    RetryPolicy,
+    generate,
+)
+
+os.environ.setdefault("TRACEDISTILL_PROGRESS", "0")
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/servers/openai_server.py"), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/_stats", timeout=30).json()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def problems(count: int, tag: str) -> Iterator[Problem]:
+    for i in range(count):
+        yield Problem(kind="math", prompt=f"{tag} problem {i}: compute {i} * 3", answer=str(3 * i))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def teacher(url: str, transport: Any = None) -> OpenAICompatTeacher:
+    return OpenAICompatTeacher(
+        "bench/model",
+        base_url=url + "/v1",
+        params=SamplingParams(max_tokens=64),
+        reports_cost=True,
+        retry=RetryPolicy(max_attempts=50, base_delay=0.05, max_delay=1.0),
+        timeout=30.0,
+        transport=transport,
+    )
+
+
+async def rate_case(rpm: float, window: float, known: bool, latency: float) -> dict[str, float]:
+    warmup = 2.0
+    server = Server(
+        "--rpm", str(rpm), "--latency", str(latency), "--burst-s", "1.0", "--retry-after", "none"
+    )
+    try:
+        t = teacher(server.url)
+        pool = int(rpm / 60 * (window + warmup) * 1.5) + 100
+        limits = RateLimits(requests_per_minute=rpm) if known else None
+        with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
+            with anyio.move_on_after(window + warmup + 0.5):
+                await generate(
+                    t, problems(pool, f"rate{known}"), store, concurrency=256, limits=limits
+                )
+        await t.aclose()
+        stats = server.stats()
+    finally:
+        server.close()
+    times = sorted(stats["answer_times"])
+    start = times[0] + warmup
+    in_window = sum(start <= x < start + window for x in times)
+    achieved = in_window / window
+    steady_429 = sum(start <= x < start + window for x in stats["throttle_times"])
+    return {
+        "ratio": achieved / (rpm / 60.0),
+        "throttled": stats["throttled"],
+        "steady_throttled": steady_429,
+        "achieved_per_s": achieved,
+    }
+
+
+async def throughput_case(pool: int, transport: str) -> dict[str, float]:
+    server = Server()
+    try:
+        factory = None
+        if transport == "httpx":
+
+            def factory() -> httpx.AsyncBaseTransport:
+                return httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)
+                )
+
+        t = teacher(server.url, transport=factory)
+        samples: list[tuple[int, float]] = []
+        done = 0
+        with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
+
+            async def sampler() -> None:
+                while True:
+                    samples.append((len(store), rss_mb()))
+                    await anyio.sleep(0.5)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sampler)
+                t0, c0 = time.perf_counter(), time.process_time()
+                summary = await generate(t, problems(pool, "tput"), store, concurrency=256)
+                elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+                tg.cancel_scope.cancel()
+            done = summary.done
+        await t.aclose()
+    finally:
+        server.close()
+    early = next((rss for n, rss in samples if n >= pool * 0.1), samples[0][1])
+    peak = max(rss for _, rss in samples)
+    return {
+        "req_per_s": done / elapsed,
+        "req_per_cpu_s": done / cpu,
+        "rss_at_10pct_mb": early,
+        "rss_peak_mb": peak,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+async def store_only_case(pool: int) -> dict[str, float]:
+    """RSS of filling a store with the same pool directly: the store's own in-memory index."""
+    from tracedistill import Message, Trace
+
+    params = SamplingParams(max_tokens=64)
+    samples: list[tuple[int, float]] = []
+    with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
+        batch: list[Problem] = []
+        for i, problem in enumerate(problems(pool, "tput"), start=1):
+            batch.append(problem)
+            if len(batch) == 1000 or i == pool:
+                await store.add_problems(batch)
+                await store.add_traces(
+                    Trace(
+                        problem_id=p.id,
+                        teacher="t",
+                        model="bench/model",
+                        params=params,
+                        prompt=[Message("user", p.prompt)],
+                        reasoning="r" * 60,
+                        answer="a" * 40,
+                    )
+                    for p in batch
+                )
+                batch = []
+                samples.append((i, rss_mb()))
+    early = next(rss for n, rss in samples if n >= pool * 0.1)
+    return {"rss_at_10pct_mb": early, "rss_peak_mb": max(r for _, r in samples)}
+
+
+def in_subprocess(case: str, *args: str) -> dict[str, float]:
+    """Run one case in a fresh interpreter, so its RSS is its own."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--case", case, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def main(quick: bool) -> None:
+    window = 5.0 if quick else 30.0
+    pool = 5_000 if quick else 100_000
+    rpm, latency = 6000.0, 0.05
+    print(
+        f"teachers benchmark ({'quick' if quick else 'full'}): server limit {rpm:g} req/min, "
+        f"latency {latency * 1000:g} ms, steady window {window:g}s"
+    )
+    known = await rate_case(rpm, window, True, latency)
+    print(
+        f"  limit known to the client:   achieved/R = {known['ratio']:.3f} "
+        f"(target >= 0.95), 429s = {known['throttled']:.0f} (target 0)"
+    )
+    unknown = await rate_case(rpm, window, False, latency)
+    print(
+        f"  limit unknown to the client: achieved/R = {unknown['ratio']:.3f} "
+        f"(target >= 0.90), 429s = {unknown['throttled']:.0f} in all, "
+        f"{unknown['steady_throttled']:.0f} in the steady window (learning and probing)"
+    )
+    fast = in_subprocess("throughput", str(pool), "default")
+    print(
+        f"  zero latency, {pool:,} problems: {fast['req_per_s']:,.0f} req/s = "
+        f"{fast['req_per_s'] / 1000:.2f} x the 1,000/s target; "
+        f"{fast['req_per_cpu_s']:,.0f} req per client CPU-second = "
+        f"{fast['req_per_cpu_s'] / 1000:.2f} x target on an idle core)"
+    )
+    print(
+        f"    RSS at 10% of the pool {fast['rss_at_10pct_mb']:.0f} MB, peak "
+        f"{fast['rss_peak_mb']:.0f} MB (peak/10% = "
+        f"{fast['rss_peak_mb'] / fast['rss_at_10pct_mb']:.2f}; peak/300 MB target = "
+        f"{fast['rss_peak_mb'] / 300:.2f})"
+    )
+    alone = in_subprocess("store", str(pool))
+    engine_growth = (fast["rss_peak_mb"] - fast["rss_at_10pct_mb"]) - (
+        alone["rss_peak_mb"] - alone["rss_at_10pct_mb"]
+    )
+    print(
+        f"    the store alone, same pool: {alone['rss_at_10pct_mb']:.0f} -> "
+        f"{alone['rss_peak_mb']:.0f} MB (its key index); growth beyond it: "
+        f"{engine_growth:+.0f} MB = {engine_growth / fast['rss_peak_mb']:+.2f} of the peak"
+    )
+    plain = in_subprocess("throughput", str(pool // 5), "httpx")
+    print(
+        f"  default transport / httpx's own transport: "
+        f"{fast['req_per_s'] / plain['req_per_s']:.2f}x "
+        f"({plain['req_per_s']:,.0f} req/s with httpx.AsyncHTTPTransport)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for CI smoke runs")
+    parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        import json
+
+        name, *rest = args.case
+        if name == "throughput":
+            result = anyio.run(throughput_case, int(rest[0]), rest[1])
+        else:
+            result = anyio.run(store_only_case, int(rest[0]))
+        print(json.dumps(result))
+    else:
+        anyio.run(main, args.quick)

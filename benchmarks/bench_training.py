@@ -1,0 +1,219 @@
+"""Training benchmarks.
+
+1. Data preparation: traces -> tokenized examples (Qwen3 chat format, offline Qwen3 tokenizer),
+   tokens per second, against a naive one-conversation-at-a-time rendering in the same run.
+2. Against a Tinker-compatible server on loopback (SkyRL's Tinker API, JAX, CPU; needs
+   ``bash tests/servers/setup_tinker_server.sh``): wall time per step with pipelining (step N+1
+   submitted before step N is awaited) against without, and the server's idle gap between
+   finishing one step and receiving the next (from the server's own request timestamps).
+
+Usage: .venv/bin/python benchmarks/bench_training.py [--quick] [--no-server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import logging
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers.tinker_server import SETUP_SCRIPT, TinkerServer, venv_ready  # noqa: E402
+
+from tracedistill.chat import ChatRenderer, qwen3_offline_tokenizer  # noqa: E402
+from tracedistill.records import Message, Trace  # noqa: E402
+from tracedistill.training.base import TrainConfig  # noqa: E402
+from tracedistill.training.data import prepare_examples  # noqa: E402
+from tracedistill.training.tinker import TinkerTrainer  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
+
+
+def _corpus() -> list[str]:
+    if DATA.is_file():
+        with DATA.open() as f:
+            rows = [json.loads(line) for line in f]
+        return [r["problem"] + "\n" + r.get("solution", "") for r in rows]
+    words = ["let", "x", "be", "the", "sum", "of", "all", "integers", "n", "such", "that"]
+    rng = random.Random(0)
+    return [" ".join(rng.choice(words) for _ in range(200)) for _ in range(100)]
+
+
+def synthetic_traces(n: int, target_tokens: int, seed: int = 0) -> list[Trace]:
+    """``n`` traces of about ``target_tokens`` tokens, built from MATH-500 text when present."""
+    rng = random.Random(seed)
+    corpus = _corpus()
+    traces = []
+    for i in range(n):
+        question = rng.choice(corpus)[:400]
+        reasoning: list[str] = []
+        size = 0
+        while size < target_tokens * 4:  # ~4 characters a token
+            piece = rng.choice(corpus)
+            reasoning.append(piece)
+            size += len(piece)
+        traces.append(
+            Trace(
+                problem_id=f"p{i}",
+                teacher="bench",
+                model="bench",
+                prompt=(Message("user", question),),
+                reasoning="\n".join(reasoning)[: target_tokens * 4],
+                answer=f"The answer is \\boxed{{{i}}}.",
+                sample_index=i,
+            )
+        )
+    return traces
+
+
+def bench_data(quick: bool) -> None:
+    n = 500 if quick else 25_000
+    tok = qwen3_offline_tokenizer()
+    renderer = ChatRenderer(tok)
+    traces = synthetic_traces(n, 700)
+    cfg = TrainConfig(base_model="bench", max_length=4096, num_samples=min(n, 25_000))
+    started = time.perf_counter()
+    data = prepare_examples(traces, renderer, cfg)
+    batched = time.perf_counter() - started
+    tokens = data.report.length.kept_tokens
+    sub = traces[: max(n // 10, 50)]
+    started = time.perf_counter()
+    naive_tokens = 0
+    for t in sub:
+        ids, _ = renderer.render(t.messages())
+        naive_tokens += len(ids)
+    naive = time.perf_counter() - started
+    print(f"data preparation: {n} traces, {tokens:,} tokens in {batched:.2f}s")
+    print(f"  batched  {tokens / batched:,.0f} tokens/s")
+    print(f"  naive    {naive_tokens / naive:,.0f} tokens/s (one conversation at a time)")
+    print(f"  ratio batched/naive: {(tokens / batched) / (naive_tokens / naive):.2f}x")
+    print(f"  {data.report.length.summary()}")
+
+
+def _idle_gaps(db: Path, model_id: str | None) -> list[float]:
+    """Seconds the server waited between finishing an optim_step and receiving the next work."""
+    con = sqlite3.connect(str(db))
+    try:
+        rows = con.execute(
+            "SELECT request_id, request_type, model_id, created_at, completed_at FROM futures "
+            "ORDER BY request_id"
+        ).fetchall()
+    finally:
+        con.close()
+
+    def ts(v: str | None) -> float | None:
+        return None if v is None else dt.datetime.fromisoformat(v).timestamp()
+
+    train = [r for r in rows if model_id is None or r[2] == model_id]
+    gaps = []
+    for prev, nxt in itertools.pairwise(train):
+        if str(prev[1]).lower().endswith("optim_step") and "forward" in str(nxt[1]).lower():
+            done, received = ts(prev[4]), ts(nxt[3])
+            if done is not None and received is not None:
+                gaps.append(max(0.0, received - done))
+    return gaps
+
+
+async def _run(
+    server: TinkerServer, pipeline: bool, steps: int, workdir: Path
+) -> tuple[float, Any]:
+    conversations = [
+        (
+            f"c{i:03d}",
+            [
+                Message("user", f"What is {i} plus {i}?"),
+                Message("assistant", f"<think>\n{i} plus {i} is {2 * i}.\n</think>\n\n{2 * i}"),
+            ],
+        )
+        for i in range(100, 100 + 4 * steps)
+    ]
+    cfg = TrainConfig(
+        base_model=server.base_model,
+        lora_rank=8,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_length=64,
+        epochs=None,
+        max_steps=steps,
+        checkpoint_every=10_000,
+        shuffle=False,
+    )
+    trainer = TinkerTrainer(
+        base_url=server.base_url, api_key=server.api_key, pipeline=pipeline, connect_timeout=120
+    )
+    started = time.perf_counter()
+    run = await trainer.train(conversations, cfg, workdir / f"run-{'pipe' if pipeline else 'seq'}")
+    return time.perf_counter() - started, run
+
+
+def bench_server(quick: bool) -> None:
+    if not venv_ready():
+        print(f"server benchmark skipped: no server venv (run bash {SETUP_SCRIPT})")
+        return
+    from tracedistill.training.local import build_tiny_model
+
+    steps = 6 if quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model = build_tiny_model(workdir / "model", kind="qwen3")
+        with TinkerServer(model, workdir / "server", max_lora_adapters=8) as server:
+
+            async def main() -> None:
+                await _run(server, True, 2, workdir / "warm")  # compile the shapes first
+                results = {}
+                for pipeline in (False, True):
+                    wall, run = await _run(server, pipeline, steps, workdir)
+                    per_step = [m.seconds for m in run.metrics]
+                    results[pipeline] = (wall, per_step)
+                db = workdir / "server" / "tinker.db"
+                gaps_all = _idle_gaps(db, None)
+                print(f"loopback Tinker-compatible server, {steps} steps of 4 sequences:")
+                for pipeline in (False, True):
+                    wall, per_step = results[pipeline]
+                    name = "pipelined" if pipeline else "sequential"
+                    print(
+                        f"  {name:10s} {statistics.median(per_step) * 1000:7.1f} ms/step "
+                        f"(median), run wall {wall:.1f}s"
+                    )
+                seq = statistics.median(results[False][1])
+                pipe = statistics.median(results[True][1])
+                print(f"  ratio sequential/pipelined per step: {seq / pipe:.2f}x")
+                if gaps_all:
+                    # The runs happened in order warm, sequential, pipelined.
+                    n = steps - 1
+                    seq_gaps, pipe_gaps = gaps_all[-2 * n : -n], gaps_all[-n:]
+                    print(
+                        "  server idle gap between steps: sequential "
+                        f"{statistics.mean(seq_gaps) * 1000:.1f} ms, pipelined "
+                        f"{statistics.mean(pipe_gaps) * 1000:.1f} ms (mean)"
+                    )
+
+            anyio.run(main)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for CI smoke runs")
+    parser.add_argument("--no-server", action="store_true", help="skip the server benchmark")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    bench_data(args.quick)
+    if not args.no_server:
+        bench_server(args.quick)
+
+
+if __name__ == "__main__":
+    main()

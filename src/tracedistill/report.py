@@ -1,0 +1,728 @@
+"""The study's results: tables with intervals and paired tests, plots, and an HTML report.
+
+:class:`Results` holds one :class:`Score` per (model or checkpoint, benchmark) and computes the
+tables of the study: per run and step, the best in-domain checkpoint, the cross-domain score at
+that checkpoint, the delta from the base model, the teacher head-to-head, the recommended
+checkpoint per run and the Pareto frontier over the benchmarks. Every accuracy carries its 95%
+Wilson interval; every difference is paired problem by problem (exact McNemar test and
+Newcombe's interval), so a reader sees which differences are more than noise.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tracedistill.evaluation.stats import (
+    Interval,
+    mcnemar_exact,
+    paired_counts,
+    paired_difference,
+    wilson_interval,
+)
+from tracedistill.records import TaskKind, Trace
+from tracedistill.store.base import TraceStore
+
+__all__ = [
+    "BASE",
+    "Comparison",
+    "Results",
+    "RunInfo",
+    "Score",
+    "TraceQuality",
+    "compare",
+    "trace_quality",
+]
+
+#: The label of the base model's scores.
+BASE = "base"
+#: Significance level of the paired tests shown in the tables.
+ALPHA = 0.05
+
+
+def _outcomes(value: Mapping[str, bool]) -> dict[str, bool]:
+    return dict(value)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Score:
+    """One model (or checkpoint) graded on one benchmark, problem by problem.
+
+    ``outcomes`` maps each problem id to whether the response passed; paired comparisons use
+    the problems two scores share. ``step`` is None for the base model.
+    """
+
+    model: str
+    benchmark: str
+    outcomes: Mapping[str, bool] = attrs.field(converter=_outcomes)
+    step: int | None = None
+    samples: int | None = None
+    format_compliance: float | None = None
+    mean_response_chars: float | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of problems graded."""
+        return len(self.outcomes)
+
+    @property
+    def correct(self) -> int:
+        """Number of problems passed."""
+        return sum(1 for v in self.outcomes.values() if v)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of problems passed (0 when nothing was graded)."""
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def interval(self) -> Interval:
+        """The 95% Wilson interval of the accuracy."""
+        return wilson_interval(self.correct, self.n)
+
+    @property
+    def label(self) -> str:
+        """``model`` for the base model, ``model@step`` for a checkpoint."""
+        return self.model if self.step is None else f"{self.model}@{self.step}"
+
+    def cell(self) -> str:
+        """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``."""
+        return f"{100 * self.accuracy:.1f} {self.interval.percent()}"
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Comparison:
+    """A paired comparison of two scores on the problems they share: ``second - first``."""
+
+    first: str
+    second: str
+    benchmark: str
+    n: int
+    difference: float
+    interval: Interval
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        """Whether the exact McNemar test rejects equal accuracy at the 5% level."""
+        return self.p_value < ALPHA
+
+    def cell(self) -> str:
+        """The difference in points with its interval and a significance mark."""
+        mark = "*" if self.significant else ""
+        return (
+            f"{100 * self.difference:+.1f}{mark} "
+            f"[{100 * self.interval.low:+.1f}, {100 * self.interval.high:+.1f}]"
+        )
+
+
+def compare(first: Score, second: Score) -> Comparison:
+    """Compare two scores of the same benchmark, paired on their common problems."""
+    if first.benchmark != second.benchmark:
+        raise ValueError(f"cannot pair {first.benchmark!r} with {second.benchmark!r}")
+    common = sorted(first.outcomes.keys() & second.outcomes.keys())
+    counts = paired_counts(
+        [first.outcomes[k] for k in common], [second.outcomes[k] for k in common]
+    )
+    diff, interval = paired_difference(counts)
+    return Comparison(
+        first=first.label,
+        second=second.label,
+        benchmark=first.benchmark,
+        n=counts.n,
+        difference=diff,
+        interval=interval,
+        p_value=mcnemar_exact(counts.only_first, counts.only_second),
+    )
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class RunInfo:
+    """What a run is, for the tables: its teacher, its task and the in-domain benchmark."""
+
+    name: str
+    teacher: str
+    task: str
+    in_domain: str
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class TraceQuality:
+    """How good a teacher's traces are, before any training."""
+
+    teacher: str
+    task: str
+    pool: int
+    verified: int
+    passed: int
+    mean_tokens: float | None
+    median_tokens: float | None
+    truncation_rate: float | None
+    self_corrections_per_trace: float | None
+    format_compliance: float | None
+    spend_usd: float
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Passed over verified traces."""
+        return self.passed / self.verified if self.verified else None
+
+
+_SELF_CORRECTION = re.compile(
+    r"\b(wait|hmm+|let me (?:re-?consider|re-?check|double[- ]check|verify|re-?think)|"
+    r"on second thought|actually,|i made (?:a|an) (?:mistake|error))\b",
+    re.IGNORECASE,
+)
+
+
+def _complies(trace: Trace, kind: TaskKind) -> bool:
+    if kind is TaskKind.MATH:
+        return "\\boxed{" in trace.answer
+    return "```" in trace.answer
+
+
+def trace_quality(
+    store: TraceStore,
+    *,
+    teacher: str,
+    task: TaskKind | str,
+    max_length: int | None = None,
+    verifier: str | None = None,
+) -> TraceQuality:
+    r"""Measure a teacher's traces of one task in a store.
+
+    ``max_length`` counts as truncated, beside responses cut at ``max_tokens``, every trace
+    whose prompt plus completion tokens exceed it (the study's 4,096-token limit). Format
+    compliance: a non-empty reasoning and a ``\\boxed{}`` answer (math) or a fenced code block
+    (code). Self-correction markers: "wait", "hmm", "let me reconsider", ... per trace.
+    """
+    kind = TaskKind(task)
+    stats = store.stats(teacher=teacher, kind=kind, verifier=verifier)
+    count = truncated = compliant = corrections = 0
+    tokens: list[int] = []
+    for trace in store.traces(teacher=teacher, kind=kind):
+        count += 1
+        length = trace.usage.prompt_tokens + trace.usage.completion_tokens
+        too_long = max_length is not None and length > max_length
+        truncated += trace.truncated or too_long
+        compliant += bool(trace.reasoning) and _complies(trace, kind)
+        corrections += len(_SELF_CORRECTION.findall(trace.reasoning))
+        tokens.append(trace.usage.completion_tokens)
+    return TraceQuality(
+        teacher=teacher,
+        task=str(kind),
+        pool=count + stats.failed,
+        verified=stats.verified,
+        passed=stats.passed,
+        mean_tokens=statistics.fmean(tokens) if tokens else None,
+        median_tokens=statistics.median(tokens) if tokens else None,
+        truncation_rate=truncated / count if count else None,
+        self_corrections_per_trace=corrections / count if count else None,
+        format_compliance=compliant / count if count else None,
+        spend_usd=stats.spend_usd,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+class Results:
+    """The scores of a study and every table derived from them.
+
+    Args:
+        scores: one Score per (model or checkpoint, benchmark); base-model scores use
+            ``model=BASE`` and ``step=None``.
+        runs: what each run is (teacher, task, in-domain benchmark); runs without an entry are
+            shown with their name only and have no in-domain tables.
+        benchmarks: the benchmark order of the tables (default: order of first appearance).
+        quality: trace-quality rows per teacher and task.
+    """
+
+    def __init__(
+        self,
+        scores: Iterable[Score],
+        runs: Iterable[RunInfo] = (),
+        *,
+        benchmarks: Sequence[str] | None = None,
+        quality: Iterable[TraceQuality] = (),
+    ) -> None:
+        self.scores = list(scores)
+        self.runs = {r.name: r for r in runs}
+        seen: list[str] = []
+        for s in self.scores:
+            if s.benchmark not in seen:
+                seen.append(s.benchmark)
+        self.benchmarks = list(benchmarks) if benchmarks is not None else seen
+        self.quality = list(quality)
+        self._index: dict[tuple[str, int | None, str], Score] = {}
+        for s in self.scores:
+            key = (s.model, s.step, s.benchmark)
+            if key in self._index:
+                raise ValueError(f"two scores for {s.label} on {s.benchmark}")
+            self._index[key] = s
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    @property
+    def run_names(self) -> list[str]:
+        """Runs in order of first appearance (the base model excluded)."""
+        names: list[str] = []
+        for s in self.scores:
+            if s.model != BASE and s.model not in names:
+                names.append(s.model)
+        return names
+
+    def score(self, model: str, step: int | None, benchmark: str) -> Score | None:
+        """The score of one model or checkpoint on one benchmark, if graded."""
+        return self._index.get((model, step, benchmark))
+
+    def base(self, benchmark: str) -> Score | None:
+        """The base model's score on a benchmark."""
+        return self.score(BASE, None, benchmark)
+
+    def steps(self, run: str) -> list[int]:
+        """The checkpoint steps of a run, ascending."""
+        return sorted({s.step for s in self.scores if s.model == run and s.step is not None})
+
+    def best(self, run: str, benchmark: str) -> Score | None:
+        """The run's best checkpoint on a benchmark; ties go to the earlier step."""
+        candidates = [
+            s
+            for s in self.scores
+            if s.model == run and s.benchmark == benchmark and s.step is not None
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda s: (s.accuracy, -(s.step or 0)))
+
+    def _other(self, benchmark: str) -> list[str]:
+        return [b for b in self.benchmarks if b != benchmark]
+
+    # --- tables ----------------------------------------------------------------------------
+
+    def per_step(self, run: str) -> list[dict[str, Any]]:
+        """Rows of step, samples seen and each benchmark's accuracy with its interval."""
+        rows: list[dict[str, Any]] = []
+        for step in self.steps(run):
+            row: dict[str, Any] = {"step": step, "samples": None}
+            for b in self.benchmarks:
+                s = self.score(run, step, b)
+                row[b] = None if s is None else s.cell()
+                if s is not None and s.samples is not None:
+                    row["samples"] = s.samples
+            rows.append(row)
+        base_row: dict[str, Any] = {"step": "base", "samples": None}
+        for b in self.benchmarks:
+            s = self.base(b)
+            base_row[b] = None if s is None else s.cell()
+        rows.append(base_row)
+        return rows
+
+    def best_in_domain(self) -> list[dict[str, Any]]:
+        """Per run: the best accuracy on each benchmark and the step where it was reached."""
+        rows: list[dict[str, Any]] = []
+        for run in self.run_names:
+            row: dict[str, Any] = {"run": run}
+            for b in self.benchmarks:
+                best = self.best(run, b)
+                row[f"best {b}"] = None if best is None else best.cell()
+                row[f"{b} step"] = None if best is None else best.step
+            rows.append(row)
+        base_row: dict[str, Any] = {"run": BASE}
+        for b in self.benchmarks:
+            s = self.base(b)
+            base_row[f"best {b}"] = None if s is None else s.cell()
+            base_row[f"{b} step"] = None
+        rows.append(base_row)
+        return rows
+
+    def cross_domain(self) -> list[dict[str, Any]]:
+        """Per run: the other benchmarks' scores at the best in-domain checkpoint."""
+        rows: list[dict[str, Any]] = []
+        for run in self.run_names:
+            info = self.runs.get(run)
+            if info is None:
+                continue
+            best = self.best(run, info.in_domain)
+            if best is None:
+                continue
+            row: dict[str, Any] = {
+                "run": run,
+                "best in-domain": f"{info.in_domain} @ step {best.step}",
+                "in-domain score": best.cell(),
+            }
+            for other in self._other(info.in_domain):
+                s = self.score(run, best.step, other)
+                row[f"{other} (cross-domain)"] = None if s is None else s.cell()
+            rows.append(row)
+        return rows
+
+    def delta_from_base(self) -> list[dict[str, Any]]:
+        """Per run and benchmark: best checkpoint minus base, paired, with significance."""
+        rows: list[dict[str, Any]] = []
+        for run in self.run_names:
+            row: dict[str, Any] = {"run": run}
+            for b in self.benchmarks:
+                best, base = self.best(run, b), self.base(b)
+                row[f"best {b} vs base"] = (
+                    None if best is None or base is None else compare(base, best).cell()
+                )
+            rows.append(row)
+        return rows
+
+    def head_to_head(self) -> list[dict[str, Any]]:
+        """For each task trained with two or more teachers: each pair of runs compared.
+
+        Rows: the best in-domain score of each run, and the cross-domain score at that
+        checkpoint, with the paired difference (second run minus first).
+        """
+        rows: list[dict[str, Any]] = []
+        by_task: dict[str, list[RunInfo]] = {}
+        for run in self.run_names:
+            info = self.runs.get(run)
+            if info is not None:
+                by_task.setdefault(info.task, []).append(info)
+        for task, infos in by_task.items():
+            for i, a in enumerate(infos):
+                for b in infos[i + 1 :]:
+                    if a.teacher == b.teacher:
+                        continue
+                    best_a, best_b = self.best(a.name, a.in_domain), self.best(b.name, b.in_domain)
+                    if best_a is None or best_b is None:
+                        continue
+                    rows.append(self._h2h_row(task, f"best {a.in_domain}", best_a, best_b))
+                    for other in self._other(a.in_domain):
+                        sa = self.score(a.name, best_a.step, other)
+                        sb = self.score(b.name, best_b.step, other)
+                        if sa is not None and sb is not None:
+                            rows.append(
+                                self._h2h_row(task, f"{other} at best {a.in_domain}", sa, sb)
+                            )
+        return rows
+
+    @staticmethod
+    def _h2h_row(task: str, metric: str, a: Score, b: Score) -> dict[str, Any]:
+        return {
+            "task": task,
+            "metric": metric,
+            "first": f"{a.label}: {a.cell()}",
+            "second": f"{b.label}: {b.cell()}",
+            "second - first": compare(a, b).cell(),
+        }
+
+    def recommended(self) -> list[dict[str, Any]]:
+        """Per run: the recommended checkpoint and why.
+
+        The best in-domain checkpoint; among checkpoints whose in-domain accuracy is not
+        significantly below it (paired McNemar, 5%), the one with the best mean over the other
+        benchmarks is named as the balanced alternative.
+        """
+        rows: list[dict[str, Any]] = []
+        for run in self.run_names:
+            info = self.runs.get(run)
+            if info is None:
+                continue
+            best = self.best(run, info.in_domain)
+            if best is None:
+                continue
+            others = self._other(info.in_domain)
+
+            def cross(step: int | None, others: list[str] = others, run: str = run) -> float:
+                values = [s.accuracy for o in others if (s := self.score(run, step, o)) is not None]
+                return statistics.fmean(values) if values else 0.0
+
+            tied = [
+                s
+                for step in self.steps(run)
+                if (s := self.score(run, step, info.in_domain)) is not None
+                and (s is best or compare(s, best).p_value >= ALPHA or s.accuracy >= best.accuracy)
+            ]
+            balanced = max(tied, key=lambda s: (cross(s.step), s.accuracy, -(s.step or 0)))
+            row: dict[str, Any] = {
+                "run": run,
+                "in-domain": info.in_domain,
+                "recommended step": best.step,
+                "reason": f"highest {info.in_domain} ({best.cell()})",
+                "balanced alternative": None,
+            }
+            if balanced.step != best.step:
+                row["balanced alternative"] = (
+                    f"step {balanced.step}: {info.in_domain} {balanced.cell()} is not "
+                    f"significantly lower, and the other benchmarks average "
+                    f"{100 * cross(balanced.step):.1f}% vs {100 * cross(best.step):.1f}%"
+                )
+            rows.append(row)
+        return rows
+
+    def pareto(self, x: str | None = None, y: str | None = None) -> list[dict[str, Any]]:
+        """The checkpoints (and base) no other point beats on both benchmarks ``x`` and ``y``."""
+        if len(self.benchmarks) < 2 and (x is None or y is None):
+            return []
+        x = x or self.benchmarks[0]
+        y = y or self.benchmarks[1]
+        points = self._points(x, y)
+        frontier = [
+            p
+            for p in points
+            if not any(
+                q is not p and q[1] >= p[1] and q[2] >= p[2] and (q[1] > p[1] or q[2] > p[2])
+                for q in points
+            )
+        ]
+        frontier.sort(key=lambda p: -p[1])
+        return [
+            {"model": label, x: f"{100 * ax:.1f}%", y: f"{100 * ay:.1f}%"}
+            for label, ax, ay in frontier
+        ]
+
+    def _points(self, x: str, y: str) -> list[tuple[str, float, float]]:
+        points: list[tuple[str, float, float]] = []
+        models = [(BASE, None), *[(r, s) for r in self.run_names for s in self.steps(r)]]
+        for model, step in models:
+            sx, sy = self.score(model, step, x), self.score(model, step, y)
+            if sx is not None and sy is not None:
+                points.append((sx.label, sx.accuracy, sy.accuracy))
+        return points
+
+    def format_table(self) -> list[dict[str, Any]]:
+        """Format compliance and response length of every graded model, per benchmark."""
+        rows: list[dict[str, Any]] = []
+        models = [(BASE, None), *[(r, s) for r in self.run_names for s in self.steps(r)]]
+        for model, step in models:
+            for b in self.benchmarks:
+                s = self.score(model, step, b)
+                if s is None or s.format_compliance is None:
+                    continue
+                rows.append(
+                    {
+                        "model": s.label,
+                        "benchmark": b,
+                        "format compliance": _pct(s.format_compliance),
+                        "mean response chars": _num(s.mean_response_chars),
+                    }
+                )
+        return rows
+
+    def quality_table(self) -> list[dict[str, Any]]:
+        """Trace quality per teacher and task."""
+        return [
+            {
+                "teacher": q.teacher,
+                "task": q.task,
+                "pool": q.pool,
+                "pass rate": _pct(q.pass_rate),
+                "mean tokens": _num(q.mean_tokens),
+                "median tokens": _num(q.median_tokens),
+                "truncated": _pct(q.truncation_rate),
+                "self-corrections/trace": _num(q.self_corrections_per_trace, 2),
+                "format compliance": _pct(q.format_compliance),
+                "spend": f"${q.spend_usd:,.2f}",
+            }
+            for q in self.quality
+        ]
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table, by title."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        if self.quality:
+            out["Trace quality"] = self.quality_table()
+        for run in self.run_names:
+            out[f"Run {run}: per step"] = self.per_step(run)
+        out["Best in-domain"] = self.best_in_domain()
+        out["Cross-domain at the best in-domain checkpoint"] = self.cross_domain()
+        out["Delta from base (paired; * = significant at 5%)"] = self.delta_from_base()
+        out["Teacher head-to-head (paired; * = significant at 5%)"] = self.head_to_head()
+        out["Recommended checkpoint"] = self.recommended()
+        out["Pareto frontier"] = self.pareto()
+        out["Format compliance and response length"] = self.format_table()
+        return {k: v for k, v in out.items() if v}
+
+    # --- output ----------------------------------------------------------------------------
+
+    def dataframes(self) -> dict[str, Any]:
+        """Every table as a pandas DataFrame, by title."""
+        import pandas as pd
+
+        return {title: pd.DataFrame(rows) for title, rows in self.tables().items()}
+
+    def to_markdown(self) -> str:
+        """Every table as Markdown."""
+        parts = [
+            "Accuracies in percent with 95% Wilson intervals; differences in points with "
+            "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
+        ]
+        for title, rows in self.tables().items():
+            parts.append(f"## {title}\n\n{_markdown_table(rows)}")
+        return "\n\n".join(parts) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_html_(self) -> str:
+        return "".join(
+            f"<h3>{html.escape(t)}</h3>{_html_table(rows)}" for t, rows in self.tables().items()
+        )
+
+    def plot_steps(self, path: str | Path | None = None) -> Any:
+        """Accuracy against step per run and benchmark, with 95% error bars (a Figure)."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = max(1, len(self.benchmarks))
+        fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 4), squeeze=False)
+        for ax, bench in zip(axes[0], self.benchmarks, strict=False):
+            for run in self.run_names:
+                pts = [s for st in self.steps(run) if (s := self.score(run, st, bench)) is not None]
+                if not pts:
+                    continue
+                xs = [s.step for s in pts]
+                ys = [100 * s.accuracy for s in pts]
+                lo = [100 * (s.accuracy - s.interval.low) for s in pts]
+                hi = [100 * (s.interval.high - s.accuracy) for s in pts]
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=run)
+            base = self.base(bench)
+            if base is not None:
+                ax.axhline(100 * base.accuracy, color="grey", linestyle="--", label="base")
+                ax.axhspan(
+                    100 * base.interval.low, 100 * base.interval.high, color="grey", alpha=0.15
+                )
+            ax.set_title(bench)
+            ax.set_xlabel("step")
+            ax.set_ylabel("accuracy (%)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def plot_pareto(self, path: str | Path | None = None) -> Any:
+        """The checkpoints over the first two benchmarks, the frontier highlighted."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 5))
+        if len(self.benchmarks) >= 2:
+            x, y = self.benchmarks[0], self.benchmarks[1]
+            frontier = {row["model"] for row in self.pareto(x, y)}
+            for label, ax_, ay in self._points(x, y):
+                on = label in frontier
+                ax.scatter(
+                    100 * ax_,
+                    100 * ay,
+                    s=60 if on else 25,
+                    color="tab:red" if on else "tab:blue",
+                    zorder=3,
+                )
+                ax.annotate(
+                    label,
+                    (100 * ax_, 100 * ay),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+            front = sorted((p for p in self._points(x, y) if p[0] in frontier), key=lambda p: p[1])
+            ax.plot(
+                [100 * p[1] for p in front],
+                [100 * p[2] for p in front],
+                color="tab:red",
+                linewidth=1,
+            )
+            ax.set_xlabel(f"{x} accuracy (%)")
+            ax.set_ylabel(f"{y} accuracy (%)")
+            ax.set_title("Pareto frontier (red)")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def to_html(
+        self, path: str | Path, *, title: str = "tracedistill report", preamble: str = ""
+    ) -> Path:
+        """Write a single self-contained HTML report (tables and embedded plots)."""
+        path = Path(path)
+        images = []
+        try:
+            for fig in (self.plot_steps(), self.plot_pareto()):
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=110)
+                images.append(base64.b64encode(buf.getvalue()).decode())
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+        except ImportError:  # matplotlib is the optional `plot` extra
+            images = []
+        body = [f"<h1>{html.escape(title)}</h1>"]
+        if preamble:
+            body.append(f"<pre>{html.escape(preamble)}</pre>")
+        body.append(
+            "<p>Accuracies in percent with 95% Wilson intervals; differences in points with "
+            "Newcombe paired intervals, * where the exact McNemar test gives p &lt; 0.05.</p>"
+        )
+        body.extend(f'<img alt="plot" src="data:image/png;base64,{img}">' for img in images)
+        body.append(self._repr_html_())
+        style = (
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
+            "img{max-width:100%}"
+        )
+        path.write_text(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>",
+            encoding="utf-8",
+        )
+        return path
+
+
+def _fmt_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return str(value)
+
+
+def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "(empty)"
+    cols = list(rows[0].keys())
+    for row in rows[1:]:
+        cols.extend(k for k in row if k not in cols)
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    lines.extend("| " + " | ".join(_fmt_cell(r.get(c)) for c in cols) + " |" for r in rows)
+    return "\n".join(lines)
+
+
+def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "<p>(empty)</p>"
+    cols = list(rows[0].keys())
+    for row in rows[1:]:
+        cols.extend(k for k in row if k not in cols)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,59 @@
+"""Teachers: models (or datasets) that answer problems with reasoning traces.
+
+:func:`generate` streams problems through a :class:`Teacher` into a trace store with bounded
+concurrency, rate limits, retries by error class, a hard budget and resume. Backends:
+:class:`OpenAICompatTeacher` (and the :func:`OpenRouterTeacher` preset),
+:class:`AnthropicTeacher`, :class:`TinkerTeacher` and :class:`ReplayTeacher`.
+:func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
+"""
+
+from tracedistill.teachers.anthropic import AnthropicTeacher
+from tracedistill.teachers.base import (
+    BatchStatus,
+    Completion,
+    SupportsBatch,
+    Teacher,
+    TeacherRequest,
+)
+from tracedistill.teachers.batch import generate_batch
+from tracedistill.teachers.cost import Budget, Pricing
+from tracedistill.teachers.engine import GenerationSummary, generate
+from tracedistill.teachers.openai_compat import OpenAICompatTeacher, OpenRouterTeacher
+from tracedistill.teachers.prompts import (
+    CODE_PROMPT,
+    DEFAULT_PROMPTS,
+    MATH_PROMPT,
+    PromptSet,
+    PromptTemplate,
+)
+from tracedistill.teachers.ratelimit import RateLimiter, RateLimits
+from tracedistill.teachers.replay import ReplayLayout, ReplayTeacher
+from tracedistill.teachers.retry import RetryPolicy
+from tracedistill.teachers.tinker import TinkerTeacher
+
+__all__ = [
+    "CODE_PROMPT",
+    "DEFAULT_PROMPTS",
+    "MATH_PROMPT",
+    "AnthropicTeacher",
+    "BatchStatus",
+    "Budget",
+    "Completion",
+    "GenerationSummary",
+    "OpenAICompatTeacher",
+    "OpenRouterTeacher",
+    "Pricing",
+    "PromptSet",
+    "PromptTemplate",
+    "RateLimiter",
+    "RateLimits",
+    "ReplayLayout",
+    "ReplayTeacher",
+    "RetryPolicy",
+    "SupportsBatch",
+    "Teacher",
+    "TeacherRequest",
+    "TinkerTeacher",
+    "generate",
+    "generate_batch",
+]

@@ -1,0 +1,399 @@
+"""The Teacher interface: a problem (plus prompt template and sampling parameters) in, a trace out.
+
+A backend implements one method, :meth:`Teacher.complete`, which makes exactly one attempt and
+either returns a :class:`Completion` or raises a :class:`~tracedistill.errors.ProviderError`.
+Everything else is shared here: building the messages and the request key, retries by error
+class, rate limiting, timing and costing, and turning the outcome into a
+:class:`~tracedistill.records.Trace` (a failed request becomes a trace with
+``finish_reason=FinishReason.ERROR``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+import anyio
+import attrs
+
+from tracedistill.errors import (
+    ConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from tracedistill.records import (
+    FinishReason,
+    Message,
+    Problem,
+    ReasoningKind,
+    SamplingParams,
+    TokenUsage,
+    Trace,
+    request_key,
+)
+from tracedistill.teachers.cost import Pricing
+from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
+from tracedistill.teachers.ratelimit import RateInfo, RateLimiter
+from tracedistill.teachers.retry import RetryPolicy
+
+__all__ = ["BatchStatus", "Completion", "Observer", "SupportsBatch", "Teacher", "TeacherRequest"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with what each response's headers say about rate limits.
+Observer = Callable[[RateInfo], None]
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class TeacherRequest:
+    """One request for one sample of one problem, with the key it is stored under."""
+
+    problem: Problem
+    messages: tuple[Message, ...]
+    params: SamplingParams | None
+    sample_index: int
+    key: str
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Completion:
+    """What one successful attempt returned, normalized to reasoning plus answer."""
+
+    reasoning: str = ""
+    answer: str = ""
+    reasoning_kind: ReasoningKind = ReasoningKind.RAW
+    finish_reason: FinishReason = FinishReason.STOP
+    usage: TokenUsage = attrs.field(factory=TokenUsage)
+    #: the provider's own cost figure in USD, when it reports one
+    cost_usd: float | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class BatchStatus:
+    """Where a provider-side batch stands.
+
+    Attributes:
+        id: the provider's batch id.
+        done: whether the provider finished with it (results, if any, can be read).
+        status: the provider's own status word.
+        counts: the provider's request counts.
+        handles: what is needed to read the results (file ids, a results URL).
+    """
+
+    id: str
+    done: bool
+    status: str
+    counts: dict[str, Any] = attrs.field(factory=dict)
+    handles: dict[str, Any] = attrs.field(factory=dict)
+
+
+BatchResult = tuple[str, "Completion | ProviderError"]
+
+
+@runtime_checkable
+class SupportsBatch(Protocol):
+    """A teacher whose provider has a batch API (half price, results within a day)."""
+
+    batch_discount: float
+
+    async def submit_batch(self, requests: Sequence[TeacherRequest]) -> str:
+        """Submit requests as one batch (``custom_id`` = request key); return the batch id."""
+        ...
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        """Return where a batch stands."""
+        ...
+
+    async def batch_results(self, status: BatchStatus) -> list[BatchResult]:
+        """Return ``(request key, completion or error)`` for every result of a finished batch."""
+        ...
+
+
+def _max_tokens(params: SamplingParams | None) -> int:
+    return 0 if params is None else params.max_tokens
+
+
+class Teacher(abc.ABC):
+    """A model (or a dataset) that answers problems with reasoning traces.
+
+    Args:
+        model: the model id sent to the provider (part of every request key).
+        name: the teacher id stored in ``Trace.teacher`` (default: the model id).
+        params: the sampling parameters (part of every request key).
+        prompts: the per-task prompt templates.
+        pricing: per-million-token prices, used when the provider reports no cost.
+        retry: how retryable failures are retried.
+        timeout: seconds one attempt may take in all before it counts as timed out.
+    """
+
+    #: whether the provider reports each response's cost itself
+    reports_cost: bool = False
+    #: whether requests go to a rate-limited provider (False for replayed datasets)
+    rate_limited: bool = True
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        name: str | None = None,
+        params: SamplingParams | None = None,
+        prompts: PromptSet | None = None,
+        pricing: Pricing | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = 600.0,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.model = model
+        self.name = name or model
+        self.params = params
+        self.prompts = prompts or DEFAULT_PROMPTS
+        self.pricing = pricing
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def messages(self, problem: Problem) -> tuple[Message, ...]:
+        """The chat messages sent for ``problem``."""
+        return self.prompts.render(problem)
+
+    def request(self, problem: Problem, sample_index: int = 0) -> TeacherRequest:
+        """Build the request for one sample of ``problem``, with its request key."""
+        messages = self.messages(problem)
+        return TeacherRequest(
+            problem=problem,
+            messages=messages,
+            params=self.params,
+            sample_index=sample_index,
+            key=request_key(self.model, messages, self.params, sample_index),
+        )
+
+    def request_key(self, problem: Problem, sample_index: int = 0) -> str:
+        """The key the trace for this sample of ``problem`` is stored under."""
+        return self.request(problem, sample_index).key
+
+    def estimate_input_tokens(self, request: TeacherRequest) -> int:
+        """A rough prompt size in tokens, for rate limiting before the provider counts it."""
+        return sum(len(m.content) for m in request.messages) // 4 + 8 * len(request.messages)
+
+    @property
+    def can_cost(self) -> bool:
+        """Whether this teacher can put a price on its responses (for budgets)."""
+        return self.reports_cost or self.pricing is not None
+
+    def worst_case_cost(self, request: TeacherRequest) -> float | None:
+        """The most a request can cost, or None when prices are unknown."""
+        if self.pricing is None:
+            return None
+        return self.pricing.worst_case(
+            self.estimate_input_tokens(request), _max_tokens(request.params)
+        )
+
+    # --- the one method a backend implements -------------------------------------------------
+
+    @abc.abstractmethod
+    async def complete(
+        self, request: TeacherRequest, *, observe: Observer | None = None
+    ) -> Completion:
+        """Make one attempt at ``request``.
+
+        Raises:
+            ProviderError: the attempt failed (its subclass says whether it may be retried).
+        """
+
+    # --- shared machinery --------------------------------------------------------------------
+
+    async def generate(self, problem: Problem, *, sample_index: int = 0) -> Trace:
+        """Answer one sample of ``problem``, retrying as the retry policy says.
+
+        Returns a trace; a request that failed after its retries is a trace with
+        ``finish_reason=FinishReason.ERROR`` and ``error`` set.
+
+        Raises:
+            AuthenticationError: the credentials were rejected (401/403).
+            InsufficientCreditsError: the account is out of credits (402).
+        """
+        return await self.run(self.request(problem, sample_index))
+
+    async def run(
+        self,
+        request: TeacherRequest,
+        *,
+        limiter: RateLimiter | None = None,
+        retry_wait: Callable[[float], Any] | None = None,
+    ) -> Trace:
+        """Run ``request`` to a trace: attempts, rate limiting and back-off.
+
+        Args:
+            request: what to ask.
+            limiter: the run's rate limiter (each attempt takes a slot and a permit).
+            retry_wait: an awaitable factory used to sleep between attempts (default
+                ``anyio.sleep``); the engine passes one that wakes when the run stops.
+
+        Raises:
+            ProviderError: a fatal error (401/402/403).
+            LimiterClosed: the run stopped before an attempt could start.
+        """
+        wait = retry_wait or anyio.sleep
+        started = time.monotonic()
+        input_estimate = self.estimate_input_tokens(request) if limiter is not None else 0
+        output_reserve = _max_tokens(request.params)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                completion = await self._attempt(request, limiter, input_estimate, output_reserve)
+            except ProviderError as exc:
+                error = exc
+            else:
+                return self._trace(request, completion, attempt, time.monotonic() - started)
+            if error.fatal:
+                raise error
+            if not self.retry.should_retry(error, attempt):
+                logger.debug(
+                    "request %s failed after %d attempt(s): %s", request.key, attempt, error
+                )
+                return self._error_trace(request, error, attempt, time.monotonic() - started)
+            delay = self.retry.delay(attempt, error.retry_after)
+            logger.debug(
+                "attempt %d of %s failed (%s); retrying in %.2fs",
+                attempt,
+                request.key,
+                error,
+                delay,
+            )
+            await wait(delay)
+
+    async def _attempt(
+        self,
+        request: TeacherRequest,
+        limiter: RateLimiter | None,
+        input_estimate: int,
+        output_reserve: int,
+    ) -> Completion:
+        if limiter is None:
+            return await self._timed(request, None)
+        async with limiter.slot():
+            permit = await limiter.acquire(input_estimate, output_reserve)
+            try:
+                completion = await self._timed(request, limiter.observe)
+            except ProviderError as exc:
+                limiter.settle(permit, input_tokens=None, output_tokens=0)
+                if isinstance(exc, RateLimitError) or exc.status == 529:
+                    limiter.on_throttled(exc.retry_after)
+                raise
+            except BaseException:
+                limiter.settle(permit, input_tokens=None, output_tokens=0)
+                raise
+            limiter.settle(
+                permit,
+                input_tokens=completion.usage.prompt_tokens or None,
+                output_tokens=completion.usage.completion_tokens,
+            )
+            limiter.on_success()
+            return completion
+
+    async def _timed(self, request: TeacherRequest, observe: Observer | None) -> Completion:
+        scope = anyio.fail_after(self.timeout) if self.timeout else contextlib.nullcontext()
+        try:
+            with scope:
+                return await self.complete(request, observe=observe)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self.name}: no complete response within {self.timeout:g}s"
+            ) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A response of an unexpected shape is the provider's fault, not a reason to stop
+            # the run: it is retried like a server error and recorded if it persists.
+            if isinstance(exc, ProviderError):
+                raise
+            raise ProviderUnavailableError(
+                f"{self.name}: unexpected response ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+
+    def _trace(
+        self, request: TeacherRequest, completion: Completion, attempts: int, latency: float
+    ) -> Trace:
+        cost = completion.cost_usd
+        estimated = False
+        if cost is None and self.pricing is not None:
+            cost, estimated = self.pricing.cost(completion.usage), True
+        return Trace(
+            problem_id=request.problem.id,
+            teacher=self.name,
+            model=self.model,
+            prompt=request.messages,
+            params=request.params,
+            sample_index=request.sample_index,
+            reasoning=completion.reasoning,
+            answer=completion.answer,
+            reasoning_kind=completion.reasoning_kind,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            cost_usd=cost,
+            cost_estimated=estimated,
+            latency_s=latency,
+            attempts=attempts,
+            metadata=completion.metadata,
+            key=request.key,
+        )
+
+    def _error_trace(
+        self, request: TeacherRequest, error: ProviderError, attempts: int, latency: float
+    ) -> Trace:
+        metadata: dict[str, Any] = {"error_type": type(error).__name__}
+        if error.status is not None:
+            metadata["status"] = error.status
+        return Trace(
+            problem_id=request.problem.id,
+            teacher=self.name,
+            model=self.model,
+            prompt=request.messages,
+            params=request.params,
+            sample_index=request.sample_index,
+            finish_reason=FinishReason.ERROR,
+            error=str(error) or type(error).__name__,
+            latency_s=latency,
+            attempts=attempts,
+            metadata=metadata,
+            key=request.key,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:  # noqa: B027 - a teacher without resources needs no close
+        """Release connections and other resources (idempotent)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def describe(self) -> Mapping[str, Any]:
+        """A JSON-compatible description (no secret) for logs and reports."""
+        return {
+            "teacher": self.name,
+            "model": self.model,
+            "backend": type(self).__name__,
+            "params": None if self.params is None else self.params.to_dict(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} model={self.model!r}>"

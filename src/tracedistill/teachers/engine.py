@@ -1,0 +1,447 @@
+"""The generation engine: stream problems through a teacher into a trace store.
+
+:func:`generate` reads problems from any iterable or async iterable without materializing it,
+stores each problem as it streams, skips every request key already answered (so a rerun
+resumes), keeps to the rate limits and the budget, and stores each trace the moment it is
+answered, so cancelling the run (Ctrl-C, a cancel scope, a killed process) loses nothing
+already answered.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from itertools import islice
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import attrs
+from anyio.abc import ObjectReceiveStream
+
+from tracedistill._progress import Progress
+from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
+from tracedistill.records import Problem, Trace
+from tracedistill.store.base import TraceStore
+from tracedistill.teachers.base import Teacher, TeacherRequest
+from tracedistill.teachers.cost import Budget
+from tracedistill.teachers.ratelimit import LimiterClosed, RateLimiter, RateLimits
+
+__all__ = ["GenerationSummary", "StopReason", "generate"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 256  # problems read (and stored) per step of the producer
+
+
+class StopReason:
+    """Why a run stopped before its pool was done (values of ``GenerationSummary.stopped``)."""
+
+    BUDGET = "budget"
+    FATAL = "fatal"
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class GenerationSummary:
+    """What one :func:`generate` call did.
+
+    Attributes:
+        problems: problems read from the pool.
+        requested: requests started this run (each may take several attempts).
+        skipped: samples already answered in the store (resume) or duplicated in the pool.
+        done: responses stored this run (truncated ones included).
+        truncated: responses stored this run that stopped at ``max_tokens``.
+        failed: requests that failed after their retries (stored as failed traces).
+        resampled: requests sent to replace a truncated response (``resample_truncated``).
+        attempts: HTTP attempts made, retries included.
+        throttled: 429/529 answers seen.
+        spend_usd: what this run spent.
+        total_spend_usd: what the store records as spent, every run included.
+        stopped: None when the pool was done, else ``"budget"`` or ``"fatal"``.
+        error: the message of the error that stopped the run, if any.
+    """
+
+    teacher: str
+    model: str
+    problems: int
+    requested: int
+    skipped: int
+    done: int
+    truncated: int
+    failed: int
+    resampled: int
+    attempts: int
+    throttled: int
+    input_tokens: int
+    output_tokens: int
+    spend_usd: float
+    total_spend_usd: float
+    elapsed_s: float
+    stopped: str | None = None
+    error: str | None = None
+
+    @property
+    def requests_per_minute(self) -> float:
+        """Stored traces (responses and failures) per minute of wall time."""
+        return (self.done + self.failed) * 60.0 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def tokens_per_minute(self) -> float:
+        """Prompt plus completion tokens per minute of wall time."""
+        tokens = self.input_tokens + self.output_tokens
+        return tokens * 60.0 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.teacher} ({self.model}): {self.done} answered ({self.truncated} truncated), "
+            f"{self.failed} failed, {self.skipped} already stored, from {self.problems} problems",
+            f"  {self.attempts} attempts, {self.throttled} throttled, "
+            f"{self.requests_per_minute:,.1f} req/min, {self.tokens_per_minute:,.0f} tok/min, "
+            f"{self.elapsed_s:,.1f}s",
+            f"  spend ${self.spend_usd:,.4f} this run, ${self.total_spend_usd:,.4f} in the store",
+        ]
+        if self.stopped:
+            lines.append(f"  stopped early ({self.stopped}): {self.error}")
+        return "\n".join(lines)
+
+
+class _Run:
+    """Mutable counters and the stop switch of one generate call."""
+
+    def __init__(self, limiter: RateLimiter, budget: Budget) -> None:
+        self.limiter = limiter
+        self.budget = budget
+        self.stopping = anyio.Event()
+        self.stopped: str | None = None
+        self.error: BaseException | None = None
+        self.inflight: set[str] = set()
+        self.problems = self.requested = self.skipped = 0
+        self.done = self.truncated = self.failed = self.resampled = 0
+        self.attempts = self.input_tokens = self.output_tokens = 0
+        self.shown = 0  # progress-bar position already shown
+
+    def stop(self, reason: str, error: BaseException) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            self.error = error
+            logger.warning("generation stopping (%s): %s", reason, error)
+        self.stopping.set()
+        self.budget.close()
+        if reason == StopReason.FATAL:
+            self.limiter.close()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep between attempts; wake and give up when the run stops for a fatal error."""
+        with anyio.move_on_after(seconds):
+            await self.stopping.wait()
+        if self.limiter.closed:
+            raise LimiterClosed("the run is stopping; no new request starts")
+
+    def record(self, trace: Trace) -> None:
+        self.attempts += trace.attempts
+        self.input_tokens += trace.usage.prompt_tokens
+        self.output_tokens += trace.usage.completion_tokens
+        if not trace.ok:
+            self.failed += 1
+        else:
+            self.done += 1
+            self.truncated += trace.truncated
+
+
+async def _aiter_batches(
+    problems: Iterable[Problem] | AsyncIterable[Problem],
+) -> AsyncIterator[list[Problem]]:
+    if isinstance(problems, AsyncIterable):
+        batch: list[Problem] = []
+        async for problem in problems:
+            batch.append(problem)
+            if len(batch) >= _BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    iterator: Iterator[Problem] = iter(problems)
+    in_memory = isinstance(problems, list | tuple)
+    while True:
+        # A sync iterable may read files or a dataset: pull it in a worker thread.
+        if in_memory:
+            batch = list(islice(iterator, _BATCH))
+        else:
+            batch = await anyio.to_thread.run_sync(lambda: list(islice(iterator, _BATCH)))
+        if not batch:
+            return
+        yield batch
+
+
+async def generate(
+    teacher: Teacher,
+    problems: Iterable[Problem] | AsyncIterable[Problem],
+    store: TraceStore,
+    *,
+    n: int = 1,
+    concurrency: int = 64,
+    budget_usd: float | None = None,
+    limits: RateLimits | None = None,
+    resample_truncated: bool | int = False,
+    retry_failed: bool = True,
+    progress: bool | None = None,
+    total: int | None = None,
+    fatal_grace_s: float = 10.0,
+) -> GenerationSummary:
+    """Generate ``n`` traces per problem with ``teacher`` and store them in ``store``.
+
+    Args:
+        teacher: the teacher to ask.
+        problems: any iterable or async iterable of problems; read in small batches, never
+            materialized. Each problem is stored (``store.add_problems``) as it streams.
+        store: where problems and traces go. Request keys already answered there are skipped,
+            so running the same call again resumes it.
+        n: samples per problem (sample indices ``0..n-1``, each its own request key).
+        concurrency: the most requests in flight; the limiter lowers it after 429s and
+            raises it back gradually.
+        budget_usd: a hard cap on the store's total spend in USD (every run of this store
+            counts, so a resumed run continues the same budget). No request starts once spend
+            plus the worst case of the requests in flight could pass it.
+        limits: requests/min and tokens/min to keep to (default: learned from the provider).
+        resample_truncated: also ask again for samples whose stored response was truncated, up
+            to this many extra requests per sample (``True`` = 1). Off by default: a truncated
+            response is stored and never bought again silently.
+        retry_failed: ask again for samples whose stored attempt failed (default True).
+        progress: show a progress bar (default: on unless ``TRACEDISTILL_PROGRESS=0``).
+        total: the number of problems, for the progress bar when ``problems`` has no length.
+        fatal_grace_s: after a fatal error (401/402/403), how long requests already in flight
+            may take before they are cancelled.
+
+    Returns:
+        A :class:`GenerationSummary`; ``stopped == "budget"`` when the budget ran out.
+
+    Raises:
+        AuthenticationError: the provider rejected the credentials (no new request started
+            after the first rejection; every response already received is stored).
+        InsufficientCreditsError: the provider account ran out of credits (same).
+        ConfigurationError: invalid arguments.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n must be an integer >= 1, got {n!r}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if budget_usd is not None and not teacher.can_cost:
+        raise ConfigurationError(
+            f"budget_usd needs a cost per response, but {teacher.name!r} reports none and has "
+            f"no pricing: pass pricing=Pricing(input_per_million=..., output_per_million=...) "
+            f"to the teacher"
+        )
+    max_resamples = int(resample_truncated) if resample_truncated is not True else 1
+    if max_resamples < 0:
+        raise ConfigurationError(f"resample_truncated must be >= 0, got {resample_truncated!r}")
+    if total is None and isinstance(problems, Sized):
+        total = len(problems)
+    limiter = RateLimiter(limits, max_concurrency=concurrency)
+    budget = Budget(budget_usd, spent_usd=store.spend_usd())
+    if budget_usd is not None and teacher.pricing is None:
+        # Without prices a request is reserved at the largest cost seen; a resumed run starts
+        # from what this teacher's stored traces cost rather than from nothing.
+        budget.max_seen_usd = await anyio.to_thread.run_sync(_max_cost, store, teacher.name)
+    spent_before = budget.spent_usd
+    run = _Run(limiter, budget)
+    started = time.monotonic()
+    bar = Progress(
+        None if total is None else total * n,
+        f"generate {teacher.name}",
+        unit="req",
+        enabled=progress,
+    )
+    send, receive = anyio.create_memory_object_stream[TeacherRequest](max_buffer_size=concurrency)
+
+    async def handle(request: TeacherRequest) -> None:
+        try:
+            reservation = await budget.reserve(teacher.worst_case_cost(request))
+        except BudgetExceededError as exc:
+            if run.stopped is None:
+                run.stop(StopReason.BUDGET, exc)
+            return
+        run.requested += 1
+        try:
+            trace = await teacher.run(request, limiter=limiter, retry_wait=run.sleep)
+        except LimiterClosed:
+            budget.settle(reservation, None)
+            return
+        except ProviderError as exc:
+            budget.settle(reservation, None)
+            run.stop(StopReason.FATAL, exc)
+            return
+        except BaseException:
+            budget.settle(reservation, None)
+            raise
+        budget.settle(reservation, trace.cost_usd)
+        # Shielded: once answered, a trace is stored even if the run is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await store.add_trace(trace)
+        run.record(trace)
+
+    async def worker(requests: ObjectReceiveStream[TeacherRequest]) -> None:
+        async with requests:
+            async for request in requests:
+                try:
+                    if not run.stopping.is_set():
+                        await handle(request)
+                finally:
+                    run.inflight.discard(request.key)
+
+    def wanted(problem: Problem, index: int) -> TeacherRequest | None:
+        """The request still needed for sample ``index`` of ``problem``, or None."""
+        request = teacher.request(problem, index)
+        key = request.key
+        if key in run.inflight:
+            return None
+        if not store.has(key):
+            if not retry_failed and store.has_failure(key):
+                return None
+            return request
+        if not max_resamples:
+            return None
+        # A truncated response may be replaced by a new sample at index + n*k (k = 1, 2, ...),
+        # so reruns find the same replacements instead of buying new ones.
+        for k in range(max_resamples + 1):
+            if k:
+                request = teacher.request(problem, index + n * k)
+                if request.key in run.inflight:
+                    return None
+                if not store.has(request.key):
+                    if not retry_failed and store.has_failure(request.key):
+                        return None
+                    run.resampled += 1
+                    return request
+            stored = store.get(request.key)
+            if stored is None or not stored.truncated:
+                return None
+        return None
+
+    async def produce() -> None:
+        async with send:
+            async for batch in _aiter_batches(problems):
+                if run.stopping.is_set():
+                    return
+                await store.add_problems(batch)
+                run.problems += len(batch)
+                for problem in batch:
+                    for index in range(n):
+                        if run.stopping.is_set():
+                            return
+                        request = wanted(problem, index)
+                        if request is None:
+                            run.skipped += 1
+                            continue
+                        run.inflight.add(request.key)
+                        await send.send(request)
+
+    history: collections.deque[tuple[float, int, int]] = collections.deque()
+
+    async def ticker() -> None:
+        while True:
+            await anyio.sleep(0.25)
+            _show(bar, run, budget, spent_before, history)
+
+    async def stop_after_fatal(scope: anyio.CancelScope) -> None:
+        await run.stopping.wait()
+        if run.stopped == StopReason.FATAL:
+            await anyio.sleep(fatal_grace_s)
+            scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(ticker)
+            async with anyio.create_task_group() as workers:
+                outer.start_soon(stop_after_fatal, workers.cancel_scope)
+                for _ in range(concurrency):
+                    workers.start_soon(worker, receive.clone())
+                receive.close()
+                await produce()
+            outer.cancel_scope.cancel()
+        _show(bar, run, budget, spent_before, history)
+    except BaseExceptionGroup as group:
+        # One failure (a store error, a bug) is raised as itself, not wrapped in a group.
+        single = _single(group)
+        if single is None:
+            raise
+        raise single from None
+    finally:
+        bar.close()
+    summary = GenerationSummary(
+        teacher=teacher.name,
+        model=teacher.model,
+        problems=run.problems,
+        requested=run.requested,
+        skipped=run.skipped,
+        done=run.done,
+        truncated=run.truncated,
+        failed=run.failed,
+        resampled=run.resampled,
+        attempts=run.attempts,
+        throttled=limiter.throttled,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+        spend_usd=budget.spent_usd - spent_before,
+        total_spend_usd=store.spend_usd(),
+        elapsed_s=time.monotonic() - started,
+        stopped=run.stopped,
+        error=None if run.error is None else str(run.error),
+    )
+    logger.info("%s", summary)
+    if run.stopped == StopReason.FATAL and run.error is not None:
+        raise run.error
+    return summary
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside (nested) groups, or None when there are several."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _max_cost(store: TraceStore, teacher: str) -> float | None:
+    costs = [t.cost_usd for t in store.traces(teacher=teacher) if t.cost_usd]
+    return max(costs) if costs else None
+
+
+def _show(
+    bar: Progress,
+    run: _Run,
+    budget: Budget,
+    spent_before: float,
+    history: collections.deque[tuple[float, int, int]],
+) -> None:
+    now = time.monotonic()
+    finished = run.done + run.failed
+    tokens = run.input_tokens + run.output_tokens
+    history.append((now, finished, tokens))
+    while len(history) > 2 and now - history[0][0] > 30.0:
+        history.popleft()
+    t0, f0, k0 = history[0]
+    span = now - t0
+    rpm = (finished - f0) * 60.0 / span if span > 0 else math.nan
+    tpm = (tokens - k0) * 60.0 / span if span > 0 else math.nan
+    counters: dict[str, Any] = {
+        "done": run.done,
+        "failed": run.failed,
+        "trunc": run.truncated,
+        "skip": run.skipped,
+    }
+    if span > 0:
+        counters["req/min"] = rpm
+        counters["tok/min"] = tpm
+    counters["$"] = budget.spent_usd - spent_before
+    position = run.skipped + finished
+    bar.advance(max(position - run.shown, 0), **counters)
+    run.shown = position

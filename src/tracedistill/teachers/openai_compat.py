@@ -1,0 +1,408 @@
+"""OpenAI-compatible chat completions over httpx, with OpenRouter as the default preset.
+
+Works with OpenRouter, OpenAI, vLLM, SGLang and any server that speaks ``POST
+/chat/completions``. Reasoning is read from ``message.reasoning`` (OpenRouter),
+``message.reasoning_content`` (vLLM, SGLang, DeepSeek), ``message.reasoning_details`` (typed
+OpenRouter items), or from an inline ``<think>`` block in the content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.errors import ProviderError, ProviderUnavailableError
+from tracedistill.records import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    FinishReason,
+    ReasoningKind,
+    SamplingParams,
+    TokenUsage,
+    split_completion,
+)
+from tracedistill.teachers._http import HttpTeacher, TransportFactory
+from tracedistill.teachers.base import (
+    BatchResult,
+    BatchStatus,
+    Completion,
+    Observer,
+    TeacherRequest,
+)
+from tracedistill.teachers.retry import error_for_status
+
+__all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
+
+#: OpenRouter's API root (``/chat/completions`` is appended).
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "eos": FinishReason.STOP,
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "max_tokens": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
+
+
+class OpenAICompatTeacher(HttpTeacher):
+    """A teacher behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        model: the model id (e.g. ``anthropic/claude-sonnet-4.5`` on OpenRouter).
+        base_url: the API root; ``/chat/completions`` is appended.
+        api_key: the key, or None to read ``api_key_env`` (no key at all is allowed for local
+            servers).
+        api_key_env: the environment variable holding the key.
+        params: sampling parameters; ``params.extra`` is merged into the request body (and is
+            part of the request key): put provider fields such as ``reasoning`` there.
+        max_tokens_field: the body field for ``max_tokens`` (OpenAI's newer models want
+            ``max_completion_tokens``).
+        reports_cost: whether the server returns ``usage.cost`` (OpenRouter does).
+        **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
+            :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts, pricing,
+            retry, timeout, transport, headers).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | Secret | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        params: SamplingParams | None = None,
+        max_tokens_field: str = "max_tokens",
+        reports_cost: bool = False,
+        transport: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model=model,
+            base_url=base_url,
+            api_key=resolve_secret(api_key, api_key_env),
+            params=params or DEFAULT_PARAMS,
+            transport=transport,
+            **kwargs,
+        )
+        self.max_tokens_field = max_tokens_field
+        self.reports_cost = reports_cost
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._api_key is None:
+            return {}
+        return {"authorization": f"Bearer {self._api_key.reveal()}"}
+
+    def body(self, request: TeacherRequest) -> dict[str, Any]:
+        """The JSON body sent for ``request``."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_dict() for m in request.messages],
+        }
+        p = request.params
+        if p is not None:
+            body[self.max_tokens_field] = p.max_tokens
+            body["temperature"] = p.temperature
+            if p.top_p != 1.0:
+                body["top_p"] = p.top_p
+            if p.top_k is not None:
+                body["top_k"] = p.top_k
+            if p.seed is not None:
+                body["seed"] = p.seed
+            if p.stop:
+                body["stop"] = list(p.stop)
+            body.update(p.extra)
+        return body
+
+    async def complete(
+        self, request: TeacherRequest, *, observe: Observer | None = None
+    ) -> Completion:
+        """Make one chat-completions request and normalize its answer."""
+        data, _headers = await self._post_json(
+            "/chat/completions", self.body(request), observe=observe
+        )
+        return self.parse(data)
+
+    def parse(self, data: Mapping[str, Any]) -> Completion:
+        """Normalize a chat-completions response body (an error body raises its error)."""
+        error = data.get("error")
+        if error is not None:
+            # An HTTP 200 whose body carries an error (OpenRouter, after the model started).
+            raise _body_error(self.name, error, self._redact)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+            raise ProviderUnavailableError(f"{self.name}: response has no choices")
+        choice = choices[0]
+        if isinstance(choice.get("error"), Mapping):
+            raise _body_error(self.name, choice["error"], self._redact)
+        message = choice.get("message")
+        if not isinstance(message, Mapping):
+            raise ProviderUnavailableError(f"{self.name}: response choice has no message")
+        raw_finish = choice.get("finish_reason")
+        if raw_finish == "error":
+            raise ProviderUnavailableError(f"{self.name}: generation ended with an error")
+        finish = _FINISH.get(str(raw_finish), FinishReason.OTHER)
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = _text_of_parts(content)
+        reasoning, kind = _reasoning(message)
+        if not reasoning and (THINK_OPEN in content or THINK_CLOSE in content):
+            reasoning, content = _inline_think(content)
+            kind = ReasoningKind.RAW if reasoning else ReasoningKind.NONE
+        usage_data = data.get("usage") or {}
+        usage = _usage(usage_data)
+        cost = usage_data.get("cost") if isinstance(usage_data, Mapping) else None
+        metadata: dict[str, Any] = {}
+        for field, value in (
+            ("served_model", data.get("model")),
+            ("provider", data.get("provider")),
+            ("response_id", data.get("id")),
+            ("native_finish_reason", choice.get("native_finish_reason")),
+        ):
+            if isinstance(value, str) and value:
+                metadata[field] = value
+        if finish is FinishReason.OTHER and raw_finish is not None:
+            metadata.setdefault("native_finish_reason", str(raw_finish))
+        return Completion(
+            reasoning=reasoning,
+            answer=content,
+            reasoning_kind=kind if reasoning else ReasoningKind.NONE,
+            finish_reason=finish,
+            usage=usage,
+            cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+            metadata=metadata,
+        )
+
+    # --- batch API (OpenAI) ---------------------------------------------------------------------
+
+    #: batch requests cost this fraction of the regular price (OpenAI: half)
+    batch_discount = 0.5
+    #: the endpoint batch lines are sent to
+    batch_endpoint = "/v1/chat/completions"
+
+    async def submit_batch(self, requests: Sequence[TeacherRequest]) -> str:
+        """Upload the requests as a JSONL file and create a batch over it; return its id."""
+        lines = b"".join(
+            orjson.dumps(
+                {
+                    "custom_id": r.key,
+                    "method": "POST",
+                    "url": self.batch_endpoint,
+                    "body": self.body(r),
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for r in requests
+        )
+        upload = self._json_object(
+            await self._send(
+                "POST",
+                "/files",
+                files={"file": ("batch.jsonl", lines, "application/jsonl")},
+                data={"purpose": "batch"},
+            )
+        )
+        created, _ = await self._post_json(
+            "/batches",
+            {
+                "input_file_id": upload["id"],
+                "endpoint": self.batch_endpoint,
+                "completion_window": "24h",
+            },
+            observe=None,
+        )
+        return str(created["id"])
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        """Return where a batch stands."""
+        data = await self._get_json(f"/batches/{batch_id}")
+        status = str(data.get("status"))
+        return BatchStatus(
+            id=batch_id,
+            done=status in ("completed", "failed", "expired", "cancelled"),
+            status=status,
+            counts=dict(data.get("request_counts") or {}),
+            handles={"output": data.get("output_file_id"), "error": data.get("error_file_id")},
+        )
+
+    async def batch_results(self, status: BatchStatus) -> list[BatchResult]:
+        """Read the output and error files of a finished batch."""
+        results: list[BatchResult] = []
+        for handle in ("output", "error"):
+            file_id = status.handles.get(handle)
+            if not file_id:
+                continue
+            content = (await self._send("GET", f"/files/{file_id}/content")).content
+            for line in content.splitlines():
+                if not line.strip():
+                    continue
+                record = orjson.loads(line)
+                results.append((str(record.get("custom_id")), self._batch_outcome(record)))
+        return results
+
+    def _batch_outcome(self, record: Mapping[str, Any]) -> Completion | ProviderError:
+        response = record.get("response")
+        error = record.get("error")
+        if isinstance(response, Mapping):
+            code = response.get("status_code")
+            body = response.get("body")
+            if code == 200 and isinstance(body, Mapping):
+                try:
+                    return self.parse(body)
+                except ProviderError as exc:
+                    return exc
+                except (KeyError, TypeError, ValueError) as exc:
+                    return ProviderUnavailableError(f"{self.name}: unexpected batch result: {exc}")
+            if isinstance(code, int):
+                message = self._redact(self._error_message(body, str(body)))
+                return error_for_status(
+                    code, f"{self.name}: batch request failed with HTTP {code}: {message[:500]}"
+                )
+        if isinstance(error, Mapping):
+            message = self._redact(str(error.get("message") or error.get("code") or error))
+            return ProviderUnavailableError(f"{self.name}: batch request failed: {message[:500]}")
+        return ProviderUnavailableError(f"{self.name}: batch result without a response")
+
+    @classmethod
+    def openrouter(
+        cls,
+        model: str,
+        *,
+        api_key: str | Secret | None = None,
+        params: SamplingParams | None = None,
+        reasoning: Mapping[str, Any] | None = None,
+        provider: Mapping[str, Any] | None = None,
+        enforce_distillable_text: bool | None = True,
+        base_url: str = OPENROUTER_BASE_URL,
+        transport: TransportFactory | Any = None,
+        **kwargs: Any,
+    ) -> OpenAICompatTeacher:
+        """A teacher on OpenRouter (key from ``OPENROUTER_API_KEY`` unless given).
+
+        Args:
+            model: an OpenRouter model id, e.g. ``anthropic/claude-sonnet-4.5``.
+            api_key: the key, or None to read ``OPENROUTER_API_KEY``.
+            params: sampling parameters (``reasoning`` and ``provider`` are added to
+                ``params.extra``, so they are part of the request key).
+            reasoning: OpenRouter's ``reasoning`` object, e.g. ``{"effort": "medium"}`` or
+                ``{"max_tokens": 4000}`` (default: ``{"enabled": True}``).
+            provider: OpenRouter's provider routing object (``order``, ``allow_fallbacks``,
+                ``require_parameters``, ``data_collection``, ``zdr``, ``only``, ``ignore``,
+                ``quantizations``, ``sort``, ``max_price``, ...).
+            enforce_distillable_text: route only to providers whose terms allow distilling the
+                output (sets ``provider.enforce_distillable_text``; None leaves it out).
+            base_url: the API root (OpenRouter's by default).
+            transport: an httpx transport or a factory of one (default: the fastest available).
+            **kwargs: other :class:`OpenAICompatTeacher` arguments.
+        """
+        params = params or DEFAULT_PARAMS
+        extra = dict(params.extra)
+        extra["reasoning"] = dict(reasoning) if reasoning is not None else {"enabled": True}
+        routing = dict(provider or {})
+        if enforce_distillable_text is not None:
+            routing.setdefault("enforce_distillable_text", enforce_distillable_text)
+        if routing:
+            extra["provider"] = routing
+        return cls(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            api_key_env="OPENROUTER_API_KEY",
+            params=attrs.evolve(params, extra=extra),
+            reports_cost=True,
+            transport=transport,
+            **kwargs,
+        )
+
+
+def OpenRouterTeacher(model: str, **kwargs: Any) -> OpenAICompatTeacher:
+    """A teacher on OpenRouter; see :meth:`OpenAICompatTeacher.openrouter`."""
+    return OpenAICompatTeacher.openrouter(model, **kwargs)
+
+
+def _body_error(name: str, error: Any, redact: Any) -> Exception:
+    if isinstance(error, Mapping):
+        code = error.get("code")
+        message = str(error.get("message") or "error in response body")
+    else:
+        code, message = None, str(error)
+    message = redact(message)
+    status = code if isinstance(code, int) else None
+    if status is None and isinstance(code, str) and code.isdigit():
+        status = int(code)
+    if status is None:
+        return ProviderUnavailableError(
+            f"{name}: error in response body: {message[:500]}", provider_message=message
+        )
+    return error_for_status(
+        status,
+        f"{name}: error {status} in response body: {message[:500]}",
+        provider_message=message,
+    )
+
+
+def _text_of_parts(parts: Any) -> str:
+    if isinstance(parts, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in parts
+            if isinstance(p, Mapping) and p.get("type") == "text"
+        )
+    return str(parts)
+
+
+def _reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
+    details = message.get("reasoning_details")
+    text_parts: list[str] = []
+    summary_parts: list[str] = []
+    if isinstance(details, list):
+        for item in details:
+            if not isinstance(item, Mapping):
+                continue
+            kind = item.get("type")
+            if kind == "reasoning.text" and isinstance(item.get("text"), str):
+                text_parts.append(item["text"])
+            elif kind == "reasoning.summary" and isinstance(item.get("summary"), str):
+                summary_parts.append(item["summary"])
+    for field in ("reasoning", "reasoning_content"):
+        value = message.get(field)
+        if isinstance(value, str) and value:
+            kind = ReasoningKind.SUMMARY if summary_parts and not text_parts else ReasoningKind.RAW
+            return value, kind
+    if text_parts:
+        return "".join(text_parts), ReasoningKind.RAW
+    if summary_parts:
+        return "\n\n".join(summary_parts), ReasoningKind.SUMMARY
+    return "", ReasoningKind.NONE
+
+
+def _inline_think(content: str) -> tuple[str, str]:
+    if content.lstrip().startswith(THINK_OPEN):
+        return split_completion(content)
+    # Servers whose chat template opens the block in the prompt return only the closing tag.
+    head, _sep, tail = content.partition(THINK_CLOSE)
+    return head.strip("\n"), tail.lstrip("\n")
+
+
+def _usage(data: Any) -> TokenUsage:
+    if not isinstance(data, Mapping):
+        return TokenUsage()
+    details = data.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
+
+    def count(value: Any) -> int:
+        return int(value) if isinstance(value, int | float) and value >= 0 else 0
+
+    return TokenUsage(
+        prompt_tokens=count(data.get("prompt_tokens")),
+        completion_tokens=count(data.get("completion_tokens")),
+        reasoning_tokens=count(reasoning),
+    )

@@ -1,0 +1,256 @@
+"""Tinker sampling as a teacher: any model Tinker serves (or a Tinker-API server you run).
+
+Prompts are rendered to tokens with the shared chat renderer (:mod:`tracedistill.chat`), sampled
+through the tinker SDK, and the sampled tokens are parsed back into reasoning (the ``<think>``
+block) and answer. The SDK's first call does blocking HTTP with long internal retries, so the
+sampling client is created in a worker thread under a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
+from tracedistill.errors import (
+    ConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from tracedistill.records import (
+    FinishReason,
+    ReasoningKind,
+    SamplingParams,
+    TokenUsage,
+    split_completion,
+)
+from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
+from tracedistill.teachers.retry import error_for_status
+
+__all__ = ["TinkerTeacher"]
+
+DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
+
+
+def _provider_error(exc: BaseException, what: str) -> ProviderError:
+    """The provider error an SDK exception stands for (unknown ones are retryable)."""
+    status = getattr(exc, "status_code", None)
+    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if isinstance(status, int):
+        return error_for_status(
+            status, f"{what}: HTTP {status}: {detail}", provider_message=str(exc)[:500]
+        )
+    if "Timeout" in type(exc).__name__:
+        return ProviderTimeoutError(f"{what}: {detail}")
+    return ProviderUnavailableError(f"{what}: {detail}")
+
+
+async def _resolve(future: Any) -> Any:
+    """The value of an SDK future: awaited on asyncio, else waited for in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+        on_asyncio = True
+    except RuntimeError:
+        on_asyncio = False
+    if on_asyncio and hasattr(future, "__await__"):
+        return await future
+    return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+
+
+class TinkerTeacher(Teacher):
+    """A teacher sampled on Tinker through the tinker SDK.
+
+    Args:
+        base_model: the model Tinker serves (e.g. ``Qwen/Qwen3-235B-A22B-Instruct-2507``).
+        model_path: sample these sampler weights (``tinker://.../sampler_weights/...``)
+            instead of the base model.
+        renderer: the chat renderer for the teacher's chat format (default: ``chat_format``
+            with the base model's tokenizer, found offline by :func:`load_tokenizer`). It must
+            match the teacher model's own chat template.
+        chat_format: the chat format when no renderer is given.
+        tokenizer: a tokenizer source for :func:`load_tokenizer` (default: ``base_model``).
+        service_client: a ``tinker.ServiceClient`` (default: one built from ``base_url`` and
+            ``api_key``).
+        base_url: the Tinker API root (default: ``TINKER_BASE_URL`` or the SDK's default).
+        api_key: the key (default: ``TINKER_API_KEY``).
+        params: sampling parameters.
+        start_timeout_s: the limit on creating the sampling client.
+        **kwargs: :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts,
+            pricing, retry, timeout).
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        *,
+        model_path: str | None = None,
+        renderer: ChatRenderer | None = None,
+        chat_format: ChatFormat | str = ChatFormat.QWEN3,
+        tokenizer: Any = None,
+        service_client: Any = None,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+        params: SamplingParams | None = None,
+        start_timeout_s: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        if model_path is not None and "/weights/" in model_path:
+            raise ConfigurationError(
+                f"{model_path} is a training-state path; sample its sampler weights "
+                f"(tinker://.../sampler_weights/...) instead"
+            )
+        super().__init__(model=model_path or base_model, params=params or DEFAULT_PARAMS, **kwargs)
+        self.base_model = base_model
+        self.model_path = model_path
+        self.chat_format = ChatFormat(chat_format)
+        self._renderer = renderer
+        self._tokenizer_source = tokenizer
+        self._service = service_client
+        self._base_url = base_url
+        self._api_key = resolve_secret(api_key, "TINKER_API_KEY")
+        self.start_timeout_s = start_timeout_s
+        self._client: Any = None
+        self._start_lock: anyio.Lock | None = None
+        self._start_error: ProviderError | None = None
+
+    def describe(self) -> Mapping[str, Any]:
+        """A JSON-compatible description (no secret)."""
+        return {
+            **super().describe(),
+            "base_model": self.base_model,
+            "chat_format": str(
+                self._renderer.format if self._renderer is not None else self.chat_format
+            ),
+        }
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def _build_renderer(self) -> ChatRenderer:
+        source = self._tokenizer_source if self._tokenizer_source is not None else self.base_model
+        return ChatRenderer(load_tokenizer(source), self.chat_format)
+
+    def _create_client(self) -> Any:
+        service = self._service
+        if service is None:
+            import tinker
+
+            service = self._service = tinker.ServiceClient(
+                base_url=self._base_url,
+                api_key=None if self._api_key is None else self._api_key.reveal(),
+            )
+        future = service.create_sampling_client(
+            model_path=self.model_path, base_model=None if self.model_path else self.base_model
+        )
+        return future.result() if hasattr(future, "result") else future
+
+    async def start(self) -> None:
+        """Build the renderer and create the sampling client (once; later calls return).
+
+        Raises:
+            ProviderError: the client could not be created; fatal, so a run stops at once
+                instead of every request waiting out the SDK's retries.
+        """
+        if self._start_lock is None:
+            self._start_lock = anyio.Lock()
+        async with self._start_lock:
+            if self._client is not None:
+                return
+            if self._start_error is not None:
+                raise self._start_error  # requests queued behind a failed start fail the same
+            if self._renderer is None:
+                self._renderer = await anyio.to_thread.run_sync(self._build_renderer)
+            try:
+                with anyio.fail_after(self.start_timeout_s):
+                    client = await anyio.to_thread.run_sync(
+                        self._create_client, abandon_on_cancel=True
+                    )
+            except TimeoutError:
+                error: ProviderError = ProviderUnavailableError(
+                    f"{self.name}: no Tinker sampling client for {self.model} after "
+                    f"{self.start_timeout_s:g}s (is the Tinker service reachable?)"
+                )
+            except Exception as exc:
+                error = _provider_error(exc, f"{self.name}: cannot sample {self.model}")
+            else:
+                self._client = client
+                return
+            error.fatal = True  # every later request would fail the same way
+            self._start_error = error
+            raise error
+
+    # --- one attempt ---------------------------------------------------------------------------
+
+    def _prepare(self, request: TeacherRequest) -> tuple[list[int], Any]:
+        import tinker
+
+        renderer = self._renderer
+        if renderer is None:
+            raise RuntimeError("TinkerTeacher used before start()")
+        generation = renderer.generation_prompt(request.messages)
+        params = request.params or DEFAULT_PARAMS
+        stop: list[int] | list[str]
+        if params.stop:
+            stop = [*generation.stop_strings, *params.stop]
+        else:
+            stop = list(generation.stop_token_ids)
+        sampling = tinker.types.SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_k=params.top_k if params.top_k is not None else -1,
+            top_p=params.top_p,
+            seed=params.seed,
+            stop=stop,
+        )
+        return list(generation.tokens), sampling
+
+    async def complete(
+        self, request: TeacherRequest, *, observe: Observer | None = None
+    ) -> Completion:
+        """Sample one completion for ``request`` on Tinker."""
+        import tinker
+
+        await self.start()
+        tokens, sampling = await anyio.to_thread.run_sync(self._prepare, request)
+        try:
+            response = await _resolve(
+                self._client.sample(
+                    prompt=tinker.types.ModelInput.from_ints(tokens),
+                    num_samples=1,
+                    sampling_params=sampling,
+                )
+            )
+        except Exception as exc:
+            raise _provider_error(exc, f"{self.name}: sample {self.model}") from None
+        return await anyio.to_thread.run_sync(self.parse, response, len(tokens))
+
+    def parse(self, response: Any, prompt_tokens: int) -> Completion:
+        """Turn an SDK sample response into a :class:`Completion`."""
+        renderer = self._renderer
+        if renderer is None:
+            raise RuntimeError("TinkerTeacher used before start()")
+        sequences = getattr(response, "sequences", None)
+        if not sequences:
+            raise ProviderUnavailableError(f"{self.name}: the sample response holds no sequence")
+        sequence = sequences[0]
+        out = [int(t) for t in sequence.tokens]
+        finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
+        text = renderer.parse_response(out).content
+        reasoning, answer = split_completion(text)
+        return Completion(
+            reasoning=reasoning,
+            answer=answer,
+            reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
+            finish_reason=finish,
+            usage=TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
+        )
+
+    async def aclose(self) -> None:
+        """Drop the sampling client and any start failure (idempotent)."""
+        self._client = None
+        self._start_error = None

@@ -1,0 +1,573 @@
+"""A small, fast, scriptable HTTP/1.1 server on 127.0.0.1 for provider-compatible test servers.
+
+Raw asyncio streams (no framework): keep-alive, Content-Length bodies, one request at a time per
+connection. A provider flavour (OpenAI-compatible, Anthropic) subclasses :class:`ScriptedServer`
+and renders bodies; this module does the rest:
+
+- scripted answers: ``responder(prompt, request_json) -> Reply`` (default: deterministic);
+- fault injection: ``server.push(*faults)`` for the next requests, ``server.script(match,
+  *faults)`` for requests whose prompt contains ``match``, and ``fault_rate`` for random ones;
+- its own rate limit (a token bucket of ``rpm`` with ``burst_s`` seconds of burst): 429 with
+  ``Retry-After`` (seconds), ``retry-after-ms``, or no hint;
+- latency; an API key check (401); statistics, also served at ``GET /_stats`` so a server in
+  another process can be inspected.
+
+Run in a background thread (``with Server(...) as s: s.url``) or as a subprocess
+(``python tests/servers/openai_server.py --port 0 ...`` prints ``PORT <n>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import math
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Fault", "Reply", "ScriptedServer", "default_responder", "main"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault.
+
+    kind: ``status`` (an HTTP error), ``reset`` (drop the connection without answering),
+    ``slow`` (answer normally after ``delay`` seconds), ``malformed`` (HTTP 200 with broken
+    JSON), ``error_body`` (HTTP 200 whose body is an error with code ``status``), ``truncated``
+    (a normal answer that stopped at max_tokens).
+    """
+
+    kind: str
+    status: int = 500
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    delay: float = 0.0
+    message: str = "injected fault"
+
+    @staticmethod
+    def http(
+        status: int,
+        *,
+        retry_after: float | None = None,
+        retry_after_ms: float | None = None,
+        message: str = "injected fault",
+    ) -> Fault:
+        return Fault("status", status, retry_after, retry_after_ms, message=message)
+
+    @staticmethod
+    def reset() -> Fault:
+        return Fault("reset")
+
+    @staticmethod
+    def slow(seconds: float) -> Fault:
+        return Fault("slow", delay=seconds)
+
+    @staticmethod
+    def malformed() -> Fault:
+        return Fault("malformed")
+
+    @staticmethod
+    def error_body(status: int = 502, message: str = "provider error mid-generation") -> Fault:
+        return Fault("error_body", status, message=message)
+
+    @staticmethod
+    def truncated() -> Fault:
+        return Fault("truncated")
+
+
+@dataclass
+class Reply:
+    """What the model "says": reasoning, answer, and whether it hit max_tokens."""
+
+    reasoning: str
+    answer: str
+    truncated: bool = False
+
+
+def default_responder(prompt: str, request: dict[str, Any]) -> Reply:
+    """A deterministic answer derived from the prompt."""
+    digest = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)
+    return Reply(
+        reasoning=f"Let me think about this problem step by step. (#{digest % 997})",
+        answer=f"The answer is \\boxed{{{digest % 100}}}.",
+    )
+
+
+@dataclass
+class Stats:
+    """Counters, readable from the test while the server runs."""
+
+    requests: int = 0
+    answered: int = 0
+    truncated: int = 0
+    throttled: int = 0
+    faults: int = 0
+    unauthorized: int = 0
+    billed_usd: float = 0.0
+    inflight: int = 0
+    max_inflight: int = 0
+    status: collections.Counter[int] = field(default_factory=collections.Counter)
+    # how many successful (billed) answers each prompt got
+    answers_by_prompt: collections.Counter[str] = field(default_factory=collections.Counter)
+    # how many requests (any outcome) each prompt got
+    requests_by_prompt: collections.Counter[str] = field(default_factory=collections.Counter)
+    arrivals: list[float] = field(default_factory=list)
+    answer_times: list[float] = field(default_factory=list)
+    throttle_times: list[float] = field(default_factory=list)
+    batch_requests: int = 0
+    batches: int = 0
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
+
+    def requests_matching(self, text: str) -> int:
+        """Requests whose prompt contains ``text``."""
+        return sum(n for prompt, n in self.requests_by_prompt.items() if text in prompt)
+
+    def answers_matching(self, text: str) -> int:
+        """Billed answers whose prompt contains ``text``."""
+        return sum(n for prompt, n in self.answers_by_prompt.items() if text in prompt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "truncated": self.truncated,
+            "throttled": self.throttled,
+            "faults": self.faults,
+            "unauthorized": self.unauthorized,
+            "billed_usd": self.billed_usd,
+            "max_inflight": self.max_inflight,
+            "status": {str(k): v for k, v in self.status.items()},
+            "answer_times": self.answer_times,
+            "throttle_times": self.throttle_times,
+        }
+
+
+class ScriptedServer:
+    """The provider-independent server. Subclasses define the API's paths and bodies."""
+
+    path = "/"
+    flavour = "base"
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        burst_s: float = 1.0,
+        retry_after: str | None = "ms",
+        rate_headers: bool = False,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        cost_per_answer: float = 0.001,
+        responder: Callable[[str, dict[str, Any]], Reply] = default_responder,
+        fault_rate: float = 0.0,
+        random_faults: tuple[Fault, ...] = (),
+        seed: int = 0,
+        record_headers: bool = False,
+        port: int = 0,
+    ) -> None:
+        self.rpm = rpm
+        self.burst_s = burst_s
+        self.retry_after = retry_after
+        self.rate_headers = rate_headers
+        self.latency = latency
+        self.api_key = api_key
+        self.cost_per_answer = cost_per_answer
+        self.responder = responder
+        self.fault_rate = fault_rate
+        self.random_faults = random_faults or (
+            Fault.http(500),
+            Fault.http(502),
+            Fault.http(503),
+            Fault.http(429),
+            Fault.reset(),
+            Fault.malformed(),
+            Fault.error_body(),
+        )
+        self.rng = random.Random(seed)
+        self.record_headers = record_headers
+        self.port = port
+        self.stats = Stats()
+        self._queue: collections.deque[Fault] = collections.deque()
+        self._scripts: list[tuple[str, collections.deque[Fault]]] = []
+        self._lock = threading.Lock()
+        self._bucket_level = 0.0
+        self._bucket_time = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        #: how many status polls a batch answers "in progress" before it ends
+        self.batch_polls = 1
+        self._objects: dict[str, Any] = {}
+        self._next_id = 0
+
+    # --- scripting ---------------------------------------------------------------------------
+
+    def push(self, *faults: Fault) -> None:
+        """Apply these faults, in order, to the next requests (whatever their prompt)."""
+        with self._lock:
+            self._queue.extend(faults)
+
+    def script(self, match: str, *faults: Fault) -> None:
+        """Apply these faults, in order, to the next requests whose prompt contains ``match``."""
+        with self._lock:
+            self._scripts.append((match, collections.deque(faults)))
+
+    def _next_fault(self, prompt: str) -> Fault | None:
+        with self._lock:
+            for match, faults in self._scripts:
+                if faults and match in prompt:
+                    return faults.popleft()
+            if self._queue:
+                return self._queue.popleft()
+        if self.fault_rate and self.rng.random() < self.fault_rate:
+            return self.rng.choice(self.random_faults)
+        return None
+
+    # --- rate limit --------------------------------------------------------------------------
+
+    def _take_token(self, now: float) -> tuple[bool, float, float]:
+        """Take one request token: (allowed, seconds until the next token, tokens left)."""
+        if self.rpm is None:
+            return True, 0.0, math.inf
+        rate = self.rpm / 60.0
+        capacity = max(1.0, rate * self.burst_s)
+        if self._bucket_time == 0.0:
+            self._bucket_level, self._bucket_time = capacity, now
+        self._bucket_level = min(capacity, self._bucket_level + (now - self._bucket_time) * rate)
+        self._bucket_time = now
+        if self._bucket_level >= 1.0:
+            self._bucket_level -= 1.0
+            return True, 0.0, self._bucket_level
+        return False, (1.0 - self._bucket_level) / rate, self._bucket_level
+
+    # --- flavour hooks -----------------------------------------------------------------------
+
+    def prompt_of(self, request: dict[str, Any]) -> str:
+        messages = request.get("messages") or []
+        return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+
+    def authorized(self, headers: dict[str, str]) -> bool:
+        raise NotImplementedError
+
+    def received_key(self, headers: dict[str, str]) -> str:
+        return headers.get("authorization", "").removeprefix("Bearer ")
+
+    def success_body(self, request: dict[str, Any], reply: Reply, cost: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def limit_headers(self, remaining: float, reset: float) -> dict[str, str]:
+        return {}
+
+    def route(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes] | None:
+        """Other endpoints (batch APIs): (status, body) or None for 404."""
+        return None
+
+    def batch_answer(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answer one request of a batch: (HTTP status, body), with scripted faults applied."""
+        stats = self.stats
+        prompt = self.prompt_of(request)
+        stats.requests += 1
+        stats.batch_requests += 1
+        stats.requests_by_prompt[prompt] += 1
+        fault = self._next_fault(prompt)
+        truncated = False
+        if fault is not None:
+            stats.faults += 1
+            if fault.kind in ("status", "error_body"):
+                return fault.status, self.error_body(fault.status, fault.message)
+            if fault.kind in ("reset", "malformed", "slow"):
+                return 500, self.error_body(500, "internal error")
+            truncated = fault.kind == "truncated"
+        reply = self.responder(prompt, request)
+        reply.truncated = reply.truncated or truncated
+        stats.answered += 1
+        stats.truncated += reply.truncated
+        stats.billed_usd += self.cost_per_answer * 0.5
+        stats.answers_by_prompt[prompt] += 1
+        return 200, self.success_body(request, reply, self.cost_per_answer * 0.5)
+
+    def finish_batches(self) -> None:
+        """Let every batch submitted so far end at its next status poll."""
+        for obj in self._objects.values():
+            if isinstance(obj, dict) and "polls" in obj:
+                obj["polls"] = 0
+
+    def new_id(self, prefix: str) -> str:
+        self._next_id += 1
+        return f"{prefix}{self._next_id}"
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _version = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                keep = await self._respond(method, target, headers, body, writer)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # a client hung up, or the server is stopping
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    @staticmethod
+    def _write(
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            401: "Unauthorized",
+            402: "Payment Required",
+            403: "Forbidden",
+            404: "Not Found",
+            408: "Request Timeout",
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+            502: "Bad Gateway",
+            503: "Service Unavailable",
+            529: "Overloaded",
+        }.get(status, "Status")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n{extra}\r\n".encode("latin-1")
+            + payload
+        )
+
+    async def _respond(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        if method == "GET" and target == "/_stats":
+            self._write(writer, 200, json.dumps(self.stats.to_json()).encode())
+            return True
+        if method == "POST" and target == "/_push":
+            for spec in json.loads(body):
+                self.push(Fault(**spec))
+            self._write(writer, 200, b"{}")
+            return True
+        if method in ("GET", "POST") and target != self.path:
+            if not self.authorized(headers):
+                self._write(
+                    writer, 401, json.dumps(self.error_body(401, "invalid api key")).encode()
+                )
+                return True
+            routed = self.route(method, target, headers, body)
+            if routed is not None:
+                status, payload = routed
+                self._write(writer, status, payload)
+                return True
+        if method != "POST" or target != self.path:
+            self._write(
+                writer, 404, json.dumps(self.error_body(404, f"no route {target}")).encode()
+            )
+            return True
+        stats = self.stats
+        now = time.monotonic()
+        stats.requests += 1
+        stats.arrivals.append(now)
+        stats.inflight += 1
+        stats.max_inflight = max(stats.max_inflight, stats.inflight)
+        if self.record_headers:
+            stats.seen_headers.append(dict(headers))
+        try:
+            return await self._serve(headers, body, writer, now)
+        finally:
+            stats.inflight -= 1
+
+    async def _serve(
+        self, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter, now: float
+    ) -> bool:
+        stats = self.stats
+        try:
+            request = json.loads(body)
+        except ValueError:
+            stats.status[400] += 1
+            self._write(writer, 400, json.dumps(self.error_body(400, "body is not JSON")).encode())
+            return True
+        prompt = self.prompt_of(request)
+        stats.requests_by_prompt[prompt] += 1
+        if not self.authorized(headers):
+            stats.unauthorized += 1
+            stats.status[401] += 1
+            # Echo the key back, as some providers do: clients must redact it.
+            message = f"invalid api key: {self.received_key(headers)}"
+            self._write(writer, 401, json.dumps(self.error_body(401, message)).encode())
+            return True
+        allowed, wait, remaining = self._take_token(now)
+        if not allowed:
+            stats.throttled += 1
+            stats.throttle_times.append(now)
+            stats.status[429] += 1
+            hdrs: dict[str, str] = {}
+            if self.retry_after == "s":
+                hdrs["retry-after"] = str(max(1, math.ceil(wait)))
+            elif self.retry_after == "ms":
+                hdrs["retry-after-ms"] = f"{wait * 1000.0:.1f}"
+            if self.rate_headers:
+                hdrs.update(self.limit_headers(0, wait))
+            self._write(
+                writer, 429, json.dumps(self.error_body(429, "rate limited")).encode(), hdrs
+            )
+            return True
+        fault = self._next_fault(prompt)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        truncated = False
+        if fault is not None:
+            stats.faults += 1
+            if fault.kind == "status":
+                hdrs = {}
+                if fault.retry_after is not None:
+                    hdrs["retry-after"] = f"{fault.retry_after:g}"
+                if fault.retry_after_ms is not None:
+                    hdrs["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+                stats.status[fault.status] += 1
+                payload = json.dumps(self.error_body(fault.status, fault.message)).encode()
+                self._write(writer, fault.status, payload, hdrs)
+                return True
+            if fault.kind == "reset":
+                stats.status[0] += 1
+                writer.transport.abort()
+                return False
+            if fault.kind == "malformed":
+                stats.status[200] += 1
+                self._write(writer, 200, b'{"id": "x", "choices": [{"message": {"conte')
+                return True
+            if fault.kind == "error_body":
+                stats.status[200] += 1
+                self._write(
+                    writer, 200, json.dumps(self.error_body(fault.status, fault.message)).encode()
+                )
+                return True
+            if fault.kind == "slow":
+                await asyncio.sleep(fault.delay)
+            if fault.kind == "truncated":
+                truncated = True
+        reply = self.responder(prompt, request)
+        reply.truncated = reply.truncated or truncated
+        stats.answered += 1
+        stats.truncated += reply.truncated
+        stats.billed_usd += self.cost_per_answer
+        stats.answers_by_prompt[prompt] += 1
+        stats.answer_times.append(time.monotonic())
+        stats.status[200] += 1
+        hdrs = self.limit_headers(remaining, 0.0) if self.rate_headers else {}
+        payload = json.dumps(self.success_body(request, reply, self.cost_per_answer)).encode()
+        try:
+            self._write(writer, 200, payload, hdrs)
+            await writer.drain()
+        except ConnectionError:
+            return False
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def serve(self, on_ready: Callable[[int], None] | None = None) -> None:
+        """Serve until :meth:`stop` (or forever when run as a script)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, backlog=4096, limit=1 << 22
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        if on_ready is not None:
+            on_ready(self.port)
+        async with self._server:
+            await self._stop.wait()
+
+    def start(self) -> ScriptedServer:
+        """Serve from a background thread; return once it listens."""
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop a server started with :meth:`start`."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(cls: type[ScriptedServer], argv: list[str] | None = None) -> None:
+    """Run a server as a script: prints ``PORT <n>`` once it listens."""
+    parser = argparse.ArgumentParser(description=f"{cls.flavour} test server on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--rpm", type=float, default=None)
+    parser.add_argument("--burst-s", type=float, default=1.0)
+    parser.add_argument("--retry-after", choices=["s", "ms", "none"], default="ms")
+    parser.add_argument("--rate-headers", action="store_true")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = cls(
+        rpm=args.rpm,
+        burst_s=args.burst_s,
+        retry_after=None if args.retry_after == "none" else args.retry_after,
+        rate_headers=args.rate_headers,
+        latency=args.latency,
+        api_key=args.api_key,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        port=args.port,
+    )
+
+    def ready(port: int) -> None:
+        print(f"PORT {port}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(ready))
+    sys.exit(0)

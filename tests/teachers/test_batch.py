@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.servers.anthropic_server import AnthropicServer
+from tests.servers.openai_server import Fault, OpenAIServer
+from tracedistill import JsonlTraceStore, SamplingParams
+from tracedistill.errors import ConfigurationError
+from tracedistill.teachers import AnthropicTeacher, Pricing
+from tracedistill.teachers.batch import BatchState, generate_batch
+
+from .conftest import FAST_RETRY, KEY, math_problems, openai_teacher
+
+pytestmark = pytest.mark.anyio
+
+PRICES = Pricing(input_per_million=2.0, output_per_million=8.0)
+
+
+async def test_openai_batches(tmp_path: Path) -> None:
+    with OpenAIServer(api_key=KEY, report_cost=False) as server:
+        server.batch_polls = 2
+        teacher = openai_teacher(server, pricing=PRICES, reports_cost=False)
+        problems = math_problems(25)
+        server.script(problems[3].prompt, Fault.http(400, message="prompt too long"))
+        server.script(problems[4].prompt, Fault.truncated())
+        with JsonlTraceStore(tmp_path / "s") as store:
+            summary = await generate_batch(
+                teacher, problems, store, n=2, batch_size=20, poll_interval=0.01
+            )
+            assert server.stats.batches == 3  # 50 requests in batches of 20
+            assert summary.requested == 50 and summary.done == 49 and summary.failed == 1
+            assert summary.truncated == 1
+            failed = store.get(teacher.request_key(problems[3], 0))
+            assert failed is not None and "prompt too long" in (failed.error or "")
+            ok = store.get(teacher.request_key(problems[0], 1))
+            assert ok is not None and ok.reasoning.startswith("Let me think")
+            full = PRICES.cost(ok.usage)
+            assert ok.cost_usd == pytest.approx(full * 0.5) and ok.cost_estimated
+            per_problem = collections.Counter(
+                t.problem_id for t in store.traces(include_failed=True)
+            )
+            assert set(per_problem.values()) == {2}
+            # a rerun submits nothing new (the failed one is asked again)
+            again = await generate_batch(teacher, problems, store, n=2, poll_interval=0.01)
+            assert again.requested == 1 and again.skipped == 49
+        await teacher.aclose()
+
+
+async def test_anthropic_batches(tmp_path: Path) -> None:
+    with AnthropicServer(api_key=KEY) as server:
+        teacher = AnthropicTeacher(
+            "claude-sonnet-4-5",
+            base_url=server.url,
+            api_key=KEY,
+            params=SamplingParams(max_tokens=4096),
+            thinking=2048,
+            pricing=PRICES,
+            retry=FAST_RETRY,
+        )
+        problems = math_problems(6)
+        server.script(problems[1].prompt, Fault.http(529, message="overloaded"))
+        with JsonlTraceStore(tmp_path / "s") as store:
+            summary = await generate_batch(teacher, problems, store, poll_interval=0.01)
+            assert summary.done == 5 and summary.failed == 1
+            trace = store.get(teacher.request_key(problems[0]))
+            assert trace is not None and trace.reasoning.startswith("Let me think")
+            assert "overloaded" in (store.get(teacher.request_key(problems[1])).error or "")  # type: ignore[union-attr]
+        await teacher.aclose()
+
+
+async def test_crash_while_waiting_resumes_without_resubmitting(tmp_path: Path) -> None:
+    with OpenAIServer(api_key=KEY) as server:
+        server.batch_polls = 10_000  # the batch never ends during the first run
+        teacher = openai_teacher(server)
+        problems = math_problems(10)
+        with JsonlTraceStore(tmp_path / "s") as store:
+            with anyio.move_on_after(0.5):
+                await generate_batch(teacher, problems, store, poll_interval=0.01)
+            assert len(store) == 0 and server.stats.batches == 1
+        state = BatchState(tmp_path / "s" / "batches-loop_model.jsonl")
+        assert len(state.pending) == 1
+        server.finish_batches()
+        with JsonlTraceStore(tmp_path / "s") as store:
+            summary = await generate_batch(teacher, problems, store, poll_interval=0.01)
+            assert server.stats.batches == 1  # picked up, not submitted again
+            assert summary.requested == 0 and summary.done == 10
+            assert len(store) == 10
+        assert not BatchState(tmp_path / "s" / "batches-loop_model.jsonl").pending
+        assert server.stats.batch_requests == 10
+        await teacher.aclose()
+
+
+async def test_batch_budget(tmp_path: Path) -> None:
+    with OpenAIServer(api_key=KEY, report_cost=False) as server:
+        # worst case per request: 64 output tokens at $8/M, halved = $0.000256 (+ prompt)
+        teacher = openai_teacher(server, pricing=PRICES, params=SamplingParams(max_tokens=64))
+        with JsonlTraceStore(tmp_path / "s") as store:
+            summary = await generate_batch(
+                teacher,
+                math_problems(40),
+                store,
+                batch_size=40,
+                budget_usd=0.003,
+                poll_interval=0.01,
+            )
+            assert summary.stopped == "budget"
+            assert 0 < summary.done < 40 and store.spend_usd() <= 0.003
+        await teacher.aclose()
+
+
+async def test_batch_needs_a_batch_api(tmp_path: Path) -> None:
+    from tracedistill.teachers.replay import ReplayTeacher
+
+    with JsonlTraceStore(tmp_path / "s") as store, pytest.raises(ConfigurationError):
+        await generate_batch(ReplayTeacher([], "openr1-math"), [], store)

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
+from tracedistill.verifiers import CodeVerifier, _harness, stdout_matches
+from tracedistill.verifiers.code import _EvalplusComparator, _plan_assert
+
+pytestmark = pytest.mark.anyio
+
+ADD = Problem(
+    id="add",
+    kind=TaskKind.CODE,
+    prompt="Write add(a, b).",
+    tests=CodeTests(
+        function=FunctionTests(
+            entry_point="add",
+            base_inputs=[[1, 2], [3, 4]],
+            plus_inputs=[[10**30, 1], [-5, 5]],
+            reference_solution="def add(a, b):\n    return a + b\n",
+        )
+    ),
+)
+
+STDIO = Problem(
+    kind=TaskKind.CODE,
+    prompt="Read two ints, print their sum.",
+    tests=CodeTests(stdio=[{"stdin": "1 2\n", "stdout": "3\n"}, {"stdin": "5 5", "stdout": "10"}]),
+)
+
+ASSERTS = Problem(
+    kind=TaskKind.CODE,
+    prompt="Write sq(x).",
+    tests=CodeTests(
+        asserts=["assert sq(3) == 9", "assert sq(-2) == 4", "assert abs(sq(0.5) - 0.25) < 1e-9"],
+        setup="import math",
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("response", "reason", "extra"),
+    [
+        ("```python\ndef add(a, b):\n    return a + b\n```", VerdictReason.PASSED, {}),
+        (
+            "def add(a, b):\n    return a - b\n",
+            VerdictReason.TEST_FAILED,
+            {"group": "base", "test": 0},
+        ),
+        (
+            "def add(a, b):\n    return a + b if a < 10**20 else 0\n",
+            VerdictReason.TEST_FAILED,
+            {"group": "plus", "test": 0},
+        ),
+        ("def add(a, b):\n    while True:\n        pass\n", VerdictReason.TIMEOUT, {}),
+        ("def add(a, b):\n    return a / 0\n", VerdictReason.RUNTIME_ERROR, {}),
+        ("def add(a, b) return", VerdictReason.SYNTAX_ERROR, {}),
+        ("def plus(a, b):\n    return a + b\n", VerdictReason.RUNTIME_ERROR, {}),
+        ("", VerdictReason.NO_ANSWER, {}),
+        ("def add(a, b):\n    return [0] * (10**10)\n", VerdictReason.MEMORY_LIMIT, {}),
+    ],
+)
+async def test_function_tests(
+    code_verifier: CodeVerifier, response: str, reason: VerdictReason, extra: dict[str, object]
+) -> None:
+    result = await code_verifier.check(ADD, response)
+    assert result.reason is reason, result.details
+    assert result.passed is (reason is VerdictReason.PASSED)
+    for key, value in extra.items():
+        assert result.details[key] == value
+
+
+async def test_reference_outputs_cached_on_disk(tmp_path: Path) -> None:
+    problem = Problem(
+        id="mul",
+        kind=TaskKind.CODE,
+        prompt="mul",
+        tests=CodeTests(
+            function=FunctionTests(
+                entry_point="mul",
+                base_inputs=[[2, 3]],
+                reference_solution="def mul(a, b):\n    return a * b\n",
+            )
+        ),
+    )
+    async with CodeVerifier(workers=1, cache_dir=tmp_path) as v:
+        assert (await v.check(problem, "def mul(a, b): return b * a")).passed
+    files = [Path(p) async for p in anyio.Path(tmp_path).glob("*.json")]
+    assert len(files) == 1
+    # A fresh verifier reads the cache instead of running the reference again: doctor the
+    # cached output and the verdicts follow it.
+    raw = json.loads(await anyio.Path(files[0]).read_text())
+    assert raw["base"] == [6]
+    raw["base"] = [7]
+    await anyio.Path(files[0]).write_text(json.dumps(raw))
+    async with CodeVerifier(workers=1, cache_dir=tmp_path) as v:
+        assert (await v.check(problem, "def mul(a, b): return 7")).passed
+        assert not (await v.check(problem, "def mul(a, b): return a * b")).passed
+
+
+async def test_expected_outputs_given_directly(code_verifier: CodeVerifier) -> None:
+    problem = Problem(
+        kind=TaskKind.CODE,
+        prompt="neg",
+        tests=CodeTests(
+            function=FunctionTests(
+                entry_point="neg", base_inputs=[[1], [2.5]], expected_base=[-1, -2.5]
+            )
+        ),
+    )
+    assert (await code_verifier.check(problem, "def neg(x): return -x")).passed
+    assert not (await code_verifier.check(problem, "def neg(x): return x")).passed
+
+
+async def test_stdio(code_verifier: CodeVerifier) -> None:
+    good = "a, b = map(int, input().split())\nprint(a + b)\n"
+    assert (await code_verifier.check(STDIO, good)).passed
+    also_good = "import sys\nprint(sum(map(int, sys.stdin.read().split())), end='  \\n\\n')"
+    assert (await code_verifier.check(STDIO, also_good)).passed
+    wrong = await code_verifier.check(STDIO, "print(3)")
+    assert wrong.reason is VerdictReason.TEST_FAILED and wrong.details["test"] == 1
+    slow = await code_verifier.check(STDIO, "while True: pass")
+    assert slow.reason is VerdictReason.TIMEOUT
+    crash = await code_verifier.check(STDIO, "raise SystemExit(3)")
+    assert crash.reason is VerdictReason.RUNTIME_ERROR
+
+
+async def test_asserts(code_verifier: CodeVerifier) -> None:
+    assert (await code_verifier.check(ASSERTS, "def sq(x):\n    return x * x\n")).passed
+    result = await code_verifier.check(ASSERTS, "def sq(x):\n    return 9\n")
+    assert result.reason is VerdictReason.TEST_FAILED and result.details["test"] == 1
+    result = await code_verifier.check(ASSERTS, "def sq(x):\n    return x * x if x != 0.5 else 1\n")
+    assert result.reason is VerdictReason.TEST_FAILED
+
+
+def test_assert_plans_keep_literals_in_the_parent() -> None:
+    plan, expected = _plan_assert("assert f(1, 2) == (4, 5)")
+    assert plan == {"kind": "value", "expr": "f(1, 2)"} and expected == (4, 5)
+    plan, expected = _plan_assert("assert [1] == g()")
+    assert plan == {"kind": "value", "expr": "g()"} and expected == [1]
+    plan, _ = _plan_assert("assert math.isclose(f(1), 2.0)")
+    assert plan["kind"] == "assert"
+
+
+def test_codec_round_trip_keeps_types() -> None:
+    value = [
+        1,
+        2**80,
+        -(2**70),
+        1.5,
+        float("inf"),
+        "s",
+        b"\x00\xff",
+        (1, [2]),
+        {1: {2}},
+        frozenset({3}),
+        1 + 2j,
+        None,
+        True,
+    ]
+    decoded = _harness.decode(_harness.encode(value))
+    assert decoded == value
+    assert type(decoded[7]) is tuple and type(decoded[9]) is frozenset
+
+    class Rigged:
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    assert _harness.decode(_harness.encode(Rigged())) != 1
+    big = list(range(100_000))
+    digest = _harness.decode(_harness.encode_output(big))
+    assert isinstance(digest, _harness.Digest)
+    assert digest == _harness.decode(_harness.encode_output(list(range(100_000))))
+    assert digest != _harness.decode(_harness.encode_output(list(range(1, 100_001))))
+
+
+def test_evalplus_comparison_rules() -> None:
+    compare = _EvalplusComparator("f", 0.0, "")
+    assert compare(1.0000001, 1.0, ())  # floats get atol 1e-6 ...
+    assert compare([1.0000001, 2], [1.0, 2], ())  # ... and keep it for the rest of the group
+    compare.reset()
+    assert not compare([1.0000001, 2], [1.0, 2], ())
+    assert not compare([1.0], (1.0,), ())  # allclose only between the same types
+    assert not compare((1, 2), [1, 2], ())
+    sets = _EvalplusComparator("similar_elements", 0.0, "mbpp")
+    assert sets((5, 4), (4, 5), ())
+    not_none = _EvalplusComparator("text_match_three", 0.0, "mbpp")
+    assert not_none(_harness.NotNone(True), True, ())
+    assert not not_none(_harness.NotNone(False), True, ())
+
+
+def test_stdout_matching() -> None:
+    assert stdout_matches("3 \n\n", "3")
+    assert stdout_matches("1 2\n3", "1 2 3")
+    assert stdout_matches("0.3333333", "0.33333333")
+    assert not stdout_matches("4", "3")
+    assert not stdout_matches("1 2", "1 2 3")

@@ -1,0 +1,166 @@
+"""Fidelity on the real benchmarks (MATH-500, MBPP+) and agreement with evalplus's checker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.verifiers.helpers import (
+    load_math500_problems,
+    load_mbppplus_problems,
+    needs_math,
+    needs_mbpp,
+)
+from tracedistill.records import Problem
+from tracedistill.verifiers import CodeVerifier, MathVerifier
+
+pytestmark = pytest.mark.anyio
+
+PERTURB = """
+
+_td_original = {entry}
+
+
+def {entry}(*args, **kwargs):
+    out = _td_original(*args, **kwargs)
+    if {always_raise}:
+        raise ValueError("wrong on purpose")
+    if out is None:
+        return "#perturbed#"
+    if isinstance(out, bool):
+        return not out
+    if isinstance(out, int | float):
+        return out + 1
+    if isinstance(out, str):
+        return out + "#perturbed#"
+    if isinstance(out, list):
+        return out + ["#perturbed#"]
+    if isinstance(out, tuple):
+        return out + ("#perturbed#",)
+    if isinstance(out, set | frozenset):
+        return set(out) | {{"#perturbed#"}}
+    if isinstance(out, dict):
+        return {{**out, "#perturbed#": 1}}
+    return None
+"""
+
+
+def wrong_solution(row: dict[str, Any]) -> str:
+    # evalplus's oracle accepts any output of are_equivalent (Mbpp/164): only an error fails it.
+    always_raise = row["entry_point"] == "are_equivalent"
+    return (
+        row["prompt"]
+        + row["canonical_solution"]
+        + PERTURB.format(entry=row["entry_point"], always_raise=always_raise)
+    )
+
+
+@needs_math
+@pytest.mark.slow
+async def test_math500_golds_verify_against_themselves() -> None:
+    problems = load_math500_problems()
+    assert len(problems) == 500
+    async with MathVerifier(workers=2) as verifier:
+        results = await verifier.check_many(
+            [(p, f"\\boxed{{{p.answer}}}") for p in problems], progress=False
+        )
+        failed = [(p.id, r.details) for p, r in zip(problems, results, strict=True) if not r.passed]
+        assert not failed
+        golds = await verifier.parse_golds([p.answer or "" for p in problems])
+        assert all(g is not None for g in golds)
+
+
+@needs_mbpp
+@pytest.mark.slow
+async def test_mbppplus_canonical_pass_and_wrong_fail(tmp_path: Path) -> None:
+    items = load_mbppplus_problems()
+    assert len(items) == 378
+    async with CodeVerifier(workers=2, cache_dir=tmp_path) as verifier:
+        canonical = await verifier.check_many(
+            [(p, row["prompt"] + row["canonical_solution"]) for p, row in items], progress=False
+        )
+        wrong = await verifier.check_many(
+            [(p, wrong_solution(row)) for p, row in items], progress=False
+        )
+    failures = {
+        p.id: f"{r.reason}: {r.details}"
+        for (p, _), r in zip(items, canonical, strict=True)
+        if not r.passed
+    }
+    # The known cause of a canonical failure is a time limit under CPU load (as with evalplus).
+    assert len(failures) <= 2, failures
+    assert all("timeout" in why for why in failures.values()), failures
+    passed_wrong = [p.id for (p, _), r in zip(items, wrong, strict=True) if r.passed]
+    assert passed_wrong == []
+
+
+# A sample chosen to cover evalplus's special oracles (set equality, "not None", custom
+# checks), float tolerances, inputs evalplus deserializes into tuples/sets/complex, and plain
+# tasks; all of them cheap to run.
+SAMPLE = [
+    "Mbpp/2",
+    "Mbpp/7",
+    "Mbpp/17",
+    "Mbpp/82",
+    "Mbpp/106",
+    "Mbpp/580",
+    "Mbpp/124",
+    "Mbpp/722",
+    "Mbpp/252",
+    "Mbpp/278",
+    "Mbpp/558",
+    "Mbpp/581",
+    "Mbpp/737",
+    "Mbpp/787",
+    "Mbpp/769",
+]
+
+
+@needs_mbpp
+async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
+    from evalplus.data.mbpp import mbpp_deserialize_inputs
+    from evalplus.eval import PASS
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.evaluate import check_correctness
+    from evalplus.gen.util import trusted_exec
+
+    items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
+    chosen = [items[tid] for tid in SAMPLE if tid in items]
+    assert len(chosen) == len(SAMPLE)
+    samples: list[tuple[Problem, dict[str, Any], str]] = []
+    for problem, row in chosen:
+        samples.append((problem, row, row["prompt"] + row["canonical_solution"]))
+        samples.append((problem, row, wrong_solution(row)))
+        samples.append((problem, row, f"def {row['entry_point']}(*args):\n    return None\n"))
+    async with CodeVerifier(workers=2, cache_dir=tmp_path) as verifier:
+        ours = await verifier.check_many([(p, code) for p, _, code in samples], progress=False)
+    truth: dict[str, dict[str, Any]] = {}
+    theirs = []
+    for problem, row, code in samples:
+        task = dict(row)
+        task["base_input"] = mbpp_deserialize_inputs(row["task_id"], row["base_input"])
+        task["plus_input"] = mbpp_deserialize_inputs(row["task_id"], row["plus_input"])
+        if problem.id not in truth:
+            not_none = row["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
+            reference = row["prompt"] + row["canonical_solution"]
+            oracle: dict[str, Any] = {}
+            for name in ("base", "plus"):
+                oracle[name], oracle[f"{name}_time"] = trusted_exec(
+                    reference,
+                    task[f"{name}_input"],
+                    row["entry_point"],
+                    record_time=True,
+                    output_not_none=not_none,
+                )
+            truth[problem.id] = oracle
+        result = check_correctness("mbpp", 0, task, code, truth[problem.id], False, True)
+        theirs.append(result["base"][0] == PASS and result["plus"][0] == PASS)
+    mismatches = [
+        (p.id, code[-60:], r.reason, t)
+        for (p, _, code), r, t in zip(samples, ours, theirs, strict=True)
+        if r.passed != t
+    ]
+    assert not mismatches
+    assert sum(theirs) >= len(SAMPLE)  # the canonical solutions (and oracle-lenient cases)
