@@ -28,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The demo narrates its stages (INFO of tracedistill); other libraries only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("tracedistill").setLevel(logging.INFO)
+    _quiet_third_parties()
     import anyio
 
     from tracedistill.demo import run_demo
@@ -43,6 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"report.md, report.html, experiment.json, experiment.log, traces/, runs/, evaluations/."
     )
     return 0
+
+
+def _quiet_third_parties() -> None:
+    """Keep the demo's output to its own story: no weight-loading bars or deprecation notes."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", message=r".*tie_word_embeddings.*", category=UserWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the `local` extra is not installed; the demo will say so
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

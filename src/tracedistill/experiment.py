@@ -39,6 +39,7 @@ import anyio.to_thread
 import attrs
 import orjson
 
+from tracedistill import _json
 from tracedistill._version import __version__
 from tracedistill.errors import ConfigurationError, TeacherError
 from tracedistill.evaluation.base import Sampler
@@ -53,7 +54,7 @@ from tracedistill.store.jsonl import JsonlTraceStore
 from tracedistill.teachers.base import Teacher
 from tracedistill.teachers.engine import GenerationSummary, generate
 from tracedistill.teachers.ratelimit import RateLimits
-from tracedistill.training.base import Checkpoint, RunDirectory, TrainConfig, Trainer
+from tracedistill.training.base import RunDirectory, TrainConfig, Trainer
 from tracedistill.verifiers.base import Verifier
 
 __all__ = ["STAGES", "Experiment", "Filters", "Generation", "Plan", "Run"]
@@ -436,7 +437,6 @@ class Experiment:
             progress=self.progress,
             total=len(pool),
         )
-        logger.info("%s: %s", run.name, summary)
         if summary.stopped is not None:
             raise TeacherError(
                 f"run {run.name!r}: generation stopped early ({summary.stopped}): "
@@ -516,9 +516,7 @@ class Experiment:
         keys: list[str] = orjson.loads(path.read_bytes())["keys"]
         store = await self._store(run)
         traces = [t for k in keys if (t := store.get(k)) is not None]
-        training = await self.trainer.train(
-            traces, run.train, self.run_dir(run) / "training"
-        )
+        training = await self.trainer.train(traces, run.train, self.run_dir(run) / "training")
         final = training.final_checkpoint
         return {
             "steps": training.total_steps,
@@ -649,7 +647,7 @@ class Experiment:
             )
         _write_json(self.run_dir(run) / "pool_report.json", pool.report.to_dict())
         await anyio.to_thread.run_sync(_write_problems, path, problems)
-        logger.info("%s: pool of %d problems (%s)", run.name, len(problems), pool.report.summary())
+        logger.info("%s: pool of %d problems", run.name, len(problems))
         return problems
 
     def _in_domain(self, run: Run) -> str | None:
@@ -740,9 +738,7 @@ class Experiment:
             notes.append("prompt size assumed 200 tokens (pool not drawn yet)")
         params = run.teacher.params
         max_tokens = params.max_tokens if params is not None else None
-        expected_out = gen.expected_completion_tokens or (
-            max_tokens // 2 if max_tokens else None
-        )
+        expected_out = gen.expected_completion_tokens or (max_tokens // 2 if max_tokens else None)
         prompt_tokens = None if remaining is None else int(remaining * mean_prompt)
         completion_tokens = (
             None if remaining is None or expected_out is None else remaining * expected_out
@@ -773,9 +769,7 @@ class Experiment:
                 "no price known: give the teacher pricing= for an estimate (the provider's "
                 "reported cost is used at run time)"
             )
-        expected_correct = (
-            None if requests is None else int(requests * gen.expected_pass_rate)
-        )
+        expected_correct = None if requests is None else int(requests * gen.expected_pass_rate)
         examples = (
             None
             if expected_correct is None
@@ -823,9 +817,7 @@ class Experiment:
             runs[run.name] = {
                 "config": run.describe(),
                 "config_hash": content_hash(run.describe()),
-                "stages": orjson.loads(stages_file.read_bytes())
-                if stages_file.is_file()
-                else {},
+                "stages": orjson.loads(stages_file.read_bytes()) if stages_file.is_file() else {},
                 "tinker_run_ids": tinker_ids,
             }
         spend: dict[str, float] = {}
@@ -862,9 +854,7 @@ class Experiment:
     @contextlib.contextmanager
     def _log_to_file(self) -> Any:
         handler = logging.FileHandler(self.directory / "experiment.log", encoding="utf-8")
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
         root = logging.getLogger("tracedistill")
         previous = root.level
@@ -953,10 +943,10 @@ def _write_problems(path: Path, problems: Sequence[Problem]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
         for p in problems:
-            fh.write(orjson.dumps(p.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+            fh.write(_json.dumps(p.to_dict(), newline=True))
     tmp.replace(path)
 
 
 def _read_problems(path: Path) -> list[Problem]:
     with path.open("rb") as fh:
-        return [Problem.from_dict(orjson.loads(line)) for line in fh if line.strip()]
+        return [Problem.from_dict(_json.loads(line)) for line in fh if line.strip()]

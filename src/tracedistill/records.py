@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self, TypeAlias, cast
 
 import attrs
-import orjson
 
+from tracedistill import _json
 from tracedistill.errors import RecordError
 
 __all__ = [
@@ -53,7 +53,7 @@ _HASH_CHARS = 32  # 128 bits of sha256: no collision in any realistic pool, half
 
 
 def _canonical(value: object) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return _json.dumps(value, sort_keys=True)
 
 
 def content_hash(value: object, *, prefix: str = "") -> str:

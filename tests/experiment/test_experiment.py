@@ -102,8 +102,14 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "Pareto frontier" in html and "data:image/png;base64," in html
     assert set(results.run_names) == {"synthetic-math", "synthetic-code"}
-    for run in results.run_names:
-        assert results.steps(run) == [6, 12]
+    for run, bench in (("synthetic-math", "synthetic-math"), ("synthetic-code", "synthetic-code")):
+        assert results.steps(run) == [75, 150]
+        # Distillation visibly changes the format: the base student never closes a think
+        # block before a boxed answer / code block; the trained one does (the demo's claim).
+        base, last = results.base(bench), results.score(run, 150, bench)
+        assert base is not None and last is not None
+        assert base.format_compliance == 0.0
+        assert last.format_compliance is not None and last.format_compliance > 0.2
     tables = results.tables()
     assert "Trace quality" in tables and len(tables["Trace quality"]) == 2
     quality = {row["task"]: row for row in tables["Trace quality"]}

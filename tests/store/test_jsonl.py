@@ -381,3 +381,34 @@ def test_lines_are_plain_json_per_record(tmp_path: Path) -> None:
         for line in (tmp_path / f"{name}.jsonl").read_bytes().splitlines():
             assert orjson.loads(line)["schema"] == 1
     assert os.path.exists(tmp_path / ".lock")
+
+
+def test_integers_beyond_64_bits_round_trip_exactly(tmp_path: Path) -> None:
+    # 14 MBPP+ tasks hold such integers; orjson alone would refuse or turn them into floats.
+    big = 2**100 + 7
+    problem = Problem(
+        kind="code",
+        prompt="Write f.",
+        tests={
+            "function": {
+                "entry_point": "f",
+                "base_inputs": [[big], [-(2**70)]],
+                "expected_base": [big + 1, -(2**70) + 1],
+            }
+        },
+    )
+
+    async def main() -> None:
+        with JsonlTraceStore(tmp_path) as store:
+            await store.add_problems([problem])
+            await store.add_trace(make_trace(problem, metadata={"n": big}))
+
+    run(main)
+    with JsonlTraceStore(tmp_path, readonly=True) as store:
+        back = store.problem(problem.id)
+        assert back == problem
+        assert back is not None and back.tests is not None and back.tests.function is not None
+        assert back.tests.function.base_inputs[0] == [big]
+        assert isinstance(back.tests.function.expected_base[0], int)  # type: ignore[index]
+        assert next(store.traces()).metadata == {"n": big}
+        assert list(store.problems()) == [problem]

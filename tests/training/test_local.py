@@ -10,7 +10,13 @@ import pytest
 from tracedistill.chat import ChatRenderer, ChatTokenizer
 from tracedistill.errors import ModelNotAvailableError
 from tracedistill.training.base import StepMetrics, TrainConfig
-from tracedistill.training.local import LocalTrainer, greedy_generate, load_for_sampling
+from tracedistill.training.local import (
+    LocalTrainer,
+    build_tiny_model,
+    greedy_generate,
+    load_for_sampling,
+    warm_up_full,
+)
 
 from .conftest import arithmetic
 
@@ -184,3 +190,14 @@ async def test_event_loop_stays_responsive(tiny_dense: Path, tmp_path: Path) -> 
     elapsed = sum(m.seconds for m in run.metrics)
     # The loop kept ticking while torch worked (a blocked loop would tick ~0 times).
     assert ticks > 0.3 * elapsed / 0.01
+
+
+def test_full_warm_up_trains_and_saves_in_place(tmp_path: Path, tokenizer: ChatTokenizer) -> None:
+    model_dir = build_tiny_model(tmp_path / "m", tokenizer=tokenizer, hidden_size=32)
+    before = (model_dir / "model.safetensors").read_bytes()
+    renderer = ChatRenderer(tokenizer)
+    texts = [renderer.render_text(msgs) for _, msgs in arithmetic(6)]
+    losses = warm_up_full(model_dir, texts, tokenizer=tokenizer, steps=8, batch_size=4)
+    assert len(losses) == 8
+    assert losses[-1] < losses[0]
+    assert (model_dir / "model.safetensors").read_bytes() != before

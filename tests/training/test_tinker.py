@@ -19,7 +19,7 @@ import pytest
 
 from tests.servers.tinker_server import SETUP_SCRIPT, TinkerServer, venv_ready
 from tracedistill.chat import ChatExample, ChatRenderer, ChatTokenizer
-from tracedistill.errors import ModelNotAvailableError
+from tracedistill.errors import ModelNotAvailableError, TrainingError
 from tracedistill.training.base import StepMetrics, TrainConfig
 from tracedistill.training.tinker import TinkerTrainer, to_datum
 
@@ -185,9 +185,9 @@ async def test_train_checkpoint_resume_and_sample(
 class _FlakyTrainer(TinkerTrainer):
     """Fails one request, as a service error would, to exercise the poisoned-client recovery."""
 
-    def __init__(self, fail_at_call: int, **kw: Any) -> None:
+    def __init__(self, fail_at_calls: set[int], **kw: Any) -> None:
         super().__init__(**kw)
-        self.fail_at_call = fail_at_call
+        self.fail_at_calls = fail_at_calls
         self.calls = 0
 
     def _submit(
@@ -200,7 +200,7 @@ class _FlakyTrainer(TinkerTrainer):
     ) -> Any:
         self.calls += 1
         fwd, opt, saves = super()._submit(client, config, batch, lr, save)
-        if self.calls == self.fail_at_call:
+        if self.calls in self.fail_at_calls:
 
             class _Failed:
                 def result(self, timeout: float | None = None) -> Any:
@@ -217,10 +217,21 @@ async def test_poisoned_client_recovers_from_last_state(
 ) -> None:
     cfg = _config(server, lr_schedule="linear")
     trainer = _FlakyTrainer(
-        5, base_url=server.base_url, api_key=server.api_key, connect_timeout=120
+        {5}, base_url=server.base_url, api_key=server.api_key, connect_timeout=120
     )
     run = await trainer.train(arithmetic(8), cfg, tmp_path)
     # Step 5 failed; steps 4-6 were trained again on a client restored from step 3's state.
     assert trainer.calls == 6 + 3
     assert [c.step for c in run.checkpoints] == [3, 6]
     assert [m.step for m in run.metrics] == [1, 2, 3, 4, 5, 6]
+
+    # A service that keeps failing ends in a clear error after max_recoveries, not a loop.
+    failing = _FlakyTrainer(
+        {1, 3},  # pipelined: call 2 is submitted before call 1 fails, then discarded
+        base_url=server.base_url,
+        api_key=server.api_key,
+        connect_timeout=120,
+        max_recoveries=1,
+    )
+    with pytest.raises(TrainingError, match="kept failing after 1 recoveries"):
+        await failing.train(arithmetic(8), cfg, tmp_path / "failing")

@@ -213,7 +213,6 @@ async def test_hostile_code_never_passes_and_leaves_no_trace(
     host: dict[str, Path], listener: socket.socket, tmp_path: Path, mode: str
 ) -> None:
     problem = _problem()
-    cases = _cases(host, listener.getsockname()[1], mode)
     honest = f"def solve():\n    return {SECRET!r}\n"
     limits = SandboxLimits(memory_mb=1024, load_timeout_s=2)
     async with CodeVerifier(
@@ -226,6 +225,14 @@ async def test_hostile_code_never_passes_and_leaves_no_trace(
         max_wall_s=20,
         cache_dir=tmp_path / "cache",
     ) as verifier:
+        caps = await verifier.capabilities()
+        # What the machine cannot isolate is not asserted (docs/sandbox.md lists it): reads
+        # need Landlock; hiding /proc without Landlock needs PID and mount namespaces.
+        if mode == "full" and caps["landlock_abi"] == 0:
+            mode = "no-landlock"
+        if mode == "no-landlock" and not {"pid", "mnt"} <= set(caps["namespaces"]):
+            mode = "no-namespaces-no-landlock"
+        cases = _cases(host, listener.getsockname()[1], mode)
         before = _descendants(os.getpid())
         # Honest samples run between the hostile ones: none may be disturbed.
         pairs = []
@@ -259,6 +266,8 @@ async def test_stdio_programs_are_sandboxed_too(host: dict[str, Path], tmp_path:
         "import socket\nsocket.socket(socket.AF_INET).connect(('127.0.0.1', 9))",
     ]
     async with CodeVerifier(workers=2, test_timeout_s=2, cache_dir=tmp_path) as verifier:
+        if (await verifier.capabilities())["landlock_abi"] == 0:
+            attacks = attacks[1:]  # without Landlock, files your user can read are readable
         results = await verifier.check_many([(problem, a) for a in attacks], progress=False)
         assert (await verifier.check(problem, f"print({SECRET!r})")).passed
     for attack, result in zip(attacks, results, strict=True):

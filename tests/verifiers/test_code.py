@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import anyio
@@ -100,6 +101,7 @@ async def test_reference_outputs_cached_on_disk(tmp_path: Path) -> None:
     async with CodeVerifier(workers=1, cache_dir=tmp_path) as v:
         assert (await v.check(problem, "def mul(a, b): return 7")).passed
         assert not (await v.check(problem, "def mul(a, b): return a * b")).passed
+        assert v.pool.jobs_run == 2 + 1  # the capability probe and two samples: no reference run
 
 
 async def test_expected_outputs_given_directly(code_verifier: CodeVerifier) -> None:
@@ -116,7 +118,12 @@ async def test_expected_outputs_given_directly(code_verifier: CodeVerifier) -> N
     assert not (await code_verifier.check(problem, "def neg(x): return x")).passed
 
 
-async def test_stdio(code_verifier: CodeVerifier) -> None:
+async def test_stdio(tmp_path: Path) -> None:
+    async with CodeVerifier(workers=2, test_timeout_s=1.5, cache_dir=tmp_path) as v:
+        await _stdio_cases(v)
+
+
+async def _stdio_cases(code_verifier: CodeVerifier) -> None:
     good = "a, b = map(int, input().split())\nprint(a + b)\n"
     assert (await code_verifier.check(STDIO, good)).passed
     also_good = "import sys\nprint(sum(map(int, sys.stdin.read().split())), end='  \\n\\n')"
@@ -199,3 +206,68 @@ def test_stdout_matching() -> None:
     assert stdout_matches("0.3333333", "0.33333333")
     assert not stdout_matches("4", "3")
     assert not stdout_matches("1 2", "1 2 3")
+
+
+async def test_passing_verdicts_name_the_sandbox(code_verifier: CodeVerifier) -> None:
+    result = await code_verifier.check(ADD, "def add(a, b):\n    return a + b\n")
+    assert result.passed and "seccomp" in result.details["sandbox"]
+
+
+async def test_per_sample_namespaces_on_request(tmp_path: Path) -> None:
+    async with CodeVerifier(workers=1, sample_namespaces=True, cache_dir=tmp_path) as v:
+        result = await v.check(ADD, "def add(a, b):\n    return a + b\n")
+        assert result.passed
+        if "pid" in (await v.capabilities())["namespaces"]:
+            assert "pid" in result.details["sandbox"] and "mnt" in result.details["sandbox"]
+        hostile = await v.check(ADD, "import os\nos.kill(1, 9)\n")
+        assert hostile.reason is VerdictReason.SANDBOX_VIOLATION
+
+
+async def test_missing_isolation_is_refused(tmp_path: Path) -> None:
+    from tracedistill.errors import SandboxError
+
+    verifier = CodeVerifier(workers=1, require=("seccomp", "teleportation"), cache_dir=tmp_path)
+    with pytest.raises(SandboxError, match="teleportation"):
+        await verifier.start()
+    await verifier.aclose()
+
+
+async def test_cancelled_checks_leave_no_process(tmp_path: Path) -> None:
+    from tests.verifiers.test_adversarial import _descendants
+
+    verifier = CodeVerifier(workers=2, cache_dir=tmp_path, test_timeout_s=30)
+    await verifier.start()
+    forever = "def add(a, b):\n    while True:\n        pass\n"
+    with anyio.move_on_after(1.0):
+        await verifier.check_many([(ADD, forever)] * 4, progress=False)
+    await anyio.sleep(0.2)
+    workers = set(verifier.pool.pids)
+    assert _descendants(os.getpid()) <= workers  # the busy runners were killed with their samples
+    root = verifier._tmp_root
+    assert root is not None and await anyio.Path(root).is_dir()
+    await verifier.aclose()
+    assert _descendants(os.getpid()) == set()
+    assert not await anyio.Path(root).exists()  # working directories of killed samples are gone too
+
+
+async def test_broken_reference_is_a_verifier_error_computed_once(tmp_path: Path) -> None:
+    problem = Problem(
+        kind=TaskKind.CODE,
+        prompt="p",
+        tests=CodeTests(
+            function=FunctionTests(
+                entry_point="f",
+                base_inputs=[[1]],
+                reference_solution="def f(x):\n    raise RuntimeError('broken reference')\n",
+            )
+        ),
+    )
+    async with CodeVerifier(workers=1, cache_dir=tmp_path) as v:
+        first = await v.check(problem, "def f(x): return x")
+        assert first.reason is VerdictReason.VERIFIER_ERROR and not first.passed
+        assert "broken reference" in first.details["error"]
+        jobs_before = v.pool.jobs_run
+        second = await v.check(problem, "def f(x): return x")
+        assert second.reason is VerdictReason.VERIFIER_ERROR
+        assert v.pool.jobs_run == jobs_before  # neither the reference nor the sample ran again
+    assert [p async for p in anyio.Path(tmp_path).glob("*.json")] == []

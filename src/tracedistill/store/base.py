@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import attrs
-import orjson
 
+from tracedistill import _json
 from tracedistill.errors import RecordError
 from tracedistill.records import (
     FinishReason,
@@ -247,7 +247,7 @@ class TraceStore(abc.ABC):
         n = 0
         with tmp.open("wb") as fh:
             for row in self.chat_rows(where, **criteria):
-                fh.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+                fh.write(_json.dumps(row, newline=True))
                 n += 1
         tmp.replace(path)
         return n
@@ -334,8 +334,8 @@ class TraceStore(abc.ABC):
                     if not line.strip():
                         continue
                     try:
-                        yield orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
+                        yield _json.loads(line)
+                    except ValueError as exc:  # orjson's and json's decode errors
                         raise RecordError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
 
         return await self.import_chat_rows(rows(), teacher=teacher, model=model, origin=str(path))

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import orjson
 
+from tracedistill import _json
 from tracedistill.errors import (
     RecordError,
     SchemaVersionError,
@@ -106,10 +106,10 @@ class _Log:
             line_end = end if complete else size
             line = data[pos:line_end]
             try:
-                record = orjson.loads(line)
+                record = _json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
-            except (orjson.JSONDecodeError, ValueError) as exc:
+            except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
                 if not complete or end + 1 >= size:  # the last line: a torn write
                     self._set_aside_tail(pos, data[pos:], lineno, repair=repair)
                     return
@@ -154,7 +154,7 @@ class _Log:
     def read_at(self, offset: int) -> dict[str, Any]:
         with self.path.open("rb") as fh:
             fh.seek(offset)
-            parsed: dict[str, Any] = orjson.loads(fh.readline())
+            parsed: dict[str, Any] = _json.loads(fh.readline())
             return parsed
 
     def iter_from(self) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -173,8 +173,8 @@ class _Log:
                     lineno += 1
                     if line:
                         try:
-                            record = orjson.loads(line)
-                        except orjson.JSONDecodeError as exc:
+                            record = _json.loads(line)
+                        except ValueError as exc:
                             raise StoreCorruptError(
                                 self.path, lineno, f"not a valid record ({exc})"
                             ) from None
@@ -350,7 +350,7 @@ class JsonlTraceStore(TraceStore):
         for problem in problems:
             if problem.id in self._problems or problem.id in pending_ids:
                 continue
-            batch.append(orjson.dumps(problem.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+            batch.append(_json.dumps(problem.to_dict(), newline=True))
             pending.append(problem)
             pending_ids.add(problem.id)
             if len(batch) >= 1000:
@@ -386,7 +386,7 @@ class JsonlTraceStore(TraceStore):
         current = self._traces.get(trace.key)
         if current is not None and (current >= 0 or not trace.ok):
             return False
-        payload = orjson.dumps(trace.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+        payload = _json.dumps(trace.to_dict(), newline=True)
         offset = self._logs["traces"].append(payload)
         self._traces[trace.key] = offset if trace.ok else -(offset + 1)
         if trace.cost_usd:
@@ -429,7 +429,7 @@ class JsonlTraceStore(TraceStore):
             current = self._traces.get(trace.key)
             if current is not None and (current >= 0 or not trace.ok):
                 continue
-            payload = orjson.dumps(trace.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
+            payload = _json.dumps(trace.to_dict(), newline=True)
             staged[trace.key] = (size, trace.ok)
             batch.append(payload)
             size += len(payload)
@@ -453,9 +453,7 @@ class JsonlTraceStore(TraceStore):
         vid = _verdict_id(verdict.trace_key, verdict.verifier, verdict.verifier_version)
         if vid in self._verdict_ids:
             return False
-        self._logs["verdicts"].append(
-            orjson.dumps(verdict.to_dict(), option=orjson.OPT_APPEND_NEWLINE)
-        )
+        self._logs["verdicts"].append(_json.dumps(verdict.to_dict(), newline=True))
         self._verdict_ids.add(vid)
         await self._after_write()
         return True

@@ -7,6 +7,7 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
+from tracedistill.teachers._http import HttpTeacher, default_transport
 from tracedistill.teachers.anthropic import AnthropicTeacher
 from tracedistill.teachers.base import (
     BatchStatus,
@@ -40,6 +41,7 @@ __all__ = [
     "Budget",
     "Completion",
     "GenerationSummary",
+    "HttpTeacher",
     "OpenAICompatTeacher",
     "OpenRouterTeacher",
     "Pricing",
@@ -54,6 +56,7 @@ __all__ = [
     "Teacher",
     "TeacherRequest",
     "TinkerTeacher",
+    "default_transport",
     "generate",
     "generate_batch",
 ]

@@ -70,7 +70,7 @@ def _pick_device(device: str) -> str:
     return device
 
 
-def _load_base(base_model: str, device: str, dtype: str | None, local_only: bool) -> Any:
+def _load_base(base_model: str, device: str, dtype: str | None, download: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -81,14 +81,23 @@ def _load_base(base_model: str, device: str, dtype: str | None, local_only: bool
     )
     model: Any
     try:
+        # The local cache first: no network round trip when the model is already here.
         model = AutoModelForCausalLM.from_pretrained(
-            base_model, dtype=torch_dtype, local_files_only=local_only
+            base_model, dtype=torch_dtype, local_files_only=True
         )
-    except (OSError, ValueError) as exc:
-        raise ModelNotAvailableError(
-            f"cannot load base model {base_model!r} locally ({exc}). Give a local model "
-            "directory, or a Hub name already in the local cache."
-        ) from exc
+    except (OSError, ValueError) as local_exc:
+        if not download or Path(base_model).expanduser().exists():
+            raise ModelNotAvailableError(
+                f"cannot load base model {base_model!r} locally ({local_exc}). Give a local "
+                "model directory, or a Hub name already in the local cache."
+            ) from local_exc
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(
+                f"cannot load base model {base_model!r}: not in the local cache and the Hugging "
+                f"Face Hub did not provide it ({exc})"
+            ) from exc
     return model.to(device)
 
 
@@ -165,14 +174,19 @@ class _Engine:
     """The torch side of a local run: model, optimizer, one step, save and restore."""
 
     def __init__(
-        self, config: TrainConfig, device: str, dtype: str | None, micro_batch: int | None
+        self,
+        config: TrainConfig,
+        device: str,
+        dtype: str | None,
+        micro_batch: int | None,
+        download: bool,
     ) -> None:
         import torch
 
         self.config = config
         self.device = device
         self.micro_batch = micro_batch or config.batch_size
-        base = _load_base(config.base_model, device, dtype, local_only=True)
+        base = _load_base(config.base_model, device, dtype, download)
         base.config.use_cache = False
         self.model = _wrap_lora(base, config)
         self.model.train()
@@ -292,6 +306,7 @@ class LocalTrainer(Trainer):
             batches are summed, so the step is the same as with the whole batch at once.
         tokenizer: the student's tokenizer (default: the one in the model directory, else the
             local Hub cache, else the offline Qwen3 tokenizer for Qwen models).
+        download: fetch a Hub model that is not in the local cache (when the Hub is reachable).
     """
 
     backend = "local"
@@ -303,12 +318,14 @@ class LocalTrainer(Trainer):
         dtype: str | None = None,
         micro_batch_size: int | None = None,
         tokenizer: ChatTokenizer | str | Path | None = None,
+        download: bool = True,
     ) -> None:
         if micro_batch_size is not None and micro_batch_size <= 0:
             raise ConfigurationError("micro_batch_size must be > 0")
         self.device = device
         self.dtype = dtype
         self.micro_batch_size = micro_batch_size
+        self.download = download
         self._tokenizer = tokenizer
         # One torch job at a time: steps, saves and restores of a run never interleave.
         self._limiter = anyio.CapacityLimiter(1)
@@ -348,7 +365,7 @@ class LocalTrainer(Trainer):
         total = config.total_steps(len(pool))
         device = _pick_device(self.device)
         engine: _Engine = await self._run(
-            _Engine, config, device, self.dtype, self.micro_batch_size
+            _Engine, config, device, self.dtype, self.micro_batch_size, self.download
         )
         start_step = 0
         resumed_from: int | None = None
@@ -439,7 +456,7 @@ def load_for_sampling(
     if not base:
         raise CheckpointError(f"{config_file} does not name its base model: pass base_model")
     dev = _pick_device(device)
-    model = _load_base(base, dev, dtype, local_only=True)
+    model = _load_base(base, dev, dtype, download=False)
     with _quiet_peft():
         peft_model = PeftModel.from_pretrained(model, str(path))
     peft_model.eval()

@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -351,36 +351,46 @@ class TinkerTrainer(Trainer):
         last = rd.last_resumable()
         resumed_from = None if last is None else last.step
         step = 0 if last is None else last.step
-        client = None
-        if step < total:
-            client = await self._new_client(config, None if last is None else last.state)
-            if last is not None:
-                log.info("resuming %s from step %d (%s)", rd.path, step, last.state)
-        recoveries = 0
-        while step < total:
-            assert client is not None
-            try:
-                step = await self._run_steps(client, config, rd, pool, step, total, on_step)
-            except _Poisoned as exc:
-                recoveries += 1
-                if recoveries > self.max_recoveries:
-                    raise TrainingError(
-                        f"training failed at step {step + 1} after {self.max_recoveries} "
-                        f"recoveries: {exc}. Saved checkpoints are in {rd.path}; run again to "
-                        "resume from the last one."
-                    ) from exc
-                last = rd.last_resumable()
-                step = 0 if last is None else last.step
-                log.warning(
-                    "Tinker request failed (%s); recovering from %s (step %d), attempt %d of %d",
-                    exc,
-                    "scratch" if last is None else last.state,
-                    step,
-                    recoveries,
-                    self.max_recoveries,
-                )
+        status: Literal["success", "errored", "interrupted"] = "interrupted"
+        try:
+            client = None
+            if step < total:
                 client = await self._new_client(config, None if last is None else last.state)
-        await self._close()
+                if last is not None:
+                    log.info("resuming %s from step %d (%s)", rd.path, step, last.state)
+            recoveries = 0
+            while step < total:
+                assert client is not None
+                try:
+                    step = await self._run_steps(client, config, rd, pool, step, total, on_step)
+                except _Poisoned as exc:
+                    recoveries += 1
+                    if recoveries > self.max_recoveries:
+                        raise TrainingError(
+                            f"training requests kept failing after {self.max_recoveries} "
+                            f"recoveries (last: {exc}). Saved checkpoints are in {rd.path}; run "
+                            "again to resume from the last one."
+                        ) from exc
+                    last = rd.last_resumable()
+                    step = 0 if last is None else last.step
+                    log.warning(
+                        "Tinker request failed (%s); recovering from %s (step %d), try %d of %d",
+                        exc,
+                        "scratch" if last is None else last.state,
+                        step,
+                        recoveries,
+                        self.max_recoveries,
+                    )
+                    client = await self._new_client(config, None if last is None else last.state)
+            status = "success"
+        except Exception:
+            status = "errored"
+            raise
+        finally:
+            # Ends the session even on errors and cancellation, so the service frees the
+            # training client's resources now rather than at its session timeout.
+            with anyio.CancelScope(shield=True):
+                await self._close(status)
         run = TrainingRun(
             run_dir=rd.path,
             backend=self.backend,
@@ -487,13 +497,13 @@ class TinkerTrainer(Trainer):
                 await maybe
         return finished
 
-    async def _close(self) -> None:
+    async def _close(self, status: Literal["success", "errored", "interrupted"]) -> None:
         service, self._service = self._service, None
         if service is None:
             return
         try:
             await self._blocking(
-                lambda: service.close("success").result(timeout=30), 35.0, "closing the session"
+                lambda: service.close(status).result(timeout=30), 35.0, "closing the session"
             )
         except (TraceDistillError, Exception) as exc:  # closing is best effort
             log.debug("closing the Tinker session failed: %s", self._redact(str(exc)))

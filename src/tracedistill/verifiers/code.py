@@ -16,6 +16,9 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -76,6 +79,9 @@ class CodeVerifier(Verifier):
         namespaces: enter new network/PID namespaces where the kernel allows it.
         landlock: confine the filesystem with Landlock where the kernel allows it (without it,
             the program may read what your user can read and may write nowhere).
+        sample_namespaces: give every sample its own PID and mount namespaces: ``None``
+            (default) when another layer does not already cover them (no Landlock, or
+            ``max_processes > 0``), True always, False never.
         require: isolation layers that must be available, else :class:`SandboxError`
             (``seccomp``, ``landlock``, ``net``, ``pid``); default ``("seccomp",)``.
         accept_truncated: let a response cut at ``max_tokens`` pass.
@@ -96,6 +102,7 @@ class CodeVerifier(Verifier):
         cache_dir: str | os.PathLike[str] | None = None,
         namespaces: bool = True,
         landlock: bool = True,
+        sample_namespaces: bool | None = None,
         require: Sequence[str] = ("seccomp",),
         accept_truncated: bool = False,
     ) -> None:
@@ -114,6 +121,7 @@ class CodeVerifier(Verifier):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.namespaces = namespaces
         self.landlock = landlock
+        self.sample_namespaces = sample_namespaces
         self.require = tuple(require)
         self.accept_truncated = accept_truncated
         settings = orjson.dumps(
@@ -134,12 +142,19 @@ class CodeVerifier(Verifier):
         self._reference_locks: dict[str, anyio.Lock] = {}
         self._inputs: OrderedDict[str, tuple[list[Any], list[Any]]] = OrderedDict()
         self._capabilities: dict[str, Any] | None = None
+        self._reference_failures: dict[str, CheckResult] = {}
+        self._tmp_root: str | None = None  # the samples' working directories live under it
         self._costs: dict[str, float] = {}  # problem id -> seconds its reference took
 
     @property
     def default_concurrency(self) -> int:
         """Twice the workers, so a runner never waits for its next sample."""
         return self.workers * 2
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The sandbox runners' pool (for diagnostics)."""
+        return self._pool
 
     def _schedule(self, problems: Sequence[Problem]) -> list[int]:
         """Longest first, by the reference run's time when it is known (else input order)."""
@@ -156,6 +171,10 @@ class CodeVerifier(Verifier):
     async def aclose(self) -> None:
         """Stop the sandbox runners (the verifier restarts them if used again)."""
         await self._pool.aclose()
+        root, self._tmp_root = self._tmp_root, None
+        if root is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
 
     async def capabilities(self) -> dict[str, Any]:
         """The isolation layers this machine allows (namespaces, Landlock ABI, seccomp).
@@ -219,6 +238,8 @@ class CodeVerifier(Verifier):
     # --- function tests (evalplus) -------------------------------------------------------------
 
     async def _check_function(self, problem: Problem, fn: FunctionTests, code: str) -> CheckResult:
+        if not _EVALPLUS:
+            await anyio.to_thread.run_sync(_load_evalplus)
         meta = problem.metadata.get(EVALPLUS_METADATA_KEY) or {}
         dataset = str(meta.get("dataset", ""))
         base_inputs, plus_inputs = await self._function_inputs(problem, fn, meta)
@@ -303,7 +324,9 @@ class CodeVerifier(Verifier):
                     )
         if failure is not None:
             return failure
-        return CheckResult.ok({"base": "pass", "plus": "pass" if plus_inputs else None})
+        return CheckResult.ok(
+            {"base": "pass", "plus": "pass" if plus_inputs else None, "sandbox": _layers(records)}
+        )
 
     async def _function_inputs(
         self, problem: Problem, fn: FunctionTests, meta: dict[str, Any]
@@ -317,8 +340,7 @@ class CodeVerifier(Verifier):
             task_id = str(meta["task_id"])
 
             def convert() -> tuple[list[Any], list[Any]]:
-                from evalplus.data.mbpp import mbpp_deserialize_inputs
-
+                mbpp_deserialize_inputs = _load_evalplus()["deserialize"]
                 return (
                     list(mbpp_deserialize_inputs(task_id, base)),
                     list(mbpp_deserialize_inputs(task_id, plus)),
@@ -365,16 +387,23 @@ class CodeVerifier(Verifier):
         if cached is not None:
             self._references.move_to_end(key)
             return cached
+        failed = self._reference_failures.get(key)
+        if failed is not None:  # a broken reference is not run again for every sample
+            return failed
         lock = self._reference_locks.setdefault(key, anyio.Lock())
         async with lock:
             cached = self._references.get(key)
             if cached is not None:
                 return cached
+            if key in self._reference_failures:
+                return self._reference_failures[key]
             path = self.cache_dir / f"{key}.json"
             raw = await anyio.to_thread.run_sync(_read_cache, path)
             if raw is None:
                 computed = await self._compute_reference(fn, base_inputs, plus_inputs, not_none)
                 if isinstance(computed, CheckResult):
+                    log.warning("reference solution of %s failed: %s", problem.id, computed.details)
+                    self._reference_failures[key] = computed
                     return computed
                 raw = computed
                 await anyio.to_thread.run_sync(_write_cache, path, raw)
@@ -457,7 +486,7 @@ class CodeVerifier(Verifier):
                     )
         if failure is not None:
             return failure
-        return CheckResult.ok({"asserts": len(plans)})
+        return CheckResult.ok({"asserts": len(plans), "sandbox": _layers(records)})
 
     async def _check_stdio(self, tests: CodeTests, code: str) -> CheckResult:
         job = self._job(
@@ -492,18 +521,24 @@ class CodeVerifier(Verifier):
                 )
         if failure is not None:
             return failure
-        return CheckResult.ok({"stdio": len(tests.stdio)})
+        return CheckResult.ok({"stdio": len(tests.stdio), "sandbox": _layers(records)})
 
     # --- running ---------------------------------------------------------------------------------
 
     def _job(self, mode: str, code: str, wall_s: float, **fields: Any) -> dict[str, Any]:
+        if self._tmp_root is None:
+            self._tmp_root = tempfile.mkdtemp(prefix="tracedistill-sandbox-")
         return {
+            "tmp_root": self._tmp_root,
             "mode": mode,
             "code": code,
             "wall_s": min(wall_s, self.max_wall_s),
             "limits": attrs.asdict(self.limits),
             "namespaces": self.namespaces,
             "landlock": self.landlock,
+            "sample_namespaces": "auto"
+            if self.sample_namespaces is None
+            else self.sample_namespaces,
             **fields,
         }
 
@@ -540,13 +575,18 @@ def _parse_records(data: bytes) -> list[dict[str, Any]]:
     return records
 
 
+def _layers(records: list[dict[str, Any]]) -> str:
+    """The isolation a run had, as reported by the runner and the sample (e.g. net+...)."""
+    layers: list[str] = next((r["layers"] for r in records if r.get("ev") == "layers"), [])
+    namespaces: list[str] = next((r["ns"] for r in records if r.get("ev") == "ns"), [])
+    return "+".join([*namespaces, *layers]) or "none"
+
+
 def _failure(report: dict[str, Any], records: list[dict[str, Any]]) -> CheckResult | None:
     """Turn what went wrong in a run into a failing result (None when every test ran)."""
     exit_code = report["exit"]
     tail = clip(report.get("output_tail", ""), 800)
-    layers: list[str] = next((r["layers"] for r in records if r.get("ev") == "layers"), [])
-    namespaces: list[str] = next((r["ns"] for r in records if r.get("ev") == "ns"), [])
-    base = {"sandbox": "+".join([*namespaces, *layers]) or "none"}
+    base = {"sandbox": _layers(records)}
     if tail:
         base["output_tail"] = tail
     if exit_code == 128 + _SIGSYS:
@@ -635,21 +675,43 @@ def _evalplus_version() -> str:
         return "none"
 
 
-def _evalplus_not_none() -> list[str]:
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+_EVALPLUS_LOCK = threading.Lock()
+_EVALPLUS: dict[str, Any] = {}
 
-    return list(MBPP_OUTPUT_NOT_NONE_TASKS)
+
+def _load_evalplus() -> dict[str, Any]:
+    """Import what is reused from evalplus, once, from one thread at a time.
+
+    evalplus pulls in numpy and ``datasets``; two threads importing that graph at once can
+    see half-initialized modules, so every use goes through this function first.
+    """
+    with _EVALPLUS_LOCK:
+        if not _EVALPLUS:
+            import numpy
+            from evalplus.data.mbpp import mbpp_deserialize_inputs
+            from evalplus.eval import _special_oracle, is_floats
+
+            _EVALPLUS.update(
+                numpy=numpy,
+                deserialize=mbpp_deserialize_inputs,
+                oracle=_special_oracle,
+                is_floats=is_floats,
+            )
+        return _EVALPLUS
+
+
+def _evalplus_not_none() -> list[str]:
+    return list(_EVALPLUS["oracle"].MBPP_OUTPUT_NOT_NONE_TASKS) if _EVALPLUS else []
 
 
 class _EvalplusComparator:
     """evalplus 0.3.1's output check (``unsafe_execute``), applied to decoded plain values."""
 
     def __init__(self, entry_point: str, atol: float, dataset: str) -> None:
-        from evalplus.eval import _special_oracle as oracle
-        from evalplus.eval import is_floats
-
-        self._oracle = oracle
-        self._is_floats: Callable[[Any], bool] = is_floats
+        evalplus = _load_evalplus()
+        self._oracle = evalplus["oracle"]
+        self._is_floats: Callable[[Any], bool] = evalplus["is_floats"]
+        self._np = evalplus["numpy"]
         self.entry_point = entry_point
         self.initial_atol = atol
         self.atol = atol
@@ -660,8 +722,7 @@ class _EvalplusComparator:
         self.atol = self.initial_atol
 
     def __call__(self, out: Any, exp: Any, inp: Any) -> bool:
-        import numpy as np
-
+        np = self._np
         try:
             exact = _plain_equal(out, exp)
             if self.dataset == "mbpp":

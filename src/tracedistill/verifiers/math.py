@@ -66,6 +66,7 @@ class MathVerifier(Verifier):
         self.version = (
             f"{_LOGIC_VERSION}+mv{_math_verify_version()}+{fallbacks}"
             f"+w{self.extraction.window}+t{self.accept_truncated:d}"
+            f"+p{self.extraction.prescreen:d}"
         )
         self._pool = WorkerPool(
             _HANDLER, size=self.workers, timeout_s=timeout_s, memory_mb=memory_mb, name="math"

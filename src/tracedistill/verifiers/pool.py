@@ -215,6 +215,7 @@ class WorkerPool:
         self._limiter: anyio.CapacityLimiter | None = None
         self._closed = False
         self.replaced = 0  # workers killed for overrunning, for tests and logs
+        self.jobs_run = 0  # jobs sent to workers
 
     @property
     def pids(self) -> list[int]:
@@ -300,6 +301,7 @@ class WorkerPool:
                 except BaseException:
                     self._discard(worker)
                     raise
+            self.jobs_run += 1
             try:
                 outcome = await anyio.to_thread.run_sync(
                     worker.call, job, timeout, limiter=limiter, abandon_on_cancel=True
