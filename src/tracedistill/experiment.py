@@ -551,9 +551,14 @@ class Experiment:
         if not self.benchmarks:
             return
         sampler = self._make_sampler(model, run)
-        async with sampler:
+        # Not `async with`: a sampler starts (loads a model, opens a session) on its first
+        # request, so a finished evaluation resumed costs nothing.
+        try:
             for bench in self.benchmarks:
                 await evaluator.evaluate(sampler, bench, label=label)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sampler.aclose()
 
     # --- helpers ---------------------------------------------------------------------------------
 

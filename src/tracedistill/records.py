@@ -596,6 +596,15 @@ def _trusted(cls: type[Any], *values: Any) -> Any:
     return inst
 
 
+def _setters(cls: type[Any]) -> tuple[Any, ...]:
+    setters = _SLOT_SETTERS.get(cls)
+    if setters is None:
+        setters = _SLOT_SETTERS[cls] = tuple(
+            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
+        )
+    return setters
+
+
 def trace_from_stored(data: dict[str, Any]) -> Trace:
     """Rebuild a Trace from a dict that :meth:`Trace.to_dict` wrote, without re-validating.
 
@@ -604,9 +613,35 @@ def trace_from_stored(data: dict[str, Any]) -> Trace:
     """
     if data.get("schema") != SCHEMA_VERSION:
         return Trace.from_dict(data)
-    params = data["params"]
-    usage = data["usage"]
-    message = Message
+    new = object.__new__
+    set_role, set_content = _setters(Message)
+    prompt = []
+    for m in data["prompt"]:
+        msg = new(Message)
+        set_role(msg, m["role"])
+        set_content(msg, m["content"])
+        prompt.append(msg)
+    u = data["usage"]
+    usage = new(TokenUsage)
+    for setter, value in zip(
+        _setters(TokenUsage),
+        (u["prompt_tokens"], u["completion_tokens"], u["reasoning_tokens"]),
+        strict=True,
+    ):
+        setter(usage, value)
+    p = data["params"]
+    params = None
+    if p is not None:
+        params = _trusted(
+            SamplingParams,
+            p["max_tokens"],
+            float(p["temperature"]),
+            float(p["top_p"]),
+            p["top_k"],
+            p["seed"],
+            tuple(p["stop"]),
+            p["extra"],
+        )
     # Positional, in Trace's field order (problem_id ... key). Enum lookups by value map: the
     # same members as calling the enum, without its slow __call__.
     return cast(
@@ -616,34 +651,18 @@ def trace_from_stored(data: dict[str, Any]) -> Trace:
             data["problem_id"],
             data["teacher"],
             data["model"],
-            tuple([_trusted(message, m["role"], m["content"]) for m in data["prompt"]]),
+            tuple(prompt),
             data["reasoning"],
             data["answer"],
             _REASONING_KINDS[data["reasoning_kind"]],
             _FINISH_REASONS[data["finish_reason"]],
-            _trusted(
-                TokenUsage,
-                usage["prompt_tokens"],
-                usage["completion_tokens"],
-                usage["reasoning_tokens"],
-            ),
+            usage,
             data["cost_usd"],
             data["cost_estimated"],
             float(data["latency_s"]),
             data["attempts"],
             data["sample_index"],
-            None
-            if params is None
-            else _trusted(
-                SamplingParams,
-                params["max_tokens"],
-                float(params["temperature"]),
-                float(params["top_p"]),
-                params["top_k"],
-                params["seed"],
-                tuple(params["stop"]),
-                params["extra"],
-            ),
+            params,
             data["error"],
             _dt.datetime.fromisoformat(data["created_at"]),
             data["metadata"],

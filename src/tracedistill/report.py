@@ -612,6 +612,44 @@ class Results:
             fig.savefig(path, dpi=110)
         return fig
 
+    def plot_format(self, path: str | Path | None = None) -> Any:
+        """Format compliance against step per run and benchmark (a Figure), base dashed."""
+        import matplotlib
+
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = max(1, len(self.benchmarks))
+        fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 3.5), squeeze=False)
+        for ax, bench in zip(axes[0], self.benchmarks, strict=False):
+            for run in self.run_names:
+                pts = [
+                    s
+                    for st in self.steps(run)
+                    if (s := self.score(run, st, bench)) is not None
+                    and s.format_compliance is not None
+                ]
+                if pts:
+                    ax.plot(
+                        [s.step for s in pts],
+                        [100 * (s.format_compliance or 0.0) for s in pts],
+                        marker="o",
+                        label=run,
+                    )
+            base = self.base(bench)
+            if base is not None and base.format_compliance is not None:
+                ax.axhline(100 * base.format_compliance, color="grey", linestyle="--", label="base")
+            ax.set_title(f"{bench}: format compliance")
+            ax.set_xlabel("step")
+            ax.set_ylabel("responses in the trained format (%)")
+            ax.set_ylim(-5, 105)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
     def plot_pareto(self, path: str | Path | None = None) -> Any:
         """The checkpoints over the first two benchmarks, the frontier highlighted."""
         import matplotlib
@@ -662,7 +700,10 @@ class Results:
         path = Path(path)
         images = []
         try:
-            for fig in (self.plot_steps(), self.plot_pareto()):
+            figures = [self.plot_steps(), self.plot_pareto()]
+            if any(s.format_compliance is not None for s in self.scores):
+                figures.insert(1, self.plot_format())
+            for fig in figures:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=110)
                 images.append(base64.b64encode(buf.getvalue()).decode())

@@ -100,7 +100,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     results = anyio.run(lambda: run_demo(tmp_path / "demo", size="ci", progress=False))
     assert (tmp_path / "demo" / "report.md").read_text().startswith("Accuracies in percent")
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert "Pareto frontier" in html and "data:image/png;base64," in html
+    assert "Pareto frontier" in html
+    assert html.count("data:image/png;base64,") == 3  # steps, format compliance, Pareto
     assert set(results.run_names) == {"synthetic-math", "synthetic-code"}
     for run, bench in (("synthetic-math", "synthetic-math"), ("synthetic-code", "synthetic-code")):
         assert results.steps(run) == [75, 150]

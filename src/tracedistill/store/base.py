@@ -334,7 +334,7 @@ class TraceStore(abc.ABC):
                     if not line.strip():
                         continue
                     try:
-                        yield _json.loads(line)
+                        yield _json.loads_external(line)
                     except ValueError as exc:  # orjson's and json's decode errors
                         raise RecordError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
 
