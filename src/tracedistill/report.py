@@ -579,11 +579,7 @@ class Results:
 
     def plot_steps(self, path: str | Path | None = None) -> Any:
         """Accuracy against step per run and benchmark, with 95% error bars (a Figure)."""
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot(path)
 
         cols = max(1, len(self.benchmarks))
         fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 4), squeeze=False)
@@ -607,18 +603,11 @@ class Results:
             ax.set_xlabel("step")
             ax.set_ylabel("accuracy (%)")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return _finish(fig, path)
 
     def plot_format(self, path: str | Path | None = None) -> Any:
         """Format compliance against step per run and benchmark (a Figure), base dashed."""
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot(path)
 
         cols = max(1, len(self.benchmarks))
         fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 3.5), squeeze=False)
@@ -645,18 +634,11 @@ class Results:
             ax.set_ylabel("responses in the trained format (%)")
             ax.set_ylim(-5, 105)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return _finish(fig, path)
 
     def plot_pareto(self, path: str | Path | None = None) -> Any:
         """The checkpoints over the first two benchmarks, the frontier highlighted."""
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = _pyplot(path)
 
         fig, ax = plt.subplots(figsize=(6, 5))
         if len(self.benchmarks) >= 2:
@@ -688,10 +670,7 @@ class Results:
             ax.set_xlabel(f"{x} accuracy (%)")
             ax.set_ylabel(f"{y} accuracy (%)")
             ax.set_title("Pareto frontier (red)")
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return _finish(fig, path)
 
     def to_html(
         self, path: str | Path, *, title: str = "tracedistill report", preamble: str = ""
@@ -733,6 +712,24 @@ class Results:
             encoding="utf-8",
         )
         return path
+
+
+def _pyplot(path: str | Path | None) -> Any:
+    """Return pyplot; a plot written to a file needs no display (the Agg backend)."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig: Any, path: str | Path | None) -> Any:
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def _fmt_cell(value: Any) -> str:

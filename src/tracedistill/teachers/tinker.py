@@ -8,7 +8,6 @@ sampling client is created in a worker thread under a time limit.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import anyio
 import anyio.to_thread
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill._tinker import resolve_future
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import (
     ConfigurationError,
@@ -49,18 +49,6 @@ def _provider_error(exc: BaseException, what: str) -> ProviderError:
     if "Timeout" in type(exc).__name__:
         return ProviderTimeoutError(f"{what}: {detail}")
     return ProviderUnavailableError(f"{what}: {detail}")
-
-
-async def _resolve(future: Any) -> Any:
-    """The value of an SDK future: awaited on asyncio, else waited for in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-        on_asyncio = True
-    except RuntimeError:
-        on_asyncio = False
-    if on_asyncio and hasattr(future, "__await__"):
-        return await future
-    return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
 
 
 class TinkerTeacher(Teacher):
@@ -218,7 +206,7 @@ class TinkerTeacher(Teacher):
         await self.start()
         tokens, sampling = await anyio.to_thread.run_sync(self._prepare, request)
         try:
-            response = await _resolve(
+            response = await resolve_future(
                 self._client.sample(
                     prompt=tinker.types.ModelInput.from_ints(tokens),
                     num_samples=1,

@@ -10,7 +10,6 @@ LoRA samplers, so the number of live :class:`TinkerSampler` s in the process is 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -21,6 +20,7 @@ from typing import Any
 import anyio
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill._tinker import resolve_future
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import (
     CheckpointError,
@@ -117,18 +117,6 @@ def _provider_error(exc: BaseException, what: str) -> ProviderError | None:
     if "Connection" in name:
         return ProviderUnavailableError(message)
     return None
-
-
-async def _resolve(future: Any) -> Any:
-    """The value of an SDK future: awaited on asyncio, else waited for in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-        on_asyncio = True
-    except RuntimeError:
-        on_asyncio = False
-    if on_asyncio and hasattr(future, "__await__"):
-        return await future
-    return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
 
 
 class TinkerSampler(Sampler):
@@ -304,7 +292,7 @@ class TinkerSampler(Sampler):
         while True:
             attempt += 1
             try:
-                response = await _resolve(
+                response = await resolve_future(
                     self._client.sample(prompt=model_input, num_samples=1, sampling_params=sampling)
                 )
                 break
