@@ -6,7 +6,10 @@ Runs offline on the CPU in a few minutes:
 
 The teacher is a plain Python solver for greatest-common-divisor questions (swap in a call to
 your own model server: implement ``complete`` and return a ``Completion``). The benchmark is
-any list of ``Problem``s. The student is the demo's tiny Qwen3 model, trained with LoRA locally.
+any list of ``Problem``s. The student is the demo's tiny Qwen3 model, trained with LoRA locally:
+it is far too small to learn Euclid's algorithm (its 600-token vocabulary was made for the
+demo's problems), so expect little beyond the think block; point ``base_model`` at a real model
+directory (and use a GPU) for numbers that mean something.
 """
 
 from __future__ import annotations
@@ -66,10 +69,10 @@ def gcd_problems(n: int, seed: int) -> list[Problem]:
 
 async def main(directory: Path = Path("runs/custom")) -> None:
     student = await anyio.to_thread.run_sync(
-        lambda: build_demo_student(directory / "student-base", warmup_steps=40)
+        lambda: build_demo_student(directory / "student-base", warmup_steps=150)
     )
     problems = gcd_problems(140, seed=1)
-    benchmark = custom_benchmark("gcd-40", problems[100:], template=PROMPTS.math, max_tokens=64)
+    benchmark = custom_benchmark("gcd-40", problems[100:], template=PROMPTS.math, max_tokens=160)
     run = Run(
         name="euclid-gcd",
         task="math",
@@ -77,13 +80,13 @@ async def main(directory: Path = Path("runs/custom")) -> None:
         problems=problems[:100],
         train=TrainConfig(
             base_model=str(student),
-            lora_rank=16,
+            lora_rank=32,
             batch_size=8,
-            learning_rate=2e-3,
-            max_length=192,
+            learning_rate=1e-2,
+            max_length=320,
             epochs=None,
-            max_steps=40,
-            checkpoint_every=20,
+            max_steps=200,
+            checkpoint_every=100,
         ),
     )
     experiment = Experiment(
