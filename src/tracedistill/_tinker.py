@@ -7,7 +7,10 @@ from typing import Any
 
 import anyio.to_thread
 
-__all__ = ["resolve_future"]
+from tracedistill.chat import GenerationPrompt
+from tracedistill.records import SamplingParams
+
+__all__ = ["chat_stop", "resolve_future", "tinker_sampling_params"]
 
 
 async def resolve_future(future: Any) -> Any:
@@ -24,3 +27,26 @@ async def resolve_future(future: Any) -> Any:
     if on_asyncio and hasattr(future, "__await__"):
         return await future
     return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+
+
+def chat_stop(params: SamplingParams, generation: GenerationPrompt) -> list[int] | list[str]:
+    """Where a chat completion stops: the user's stop strings plus the format's end, as strings
+    when there are user strings (the API takes one kind), else the format's end token ids.
+    """
+    if params.stop:
+        return [*generation.stop_strings, *params.stop]
+    return list(generation.stop_token_ids)
+
+
+def tinker_sampling_params(params: SamplingParams, stop: list[int] | list[str]) -> Any:
+    """The tinker SDK's ``SamplingParams`` for ours (``top_k=None`` is the SDK's -1: no limit)."""
+    import tinker
+
+    return tinker.types.SamplingParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_k=params.top_k if params.top_k is not None else -1,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop=stop,
+    )

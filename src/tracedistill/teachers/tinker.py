@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill._tinker import resolve_future
+from tracedistill._tinker import chat_stop, resolve_future, tinker_sampling_params
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import (
     ConfigurationError,
@@ -175,26 +175,13 @@ class TinkerTeacher(Teacher):
     # --- one attempt ---------------------------------------------------------------------------
 
     def _prepare(self, request: TeacherRequest) -> tuple[list[int], Any]:
-        import tinker
 
         renderer = self._renderer
         if renderer is None:
             raise RuntimeError("TinkerTeacher used before start()")
         generation = renderer.generation_prompt(request.messages)
         params = request.params or DEFAULT_PARAMS
-        stop: list[int] | list[str]
-        if params.stop:
-            stop = [*generation.stop_strings, *params.stop]
-        else:
-            stop = list(generation.stop_token_ids)
-        sampling = tinker.types.SamplingParams(
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_k=params.top_k if params.top_k is not None else -1,
-            top_p=params.top_p,
-            seed=params.seed,
-            stop=stop,
-        )
+        sampling = tinker_sampling_params(params, chat_stop(params, generation))
         return list(generation.tokens), sampling
 
     async def complete(

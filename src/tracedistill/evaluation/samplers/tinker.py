@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill._tinker import resolve_future
+from tracedistill._tinker import chat_stop, resolve_future, tinker_sampling_params
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import (
     CheckpointError,
@@ -255,31 +255,18 @@ class TinkerSampler(Sampler):
 
     def request(self, prompt: Prompt, params: SamplingParams) -> tuple[list[int], Any]:
         """The prompt tokens and the SDK sampling parameters of one request."""
-        import tinker
-
         renderer = self._renderer
         if renderer is None:
             raise SamplerError("TinkerSampler used before start()")
-        stop: list[int] | list[str] | None
+        stop: list[int] | list[str]
         if isinstance(prompt, str):
             tokens = renderer.tokenizer.encode(prompt)
             stop = [*params.stop, "<|endoftext|>", "<|im_end|>"]
         else:
             generation = renderer.generation_prompt(prompt)
             tokens = list(generation.tokens)
-            if params.stop:
-                stop = [*generation.stop_strings, *params.stop]
-            else:
-                stop = list(generation.stop_token_ids)
-        sampling = tinker.types.SamplingParams(
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_k=params.top_k if params.top_k is not None else -1,
-            top_p=params.top_p,
-            seed=params.seed,
-            stop=stop,
-        )
-        return tokens, sampling
+            stop = chat_stop(params, generation)
+        return tokens, tinker_sampling_params(params, stop)
 
     async def _sample(self, prompt: Prompt, params: SamplingParams) -> Completion:
         import tinker
