@@ -7,10 +7,16 @@ from typing import Any
 
 import anyio.to_thread
 
+from tracedistill._secrets import Secret
 from tracedistill.chat import GenerationPrompt
 from tracedistill.records import SamplingParams
 
-__all__ = ["chat_stop", "resolve_future", "tinker_sampling_params"]
+__all__ = [
+    "chat_stop",
+    "create_sampling_client",
+    "resolve_future",
+    "tinker_sampling_params",
+]
 
 
 async def resolve_future(future: Any) -> Any:
@@ -50,3 +56,31 @@ def tinker_sampling_params(params: SamplingParams, stop: list[int] | list[str]) 
         seed=params.seed,
         stop=stop,
     )
+
+
+def create_sampling_client(
+    service: Any,
+    *,
+    base_url: str | None,
+    api_key: Secret | None,
+    model_path: str | None,
+    base_model: str | None,
+) -> tuple[Any, Any, bool]:
+    """Create a sampling client (blocking: call it in a worker thread, bounded in time).
+
+    Returns ``(service, client, created)``: the given ``tinker.ServiceClient`` or a new one built
+    from ``base_url`` and ``api_key`` (``created`` says which), and the sampling client for
+    ``model_path`` (sampler weights) or, when it is None, ``base_model``.
+    """
+    created = service is None
+    if created:
+        import tinker
+
+        service = tinker.ServiceClient(
+            base_url=base_url, api_key=None if api_key is None else api_key.reveal()
+        )
+    future = service.create_sampling_client(
+        model_path=model_path, base_model=None if model_path else base_model
+    )
+    client = future.result() if hasattr(future, "result") else future
+    return service, client, created

@@ -20,7 +20,12 @@ from typing import Any
 import anyio
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill._tinker import chat_stop, resolve_future, tinker_sampling_params
+from tracedistill._tinker import (
+    chat_stop,
+    create_sampling_client,
+    resolve_future,
+    tinker_sampling_params,
+)
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import (
     CheckpointError,
@@ -200,19 +205,16 @@ class TinkerSampler(Sampler):
         return ChatRenderer(load_tokenizer(source), self.chat_format)
 
     def _create_client(self) -> Any:
-        service = self._service
-        if service is None:
-            import tinker
-
-            self._own_service = True
-            service = self._service = tinker.ServiceClient(
-                base_url=self._base_url,
-                api_key=None if self._api_key is None else self._api_key.reveal(),
-            )
-        future = service.create_sampling_client(
-            model_path=self.model_path, base_model=None if self.model_path else self.base_model
+        service, client, created = create_sampling_client(
+            self._service,
+            base_url=self._base_url,
+            api_key=self._api_key,
+            model_path=self.model_path,
+            base_model=self.base_model,
         )
-        return future.result() if hasattr(future, "result") else future
+        self._service = service
+        self._own_service = self._own_service or created
+        return client
 
     async def start(self) -> None:
         """Take a live-sampler slot, build the renderer and create the sampling client."""
