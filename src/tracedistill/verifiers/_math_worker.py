@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -74,16 +75,97 @@ def _shown(parsed: list[Any]) -> str:
     return str(parsed[-1]) if parsed else ""
 
 
+# A control sequence: a backslash and a run of letters (a control word) or any one other
+# character (a control symbol such as \{ or \\); a lone backslash at the end is neither.
+_CONTROL = re.compile(r"\\([A-Za-z]+|.)?", re.DOTALL)
+_ENV_NAME = re.compile(r"\s*\{([^{}]*)\}")
+
+
+def malformed_latex(answer: str) -> str | None:
+    r"""Why ``answer`` is not well-formed LaTeX (truncated or garbled), or None if it is.
+
+    Checks the structure TeX itself insists on: unescaped braces balance and never close
+    before they open, every ``\left`` has its ``\right`` (and after it), every ``\begin{env}``
+    its ``\end{env}``, and no backslash dangles at the end. Escaped braces (``\{``, ``\}``)
+    and brackets are not counted: ``\left\{ ... \right.`` and ``[0, 1)`` are valid.
+    """
+    braces = 0
+    delimiters = 0
+    environments: list[str] = []
+    pos = 0
+    while pos < len(answer):
+        char = answer[pos]
+        if char == "\\":
+            match = _CONTROL.match(answer, pos)
+            assert match is not None  # the pattern matches any backslash
+            name = match.group(1)
+            if name is None:
+                return "a dangling backslash at the end"
+            pos = match.end()
+            if name == "left":
+                delimiters += 1
+            elif name == "right":
+                delimiters -= 1
+                if delimiters < 0:
+                    return "a \\right without a \\left before it"
+            elif name in ("begin", "end"):
+                env = _ENV_NAME.match(answer, pos)
+                if env is None:
+                    return f"a \\{name} without an environment name"
+                pos = env.end()
+                if name == "begin":
+                    environments.append(env.group(1).strip())
+                elif not environments or environments.pop() != env.group(1).strip():
+                    return f"an unmatched \\end{{{env.group(1).strip()}}}"
+            continue
+        if char == "{":
+            braces += 1
+        elif char == "}":
+            braces -= 1
+            if braces < 0:
+                return "a closing brace without an opening one"
+        pos += 1
+    if braces:
+        return f"{braces} unclosed brace(s)"
+    if delimiters:
+        return "a \\left without a \\right"
+    if environments:
+        return f"an unclosed \\begin{{{environments[-1]}}}"
+    return None
+
+
+def _is_math(value: Any) -> bool:
+    # sympy ships no type information (the lead may add "sympy.*" to mypy's overrides).
+    from sympy import Basic  # type: ignore[import-untyped]
+    from sympy.matrices import MatrixBase  # type: ignore[import-untyped]
+
+    return isinstance(value, (Basic, MatrixBase))
+
+
+def parse_gold(answer: str, timeout: int) -> str | None:
+    r"""The normalized form of a gold answer, or None if it is not a checkable answer.
+
+    math-verify's ``parse`` falls back to the raw string when nothing parses (``\frac{``
+    gives ``['{\frac{}']``); ``verify`` then only ever matches an identical unparsed string,
+    so such a gold is rejected: at least one parsed element must be a math object (a sympy
+    expression, number, set, interval, relation or matrix). Text answers such as
+    ``\text{Evelyn}`` or ``\text{(C)}`` parse to symbols and are kept. Malformed LaTeX is
+    rejected before parsing, since math-verify may still read a number out of it (``1}``).
+    """
+    if not answer or not answer.strip() or malformed_latex(answer) is not None:
+        return None
+    parsed = _gold(answer, timeout)
+    if not any(_is_math(value) for value in parsed):
+        return None
+    return _shown(parsed)
+
+
 def handle(job: dict[str, Any]) -> Any:
     """Run one job: ``check`` (gold vs response) or ``parse_golds``."""
     op = job["op"]
     timeout = int(job.get("timeout", 5))
     if op == "parse_golds":
-        out: list[str | None] = []
-        for answer in job["answers"]:
-            parsed = _gold(answer, timeout) if answer and answer.strip() else []
-            out.append(_shown(parsed) if parsed else None)
-        return out
+        return [parse_gold(answer, timeout) for answer in job["answers"]]
     if op == "check":
         return check(job["gold"], job["response"], job["config"], timeout)
     raise ValueError(f"unknown math job {op!r}")

@@ -125,9 +125,15 @@ class MathVerifier(Verifier):
         return CheckResult.fail(VerdictReason.VERIFIER_ERROR, {"error": outcome.error}, elapsed)
 
     async def parse_golds(self, answers: Sequence[str]) -> list[str | None]:
-        """Parse gold answers; each gives its normalized form, or None if math-verify cannot.
+        r"""Parse gold answers; each gives its normalized form, or None if it is not checkable.
 
-        Use it to find (and report, then skip) problems whose gold answer cannot be checked.
+        A gold is rejected when it is blank, when its LaTeX is malformed (unbalanced braces,
+        ``\left`` without ``\right``, ``\begin`` without ``\end``, a dangling backslash:
+        the marks of a truncated answer such as ``\frac{``), or when math-verify parses no
+        math object out of it, only its raw-string fallback (which a response would match
+        only by the same unparsed text). Text answers math-verify reads as symbols (``\text{(C)}``,
+        ``\text{Evelyn}``) are kept. Use it to find (and report, then skip) problems whose
+        gold answer cannot be checked.
         """
         results: list[str | None] = []
         chunk = 64
