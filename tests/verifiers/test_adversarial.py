@@ -12,10 +12,16 @@ import pytest
 
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import CodeVerifier, SandboxLimits
+from tracedistill.verifiers._bubblewrap import find_bubblewrap
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "td-planted-secret-" + uuid.uuid4().hex
+
+needs_bwrap = pytest.mark.skipif(
+    find_bubblewrap() is None,
+    reason="bubblewrap (bwrap) is not installed: apt install bubblewrap (.ci/run does)",
+)
 
 
 def _descendants(root: int) -> set[int]:
@@ -89,6 +95,8 @@ def _cases(
         ],
         "no-landlock": ["/proc/self/environ", "/proc/1/environ", f"/proc/{os.getpid()}/environ"],
     }.get(mode, [])
+    if mode.startswith("bubblewrap"):  # the host's files are not even there
+        readable = [str(secret), "/proc/self/environ", "/proc/1/environ", "/proc/2/environ"]
     timeout = {VerdictReason.TIMEOUT}
     violation = {VerdictReason.SANDBOX_VIOLATION}
     return {
@@ -208,7 +216,16 @@ def listener() -> Iterator[socket.socket]:
     server.close()
 
 
-@pytest.mark.parametrize("mode", ["full", "no-landlock", "no-namespaces-no-landlock"], ids=str)
+MODES = [
+    "full",
+    "no-landlock",
+    "no-namespaces-no-landlock",
+    pytest.param("bubblewrap", marks=needs_bwrap),
+    pytest.param("bubblewrap-no-landlock", marks=needs_bwrap),
+]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
 async def test_hostile_code_never_passes_and_leaves_no_trace(
     host: dict[str, Path], listener: socket.socket, tmp_path: Path, mode: str
 ) -> None:
@@ -219,8 +236,9 @@ async def test_hostile_code_never_passes_and_leaves_no_trace(
     honest = f"def solve():\n    return {SECRET!r}\n"
     limits = SandboxLimits(memory_mb=1024, load_timeout_s=2)
     async with CodeVerifier(
-        namespaces=mode == "full" or mode == "no-landlock",
-        landlock=mode == "full",
+        namespaces=mode in ("full", "no-landlock"),
+        landlock=mode in ("full", "bubblewrap"),
+        bubblewrap=mode.startswith("bubblewrap"),
         workers=2,
         limits=limits,
         test_timeout_s=2,
@@ -248,6 +266,8 @@ async def test_hostile_code_never_passes_and_leaves_no_trace(
         assert not result.passed, f"{name} passed: {result.details}"
         assert result.reason in allowed, f"{name}: {result.reason} {result.details}"
     assert all(r.passed for r in results[1::2]), [r.details for r in results[1::2]]
+    inside_bwrap = ["bwrap" in r.details["sandbox"] for r in results[1::2]]
+    assert all(inside_bwrap) if mode.startswith("bubblewrap") else not any(inside_bwrap)
     with pytest.raises(BlockingIOError):
         listener.accept()  # nobody connected
     assert after <= before  # no process left behind by any sample

@@ -218,7 +218,9 @@ async def test_per_sample_namespaces_on_request(tmp_path: Path) -> None:
         result = await v.check(ADD, "def add(a, b):\n    return a + b\n")
         assert result.passed
         if "pid" in (await v.capabilities())["namespaces"]:
-            assert "pid" in result.details["sandbox"] and "mnt" in result.details["sandbox"]
+            assert "pid" in result.details["sandbox"]
+            if not (await v.capabilities())["bubblewrap"]:  # bwrap's /proc is private already
+                assert "mnt" in result.details["sandbox"]
         hostile = await v.check(ADD, "import os\nos.kill(1, 9)\n")
         assert hostile.reason is VerdictReason.SANDBOX_VIOLATION
 
@@ -273,3 +275,75 @@ async def test_broken_reference_is_a_verifier_error_computed_once(tmp_path: Path
         assert second.reason is VerdictReason.VERIFIER_ERROR
         assert v.pool.jobs_run == jobs_before  # neither the reference nor the sample ran again
     assert [p async for p in anyio.Path(tmp_path).glob("*.json")] == []
+
+
+SLOW = Problem(
+    id="slow",
+    kind=TaskKind.CODE,
+    prompt="Write double(n), slowly.",
+    tests=CodeTests(
+        function=FunctionTests(
+            entry_point="double",
+            base_inputs=[[n] for n in range(6)],
+            plus_inputs=[[n] for n in range(100, 106)],
+            reference_solution=(
+                "import time\ndef double(n):\n    time.sleep(0.05)\n    return 2 * n\n"
+            ),
+        )
+    ),
+)
+
+
+def test_split_keeps_every_test_once_in_order() -> None:
+    verifier = CodeVerifier(workers=2, split_above_s=1.0)
+    groups = [
+        {"id": 0, "start": 0, "inputs": list(range(5)), "limits": [1.0] * 5},
+        {"id": 1, "start": 0, "inputs": list(range(40)), "limits": [2.0] * 40},
+    ]
+    costs = [[0.1] * 5, [0.1] * 39 + [3.0]]
+    parts = verifier._split(groups, costs)
+    assert 2 <= len(parts) <= 4
+    seen = [
+        (g["id"], g["start"] + k, x, limit)
+        for part in parts
+        for g in part
+        for k, (x, limit) in enumerate(zip(g["inputs"], g["limits"], strict=True))
+    ]
+    expected = [(0, i, i, 1.0) for i in range(5)] + [(1, i, i, 2.0) for i in range(40)]
+    assert seen == expected
+    # cheap work is not split, nor is work whose cost is unknown, nor with one runner
+    assert verifier._split(groups, [[0.01] * 5, [0.01] * 40]) == [groups]
+    assert verifier._split(groups, [[0.1] * 5, None]) == [groups]
+    assert CodeVerifier(workers=1, split_above_s=1.0)._split(groups, costs) == [groups]
+    assert CodeVerifier(workers=2, split_above_s=None)._split(groups, costs) == [groups]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "extra"),
+    [
+        ("return 2 * n", VerdictReason.PASSED, {}),
+        (
+            "return 2 * n if n != 104 else 0",
+            VerdictReason.TEST_FAILED,
+            {"group": "plus", "test": 4},
+        ),
+        ("return 2 * n if n != 1 else 0", VerdictReason.TEST_FAILED, {"group": "base", "test": 1}),
+        # fails early in the first part and late in the second: the first failure decides
+        ("return 2 * n if n not in (2, 105) else 1 / 0", VerdictReason.RUNTIME_ERROR, {"test": 2}),
+        ("return 1 / 0 if n == 103 else 2 * n", VerdictReason.RUNTIME_ERROR, {"group": "plus"}),
+        ("while n == 105: pass\n    return 2 * n", VerdictReason.TIMEOUT, {}),
+    ],
+)
+async def test_heavy_samples_split_across_runners(
+    tmp_path: Path, body: str, reason: VerdictReason, extra: dict[str, object]
+) -> None:
+    async with CodeVerifier(workers=2, cache_dir=tmp_path, split_above_s=0.2) as verifier:
+        response = f"import time\ndef double(n):\n    time.sleep(0.05)\n    {body}\n"
+        await verifier.check(SLOW, SLOW.tests.function.reference_solution)  # type: ignore[union-attr]
+        before = verifier.pool.jobs_run
+        result = await verifier.check(SLOW, response)
+        assert result.reason is reason, result.details
+        for key, value in extra.items():
+            assert result.details[key] == value, result.details
+        if reason is VerdictReason.PASSED:
+            assert verifier.pool.jobs_run - before == 2  # the sample ran as two parts

@@ -250,7 +250,11 @@ def _kind(exc: BaseException) -> str:
 def run_function_tests(job: dict[str, Any], channel: _Channel) -> None:
     """Call the entry point on each input group; report encoded outputs and timings."""
     not_none = job.get("output_mode", "plain")
-    for group_index, group in enumerate(job["groups"]):
+    for position, group in enumerate(job["groups"]):
+        # A group may be a slice of a larger one (a heavy sample split across runners): it
+        # then reports the original group and test indices.
+        group_index = group.get("id", position)
+        first = group.get("start", 0)
         namespace = _load(job["code"], channel, "__solution__")
         if namespace is None:
             return
@@ -261,7 +265,7 @@ def run_function_tests(job: dict[str, Any], channel: _Channel) -> None:
             )
             return
         for test_index, (args, limit) in enumerate(
-            zip(group["inputs"], group["limits"], strict=True)
+            zip(group["inputs"], group["limits"], strict=True), start=first
         ):
             start = time.perf_counter()
             try:

@@ -43,7 +43,9 @@ def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the line above took effect
+    # parent 0: started through a launcher (bubblewrap) whose own process is the parent; the
+    # launcher dies with the pool and takes this process with it.
+    if parent and os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(0)
 
 

@@ -32,6 +32,11 @@ import orjson
 from tracedistill.errors import SandboxError, VerifierError
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import _harness
+from tracedistill.verifiers._bubblewrap import (
+    bubblewrap_command,
+    bubblewrap_problem,
+    find_bubblewrap,
+)
 from tracedistill.verifiers.base import CheckResult, Verifier, clip
 from tracedistill.verifiers.extract import CodeExtraction, extract_code
 from tracedistill.verifiers.pool import JobOutcome, WorkerPool
@@ -75,6 +80,10 @@ class CodeVerifier(Verifier):
         min_time_limit_s, time_limit_factor: a function test may take
             ``max(min_time_limit_s, time_limit_factor * reference time)`` (evalplus: 1 s, 4x).
         max_wall_s: cap on the whole run of one sample.
+        split_above_s: a sample whose function tests took the reference solution longer than
+            this (seconds) has its tests split into consecutive parts run on several runners
+            at once, each part in a fresh process like evalplus's base and plus runs; None
+            never splits. One heavy sample then no longer holds up a whole batch.
         cache_dir: where reference outputs are cached (default ``~/.cache/tracedistill``).
         namespaces: enter new network/PID namespaces where the kernel allows it.
         landlock: confine the filesystem with Landlock where the kernel allows it (without it,
@@ -82,8 +91,13 @@ class CodeVerifier(Verifier):
         sample_namespaces: give every sample its own PID and mount namespaces: ``None``
             (default) when another layer does not already cover them (no Landlock, or
             ``max_processes > 0``), True always, False never.
+        bubblewrap: run each sandbox runner inside a bubblewrap (``bwrap``) container, which
+            hides the host's files entirely (see ``docs/sandbox.md``): None (default) when
+            ``bwrap`` is installed and works here, True always (else :class:`SandboxError`),
+            False never.
         require: isolation layers that must be available, else :class:`SandboxError`
-            (``seccomp``, ``landlock``, ``net``, ``pid``); default ``("seccomp",)``.
+            (``seccomp``, ``landlock``, ``net``, ``pid``, ``bubblewrap``); default
+            ``("seccomp",)``.
         accept_truncated: let a response cut at ``max_tokens`` pass.
     """
 
@@ -99,10 +113,12 @@ class CodeVerifier(Verifier):
         min_time_limit_s: float = 1.0,
         time_limit_factor: float = 4.0,
         max_wall_s: float = 180.0,
+        split_above_s: float | None = 2.0,
         cache_dir: str | os.PathLike[str] | None = None,
         namespaces: bool = True,
         landlock: bool = True,
         sample_namespaces: bool | None = None,
+        bubblewrap: bool | None = None,
         require: Sequence[str] = ("seccomp",),
         accept_truncated: bool = False,
     ) -> None:
@@ -118,10 +134,14 @@ class CodeVerifier(Verifier):
         self.min_time_limit_s = min_time_limit_s
         self.time_limit_factor = time_limit_factor
         self.max_wall_s = max_wall_s
+        self.split_above_s = split_above_s
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.namespaces = namespaces
         self.landlock = landlock
         self.sample_namespaces = sample_namespaces
+        self.bubblewrap = bubblewrap
+        self._bwrap: str | None = None  # the bwrap executable in use, once decided
+        self._bwrap_decided = False
         self.require = tuple(require)
         self.accept_truncated = accept_truncated
         settings = orjson.dumps(
@@ -136,7 +156,11 @@ class CodeVerifier(Verifier):
         )
         self.version = f"{_LOGIC_VERSION}+{hashlib.sha256(settings).hexdigest()[:10]}"
         self._pool = WorkerPool(
-            _HANDLER, size=self.workers, timeout_s=max_wall_s + 30, name="sandbox"
+            _HANDLER,
+            size=self.workers,
+            timeout_s=max_wall_s + 30,
+            name="sandbox",
+            launcher=self._launch,
         )
         self._references: OrderedDict[str, _Reference] = OrderedDict()
         self._reference_locks: dict[str, anyio.Lock] = {}
@@ -165,8 +189,42 @@ class CodeVerifier(Verifier):
 
     async def start(self) -> None:
         """Start the sandbox runners and check that the required isolation is available."""
+        await self._decide_bubblewrap()
         await self._pool.start()
         await self.capabilities()
+
+    async def _decide_bubblewrap(self) -> None:
+        """Find out once, before the first runner starts, whether runners go in bubblewrap."""
+        if self._bwrap_decided:
+            return
+        if self.bubblewrap is not False:
+            found = find_bubblewrap()
+            problem = (
+                await anyio.to_thread.run_sync(bubblewrap_problem, found)
+                if found
+                else "bwrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
+            )
+            if problem is None:
+                self._bwrap = found
+                log.info("code sandbox runners start inside bubblewrap (%s)", found)
+            elif self.bubblewrap:
+                raise SandboxError(f"bubblewrap=True but bubblewrap cannot run here: {problem}")
+            else:
+                log.info("code sandbox without bubblewrap: %s", problem)
+        self._bwrap_decided = True
+
+    def _sandbox_root(self) -> str:
+        """The verifier's own temporary directory (samples' and runners' directories)."""
+        if self._tmp_root is None:
+            self._tmp_root = tempfile.mkdtemp(prefix="tracedistill-sandbox-")
+        return self._tmp_root
+
+    def _launch(self, command: list[str]) -> list[str]:
+        """A runner's command line: inside bubblewrap, with a fresh ``/tmp`` of its own."""
+        if self._bwrap is None:
+            return command
+        tmp_dir = tempfile.mkdtemp(prefix="runner-", dir=self._sandbox_root())
+        return bubblewrap_command(self._bwrap, command, tmp_dir=tmp_dir)
 
     async def aclose(self) -> None:
         """Stop the sandbox runners (the verifier restarts them if used again)."""
@@ -183,11 +241,19 @@ class CodeVerifier(Verifier):
             SandboxError: a layer named in ``require`` is not available.
         """
         if self._capabilities is None:
+            await self._decide_bubblewrap()
             outcome = await self._pool.run({"mode": "probe"}, timeout_s=60)
             if not outcome.ok:
                 raise SandboxError(f"the code sandbox could not start: {outcome.error}")
-            caps: dict[str, Any] = outcome.value
+            caps: dict[str, Any] = dict(outcome.value)
+            caps["bubblewrap"] = self._bwrap
+            if self._bwrap is not None:  # namespaces bubblewrap made for the runner
+                caps["namespaces"] = sorted(
+                    {*caps["namespaces"], "user", "mnt", "pid", "net", "ipc", "uts", "cgroup"}
+                )
             available = set(caps["namespaces"])
+            if self._bwrap is not None:
+                available.add("bubblewrap")
             if caps["seccomp"]:
                 available.add("seccomp")
             if caps["landlock_abi"] > 0:
@@ -246,10 +312,10 @@ class CodeVerifier(Verifier):
         reference = await self._reference(problem, fn, base_inputs, plus_inputs, dataset)
         if isinstance(reference, CheckResult):
             return reference
-        groups = []
-        for inputs, times in (
-            (base_inputs, reference.base_time),
-            (plus_inputs, reference.plus_time),
+        groups: list[dict[str, Any]] = []
+        costs: list[list[float] | None] = []
+        for group_index, (inputs, times) in enumerate(
+            ((base_inputs, reference.base_time), (plus_inputs, reference.plus_time))
         ):
             if not inputs:
                 continue
@@ -263,28 +329,48 @@ class CodeVerifier(Verifier):
                 if times
                 else [self.test_timeout_s] * len(inputs)
             )
-            groups.append({"inputs": inputs, "limits": limits})
-        wall = sum(min(60.0, sum(g["limits"])) + 1.0 for g in groups) + self.limits.load_timeout_s
+            groups.append({"id": group_index, "start": 0, "inputs": inputs, "limits": limits})
+            costs.append(list(times) if times and None not in times else None)
         not_none = dataset == "mbpp" and fn.entry_point in _evalplus_not_none()
-        job = self._job(
-            "function",
-            code,
-            wall,
-            entry_point=fn.entry_point,
-            groups=groups,
-            output_mode="candidate" if not_none else "plain",
-        )
-        report = await self._run(job)
-        if isinstance(report, CheckResult):
-            return report
-        records, failure = report
-        if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:
-            return failure
+        parts = self._split(groups, costs)
+        jobs = [
+            self._job(
+                "function",
+                code,
+                sum(min(60.0, sum(g["limits"])) + 1.0 for g in part) + self.limits.load_timeout_s,
+                entry_point=fn.entry_point,
+                groups=part,
+                output_mode="candidate" if not_none else "plain",
+            )
+            for part in parts
+        ]
+        reports = await self._run_parts(jobs)
+        records: list[dict[str, Any]] = []
+        failures: list[CheckResult | None] = []
+        for report in reports:
+            if isinstance(report, CheckResult):
+                if report.reason is not VerdictReason.TIMEOUT or len(reports) == 1:
+                    return report
+                failures.append(report)
+            elif report is None:  # cancelled: an earlier part had failed already
+                failures.append(None)
+            else:
+                records.extend(report[0])
+                failures.append(report[1])
+        for part_failure in failures:
+            if part_failure is not None and part_failure.reason is VerdictReason.SANDBOX_VIOLATION:
+                return part_failure
+        owner = {
+            (group["id"], group["start"] + offset): part_index
+            for part_index, part in enumerate(parts)
+            for group in part
+            for offset in range(len(group["inputs"]))
+        }
+        failure = next((f for f in failures if f is not None), None)
         expected_groups = [
-            (name, inputs, expected)
-            for name, inputs, expected in (
-                ("base", base_inputs, reference.base),
-                ("plus", plus_inputs, reference.plus),
+            (group_id, name, inputs, expected)
+            for group_id, (name, inputs, expected) in enumerate(
+                (("base", base_inputs, reference.base), ("plus", plus_inputs, reference.plus))
             )
             if inputs
         ]
@@ -293,14 +379,18 @@ class CodeVerifier(Verifier):
             if "g" in record and record.get("s") == "ok":
                 outputs[(record["g"], record["i"])] = record
         compare = _EvalplusComparator(fn.entry_point, fn.atol, dataset)
-        for group_index, (name, inputs, expected) in enumerate(expected_groups):
+        for group_index, name, inputs, expected in expected_groups:
             compare.reset()
             for index, inp in enumerate(inputs):
                 found = outputs.get((group_index, index))
                 if found is None:
                     # the child stopped here; the outputs before it were compared already
-                    if failure is not None:
-                        return failure
+                    part_index = owner[(group_index, index)]
+                    stopped = failures[part_index] or next(
+                        (f for f in failures[:part_index] if f is not None), None
+                    )
+                    if stopped is not None:
+                        return stopped
                     return CheckResult.fail(
                         VerdictReason.RUNTIME_ERROR,
                         {"error": f"no result for {name} test {index}", "group": name},
@@ -327,6 +417,79 @@ class CodeVerifier(Verifier):
         return CheckResult.ok(
             {"base": "pass", "plus": "pass" if plus_inputs else None, "sandbox": _layers(records)}
         )
+
+    def _split(
+        self, groups: list[dict[str, Any]], costs: list[list[float] | None]
+    ) -> list[list[dict[str, Any]]]:
+        """Cut the test groups into consecutive parts of about equal reference time.
+
+        Splits only when every test's reference time is known, their sum is over
+        ``split_above_s`` and there is more than one runner; at most two parts per runner, and
+        none much shorter than a second (each part pays for a process and loading the code).
+        """
+        known = [c for c in costs if c is not None]
+        total = sum(sum(c) for c in known)
+        if (
+            self.split_above_s is None
+            or self.workers < 2
+            or len(known) != len(groups)
+            or total <= self.split_above_s
+        ):
+            return [groups]
+        count = min(2 * self.workers, max(2, math.ceil(total)))
+        share = total / count
+        parts: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        spent = 0.0  # reference time of the parts already closed and the current one
+
+        def cut(group: dict[str, Any], begin: int, end: int) -> dict[str, Any]:
+            return {
+                "id": group["id"],
+                "start": group["start"] + begin,
+                "inputs": group["inputs"][begin:end],
+                "limits": group["limits"][begin:end],
+            }
+
+        for group, times in zip(groups, known, strict=True):
+            begin = 0
+            for index, t in enumerate(times):
+                spent += t
+                if spent >= share * (len(parts) + 1) and len(parts) < count - 1:
+                    current.append(cut(group, begin, index + 1))
+                    parts.append(current)
+                    current, begin = [], index + 1
+            if begin < len(times):
+                current.append(cut(group, begin, len(times)))
+        if current:
+            parts.append(current)
+        return parts
+
+    async def _run_parts(
+        self, jobs: list[dict[str, Any]]
+    ) -> list[CheckResult | tuple[list[dict[str, Any]], CheckResult | None] | None]:
+        """Run the parts of one sample at once; a failed part cancels the parts after it.
+
+        Tests after a failure cannot change the verdict (the first failing test decides it),
+        so their runs are stopped; parts before it still finish. A cancelled part is None.
+        """
+        if len(jobs) == 1:
+            return [await self._run(jobs[0])]
+        reports: list[CheckResult | tuple[list[dict[str, Any]], CheckResult | None] | None]
+        reports = [None] * len(jobs)
+        scopes = [anyio.CancelScope() for _ in jobs]
+
+        async def run_part(index: int) -> None:
+            with scopes[index]:
+                report = await self._run(jobs[index])
+                reports[index] = report
+                if isinstance(report, CheckResult) or report[1] is not None:
+                    for later in scopes[index + 1 :]:
+                        later.cancel()
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(jobs)):
+                group.start_soon(run_part, index)
+        return reports
 
     async def _function_inputs(
         self, problem: Problem, fn: FunctionTests, meta: dict[str, Any]
@@ -526,10 +689,10 @@ class CodeVerifier(Verifier):
     # --- running ---------------------------------------------------------------------------------
 
     def _job(self, mode: str, code: str, wall_s: float, **fields: Any) -> dict[str, Any]:
-        if self._tmp_root is None:
-            self._tmp_root = tempfile.mkdtemp(prefix="tracedistill-sandbox-")
         return {
-            "tmp_root": self._tmp_root,
+            # in bubblewrap, the runner's /tmp is already a directory of its own
+            "tmp_root": None if self._bwrap is not None else self._sandbox_root(),
+            "bwrap": self._bwrap is not None,
             "mode": mode,
             "code": code,
             "wall_s": min(wall_s, self.max_wall_s),

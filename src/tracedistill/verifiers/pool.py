@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -184,6 +184,8 @@ class WorkerPool:
         memory_mb: address-space limit of each worker (0 for none).
         startup_timeout_s: how long a worker may take to start.
         name: a label for logs.
+        launcher: turns a worker's command line into the one to run (e.g. wrapped in
+            bubblewrap); called for every worker started, so each may get its own resources.
 
     Workers start lazily on first use (or with :meth:`start`) and a killed worker is replaced on
     the next job. The pool is an async context manager; :meth:`aclose` kills what is left.
@@ -198,6 +200,7 @@ class WorkerPool:
         memory_mb: int = 0,
         startup_timeout_s: float = 120.0,
         name: str = "pool",
+        launcher: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
@@ -209,6 +212,7 @@ class WorkerPool:
         self.memory_mb = memory_mb
         self.startup_timeout_s = startup_timeout_s
         self.name = name
+        self.launcher = launcher
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._slots: anyio.Semaphore | None = None
@@ -251,16 +255,17 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         # Spawned from the event-loop thread: PR_SET_PDEATHSIG follows the spawning thread, and
         # that one lives as long as the loop. Popen uses vfork+exec here, so this is quick.
+        command = [
+            sys.executable,
+            "-I",
+            "-c",
+            _BOOT,
+            self.handler,
+            "0" if self.launcher is not None else str(os.getpid()),
+            str(self.memory_mb),
+        ]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-I",
-                "-c",
-                _BOOT,
-                self.handler,
-                str(os.getpid()),
-                str(self.memory_mb),
-            ],
+            self.launcher(command) if self.launcher is not None else command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

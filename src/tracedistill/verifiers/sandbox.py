@@ -42,7 +42,7 @@ import attrs
 
 from tracedistill.verifiers import _harness
 
-__all__ = ["SandboxLimits", "handle", "probe", "warm_up"]
+__all__ = ["SYSTEM_PATHS", "SandboxLimits", "handle", "probe", "warm_up"]
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -333,27 +333,28 @@ def _install_landlock(abi: int, read_paths: list[str], write_paths: list[str]) -
         os.close(ruleset)
 
 
+#: System files a Python process needs (those that exist): read-only for every sample.
+SYSTEM_PATHS = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/os-release",
+)
+
+
 def _read_paths() -> list[str]:
     """What the child may read: the Python installation, its import path, system libraries."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     paths.update(p for p in sys.path if p and os.path.isabs(p))
-    paths.update(
-        [
-            "/usr",
-            "/lib",
-            "/lib64",
-            "/lib32",
-            "/bin",
-            "/sbin",
-            "/etc/ld.so.cache",
-            "/etc/localtime",
-            "/etc/os-release",
-            "/dev/null",
-            "/dev/zero",
-            "/dev/urandom",
-            "/dev/random",
-        ]
-    )
+    paths.update(SYSTEM_PATHS)
+    paths.update(["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
     return sorted(p for p in paths if os.path.exists(p))
 
 
@@ -409,7 +410,14 @@ def _enter_sample_namespaces() -> list[str]:
     if not sys.platform.startswith("linux"):
         return []
     return _unshare_first(
-        [(_CLONE_NEWPID | _CLONE_NEWNS, ["pid", "mnt"]), (_CLONE_NEWPID, ["pid"])]
+        [
+            (_CLONE_NEWPID | _CLONE_NEWNS, ["pid", "mnt"]),
+            (_CLONE_NEWPID, ["pid"]),
+            # Without capabilities (inside bubblewrap) a user namespace of its own grants them.
+            # No new /proc there: the kernel refuses one under bubblewrap's read-only
+            # overmounts, and bubblewrap's /proc shows only the runner's own processes anyway.
+            (_CLONE_NEWUSER | _CLONE_NEWPID, ["user", "pid"]),
+        ]
     )
 
 
@@ -748,6 +756,8 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         return probe()
     limits = job["limits"]
     shared = _runner_namespaces() if job["namespaces"] else (_RUNNER_NAMESPACES or [])
+    if job.get("bwrap"):  # the runner itself lives in a bubblewrap container
+        shared = ["bwrap", *shared]
     job = dict(job, read_paths=_read_paths(), shared_namespaces=shared)
     # Inside the verifier's own temporary root, which it removes on close: a sample whose
     # runner was killed mid-run (timeout, cancellation) leaves nothing behind.
