@@ -64,14 +64,16 @@ def bubblewrap_command(bwrap: str, command: Sequence[str], *, tmp_dir: str) -> l
         "--hostname",
         "sandbox",
     ]
+    # /tmp first: the Python installation may itself live under /tmp (a CI checkout's venv),
+    # and a bind made later covers it.
+    args += ["--dev", "/dev", "--proc", "/proc", "--bind", tmp_dir, "/tmp"]
     for path in _visible_paths():
         if os.path.islink(path) and path in SYSTEM_PATHS:
             # merged /usr: /lib -> usr/lib and the like stay symlinks inside
             args += ["--symlink", os.readlink(path), path]
         else:
             args += ["--ro-bind", path, path]
-    args += ["--dev", "/dev", "--proc", "/proc", "--bind", tmp_dir, "/tmp", "--chdir", "/tmp"]
-    return [*args, "--", *command]
+    return [*args, "--chdir", "/tmp", "--", *command]
 
 
 @functools.lru_cache(maxsize=4)

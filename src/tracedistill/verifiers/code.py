@@ -209,6 +209,8 @@ class CodeVerifier(Verifier):
                 log.info("code sandbox runners start inside bubblewrap (%s)", found)
             elif self.bubblewrap:
                 raise SandboxError(f"bubblewrap=True but bubblewrap cannot run here: {problem}")
+            elif found:  # installed but unusable: worth a warning
+                log.warning("code sandbox without bubblewrap, which cannot run here: %s", problem)
             else:
                 log.info("code sandbox without bubblewrap: %s", problem)
         self._bwrap_decided = True
