@@ -87,3 +87,14 @@ async def test_bubblewrap_that_cannot_run_is_reported(tmp_path: Path) -> None:
     fake.chmod(0o755)
     problem = _bubblewrap.bubblewrap_problem(str(fake))
     assert problem is not None and "No permissions" in problem
+
+
+@needs_bwrap
+async def test_installed_bubblewrap_is_used_by_default(tmp_path: Path) -> None:
+    # An installed bwrap that cannot run is only a warning for users; here it is a failure, so
+    # that a broken backend cannot hide behind the fallback.
+    found = find_bubblewrap()
+    assert found is not None
+    assert _bubblewrap.bubblewrap_problem(found) is None
+    async with CodeVerifier(workers=1, cache_dir=tmp_path) as verifier:
+        assert (await verifier.capabilities())["bubblewrap"] == found
