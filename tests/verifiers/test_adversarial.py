@@ -304,3 +304,54 @@ async def test_sandbox_reports_its_layers(code_verifier: CodeVerifier) -> None:
     result = await code_verifier.check(problem, "import socket\nsocket.socket()\n")
     assert result.reason is VerdictReason.SANDBOX_VIOLATION
     assert "seccomp" in result.details["sandbox"]
+
+
+RIGGABLE = Problem(
+    id="riggable",
+    kind=TaskKind.CODE,
+    prompt="Write sq(x) and sq_list(xs).",
+    tests=CodeTests(
+        asserts=[
+            "assert math.isclose(sq(3), 9.0)",
+            "assert sorted(sq_list([3, 1])) == [1, 9]",
+            "assert abs(sq(0.5) - 0.25) < 1e-9",
+            "assert all(sq(x) >= 0 for x in range(-3, 3))",  # not split: runs whole
+        ],
+        setup="import math",
+    ),
+)
+
+
+async def test_asserts_cannot_be_rigged(tmp_path: Path) -> None:
+    honest = "def sq(x):\n    return x * x\ndef sq_list(xs):\n    return [x * x for x in xs]\n"
+    attacks = {
+        # The assert's own functions, patched next to the program: they are not used there.
+        "patched functions": (
+            "import math, builtins\nmath.isclose = lambda *a, **k: True\n"
+            "builtins.sorted = lambda x: [1, 9]\nbuiltins.abs = lambda x: 0\n"
+            "def sq(x):\n    return 0\ndef sq_list(xs):\n    return []\n"
+        ),
+        "rigged object": (
+            "class Yes:\n    def __eq__(self, other):\n        return True\n"
+            "    __lt__ = __le__ = __gt__ = __ge__ = __eq__\n"
+            "    def __sub__(self, other):\n        return self\n"
+            "    def __abs__(self):\n        return self\n"
+            "    def __float__(self):\n        return 9.0\n"
+            "    def __iter__(self):\n        return iter([1, 9])\n"
+            "    __hash__ = object.__hash__\n"
+            "def sq(x):\n    return Yes()\ndef sq_list(xs):\n    return Yes()\n"
+        ),
+        "forged records": (
+            "import os\nfor fd in range(3, 20):\n    try:\n"
+            '        os.write(fd, b\'\'.join(b\'{"i":%d,"s":"ok"}\\n\' % i for i in range(8))'
+            ' + b\'{"ev":"done"}\\n\')\n    except OSError:\n        pass\nos._exit(0)\n'
+        ),
+    }
+    async with CodeVerifier(workers=2, cache_dir=tmp_path, bubblewrap=False) as verifier:
+        ok = await verifier.check_code(RIGGABLE, honest)
+        assert ok.passed, ok.details
+        results = await verifier.check_many(
+            [(RIGGABLE, code) for code in attacks.values()], progress=False
+        )
+    for name, result in zip(attacks, results, strict=True):
+        assert not result.passed, f"{name} passed: {result.details}"

@@ -9,7 +9,8 @@ import pytest
 
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import CodeVerifier, _harness, stdout_matches
-from tracedistill.verifiers.code import _EvalplusComparator, _plan_assert
+from tracedistill.verifiers._asserts import plan_assert, setup_names
+from tracedistill.verifiers.code import _EvalplusComparator
 
 pytestmark = pytest.mark.anyio
 
@@ -145,12 +146,41 @@ async def test_asserts(code_verifier: CodeVerifier) -> None:
 
 
 def test_assert_plans_keep_literals_in_the_parent() -> None:
-    plan, expected = _plan_assert("assert f(1, 2) == (4, 5)")
+    plan, expected = plan_assert("assert f(1, 2) == (4, 5)")
     assert plan == {"kind": "value", "expr": "f(1, 2)"} and expected == (4, 5)
-    plan, expected = _plan_assert("assert [1] == g()")
+    plan, expected = plan_assert("assert [1] == g()")
     assert plan == {"kind": "value", "expr": "g()"} and expected == [1]
-    plan, _ = _plan_assert("assert math.isclose(f(1), 2.0)")
-    assert plan["kind"] == "assert"
+    plan, expected = plan_assert("assert Sol().run(3)[0] == -4")
+    assert plan == {"kind": "value", "expr": "Sol().run(3)[0]"} and expected == -4
+
+
+def test_assert_plans_keep_the_assert_away_from_the_program() -> None:
+    trusted = setup_names("import math\nfrom collections import Counter as C\nX = 3")
+    assert trusted == {"math", "C", "X"}
+    cases = {
+        "assert math.isclose(f(1), 2.0)": (["f(1)"], "math.isclose(__probe_0, 2.0)"),
+        # sorted() must not run next to the program (it could be patched there)
+        "assert sorted(f(x)) == [1, 2]": (["f(x)"], "sorted(__probe_0) == [1, 2]"),
+        "assert abs(sq(0.5) - 0.25) < 1e-9": (["sq(0.5)"], "abs(__probe_0 - 0.25) < 1e-09"),
+        "assert not f(3)": (["f(3)"], "not __probe_0"),
+        "assert f(X) == C(a=1)": (["f(X)"], "__probe_0 == C(a=1)"),
+        "assert f(1) <= g(2) < 5": (["f(1)", "g(2)"], "__probe_0 <= __probe_1 < 5"),
+        "assert set(f(*[1, 2])) == {1}": (["f(*[1, 2])"], "set(__probe_0) == {1}"),
+    }
+    for src, (probes, check) in cases.items():
+        plan, _ = plan_assert(src, trusted)
+        assert plan == {"kind": "probes", "probes": probes, "check": check}, src
+    # what a split would change runs whole: short-circuits, scopes, statements, no program
+    for src in [
+        "assert f(1) and g()",
+        "assert f(1) if X else g()",
+        "assert all(f(x) for x in range(3))",
+        "assert (lambda: f(1))()",
+        "x = f(1)\nassert x",
+        "assert math.pi > 3",
+        "assert f(1",
+    ]:
+        assert plan_assert(src, trusted)[0]["kind"] == "assert", src
 
 
 def test_codec_round_trip_keeps_types() -> None:

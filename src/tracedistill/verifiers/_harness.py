@@ -297,17 +297,25 @@ def run_function_tests(job: dict[str, Any], channel: _Channel) -> None:
     channel.send({"ev": "done"})
 
 
+def _run_setup(job: dict[str, Any], namespace: dict[str, Any], channel: _Channel) -> bool:
+    """Run the tests' setup code (imports, helpers) in ``namespace``; report a failure."""
+    if not job.get("setup"):
+        return True
+    try:
+        exec(compile(job["setup"], "<setup>", "exec"), namespace)
+    except BaseException as exc:
+        channel.send({"ev": "load-error", "e": "setup: " + _error_text(exc), "k": _kind(exc)})
+        return False
+    return True
+
+
 def run_assert_tests(job: dict[str, Any], channel: _Channel) -> None:
     """Run assert tests; a test given as an expression reports its value for the parent."""
     namespace = _load(job["code"], channel, "__solution__")
     if namespace is None:
         return
-    if job.get("setup"):
-        try:
-            exec(compile(job["setup"], "<setup>", "exec"), namespace)
-        except BaseException as exc:
-            channel.send({"ev": "load-error", "e": "setup: " + _error_text(exc), "k": _kind(exc)})
-            return
+    if not _run_setup(job, namespace, channel):
+        return
     limit = float(job["test_timeout"])
     for index, test in enumerate(job["tests"]):
         start = time.perf_counter()
@@ -341,6 +349,31 @@ def run_assert_tests(job: dict[str, Any], channel: _Channel) -> None:
     channel.send({"ev": "done"})
 
 
+def run_checks(job: dict[str, Any], channel: _Channel) -> None:
+    """Evaluate split asserts on the probes' values, in a child that never loads the program.
+
+    Each check is the assert's expression with its probes replaced by ``__probe_<k>`` names;
+    it reports whether the expression held (or the exception it raised).
+    """
+    namespace: dict[str, Any] = {"__name__": "__checks__", "__builtins__": __builtins__}
+    if not _run_setup(job, namespace, channel):
+        return
+    limit = float(job["test_timeout"])
+    for index, check in enumerate(job["checks"]):
+        scope = dict(namespace)
+        scope.update({f"__probe_{k}": decode(v) for k, v in enumerate(check["values"])})
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            held = bool(eval(compile(check["expr"], "<check>", "eval"), scope))
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException as exc:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            channel.send({"i": index, "s": _kind(exc), "e": _error_text(exc)})
+            continue
+        channel.send({"i": index, "s": "ok", "v": held})
+    channel.send({"ev": "done"})
+
+
 def run_in_child(job: dict[str, Any], fd: int) -> None:
     """Entry of the sandboxed child for function and assert tests (never returns)."""
     channel = _Channel(fd)
@@ -350,6 +383,8 @@ def run_in_child(job: dict[str, Any], fd: int) -> None:
         channel.send({"ev": "start"})
         if job["mode"] == "function":
             run_function_tests(job, channel)
+        elif job["mode"] == "checks":
+            run_checks(job, channel)
         else:
             run_assert_tests(job, channel)
     except BaseException:

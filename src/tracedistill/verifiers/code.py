@@ -10,7 +10,6 @@ solve. Reference outputs are computed once, in the sandbox, and cached on disk.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ import orjson
 from tracedistill.errors import SandboxError, VerifierError
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import _harness
+from tracedistill.verifiers._asserts import plan_assert, setup_names
 from tracedistill.verifiers._bubblewrap import (
     bubblewrap_command,
     bubblewrap_problem,
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 EVALPLUS_METADATA_KEY = "evalplus"
 
 _HANDLER = "tracedistill.verifiers.sandbox:handle"
-_LOGIC_VERSION = "1"
+_LOGIC_VERSION = "2"  # 2: asserts split into probes and checks
 _SIGSYS = 31
 
 
@@ -615,13 +615,28 @@ class CodeVerifier(Verifier):
     # --- asserts and stdio -----------------------------------------------------------------------
 
     async def _check_asserts(self, tests: CodeTests, code: str) -> CheckResult:
-        plans = [_plan_assert(src) for src in tests.asserts]
+        """Run assert tests: probes next to the program, the asserts themselves away from it.
+
+        See :mod:`tracedistill.verifiers._asserts` for how an assert is split.
+        """
+        trusted = setup_names(tests.setup)
+        plans = [plan_assert(src, trusted) for src in tests.asserts]
+        # Stage 1, next to the program: each probe is a value test of its own.
+        stage1: list[dict[str, Any]] = []
+        owners: list[int] = []  # stage-1 test -> its assert
+        for index, (plan, _) in enumerate(plans):
+            if plan["kind"] == "probes":
+                stage1 += [{"kind": "value", "expr": expr} for expr in plan["probes"]]
+                owners += [index] * len(plan["probes"])
+            else:
+                stage1.append(plan)
+                owners.append(index)
         job = self._job(
             "asserts",
             code,
-            len(plans) * (self.test_timeout_s + 0.2) + self.limits.load_timeout_s,
+            len(stage1) * (self.test_timeout_s + 0.2) + self.limits.load_timeout_s,
             setup=tests.setup,
-            tests=[plan for plan, _ in plans],
+            tests=stage1,
             test_timeout=self.test_timeout_s,
         )
         report = await self._run(job)
@@ -631,27 +646,92 @@ class CodeVerifier(Verifier):
         if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:
             return failure
         results = {r["i"]: r for r in records if "i" in r}
-        for index, (plan, expected) in enumerate(plans):
-            record = results.get(index)
+        outputs: dict[int, list[Any]] = {}  # assert -> its stage-1 outputs, in order
+        stopped_at = len(plans)  # the first assert whose stage-1 tests did not all succeed
+        for test_index, index in enumerate(owners):
+            record = results.get(test_index)
             if record is None or record.get("s") != "ok":
-                # the child stopped here; values before it were compared already
+                stopped_at = index
+                break
+            outputs.setdefault(index, []).append(record.get("out"))
+        checked = await self._check_split_asserts(tests, plans, outputs, stopped_at)
+        if isinstance(checked, CheckResult):
+            return checked
+        for index, (plan, expected) in enumerate(plans):
+            if index == stopped_at:
+                # the child stopped here; the asserts before it were judged already
                 return failure or CheckResult.fail(
                     VerdictReason.RUNTIME_ERROR, {"error": f"no result for assert {index}"}
                 )
+            got: Any = None
             if plan["kind"] == "value":
-                got = _harness.decode(record.get("out"))
-                if not _plain_equal(got, expected):
+                got = _harness.decode(outputs[index][0])
+                held = _plain_equal(got, expected)
+            elif plan["kind"] == "probes":
+                record = checked[index]
+                if record.get("s") != "ok":
                     return CheckResult.fail(
-                        VerdictReason.TEST_FAILED,
+                        _KIND_REASON.get(record.get("s", "error"), VerdictReason.RUNTIME_ERROR),
                         {
                             "test": index,
                             "assert": clip(tests.asserts[index], 500),
-                            "got": clip(_short_repr(got), 500),
+                            "error": record.get("e", ""),
                         },
                     )
+                held = bool(record.get("v"))
+                got = [_harness.decode(v) for v in outputs[index]]
+            else:
+                held = True  # ran whole next to the program, and did not raise
+            if not held:
+                return CheckResult.fail(
+                    VerdictReason.TEST_FAILED,
+                    {
+                        "test": index,
+                        "assert": clip(tests.asserts[index], 500),
+                        "got": clip(_short_repr(got), 500),
+                    },
+                )
         if failure is not None:
             return failure
         return CheckResult.ok({"asserts": len(plans), "sandbox": _layers(records)})
+
+    async def _check_split_asserts(
+        self,
+        tests: CodeTests,
+        plans: list[tuple[dict[str, Any], Any]],
+        outputs: dict[int, list[Any]],
+        stopped_at: int,
+    ) -> dict[int, dict[str, Any]] | CheckResult:
+        """Stage 2: evaluate the split asserts on their probes' values, without the program."""
+        split = [i for i, (plan, _) in enumerate(plans[:stopped_at]) if plan["kind"] == "probes"]
+        if not split:
+            return {}
+        job = self._job(
+            "checks",
+            "",
+            len(split) * (self.test_timeout_s + 0.2) + self.limits.load_timeout_s,
+            setup=tests.setup,
+            checks=[{"expr": plans[i][0]["check"], "values": outputs[i]} for i in split],
+            test_timeout=self.test_timeout_s,
+        )
+        report = await self._run(job)
+        if isinstance(report, CheckResult):
+            return report
+        records, failure = report
+        found = {r["i"]: r for r in records if "i" in r}
+        checked: dict[int, dict[str, Any]] = {}
+        for position, index in enumerate(split):
+            record = found.get(position)
+            if record is None:
+                return CheckResult.fail(
+                    VerdictReason.VERIFIER_ERROR,
+                    {
+                        "error": "the asserts could not be evaluated",
+                        "cause": failure.details if failure is not None else None,
+                    },
+                )
+            checked[index] = record
+        return checked
 
     async def _check_stdio(self, tests: CodeTests, code: str) -> CheckResult:
         job = self._job(
@@ -932,27 +1012,6 @@ def _plain_equal(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:
         return False
-
-
-def _plan_assert(src: str) -> tuple[dict[str, Any], Any]:
-    """Split ``assert <expr> == <literal>`` so the parent holds the literal; else run as is."""
-    try:
-        tree = ast.parse(src.strip())
-    except SyntaxError:
-        return {"kind": "assert", "src": src}, None
-    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
-        test = tree.body[0].test
-        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
-            left, right = test.left, test.comparators[0]
-            for expr, literal in ((left, right), (right, left)):
-                try:
-                    value = ast.literal_eval(literal)
-                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                    continue
-                segment = ast.get_source_segment(src.strip(), expr)
-                if segment:
-                    return {"kind": "value", "expr": segment}, value
-    return {"kind": "assert", "src": src}, None
 
 
 def stdout_matches(got: str, expected: str, *, float_tol: float = 1e-6) -> bool:
