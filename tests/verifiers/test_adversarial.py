@@ -331,6 +331,10 @@ async def test_asserts_cannot_be_rigged(tmp_path: Path) -> None:
             "builtins.sorted = lambda x: [1, 9]\nbuiltins.abs = lambda x: 0\n"
             "def sq(x):\n    return 0\ndef sq_list(xs):\n    return []\n"
         ),
+        "shadowed builtin": (
+            "def sorted(x):\n    return [1, 9]\n"
+            "def sq(x):\n    return x * x\ndef sq_list(xs):\n    return []\n"
+        ),
         "rigged object": (
             "class Yes:\n    def __eq__(self, other):\n        return True\n"
             "    __lt__ = __le__ = __gt__ = __ge__ = __eq__\n"

@@ -9,7 +9,7 @@ import pytest
 
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import CodeVerifier, _harness, stdout_matches
-from tracedistill.verifiers._asserts import plan_assert, setup_names
+from tracedistill.verifiers._asserts import bound_names, plan_assert
 from tracedistill.verifiers.code import _EvalplusComparator
 
 pytestmark = pytest.mark.anyio
@@ -155,7 +155,7 @@ def test_assert_plans_keep_literals_in_the_parent() -> None:
 
 
 def test_assert_plans_keep_the_assert_away_from_the_program() -> None:
-    trusted = setup_names("import math\nfrom collections import Counter as C\nX = 3")
+    trusted = bound_names("import math\nfrom collections import Counter as C\nX = 3")
     assert trusted == {"math", "C", "X"}
     cases = {
         "assert math.isclose(f(1), 2.0)": (["f(1)"], "math.isclose(__probe_0, 2.0)"),
@@ -181,6 +181,8 @@ def test_assert_plans_keep_the_assert_away_from_the_program() -> None:
         "assert f(1",
     ]:
         assert plan_assert(src, trusted)[0]["kind"] == "assert", src
+    # builtins stay trusted: a task function called sum makes its asserts run whole
+    assert plan_assert("assert sum(10, 15) == 6")[0]["kind"] == "assert"
 
 
 def test_codec_round_trip_keeps_types() -> None:

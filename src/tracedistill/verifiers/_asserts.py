@@ -23,20 +23,20 @@ import builtins
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["plan_assert", "setup_names"]
+__all__ = ["bound_names", "plan_assert"]
 
 _SCOPES = (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp, ast.NamedExpr)
-# Nodes a split looks into: their own evaluation cannot involve the program's code except
-# through operands (operators on program-made objects are probes of their own, see _rewrite).
+# Nodes a split looks into: comparisons, operators and displays, applied away from the program
+# to the probes' plain values.
 _TRANSPARENT = (ast.Compare, ast.UnaryOp, ast.BinOp, ast.Tuple, ast.List, ast.Set, ast.Dict)
 
 
-def setup_names(setup: str | None) -> set[str]:
-    """Names the tests' setup code binds at top level (imports, definitions, assignments)."""
-    if not setup:
+def bound_names(code: str | None) -> set[str]:
+    """Names some code binds at top level (imports, definitions, assignments)."""
+    if not code:
         return set()
     try:
-        tree = ast.parse(setup)
+        tree = ast.parse(code)
     except SyntaxError:
         return set()
     names: set[str] = set()
@@ -84,8 +84,11 @@ def plan_assert(
 ) -> tuple[dict[str, Any], Any]:
     """Plan one assert test; return the plan and, for ``value`` plans, the expected literal.
 
-    ``trusted`` are the names the setup code binds (see :func:`setup_names`); together with
-    the builtins they are the names that do not come from the program.
+    ``trusted`` are the names the tests' setup code binds (see :func:`bound_names`); with the
+    builtins they are the names that do not come from the program. Builtins stay trusted even
+    when the program redefines them (else ``def sorted(x): ...`` would decide
+    ``assert sorted(f(x)) == [1, 2]``); an assert that calls only such names, like MBPP's
+    ``assert sum(10, 15) == 6`` for a task whose function is called ``sum``, runs whole.
     """
     whole = {"kind": "assert", "src": src}, None
     text = src.strip()

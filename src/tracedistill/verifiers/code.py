@@ -31,7 +31,7 @@ import orjson
 from tracedistill.errors import SandboxError, VerifierError
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import _harness
-from tracedistill.verifiers._asserts import plan_assert, setup_names
+from tracedistill.verifiers._asserts import bound_names, plan_assert
 from tracedistill.verifiers._bubblewrap import (
     bubblewrap_command,
     bubblewrap_problem,
@@ -619,7 +619,7 @@ class CodeVerifier(Verifier):
 
         See :mod:`tracedistill.verifiers._asserts` for how an assert is split.
         """
-        trusted = setup_names(tests.setup)
+        trusted = bound_names(tests.setup)
         plans = [plan_assert(src, trusted) for src in tests.asserts]
         # Stage 1, next to the program: each probe is a value test of its own.
         stage1: list[dict[str, Any]] = []
