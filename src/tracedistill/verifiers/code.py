@@ -54,6 +54,10 @@ EVALPLUS_METADATA_KEY = "evalplus"
 _HANDLER = "tracedistill.verifiers.sandbox:handle"
 _LOGIC_VERSION = "2"  # 2: asserts split into probes and checks
 _SIGSYS = 31
+#: Memory for decoded reference outputs (MBPP+'s 378 take about 7 MB on disk).
+_REFERENCE_CACHE_BYTES = 256 * 1024 * 1024
+#: Problems whose deserialized inputs and reference keys stay cached.
+_INPUTS_CACHED = 1024
 
 
 def _default_cache_dir() -> Path:
@@ -162,9 +166,15 @@ class CodeVerifier(Verifier):
             name="sandbox",
             launcher=self._launch,
         )
-        self._references: OrderedDict[str, _Reference] = OrderedDict()
+        # Decoded reference outputs, most recently used last, with their sizes on disk: kept
+        # up to _REFERENCE_CACHE_BYTES so that a whole benchmark's stay in memory.
+        self._references: OrderedDict[str, tuple[_Reference, int]] = OrderedDict()
+        self._reference_bytes = 0
+        # Per problem object (held, so that its id is not reused): its reference's cache key.
+        self._reference_keys: OrderedDict[int, tuple[Problem, str]] = OrderedDict()
         self._reference_locks: dict[str, anyio.Lock] = {}
-        self._inputs: OrderedDict[str, tuple[list[Any], list[Any]]] = OrderedDict()
+        # Per FunctionTests object (held, so that its id is not reused): deserialized inputs.
+        self._inputs: OrderedDict[int, tuple[FunctionTests, list[Any], list[Any]]] = OrderedDict()
         self._capabilities: dict[str, Any] | None = None
         self._reference_failures: dict[str, CheckResult] = {}
         self._tmp_root: str | None = None  # the samples' working directories live under it
@@ -368,7 +378,6 @@ class CodeVerifier(Verifier):
             for group in part
             for offset in range(len(group["inputs"]))
         }
-        failure = next((f for f in failures if f is not None), None)
         expected_groups = [
             (group_id, name, inputs, expected)
             for group_id, (name, inputs, expected) in enumerate(
@@ -376,46 +385,13 @@ class CodeVerifier(Verifier):
             )
             if inputs
         ]
-        outputs: dict[tuple[int, int], Any] = {}
-        for record in records:
-            if "g" in record and record.get("s") == "ok":
-                outputs[(record["g"], record["i"])] = record
         compare = _EvalplusComparator(fn.entry_point, fn.atol, dataset)
-        for group_index, name, inputs, expected in expected_groups:
-            compare.reset()
-            for index, inp in enumerate(inputs):
-                found = outputs.get((group_index, index))
-                if found is None:
-                    # the child stopped here; the outputs before it were compared already
-                    part_index = owner[(group_index, index)]
-                    stopped = failures[part_index] or next(
-                        (f for f in failures[:part_index] if f is not None), None
-                    )
-                    if stopped is not None:
-                        return stopped
-                    return CheckResult.fail(
-                        VerdictReason.RUNTIME_ERROR,
-                        {"error": f"no result for {name} test {index}", "group": name},
-                    )
-                try:
-                    got = _harness.decode(found["out"])
-                except (ValueError, TypeError, KeyError, RecursionError) as exc:
-                    return CheckResult.fail(
-                        VerdictReason.VERIFIER_ERROR, {"error": f"bad result record: {exc}"}
-                    )
-                if not compare(got, expected[index], inp):
-                    return CheckResult.fail(
-                        VerdictReason.TEST_FAILED,
-                        {
-                            "group": name,
-                            "test": index,
-                            "input": clip(_short_repr(inp), 500),
-                            "expected": clip(_short_repr(expected[index]), 500),
-                            "got": clip(_short_repr(got), 500),
-                        },
-                    )
-        if failure is not None:
-            return failure
+        # Decoding and comparing thousands of outputs (numpy for floats) is CPU work: a thread.
+        verdict = await anyio.to_thread.run_sync(
+            _compare_outputs, compare, expected_groups, records, failures, owner
+        )
+        if verdict is not None:
+            return verdict
         return CheckResult.ok(
             {"base": "pass", "plus": "pass" if plus_inputs else None, "sandbox": _layers(records)}
         )
@@ -496,10 +472,10 @@ class CodeVerifier(Verifier):
     async def _function_inputs(
         self, problem: Problem, fn: FunctionTests, meta: dict[str, Any]
     ) -> tuple[list[Any], list[Any]]:
-        cached = self._inputs.get(problem.id)
+        cached = self._inputs.get(id(fn))
         if cached is not None:
-            self._inputs.move_to_end(problem.id)
-            return cached
+            self._inputs.move_to_end(id(fn))
+            return cached[1], cached[2]
         base, plus = list(fn.base_inputs), list(fn.plus_inputs)
         if meta.get("dataset") == "mbpp" and meta.get("task_id"):
             task_id = str(meta["task_id"])
@@ -512,8 +488,8 @@ class CodeVerifier(Verifier):
                 )
 
             base, plus = await anyio.to_thread.run_sync(convert)
-        self._inputs[problem.id] = (base, plus)
-        if len(self._inputs) > 256:
+        self._inputs[id(fn)] = (fn, base, plus)
+        if len(self._inputs) > _INPUTS_CACHED:
             self._inputs.popitem(last=False)
         return base, plus
 
@@ -534,6 +510,47 @@ class CodeVerifier(Verifier):
             )
         assert fn.reference_solution is not None
         not_none = dataset == "mbpp" and fn.entry_point in _evalplus_not_none()
+        key = self._reference_key(problem, fn, not_none, dataset)
+        cached = self._references.get(key)
+        if cached is not None:
+            self._references.move_to_end(key)
+            return cached[0]
+        failed = self._reference_failures.get(key)
+        if failed is not None:  # a broken reference is not run again for every sample
+            return failed
+        lock = self._reference_locks.setdefault(key, anyio.Lock())
+        async with lock:
+            cached = self._references.get(key)
+            if cached is not None:
+                return cached[0]
+            if key in self._reference_failures:
+                return self._reference_failures[key]
+            path = self.cache_dir / f"{key}.json"
+            raw, size = await anyio.to_thread.run_sync(_read_cache, path)
+            if raw is None:
+                computed = await self._compute_reference(fn, base_inputs, plus_inputs, not_none)
+                if isinstance(computed, CheckResult):
+                    log.warning("reference solution of %s failed: %s", problem.id, computed.details)
+                    self._reference_failures[key] = computed
+                    return computed
+                raw = computed
+                size = await anyio.to_thread.run_sync(_write_cache, path, raw)
+            reference = await anyio.to_thread.run_sync(_decode_reference, raw)
+            self._costs[problem.id] = sum(reference.base_time) + sum(reference.plus_time)
+            self._references[key] = (reference, size)
+            self._reference_bytes += size
+            while self._reference_bytes > _REFERENCE_CACHE_BYTES and len(self._references) > 1:
+                self._reference_bytes -= self._references.popitem(last=False)[1][1]
+            return reference
+
+    def _reference_key(
+        self, problem: Problem, fn: FunctionTests, not_none: bool, dataset: str
+    ) -> str:
+        """The cache key of a problem's reference outputs (computed once per problem)."""
+        known = self._reference_keys.get(id(problem))
+        if known is not None:
+            self._reference_keys.move_to_end(id(problem))
+            return known[1]
         # The harness codec, not orjson: MBPP+ inputs hold integers beyond 64 bits.
         identity = _harness.encode(
             [
@@ -548,36 +565,10 @@ class CodeVerifier(Verifier):
             ]
         )
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
-        cached = self._references.get(key)
-        if cached is not None:
-            self._references.move_to_end(key)
-            return cached
-        failed = self._reference_failures.get(key)
-        if failed is not None:  # a broken reference is not run again for every sample
-            return failed
-        lock = self._reference_locks.setdefault(key, anyio.Lock())
-        async with lock:
-            cached = self._references.get(key)
-            if cached is not None:
-                return cached
-            if key in self._reference_failures:
-                return self._reference_failures[key]
-            path = self.cache_dir / f"{key}.json"
-            raw = await anyio.to_thread.run_sync(_read_cache, path)
-            if raw is None:
-                computed = await self._compute_reference(fn, base_inputs, plus_inputs, not_none)
-                if isinstance(computed, CheckResult):
-                    log.warning("reference solution of %s failed: %s", problem.id, computed.details)
-                    self._reference_failures[key] = computed
-                    return computed
-                raw = computed
-                await anyio.to_thread.run_sync(_write_cache, path, raw)
-            reference = await anyio.to_thread.run_sync(_decode_reference, raw)
-            self._costs[problem.id] = sum(reference.base_time) + sum(reference.plus_time)
-            self._references[key] = reference
-            if len(self._references) > 64:
-                self._references.popitem(last=False)
-            return reference
+        self._reference_keys[id(problem)] = (problem, key)
+        if len(self._reference_keys) > _INPUTS_CACHED:
+            self._reference_keys.popitem(last=False)
+        return key
 
     async def _compute_reference(
         self, fn: FunctionTests, base_inputs: list[Any], plus_inputs: list[Any], not_none: bool
@@ -806,6 +797,58 @@ class CodeVerifier(Verifier):
         return records, _failure(report, records)
 
 
+def _compare_outputs(
+    compare: _EvalplusComparator,
+    expected_groups: list[tuple[int, str, list[Any], list[Any]]],
+    records: list[dict[str, Any]],
+    failures: list[CheckResult | None],
+    owner: dict[tuple[int, int], int],
+) -> CheckResult | None:
+    """Compare a run's outputs with the expected ones, in test order; None when all match.
+
+    ``failures`` are the parts' failures and ``owner`` maps (group, test) to its part, so that
+    a missing output reports why the part that should have produced it stopped.
+    """
+    outputs: dict[tuple[int, int], Any] = {}
+    for record in records:
+        if "g" in record and record.get("s") == "ok":
+            outputs[(record["g"], record["i"])] = record
+    for group_index, name, inputs, expected in expected_groups:
+        compare.reset()
+        for index, inp in enumerate(inputs):
+            found = outputs.get((group_index, index))
+            if found is None:
+                # the child stopped here; the outputs before it were compared already
+                part_index = owner[(group_index, index)]
+                stopped = failures[part_index] or next(
+                    (f for f in failures[:part_index] if f is not None), None
+                )
+                if stopped is not None:
+                    return stopped
+                return CheckResult.fail(
+                    VerdictReason.RUNTIME_ERROR,
+                    {"error": f"no result for {name} test {index}", "group": name},
+                )
+            try:
+                got = _harness.decode(found["out"])
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                return CheckResult.fail(
+                    VerdictReason.VERIFIER_ERROR, {"error": f"bad result record: {exc}"}
+                )
+            if not compare(got, expected[index], inp):
+                return CheckResult.fail(
+                    VerdictReason.TEST_FAILED,
+                    {
+                        "group": name,
+                        "test": index,
+                        "input": clip(_short_repr(inp), 500),
+                        "expected": clip(_short_repr(expected[index]), 500),
+                        "got": clip(_short_repr(got), 500),
+                    },
+                )
+    return next((f for f in failures if f is not None), None)
+
+
 def _parse_records(data: bytes) -> list[dict[str, Any]]:
     records = []
     for line in data.split(b"\n"):
@@ -887,19 +930,24 @@ _KIND_REASON = {
 }
 
 
-def _read_cache(path: Path) -> dict[str, Any] | None:
+def _read_cache(path: Path) -> tuple[dict[str, Any] | None, int]:
+    """A cached reference and its size in bytes ((None, 0) when absent or unreadable)."""
     try:
-        raw: dict[str, Any] = json.loads(path.read_bytes())
-        return raw
+        data = path.read_bytes()
+        raw: dict[str, Any] = json.loads(data)
+        return raw, len(data)
     except (OSError, ValueError):
-        return None
+        return None, 0
 
 
-def _write_cache(path: Path, raw: dict[str, Any]) -> None:
+def _write_cache(path: Path, raw: dict[str, Any]) -> int:
+    """Write a reference atomically; return its size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(raw, separators=(",", ":")))
+    data = json.dumps(raw, separators=(",", ":"))
+    tmp.write_text(data)
     tmp.replace(path)
+    return len(data)
 
 
 def _decode_reference(raw: dict[str, Any]) -> _Reference:
