@@ -25,7 +25,7 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +47,7 @@ __all__ = [
     "GenerationPrompt",
     "LengthPolicy",
     "LengthReport",
+    "apply_length_policy",
     "load_tokenizer",
     "qwen3_offline_tokenizer",
 ]
@@ -538,6 +539,57 @@ def _strip_reasoning(content: str) -> str:
     return answer if reasoning or content.lstrip().startswith(THINK_OPEN) else content
 
 
+def apply_length_policy(
+    sequences: Iterable[tuple[str, Sequence[int] | IntArray, int, bool]],
+    max_length: int,
+    policy: LengthPolicy | str,
+) -> tuple[list[ChatExample], LengthReport]:
+    """Apply the length policy to tokenized ``(id, tokens, loss_start, truncated)`` sequences.
+
+    Over-long sequences are dropped (``drop``) or cut at ``max_length`` (``truncate``); a
+    sequence left with no token to learn from (its prompt fills ``max_length``, or it has no
+    completion) is dropped either way. Returns the kept examples in input order and the report.
+    """
+    policy = LengthPolicy(policy)
+    examples: list[ChatExample] = []
+    dropped: list[str] = []
+    truncated: list[str] = []
+    no_loss: list[str] = []
+    lengths: list[int] = []
+    for ex_id, tokens, loss_start, cut in sequences:
+        lengths.append(len(tokens))
+        if len(tokens) > max_length:
+            if policy is LengthPolicy.DROP:
+                dropped.append(ex_id)
+                continue
+            if loss_start >= max_length:  # cutting would leave nothing to learn from
+                dropped.append(ex_id)
+                no_loss.append(ex_id)
+                continue
+            tokens = tokens[:max_length]
+            truncated.append(ex_id)
+            cut = True
+        if len(tokens) <= loss_start:
+            dropped.append(ex_id)
+            no_loss.append(ex_id)
+            continue
+        examples.append(ChatExample(id=ex_id, tokens=tokens, loss_start=loss_start, truncated=cut))
+    report = LengthReport(
+        max_length=max_length,
+        policy=policy,
+        total=len(lengths),
+        kept=len(examples),
+        dropped=tuple(dropped),
+        truncated=tuple(truncated),
+        dropped_no_loss=tuple(no_loss),
+        max_tokens_seen=max(lengths, default=0),
+        mean_tokens=float(np.mean(lengths)) if lengths else 0.0,
+        kept_tokens=sum(len(e) for e in examples),
+        kept_loss_tokens=sum(e.num_loss_tokens for e in examples),
+    )
+    return examples, report
+
+
 @attrs.frozen(slots=True)
 class ChatRenderer:
     """Renders conversations in one :class:`ChatFormat` with one tokenizer.
@@ -633,49 +685,14 @@ class ChatRenderer:
             flat += prompt
             flat += completion
         encoded = self.tokenizer.encode_batch(flat)
-        examples: list[ChatExample] = []
-        dropped: list[str] = []
-        truncated: list[str] = []
-        no_loss: list[str] = []
-        lengths: list[int] = []
-        for (ex_id, _), (start, n_p, n_c) in zip(conversations, spans, strict=True):
-            prompt_ids = [t for seg in encoded[start : start + n_p] for t in seg]
-            comp_ids = [t for seg in encoded[start + n_p : start + n_p + n_c] for t in seg]
-            tokens = prompt_ids + comp_ids
-            lengths.append(len(tokens))
-            cut = False
-            if len(tokens) > max_length:
-                if policy is LengthPolicy.DROP:
-                    dropped.append(ex_id)
-                    continue
-                if len(prompt_ids) >= max_length:
-                    dropped.append(ex_id)
-                    no_loss.append(ex_id)
-                    continue
-                tokens = tokens[:max_length]
-                truncated.append(ex_id)
-                cut = True
-            if len(tokens) <= len(prompt_ids):
-                dropped.append(ex_id)
-                no_loss.append(ex_id)
-                continue
-            examples.append(
-                ChatExample(id=ex_id, tokens=tokens, loss_start=len(prompt_ids), truncated=cut)
-            )
-        report = LengthReport(
-            max_length=max_length,
-            policy=policy,
-            total=len(conversations),
-            kept=len(examples),
-            dropped=tuple(dropped),
-            truncated=tuple(truncated),
-            dropped_no_loss=tuple(no_loss),
-            max_tokens_seen=max(lengths, default=0),
-            mean_tokens=float(np.mean(lengths)) if lengths else 0.0,
-            kept_tokens=sum(len(e) for e in examples),
-            kept_loss_tokens=sum(e.num_loss_tokens for e in examples),
-        )
-        return examples, report
+
+        def sequences() -> Iterator[tuple[str, list[int], int, bool]]:
+            for (ex_id, _), (start, n_p, n_c) in zip(conversations, spans, strict=True):
+                prompt_ids = [t for seg in encoded[start : start + n_p] for t in seg]
+                comp_ids = [t for seg in encoded[start + n_p : start + n_p + n_c] for t in seg]
+                yield ex_id, prompt_ids + comp_ids, len(prompt_ids), False
+
+        return apply_length_policy(sequences(), max_length, policy)
 
     def generation_prompt(
         self, messages: Sequence[Message | Mapping[str, Any]]

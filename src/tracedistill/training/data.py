@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from tracedistill.chat import ChatExample, ChatRenderer, LengthPolicy, LengthReport
+from tracedistill.chat import ChatExample, ChatRenderer, apply_length_policy
 from tracedistill.errors import ConfigurationError
 from tracedistill.records import Message, Trace
 from tracedistill.training.base import DataReport, TrainConfig, TrainingInput
@@ -101,48 +101,6 @@ def batch_indices(config: TrainConfig, num_examples: int, step: int) -> tuple[in
     return epoch, [int(i) for i in order[start : start + config.batch_size]]
 
 
-def _apply_length(
-    examples: Sequence[ChatExample], max_length: int, policy: LengthPolicy
-) -> tuple[list[ChatExample], LengthReport]:
-    kept: list[ChatExample] = []
-    dropped: list[str] = []
-    truncated: list[str] = []
-    no_loss: list[str] = []
-    for ex in examples:
-        if len(ex) <= max_length:
-            kept.append(ex)
-        elif policy is LengthPolicy.DROP:
-            dropped.append(ex.id)
-        elif ex.loss_start >= max_length:
-            dropped.append(ex.id)
-            no_loss.append(ex.id)
-        else:
-            truncated.append(ex.id)
-            kept.append(
-                ChatExample(
-                    id=ex.id,
-                    tokens=ex.tokens[:max_length],
-                    loss_start=ex.loss_start,
-                    truncated=True,
-                )
-            )
-    lengths = [len(e) for e in examples]
-    report = LengthReport(
-        max_length=max_length,
-        policy=policy,
-        total=len(examples),
-        kept=len(kept),
-        dropped=tuple(dropped),
-        truncated=tuple(truncated),
-        dropped_no_loss=tuple(no_loss),
-        max_tokens_seen=max(lengths, default=0),
-        mean_tokens=float(np.mean(lengths)) if lengths else 0.0,
-        kept_tokens=sum(len(e) for e in kept),
-        kept_loss_tokens=sum(e.num_loss_tokens for e in kept),
-    )
-    return kept, report
-
-
 def prepare_examples(
     items: TrainingInput, renderer: ChatRenderer, config: TrainConfig
 ) -> PreparedData:
@@ -165,7 +123,11 @@ def prepare_examples(
     skipped: list[str] = []
     if all(isinstance(x, ChatExample) for x in items):
         pool = [x for x in items if isinstance(x, ChatExample)]
-        kept, length = _apply_length(pool, config.max_length, config.length_policy)
+        kept, length = apply_length_policy(
+            ((e.id, e.tokens, e.loss_start, e.truncated) for e in pool),
+            config.max_length,
+            config.length_policy,
+        )
     else:
         convs, skipped = conversations(items)  # type: ignore[arg-type]
         kept, length = renderer.build_examples(
