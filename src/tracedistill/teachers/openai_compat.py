@@ -40,7 +40,8 @@ __all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
 #: OpenRouter's API root (``/chat/completions`` is appended).
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
-_FINISH = {
+#: OpenAI-style ``finish_reason`` values (shared with the OpenAI-compatible sampler).
+FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "eos": FinishReason.STOP,
     "end_turn": FinishReason.STOP,
@@ -149,11 +150,11 @@ class OpenAICompatTeacher(HttpTeacher):
         raw_finish = choice.get("finish_reason")
         if raw_finish == "error":
             raise ProviderUnavailableError(f"{self.name}: generation ended with an error")
-        finish = _FINISH.get(str(raw_finish), FinishReason.OTHER)
+        finish = FINISH_REASONS.get(str(raw_finish), FinishReason.OTHER)
         content = message.get("content") or ""
         if not isinstance(content, str):
-            content = _text_of_parts(content)
-        reasoning, kind = _reasoning(message)
+            content = text_of_parts(content)
+        reasoning, kind = message_reasoning(message)
         if not reasoning and (THINK_OPEN in content or THINK_CLOSE in content):
             reasoning, content = _inline_think(content)
             kind = ReasoningKind.RAW if reasoning else ReasoningKind.NONE
@@ -349,7 +350,10 @@ def _body_error(name: str, error: Any, redact: Any) -> Exception:
     )
 
 
-def _text_of_parts(parts: Any) -> str:
+def text_of_parts(parts: Any) -> str:
+    """The text of a message's ``content``: a string, or a list of content parts."""
+    if parts is None:
+        return ""
     if isinstance(parts, list):
         return "".join(
             str(p.get("text", ""))
@@ -359,7 +363,10 @@ def _text_of_parts(parts: Any) -> str:
     return str(parts)
 
 
-def _reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
+def message_reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
+    """A message's separate reasoning (``reasoning``, ``reasoning_content`` or
+    ``reasoning_details``) and whether it is the raw text or a summary.
+    """
     details = message.get("reasoning_details")
     text_parts: list[str] = []
     summary_parts: list[str] = []

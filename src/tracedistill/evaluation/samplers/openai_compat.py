@@ -33,6 +33,7 @@ from tracedistill.errors import (
 from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError
 from tracedistill.records import FinishReason, SamplingParams
 from tracedistill.teachers._http import default_transport
+from tracedistill.teachers.openai_compat import FINISH_REASONS, message_reasoning, text_of_parts
 from tracedistill.teachers.ratelimit import parse_retry_after
 from tracedistill.teachers.retry import RetryPolicy, error_for_status
 
@@ -40,19 +41,14 @@ __all__ = ["OpenAICompatibleSampler"]
 
 log = logging.getLogger(__name__)
 
-_FINISH = {
-    "stop": FinishReason.STOP,
-    "eos": FinishReason.STOP,
-    "end_turn": FinishReason.STOP,
-    "stop_sequence": FinishReason.STOP,
-    "length": FinishReason.LENGTH,
-    "max_tokens": FinishReason.LENGTH,
-    "content_filter": FinishReason.CONTENT_FILTER,
-}
-
 
 def _finish(value: Any) -> FinishReason:
-    return _FINISH.get(str(value), FinishReason.OTHER) if value is not None else FinishReason.STOP
+    # Some local servers leave finish_reason out of a normal stop.
+    return (
+        FINISH_REASONS.get(str(value), FinishReason.OTHER)
+        if value is not None
+        else FinishReason.STOP
+    )
 
 
 def _count(value: Any) -> int | None:
@@ -261,9 +257,9 @@ class OpenAICompatibleSampler(Sampler):
         choice = choices[0]
         if chat:
             message = choice.get("message") or {}
-            text = _content(message.get("content"))
-            reasoning = message.get("reasoning_content") or message.get("reasoning")
-            if self.include_reasoning and isinstance(reasoning, str) and reasoning:
+            text = text_of_parts(message.get("content"))
+            reasoning, _ = message_reasoning(message)
+            if self.include_reasoning and reasoning:
                 text = f"<think>\n{reasoning}\n</think>\n\n{text}"
         else:
             text = str(choice.get("text") or "")
@@ -282,14 +278,6 @@ class OpenAICompatibleSampler(Sampler):
         if client is not None:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
-
-
-def _content(value: Any) -> str:
-    if isinstance(value, list):  # content parts
-        return "".join(
-            str(p.get("text", "")) for p in value if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return "" if value is None else str(value)
 
 
 def _error_message(data: Any, text: str) -> str:
