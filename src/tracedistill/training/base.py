@@ -20,14 +20,26 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
+import anyio
 import attrs
 import orjson
 
-from tracedistill.chat import ChatExample, ChatFormat, LengthPolicy, LengthReport
+from tracedistill.chat import (
+    ChatExample,
+    ChatFormat,
+    ChatRenderer,
+    ChatTokenizer,
+    LengthPolicy,
+    LengthReport,
+    load_tokenizer,
+)
 from tracedistill.errors import CheckpointError, ConfigurationError
 from tracedistill.records import Message, Trace, utcnow
+
+if TYPE_CHECKING:
+    from tracedistill.training.data import PreparedData
 
 __all__ = [
     "Checkpoint",
@@ -639,6 +651,23 @@ class Trainer(abc.ABC):
 
     #: Short backend name recorded in the run directory ("tinker", "local").
     backend: str = "trainer"
+    #: The tokenizer given to the trainer, if any (else the student's own is loaded).
+    _tokenizer: Any = None
+
+    def tokenizer_for(self, config: TrainConfig) -> ChatTokenizer:
+        """The tokenizer used for ``config``'s student (found without the Hub)."""
+        return load_tokenizer(self._tokenizer if self._tokenizer is not None else config.base_model)
+
+    async def prepare(self, examples: TrainingInput, config: TrainConfig) -> PreparedData:
+        """Tokenize and select the run's examples (in a worker thread)."""
+        from tracedistill.training.data import prepare_examples  # data builds on this module
+
+        def work() -> PreparedData:
+            renderer = ChatRenderer(self.tokenizer_for(config), config.chat_format)
+            return prepare_examples(examples, renderer, config)
+
+        result: PreparedData = await anyio.to_thread.run_sync(work)
+        return result
 
     @abc.abstractmethod
     async def train(

@@ -47,7 +47,7 @@ from tracedistill.training.base import (
     TrainingRun,
     TrainingState,
 )
-from tracedistill.training.data import PreparedData, batch_indices, prepare_examples
+from tracedistill.training.data import batch_indices
 
 if TYPE_CHECKING:
     import torch
@@ -330,22 +330,8 @@ class LocalTrainer(Trainer):
         # One torch job at a time: steps, saves and restores of a run never interleave.
         self._limiter = anyio.CapacityLimiter(1)
 
-    def tokenizer_for(self, config: TrainConfig) -> ChatTokenizer:
-        """The tokenizer used for ``config``'s student."""
-        return load_tokenizer(self._tokenizer if self._tokenizer is not None else config.base_model)
-
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    async def prepare(self, examples: TrainingInput, config: TrainConfig) -> PreparedData:
-        """Tokenize and select the run's examples (in a worker thread)."""
-
-        def work() -> PreparedData:
-            renderer = ChatRenderer(self.tokenizer_for(config), config.chat_format)
-            return prepare_examples(examples, renderer, config)
-
-        result: PreparedData = await anyio.to_thread.run_sync(work)
-        return result
 
     async def train(
         self,

@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill.chat import ChatExample, ChatRenderer, ChatTokenizer, load_tokenizer
+from tracedistill.chat import ChatExample, ChatTokenizer
 from tracedistill.errors import (
     CheckpointError,
     ModelNotAvailableError,
@@ -53,7 +53,7 @@ from tracedistill.training.base import (
     TrainingRun,
     TrainingState,
 )
-from tracedistill.training.data import PreparedData, batch_indices, prepare_examples
+from tracedistill.training.data import batch_indices
 
 __all__ = ["TinkerTrainer", "to_datum"]
 
@@ -272,20 +272,6 @@ class TinkerTrainer(Trainer):
             if state is not None:
                 raise CheckpointError(f"{what} failed: {message}") from exc
             raise TrainingError(f"{what} failed: {message}") from exc
-
-    def tokenizer_for(self, config: TrainConfig) -> ChatTokenizer:
-        """The tokenizer used for ``config``'s student (found without the Hub)."""
-        return load_tokenizer(self._tokenizer if self._tokenizer is not None else config.base_model)
-
-    async def prepare(self, examples: TrainingInput, config: TrainConfig) -> PreparedData:
-        """Tokenize and select the run's examples (in a worker thread)."""
-
-        def work() -> PreparedData:
-            renderer = ChatRenderer(self.tokenizer_for(config), config.chat_format)
-            return prepare_examples(examples, renderer, config)
-
-        result: PreparedData = await anyio.to_thread.run_sync(work)
-        return result
 
     # --- the training loop ---------------------------------------------------------------------
 
