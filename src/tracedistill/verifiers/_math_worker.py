@@ -10,7 +10,11 @@ from typing import Any
 
 from tracedistill.verifiers.extract import MathExtraction, extract_math_answer, too_expensive
 
-_GOLD_CACHE: OrderedDict[str, list[Any]] = OrderedDict()
+#: Equivalence rules a check can use: ``exact`` (math-verify with the fixes of
+#: :mod:`tracedistill.verifiers._math_rules`) or ``math-verify`` (math-verify alone).
+RULES = ("exact", "math-verify")
+
+_GOLD_CACHE: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
 _GOLD_CACHE_SIZE = 4096
 
 
@@ -31,12 +35,11 @@ _TIMEOUTS = _TimeoutFlag()
 
 def warm_up() -> None:
     """Import math-verify and run one check so the first real job is not slow."""
-    from math_verify import parse, verify
-
     root = logging.getLogger("math_verify")
     root.addHandler(_TIMEOUTS)
     root.propagate = False  # the worker's stderr is not read; the flag carries what matters
-    verify(parse("$\\frac{1}{2}$"), parse("$0.5$"))
+    for rules in RULES:
+        equivalent(_read("\\frac{1}{2}", rules, 5), _read("0.5", rules, 5), rules, 5)
 
 
 def _extraction_config() -> list[Any]:
@@ -59,16 +62,41 @@ def _parse(text: str, timeout: int) -> list[Any]:
     return list(parse(text, extraction_config=_extraction_config(), parsing_timeout=timeout))
 
 
-def _gold(answer: str, timeout: int) -> list[Any]:
-    cached = _GOLD_CACHE.get(answer)
+def _read(answer: str, rules: str, timeout: int) -> list[Any]:
+    """Parse one answer as the ``rules`` read it (``exact`` first rewrites misread notations)."""
+    if rules == "exact":
+        from tracedistill.verifiers._math_rules import normalize
+
+        answer = normalize(answer)
+    return _parse(wrap(answer), timeout)
+
+
+def _gold(answer: str, timeout: int, rules: str = "exact") -> list[Any]:
+    key = (rules, answer)
+    cached = _GOLD_CACHE.get(key)
     if cached is not None:
-        _GOLD_CACHE.move_to_end(answer)
+        _GOLD_CACHE.move_to_end(key)
         return cached
-    parsed = _parse(wrap(answer), timeout)
-    _GOLD_CACHE[answer] = parsed
+    parsed = _read(answer, rules, timeout)
+    _GOLD_CACHE[key] = parsed
     if len(_GOLD_CACHE) > _GOLD_CACHE_SIZE:
         _GOLD_CACHE.popitem(last=False)
     return parsed
+
+
+def equivalent(gold: list[Any], pred: list[Any], rules: str, timeout: int) -> bool:
+    """Whether a parsed prediction matches a parsed gold answer under ``rules`` (gold first)."""
+    from math_verify import verify
+
+    if rules == "math-verify":
+        return bool(verify(gold, pred, timeout_seconds=timeout))
+    from tracedistill.verifiers._math_rules import as_sets, engine_rules
+
+    gold, pred = as_sets(gold, pred)
+    with engine_rules():
+        # Inequalities and sets compare in both roles (math-verify's default: only when the
+        # prediction is the set).
+        return bool(verify(gold, pred, timeout_seconds=timeout, allow_set_relation_comp=True))
 
 
 def _shown(parsed: list[Any]) -> str:
@@ -142,7 +170,7 @@ def _is_math(value: Any) -> bool:
     return isinstance(value, (Basic, MatrixBase))
 
 
-def parse_gold(answer: str, timeout: int) -> str | None:
+def parse_gold(answer: str, timeout: int, rules: str = "exact") -> str | None:
     r"""The normalized form of a gold answer, or None if it is not a checkable answer.
 
     math-verify's ``parse`` falls back to the raw string when nothing parses (``\frac{``
@@ -154,7 +182,7 @@ def parse_gold(answer: str, timeout: int) -> str | None:
     """
     if not answer or not answer.strip() or malformed_latex(answer) is not None:
         return None
-    parsed = _gold(answer, timeout)
+    parsed = _gold(answer, timeout, rules)
     if not any(_is_math(value) for value in parsed):
         return None
     return _shown(parsed)
@@ -164,17 +192,20 @@ def handle(job: dict[str, Any]) -> Any:
     """Run one job: ``check`` (gold vs response) or ``parse_golds``."""
     op = job["op"]
     timeout = int(job.get("timeout", 5))
+    rules = str(job.get("rules", "exact"))
+    if rules not in RULES:
+        raise ValueError(f"unknown math rules {rules!r}; known: {RULES}")
     if op == "parse_golds":
-        return [parse_gold(answer, timeout) for answer in job["answers"]]
+        return [parse_gold(answer, timeout, rules) for answer in job["answers"]]
     if op == "check":
-        return check(job["gold"], job["response"], job["config"], timeout)
+        return check(job["gold"], job["response"], job["config"], timeout, rules)
     raise ValueError(f"unknown math job {op!r}")
 
 
-def check(gold: str, response: str, config: MathExtraction, timeout: int) -> dict[str, Any]:
+def check(
+    gold: str, response: str, config: MathExtraction, timeout: int, rules: str = "exact"
+) -> dict[str, Any]:
     """Check ``response`` against ``gold``; return passed, reason and details."""
-    from math_verify import verify
-
     start = time.perf_counter()
     _TIMEOUTS.hit = False
     details: dict[str, Any] = {}
@@ -189,17 +220,17 @@ def check(gold: str, response: str, config: MathExtraction, timeout: int) -> dic
     if costly is not None:
         details["rejected"] = costly
         return {"passed": False, "reason": "timeout", "details": details}
-    gold_parsed = _gold(gold, timeout)
+    gold_parsed = _gold(gold, timeout, rules)
     if not gold_parsed:
         details["gold"] = gold
         return {"passed": False, "reason": "invalid-gold", "details": details}
-    pred_parsed = _parse(wrap(answer), timeout)
+    pred_parsed = _read(answer, rules, timeout)
     details["parsed"] = _shown(pred_parsed)[:300]
     details["gold_parsed"] = _shown(gold_parsed)[:300]
     if not pred_parsed:
         reason = "timeout" if _TIMEOUTS.hit else "no-answer"
         return {"passed": False, "reason": reason, "details": details}
-    ok = bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))  # gold first
+    ok = equivalent(gold_parsed, pred_parsed, rules, timeout)
     details["check_s"] = round(time.perf_counter() - start, 4)
     if not ok and _TIMEOUTS.hit:
         details["error"] = "math-verify timed out"
