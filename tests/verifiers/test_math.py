@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -8,7 +9,15 @@ import anyio
 import pytest
 
 from tracedistill.errors import VerifierError
-from tracedistill.records import FinishReason, Message, Problem, TaskKind, Trace, VerdictReason
+from tracedistill.records import (
+    FinishReason,
+    Message,
+    Problem,
+    TaskKind,
+    Trace,
+    Verdict,
+    VerdictReason,
+)
 from tracedistill.store import JsonlTraceStore
 from tracedistill.verifiers import MathExtraction, MathVerifier
 
@@ -160,7 +169,95 @@ async def test_verify_many_writes_verdicts_and_skips_judged(
 async def test_version_tracks_settings() -> None:
     a = MathVerifier(workers=1)
     b = MathVerifier(workers=1, extraction=MathExtraction(fallbacks=()))
-    assert a.version != b.version and a.name == b.name == "math"
+    c = MathVerifier(workers=1, rules="math-verify")
+    assert len({a.version, b.version, c.version}) == 3 and a.name == b.name == "math"
+    assert a.version.startswith("2+") and c.version.startswith("1+")
+    assert MathVerifier(workers=1, extraction="boxed").version == b.version
+    with pytest.raises(ValueError, match="extraction"):
+        MathVerifier(extraction="strict")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rules"):
+        MathVerifier(rules="sympy")  # type: ignore[arg-type]
+
+
+async def test_boxed_mode_counts_only_the_final_boxed_answer() -> None:
+    responses = {
+        "boxed": (r"First \boxed{2}, then \boxed{\frac12}.", True),
+        "answer_is": ("The final answer is 1/2.", True),
+        "last_math": ("We get $x = 3$, so $\\frac{1}{2}$", True),
+        "none": ("one half", False),
+    }
+    async with MathVerifier(workers=1, extraction="boxed") as strict:
+        assert strict.protocol == "the final \\boxed{} only"
+        for how, (text, _) in responses.items():
+            verdict = await strict.check_answer(r"\frac{1}{2}", text)
+            assert verdict.passed == (how == "boxed"), how
+            assert verdict.details["extraction"] == ("boxed" if how == "boxed" else "none")
+            if how != "boxed":
+                assert verdict.reason is VerdictReason.NO_ANSWER
+    async with MathVerifier(workers=1) as lenient:
+        assert "answer is X" in lenient.protocol and "$...$" in lenient.protocol
+        for how, (text, lenient_passes) in responses.items():
+            verdict = await lenient.check_answer(r"\frac{1}{2}", text)
+            assert (verdict.passed, verdict.details["extraction"]) == (lenient_passes, how)
+
+
+async def test_check_answer_is_a_verdict_and_a_pure_function(verifier: MathVerifier) -> None:
+    first = await verifier.check_answer(r"\frac{1}{2}", r"so \boxed{0.5}")
+    again = await verifier.check_answer(r"\frac{1}{2}", r"so \boxed{0.5}")
+    other = await verifier.check_answer(r"\frac{1}{2}", r"so \boxed{0.6}")
+    assert first.passed and not other.passed
+    assert (first.verifier, first.verifier_version) == ("math", verifier.version)
+    assert first.trace_key == again.trace_key != other.trace_key
+    assert first.problem_id == other.problem_id
+    assert first.details["extracted"] == "0.5" and first.details["extraction"] == "boxed"
+    assert type(first).from_dict(first.to_dict()) == first
+
+
+def test_check_answer_sync_in_a_script() -> None:
+    # A script's thread: no event loop (the test's own thread has anyio's).
+    verifier = MathVerifier(workers=1)
+    verdicts: list[Verdict] = []
+    thread = threading.Thread(
+        target=lambda: verdicts.append(verifier.check_answer_sync("3", "\\boxed{3}"))
+    )
+    thread.start()
+    thread.join()
+    assert verdicts[0].passed and not verifier.pool.pids  # the workers are stopped again
+
+
+async def test_check_answer_sync_inside_a_loop_names_the_await_form() -> None:
+    with pytest.raises(VerifierError, match=r"await verifier\.check_answer"):
+        MathVerifier(workers=1).check_answer_sync("3", r"\boxed{3}")
+
+
+def test_settings_are_read_only() -> None:
+    v = MathVerifier(workers=3, timeout_s=4)
+    assert (v.workers, v.timeout_s, v.rules, v.extraction) == (3, 4, "exact", MathExtraction())
+    for name in ("workers", "timeout_s", "rules", "extraction", "protocol"):
+        with pytest.raises(AttributeError):
+            setattr(v, name, None)
+
+
+async def test_verdicts_of_an_earlier_version_stay_beside_new_ones(tmp_path: Path) -> None:
+    # A wrong answer math-verify accepted (logic version 1) keeps that stored verdict; the
+    # current rules judge it again under their own version, stored beside it.
+    problem = Problem(kind=TaskKind.MATH, prompt="p", answer=r"\frac{1}{2^{99}}")
+    store = JsonlTraceStore(tmp_path / "store")
+    await store.add_problems([problem])
+    trace = _trace(problem, r"\boxed{\frac{1}{2^{98}}}")
+    await store.add_trace(trace)
+    async with MathVerifier(workers=1, rules="math-verify") as old:
+        (before,) = await old.verify_many([(problem, trace)], store=store)
+    async with MathVerifier(workers=1) as new:
+        (after,) = await new.verify_many([(problem, trace)], store=store)
+    assert before.passed and not after.passed
+    stored = {v.verifier_version: v for v in store.verdicts(trace_key=trace.key)}
+    assert set(stored) == {old.version, new.version}
+    assert stored[old.version].passed and stored[old.version].created_at == before.created_at
+    async with MathVerifier(workers=1, rules="math-verify") as old_again:
+        (reused,) = await old_again.verify_many([(problem, trace)], store=store)
+    assert reused.created_at == before.created_at
+    store.close()
 
 
 async def test_wrong_problem_kind_is_an_error(verifier: MathVerifier) -> None:

@@ -92,9 +92,10 @@ def _agree(a: Any, b: Any, digits: int) -> bool:
             return False
         if not (va.is_finite and vb.is_finite):
             return bool(va == vb)
-        scale = max(abs(va), abs(vb))
+        # The smaller magnitude sets the digit positions: 0.999999 is not 1 to 6 digits.
+        scale = min(abs(va), abs(vb))
         if scale == 0:
-            return True
+            return bool(va == vb)
         exponent = sympy.floor(sympy.log(scale, 10).evalf(work))
         limit = sympy.Rational(1, 2) * sympy.Integer(10) ** (exponent - digits + 1)
         return bool(abs(va - vb) <= limit)
@@ -160,19 +161,62 @@ def engine_rules() -> Iterator[None]:
 # --- sets written as inequalities ----------------------------------------------------------------
 
 
+_OPEN_SIDES = {
+    # relation type -> (set of x with "x REL c", as a function of c)
+    "StrictLessThan": lambda c: sympy.Interval.open(-sympy.oo, c),
+    "LessThan": lambda c: sympy.Interval(-sympy.oo, c),
+    "StrictGreaterThan": lambda c: sympy.Interval.open(c, sympy.oo),
+    "GreaterThan": lambda c: sympy.Interval(c, sympy.oo),
+    "Unequality": lambda c: sympy.Union(
+        sympy.Interval.open(-sympy.oo, c), sympy.Interval.open(c, sympy.oo)
+    ),
+}
+_FLIPPED = {
+    "StrictLessThan": "StrictGreaterThan",
+    "LessThan": "GreaterThan",
+    "StrictGreaterThan": "StrictLessThan",
+    "GreaterThan": "LessThan",
+    "Unequality": "Unequality",
+}
+
+
+def _simple_set(relation: Any) -> Any:
+    r"""``x < c`` (or ``c < x``, ``x \ne c``, a chain ``a < x < b``) as a set; None if not one."""
+    if isinstance(relation, sympy.And):
+        parts = [_simple_set(arg) for arg in relation.args]
+        if any(part is None for part in parts):
+            return None
+        return sympy.Intersection(*parts)
+    kind = type(relation).__name__
+    if kind not in _OPEN_SIDES:
+        return None
+    lhs, rhs = relation.lhs, relation.rhs
+    if isinstance(lhs, sympy.Symbol) and rhs.is_number and rhs.is_real:
+        return _OPEN_SIDES[kind](rhs)
+    if isinstance(rhs, sympy.Symbol) and lhs.is_number and lhs.is_real:
+        return _OPEN_SIDES[_FLIPPED[kind]](lhs)
+    return None
+
+
 def _relations_as_set(value: Any) -> Any:
-    """A set of inequalities in one variable (``x<1 or x>2``) as the set of reals it describes."""
-    if not isinstance(value, sympy.FiniteSet) or len(value.args) < 2:
+    """Inequalities in one variable (``1 < x < 2``, ``x<1 or x>2``) as the set of reals.
+
+    Simple forms are converted directly (math-verify's ``as_set`` runs a sympy solver, about
+    0.1 s each); others go through ``as_set``. Anything else is returned unchanged.
+    """
+    if isinstance(value, sympy.FiniteSet) and len(value.args) >= 2:
+        relations = list(value.args)  # "x<1 or x>2": the words became a set's commas
+    elif grader.is_relation(value) and not grader.is_equation(value):
+        relations = [value]
+    else:
         return value
-    relations = value.args
-    if not all(
-        isinstance(r, sympy.core.relational.Relational) and not isinstance(r, sympy.Eq)
-        for r in relations
-    ):
+    if not all(grader.is_relation(r) and not grader.is_equation(r) for r in relations):
         return value
-    symbols = set().union(*(r.free_symbols for r in relations))
-    if len(symbols) != 1:
+    if len(set().union(*(r.free_symbols for r in relations))) != 1:
         return value
+    simple = [_simple_set(r) for r in relations]
+    if all(part is not None for part in simple):
+        return sympy.Union(*simple)
     try:
         return sympy.Or(*relations).as_set()
     except Exception:  # sympy raises many types; the value stays as parsed
@@ -184,11 +228,13 @@ def _is_real_set(value: Any) -> bool:
 
 
 def as_sets(gold: list[Any], pred: list[Any]) -> tuple[list[Any], list[Any]]:
-    r"""Read "``x < 1`` or ``x > 2``" as a union of intervals where the other side is one.
+    r"""Read inequalities in one variable as sets of reals where the other answer is a set.
 
-    math-verify parses the words "or" / "and" between inequalities into a set of relations,
-    which never equals ``(-\infty, 1) \cup (2, \infty)``; rewritten only when the other answer
-    is an interval or union, in either role.
+    math-verify turns an inequality into a set only when the prediction is the set, so
+    ``(1, 2)`` vs ``1 < x < 2`` depended on which one was the gold; and it parses the words
+    "or" / "and" between inequalities into a set of relations, which never equals
+    ``(-\infty, 1) \cup (2, \infty)``. Rewritten when the other answer is an interval or a
+    union of them, in either role.
     """
     if any(_is_real_set(v) for v in gold):
         pred = [_relations_as_set(v) for v in pred]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import os
 import time
@@ -197,21 +196,20 @@ class MathVerifier(Verifier):
         answers use ``async with MathVerifier() as v`` and :meth:`check_answer` /
         :meth:`check_many`, which keep the workers up.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise VerifierError(
-                "check_answer_sync() cannot run inside an event loop; "
-                "use `await verifier.check_answer(gold, response)`"
-            )
 
         async def once() -> Verdict:
             async with self:
                 return await self.check_answer(gold, response)
 
-        return anyio.run(once)
+        try:
+            return anyio.run(once)
+        except RuntimeError as exc:
+            if "already running" not in str(exc).lower():
+                raise
+            raise VerifierError(
+                "check_answer_sync() cannot run inside an event loop; "
+                "use `await verifier.check_answer(gold, response)`"
+            ) from exc
 
     async def _check_gold(self, gold: str, response: str) -> CheckResult:
         start = time.monotonic()
