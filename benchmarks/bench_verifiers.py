@@ -6,7 +6,11 @@
    verdicts one by one. Ground truth / reference outputs are computed first by each tool and
    cached (evalplus caches its ground truth the same way), so the timed part is checking.
 2. Math: MATH-500 gold answers checked against correct and wrong predictions, with
-   pathological inputs mixed in, on 2 worker processes: pairs per second.
+   pathological inputs mixed in, on 2 worker processes: pairs per second with the current
+   rules and with math-verify alone (``rules="math-verify"``, the rules of logic version 1),
+   and their ratio. Then the hand-labelled equivalence suite
+   (``tests/verifiers/math_equivalence.jsonl``, both roles): how often each agrees with the
+   right verdict.
 
 Run: ``.venv/bin/python benchmarks/bench_verifiers.py [--quick]``. Data comes from
 ``../shared/data`` (relative to the project root).
@@ -21,7 +25,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -31,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.verifiers.helpers import load_math500_problems, load_mbppplus_problems  # noqa: E402
 
-from tracedistill.records import Problem  # noqa: E402
+from tracedistill.records import Problem, TaskKind  # noqa: E402
 from tracedistill.verifiers import CodeVerifier, MathVerifier  # noqa: E402
 
 # --- evalplus side ---------------------------------------------------------------------------
@@ -125,6 +129,8 @@ def _passed(status: tuple[str, str]) -> bool:
     return status == ("pass", "pass")
 
 
+Rules = Literal["exact", "math-verify"]
+
 # --- math ----------------------------------------------------------------------------------------
 
 
@@ -141,7 +147,7 @@ def _wrong(answer: str) -> str:
     return f"\\boxed{{{answer}+1}}"
 
 
-async def run_math(problems: list[Problem], workers: int) -> tuple[int, float, int, int]:
+def _math_pairs(problems: list[Problem]) -> list[tuple[Problem, str]]:
     pairs: list[tuple[Problem, str]] = []
     for index, problem in enumerate(problems):
         assert problem.answer is not None
@@ -149,19 +155,104 @@ async def run_math(problems: list[Problem], workers: int) -> tuple[int, float, i
         pairs.append((problem, _wrong(problem.answer)))
         if index % 100 == 0:
             pairs.append((problem, PATHOLOGICAL[(index // 100) % len(PATHOLOGICAL)]))
-    async with MathVerifier(workers=workers, timeout_s=5) as verifier:
-        start = time.perf_counter()
-        results = await verifier.check_many(pairs, progress=False)
-        elapsed = time.perf_counter() - start
-    correct_ok = sum(
-        r.passed
-        for r, (_, text) in zip(results, pairs, strict=True)
-        if text.startswith("So the result")
+    return pairs
+
+
+async def run_math(
+    pairs: list[tuple[Problem, str]], workers: int
+) -> dict[Rules, tuple[float, list[bool]]]:
+    """Check ``pairs`` with both rule sets, interleaved in chunks; return time and verdicts.
+
+    Both verifiers' pools are up for the whole run and take turns chunk by chunk (the one
+    that goes first alternates), so a change in machine load hits both alike.
+    """
+    chunk = 100
+    seconds: dict[Rules, float] = {"exact": 0.0, "math-verify": 0.0}
+    passed: dict[Rules, list[bool]] = {"exact": [], "math-verify": []}
+    async with (
+        MathVerifier(workers=workers, timeout_s=5) as exact,
+        MathVerifier(workers=workers, timeout_s=5, rules="math-verify") as plain,
+    ):
+        for begin in range(0, len(pairs), chunk):
+            part = pairs[begin : begin + chunk]
+            turns = [exact, plain] if (begin // chunk) % 2 == 0 else [plain, exact]
+            for verifier in turns:
+                rules: Rules = "exact" if verifier is exact else "math-verify"
+                start = time.perf_counter()
+                results = await verifier.check_many(part, progress=False)
+                seconds[rules] += time.perf_counter() - start
+                passed[rules].extend(r.passed for r in results)
+    return {rules: (seconds[rules], passed[rules]) for rules in seconds}
+
+
+SUITE = ROOT / "tests" / "verifiers" / "math_equivalence.jsonl"
+
+
+async def run_suite(workers: int, rules: Rules) -> tuple[int, int, list[str]]:
+    """Check the equivalence suite in both roles; return (right, total, wrong cases)."""
+    rows = [json.loads(line) for line in SUITE.read_text(encoding="utf-8").splitlines() if line]
+    cases: list[tuple[str, str, bool]] = []
+    for row in rows:
+        cases.append((row["gold"], row["pred"], row["equal"]))
+        if row.get("symmetric", True):
+            cases.append((row["pred"], row["gold"], row["equal"]))
+    items = [
+        (Problem(kind=TaskKind.MATH, prompt="p", answer=gold), f"\\boxed{{{pred}}}")
+        for gold, pred, _ in cases
+    ]
+    async with MathVerifier(workers=workers, timeout_s=10, rules=rules) as verifier:
+        results = await verifier.check_many(items, progress=False)
+    wrong = [
+        f"{gold!r} vs {pred!r}: right verdict {equal}"
+        for (gold, pred, equal), r in zip(cases, results, strict=True)
+        if r.passed != equal
+    ]
+    return len(cases) - len(wrong), len(cases), wrong
+
+
+def bench_math(problems: list[Problem], workers: int) -> dict[str, Any]:
+    """Throughput of both rule sets on the same pairs, then agreement on the suite."""
+    pairs = _math_pairs(problems)
+    n = len(pairs)
+    runs = anyio.run(run_math, pairs, workers)
+    for rules, (took, passed) in runs.items():
+        correct_ok = sum(
+            ok for ok, (_, text) in zip(passed, pairs, strict=True) if text.startswith("So the")
+        )
+        wrong_passed = sum(
+            ok for ok, (_, text) in zip(passed, pairs, strict=True) if text.endswith("+1}")
+        )
+        print(
+            f"math ({rules}): {n} pairs (golds vs correct and wrong, "
+            f"{len(range(0, len(problems), 100))} pathological) in {took:.2f}s = "
+            f"{n / took:.0f} pairs/s on {workers} workers; correct accepted "
+            f"{correct_ok}/{len(problems)}, wrong accepted {wrong_passed}"
+        )
+    exact_s, plain_s = runs["exact"][0], runs["math-verify"][0]
+    ratio = plain_s / exact_s
+    print(
+        f"math: exact rules {n / exact_s:.0f} pairs/s, math-verify alone (today's logic "
+        f"version 1) {n / plain_s:.0f} pairs/s: throughput ratio {ratio:.2f} (target >= 1.0; "
+        f"interleaved in chunks of 100 pairs on the same machine)"
     )
-    wrong_passed = sum(
-        r.passed for r, (_, text) in zip(results, pairs, strict=True) if text.endswith("+1}")
-    )
-    return len(pairs), elapsed, correct_ok, wrong_passed
+    order: tuple[Rules, ...] = ("math-verify", "exact")
+    agreement: dict[str, float] = {}
+    for rules in order:
+        right, total, wrong = anyio.run(run_suite, workers, rules)
+        agreement[rules] = right / total
+        print(
+            f"math equivalence suite ({rules}): {right}/{total} verdicts right "
+            f"({100 * right / total:.1f}%)"
+        )
+        for case in wrong[: 8 if rules == "exact" else 3]:
+            print(f"    wrong: {case}")
+    return {
+        "math_pairs_per_s": round(n / exact_s, 1),
+        "math_pairs_per_s_math_verify": round(n / plain_s, 1),
+        "math_throughput_ratio": round(ratio, 2),
+        "math_suite_agreement": round(agreement["exact"], 4),
+        "math_suite_agreement_math_verify": round(agreement["math-verify"], 4),
+    }
 
 
 def main() -> None:
@@ -182,13 +273,7 @@ def main() -> None:
     math_problems = load_math500_problems(math_path)
     if args.quick:
         math_problems = math_problems[:120]
-    n, seconds, correct_ok, wrong_passed = anyio.run(run_math, math_problems, args.workers)
-    print(
-        f"math: {n} pairs (golds vs correct and wrong, {len(range(0, len(math_problems), 100))}"
-        f" pathological) in {seconds:.2f}s = {n / seconds:.0f} pairs/s on {args.workers} "
-        f"workers (target >= 200); correct accepted {correct_ok}/{len(math_problems)}, "
-        f"wrong accepted {wrong_passed}"
-    )
+    math_summary = bench_math(math_problems, args.workers)
 
     items = load_mbppplus_problems(mbpp_path)
     if args.quick:
@@ -248,7 +333,7 @@ def main() -> None:
         f"{light_evalplus_s / light_warm_s:.1f}x; identical verdicts {light_same}/{len(light)}"
     )
     summary = {
-        "math_pairs_per_s": round(n / seconds, 1),
+        **math_summary,
         "mbpp_speedup": round(evalplus_s / warm_s, 2),
         "mbpp_speedup_ceiling": round(evalplus_s / floor_s, 2),
         "mbpp_floor_over_actual": round(floor_s / warm_s, 2),

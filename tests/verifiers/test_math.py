@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import threading
 import time
@@ -172,6 +173,12 @@ async def test_version_tracks_settings() -> None:
     c = MathVerifier(workers=1, rules="math-verify")
     assert len({a.version, b.version, c.version}) == 3 and a.name == b.name == "math"
     assert a.version.startswith("2+") and c.version.startswith("1+")
+    # math-verify alone with default settings keeps the version string of earlier releases,
+    # so the verdicts they stored are reused.
+    mv = importlib.metadata.version("math-verify")
+    assert c.version == f"1+mv{mv}+answer_is-last_math+w4000+t0+p1"
+    deeper = MathVerifier(workers=1, extraction=MathExtraction(max_depth=20))
+    assert deeper.version == a.version + "+d20"
     assert MathVerifier(workers=1, extraction="boxed").version == b.version
     with pytest.raises(ValueError, match="extraction"):
         MathVerifier(extraction="strict")  # type: ignore[arg-type]

@@ -2,8 +2,9 @@ r"""Benchmarks: problems, the prompt each is sent with, and how its response is 
 
 Built in:
 
-- :func:`math500`: MATH-500 from the Hub (``HuggingFaceH4/MATH-500``) or a local JSONL, graded on
-  the final ``\boxed{}`` answer by :class:`~tracedistill.verifiers.MathVerifier`.
+- :func:`math500`: MATH-500 from the Hub (``HuggingFaceH4/MATH-500``) or a local JSONL, graded by
+  :class:`~tracedistill.verifiers.MathVerifier` (default: the final ``\boxed{}``, else "the
+  answer is X", else the last ``$...$``; ``extraction="boxed"`` for boxed answers only).
 - :func:`mbpp_plus`: MBPP+ from the official evalplus release or a local JSONL, graded on the
   base and plus tests by :class:`~tracedistill.verifiers.code.CodeVerifier`; a chat prompt for
   chat-format students and evalplus's completion prompt for base models.
@@ -270,7 +271,7 @@ def math500(
     dataset: str = MATH500_HUB,
     verifier_factory: Callable[[], Verifier] | None = None,
 ) -> Benchmark:
-    r"""MATH-500, graded on the final ``\boxed{}`` answer.
+    r"""MATH-500, graded by :class:`MathVerifier` (its protocol says which answers count).
 
     Args:
         path: a local JSONL with ``problem``, ``answer`` (and ``unique_id``, ``subject``,
@@ -280,7 +281,9 @@ def math500(
             ``\boxed{}``).
         max_tokens: the default generation budget.
         dataset: the Hub dataset used when no path is given.
-        verifier_factory: builds the grader (default: :class:`MathVerifier`).
+        verifier_factory: builds the grader (default: ``MathVerifier()``, which also accepts
+            "the answer is X" and the last ``$...$`` when there is no ``\boxed{}``;
+            ``lambda: MathVerifier(extraction="boxed")`` for the boxed-only protocol).
 
     Raises:
         DatasetUnavailableError: the Hub dataset could not be loaded (pass a local path).

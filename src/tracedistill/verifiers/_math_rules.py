@@ -147,15 +147,30 @@ def numbers_equal(a: Any, b: Any, float_rounding: int = 6, numeric_precision: in
     return any(_values_equal(x, y) for x in _percent_readings(a) for y in _percent_readings(b))
 
 
+def _symbolic_equal(a: Any, b: Any) -> bool:
+    """math-verify's ``simplify(a - b) == 0`` step, skipped where :func:`numbers_equal` decided.
+
+    For two closed-form numbers the numeric rule is already exact (rationals) or evaluated to
+    50 digits, so ``simplify`` (the slowest step of a failing comparison) cannot change the
+    verdict; expressions with free symbols still get it.
+    """
+    if getattr(a, "is_number", False) and getattr(b, "is_number", False):
+        return False
+    return bool(_SYMBOLIC_EQ(a, b))
+
+
+_SYMBOLIC_EQ = grader.sympy_symbolic_eq
+
+
 @contextlib.contextmanager
 def engine_rules() -> Iterator[None]:
     """Within the block, math-verify compares numbers with :func:`numbers_equal`."""
-    original = grader.sympy_numeric_eq
-    grader.sympy_numeric_eq = numbers_equal
+    saved = grader.sympy_numeric_eq, grader.sympy_symbolic_eq
+    grader.sympy_numeric_eq, grader.sympy_symbolic_eq = numbers_equal, _symbolic_equal
     try:
         yield
     finally:
-        grader.sympy_numeric_eq = original
+        grader.sympy_numeric_eq, grader.sympy_symbolic_eq = saved
 
 
 # --- sets written as inequalities ----------------------------------------------------------------

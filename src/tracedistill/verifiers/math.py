@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,6 +30,8 @@ EXTRACTIONS: dict[str, MathExtraction] = {
     "boxed": MathExtraction(fallbacks=()),
     "lenient": MathExtraction(),
 }
+
+_DEFAULT = MathExtraction()
 
 _FALLBACK_WORDS = {
     "answer_is": '"the answer is X" / "final answer: X"',
@@ -109,6 +110,12 @@ class MathVerifier(Verifier):
             f"+w{self._extraction.window}+t{self.accept_truncated:d}"
             f"+p{self._extraction.prescreen:d}"
         )
+        # The size limits change verdicts too; named only when changed, so the versions of
+        # the default settings stay those of earlier releases.
+        if self._extraction.max_answer_chars != _DEFAULT.max_answer_chars:
+            self.version += f"+c{self._extraction.max_answer_chars}"
+        if self._extraction.max_depth != _DEFAULT.max_depth:
+            self.version += f"+d{self._extraction.max_depth}"
         self._pool = WorkerPool(
             _HANDLER, size=self._workers, timeout_s=timeout_s, memory_mb=memory_mb, name="math"
         )
@@ -212,7 +219,6 @@ class MathVerifier(Verifier):
             ) from exc
 
     async def _check_gold(self, gold: str, response: str) -> CheckResult:
-        start = time.monotonic()
         job = {
             "op": "check",
             "gold": gold,
@@ -222,7 +228,7 @@ class MathVerifier(Verifier):
             "timeout": self._soft_timeout,
         }
         outcome = await self._pool.run(job)
-        elapsed = time.monotonic() - start
+        elapsed = outcome.elapsed_s  # time on a worker, not time waiting for a free one
         if outcome.ok:
             value: dict[str, Any] = outcome.value
             reason = VerdictReason(value["reason"])
