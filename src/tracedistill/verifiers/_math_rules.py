@@ -164,7 +164,14 @@ _SYMBOLIC_EQ = grader.sympy_symbolic_eq
 
 @contextlib.contextmanager
 def engine_rules() -> Iterator[None]:
-    """Within the block, math-verify compares numbers with :func:`numbers_equal`."""
+    """Within the block, math-verify compares numbers with :func:`numbers_equal`.
+
+    math-verify calls its leaf comparisons by module-level name from ``sympy_expr_eq``, so
+    swapping the two names changes exactly those leaves and nothing else of its walk. The
+    swap lives only for one ``verify`` call in a worker process (the parent's math-verify is
+    untouched); a math-verify release that renames them fails at import here, and one that
+    stops calling them fails the equivalence suite (tests/verifiers/math_equivalence.jsonl).
+    """
     saved = grader.sympy_numeric_eq, grader.sympy_symbolic_eq
     grader.sympy_numeric_eq, grader.sympy_symbolic_eq = numbers_equal, _symbolic_equal
     try:
