@@ -14,8 +14,11 @@ from tracedistill.verifiers.extract import MathExtraction, extract_math_answer, 
 #: :mod:`tracedistill.verifiers._math_rules`) or ``math-verify`` (math-verify alone).
 RULES = ("exact", "math-verify")
 
+# Parsed answers by (rules, text): gold answers and predictions apart, so a stream of
+# distinct predictions never evicts the golds.
 _GOLD_CACHE: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
-_GOLD_CACHE_SIZE = 4096
+_PRED_CACHE: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+_CACHE_SIZE = 4096
 
 
 class _TimeoutFlag(logging.Handler):
@@ -71,17 +74,33 @@ def _read(answer: str, rules: str, timeout: int) -> list[Any]:
     return _parse(wrap(answer), timeout)
 
 
-def _gold(answer: str, timeout: int, rules: str = "exact") -> list[Any]:
+def _cached(
+    answer: str, timeout: int, rules: str, cache: OrderedDict[tuple[str, str], list[Any]]
+) -> list[Any]:
+    """Parse ``answer`` through the LRU caches (gold answers first); store it in ``cache``."""
     key = (rules, answer)
-    cached = _GOLD_CACHE.get(key)
-    if cached is not None:
-        _GOLD_CACHE.move_to_end(key)
-        return cached
+    for known in (_GOLD_CACHE, _PRED_CACHE):
+        cached = known.get(key)
+        if cached is not None:
+            known.move_to_end(key)
+            return cached
     parsed = _read(answer, rules, timeout)
-    _GOLD_CACHE[key] = parsed
-    if len(_GOLD_CACHE) > _GOLD_CACHE_SIZE:
-        _GOLD_CACHE.popitem(last=False)
+    if not _TIMEOUTS.hit:  # a parse cut by the soft timeout depends on load: not kept
+        cache[key] = parsed
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
     return parsed
+
+
+def _gold(answer: str, timeout: int, rules: str = "exact") -> list[Any]:
+    return _cached(answer, timeout, rules, _GOLD_CACHE)
+
+
+def _prediction(answer: str, timeout: int, rules: str) -> list[Any]:
+    if rules == "math-verify":
+        return _read(answer, rules, timeout)  # as earlier releases did: parsed every time
+    # Samples of one problem often give the same answer, often the gold's own text.
+    return _cached(answer, timeout, rules, _PRED_CACHE)
 
 
 def equivalent(gold: list[Any], pred: list[Any], rules: str, timeout: int) -> bool:
@@ -192,6 +211,7 @@ def handle(job: dict[str, Any]) -> Any:
     """Run one job: ``check`` (gold vs response) or ``parse_golds``."""
     op = job["op"]
     timeout = int(job.get("timeout", 5))
+    _TIMEOUTS.hit = False
     rules = str(job.get("rules", "exact"))
     if rules not in RULES:
         raise ValueError(f"unknown math rules {rules!r}; known: {RULES}")
@@ -224,7 +244,7 @@ def check(
     if not gold_parsed:
         details["gold"] = gold
         return {"passed": False, "reason": "invalid-gold", "details": details}
-    pred_parsed = _read(answer, rules, timeout)
+    pred_parsed = _prediction(answer, timeout, rules)
     details["parsed"] = _shown(pred_parsed)[:300]
     details["gold_parsed"] = _shown(gold_parsed)[:300]
     if not pred_parsed:
