@@ -62,6 +62,7 @@ def execute(notebook: Path, output: Path | None = None, timeout: int = 1800) -> 
                 nb,
                 timeout=timeout,
                 kernel_name="python3",
+                coalesce_streams=True,  # progress bars' carriage returns collapse to final lines
                 resources={"metadata": {"path": str(folder)}},
             )
             client.execute()  # raises CellExecutionError naming the failing cell
