@@ -182,6 +182,7 @@ def test_results_text_and_html() -> None:
     )
     text = repr(results)
     assert not text.startswith("<tracedistill")
+    assert repr(results.score("r", 1, "B")) == "<Score r@1 on B: 100.0 [34.2, 100.0], n=2>"
     assert "Results: 1 run(s) (r), benchmarks B, 2 scores" in text
     assert "| r | 100.0 [" in text  # the best in-domain table
     markup = well_formed(results._repr_html_())

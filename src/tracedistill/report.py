@@ -103,6 +103,10 @@ class Score:
         """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``."""
         return f"{100 * self.accuracy:.1f} {self.interval.percent()}"
 
+    def __repr__(self) -> str:
+        # Not the outcomes: a benchmark has hundreds of them.
+        return f"<Score {self.label} on {self.benchmark}: {self.cell()}, n={self.n}>"
+
     @classmethod
     def from_evaluation(
         cls,
