@@ -80,3 +80,29 @@ def test_plan_text_and_html_mark_what_is_unavailable(
     assert f"${table[0]['generation cost']:,.2f}" in markup
     # a plan without anything missing says nothing about it
     assert "Not available" not in str(experiment.plan())
+
+
+def test_quality_table_takes_student_lengths_from_the_data_report(tmp_path: Path) -> None:
+    from tracedistill.chat import ChatFormat, LengthPolicy, LengthReport
+    from tracedistill.training.base import DataReport, RunDirectory
+
+    experiment = _experiment(tmp_path)
+    anyio.run(lambda: experiment.run(stages=["generate"]))
+    (quality,) = experiment.results().quality
+    assert quality.over_max_length is None  # no training data prepared yet
+    assert quality.truncation_rate == 0.0
+    run = experiment.runs[0]
+    folder = RunDirectory(experiment.run_dir(run) / "training")
+    folder.path.mkdir(parents=True)
+    length = LengthReport(
+        max_length=96, policy=LengthPolicy.TRUNCATE, total=8, kept=8, truncated=("a", "b")
+    )
+    folder.write_data_report(
+        DataReport(
+            pool_size=10, selected=8, length=length, tokenizer="t", chat_format=ChatFormat.QWEN3
+        )
+    )
+    (quality,) = experiment.results().quality
+    assert (quality.over_max_length, quality.max_length) == (0.25, 96)
+    (row,) = experiment.results().quality_table()
+    assert row["over max_length (student tokens)"] == "25.0% > 96"
