@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["format_figure", "pareto_figure", "save", "steps_figure"]
 
 BASE_COLOR = "0.35"
+#: One marker shape per run, so runs stay apart where their lines coincide (and in greyscale).
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 #: Smallest span of an accuracy axis, in points: a flat line is shown as flat, not magnified.
 MIN_SPAN = 20.0
 
@@ -110,7 +112,7 @@ def steps_figure(results: Results, *, managed: bool = True) -> Any:
                     [y - lo for y, lo in zip(ys, lows, strict=True)],
                     [hi - y for y, hi in zip(ys, highs, strict=True)],
                 ],
-                marker="o",
+                marker=_MARKERS[i % len(_MARKERS)],
                 markersize=4,
                 capsize=3,
                 linewidth=1.4,
@@ -134,6 +136,7 @@ def format_figure(results: Results, *, managed: bool = True) -> Any:
     cols = max(1, len(results.benchmarks))
     fig, axes = _figure((5.0 * cols, 3.8), cols, managed)
     fig.set_layout_engine("constrained")
+    dodge = _dodge(results, results.run_names)
     for ax, bench in zip(axes, results.benchmarks, strict=False):
         for i, run in enumerate(results.run_names):
             pts = [
@@ -144,9 +147,9 @@ def format_figure(results: Results, *, managed: bool = True) -> Any:
             ]
             if pts:
                 ax.plot(
-                    [s.step for s in pts],
+                    [(s.step or 0) + dodge[run] for s in pts],
                     [100 * (s.format_compliance or 0.0) for s in pts],
-                    marker="o",
+                    marker=_MARKERS[i % len(_MARKERS)],
                     markersize=4,
                     color=f"C{i}",
                     label=run,
