@@ -280,7 +280,10 @@ def test_trace_quality_counts_each_figure_in_one_named_unit(tmp_path: Path) -> N
     assert before.truncation_rate == 0.25  # the one the teacher stopped at max_tokens
     assert before.over_max_length is None and before.max_length is None
     assert after.over_max_length == 0.25 and after.max_length == 4096
-    row = Results([], quality=[before, after]).quality_table()
+    only_quality = Results([], quality=[before, after])
+    assert list(only_quality.tables()) == ["Trace quality"]  # nothing evaluated yet
+    assert "Trace quality:\n| teacher |" in repr(only_quality)
+    row = only_quality.quality_table()
     assert row[0]["cut at max_tokens (teacher)"] == "25.0%"
     assert row[0]["over max_length (student tokens)"] is None
     assert row[1]["over max_length (student tokens)"] == "25.0% > 4,096"

@@ -657,10 +657,12 @@ class Results:
         ]
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
-        """Every table, by title."""
+        """Every table, by title (only the trace-quality table before anything is evaluated)."""
         out: dict[str, list[dict[str, Any]]] = {}
         if self.quality:
             out["Trace quality"] = self.quality_table()
+        if not self.scores:
+            return out
         for run in self.run_names:
             out[f"Run {run}: per step"] = self.per_step(run)
         out["Best in-domain"] = self.best_in_domain()
@@ -700,11 +702,12 @@ class Results:
         )
         best = self.best_in_domain() if self.scores else []
         if not best:
-            return head + " (nothing evaluated yet)"
+            quality = f"\n\nTrace quality:\n{table_markdown(self.quality_table())}"
+            return head + " (nothing evaluated yet)" + (quality if self.quality else "")
         return f"{head}\n\nBest in-domain (accuracy % [95% interval]):\n{table_markdown(best)}"
 
     def _repr_html_(self) -> str:
-        tables = self.tables() if self.scores or self.quality else {}
+        tables = self.tables()
         if not tables:
             return "<p>Results: nothing evaluated yet.</p>"
         return "".join(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
