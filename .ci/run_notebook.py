@@ -39,8 +39,17 @@ def offline_env(runs: Path) -> dict[str, str]:
     return env
 
 
-def execute(notebook: Path, output: Path | None = None, timeout: int = 1800) -> float:
+def execute(
+    notebook: Path,
+    output: Path | None = None,
+    timeout: int = 1800,
+    runs: Path | None = None,
+    kernel: str = "python3",
+) -> float:
     """Run ``notebook`` in a copy of its folder alone; returns the seconds it took.
+
+    ``runs`` keeps the run directories there (a second execution resumes from them); by
+    default they live and die with the temporary folder.
 
     Raises:
         nbclient.exceptions.CellExecutionError: a cell failed (its source and traceback said).
@@ -53,22 +62,16 @@ def execute(notebook: Path, output: Path | None = None, timeout: int = 1800) -> 
         shutil.copytree(notebook.parent, folder, ignore=shutil.ignore_patterns("runs"))
         nb = nbformat.read(folder / notebook.name, as_version=4)
         nbformat.validate(nb)
-        saved = dict(os.environ)
-        os.environ.clear()  # the kernel inherits this process's environment
-        os.environ.update(offline_env(Path(tmp) / "runs"))
+        env = offline_env(runs.resolve() if runs else Path(tmp) / "runs")
         started = time.monotonic()
-        try:
-            client = NotebookClient(
-                nb,
-                timeout=timeout,
-                kernel_name="python3",
-                coalesce_streams=True,  # progress bars' carriage returns collapse to final lines
-                resources={"metadata": {"path": str(folder)}},
-            )
-            client.execute()  # raises CellExecutionError naming the failing cell
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name=kernel,
+            coalesce_streams=True,  # progress bars' carriage returns collapse to final lines
+            resources={"metadata": {"path": str(folder)}},
+        )
+        client.execute(env=env)  # raises CellExecutionError naming the failing cell
         seconds = time.monotonic() - started
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +85,10 @@ def main() -> None:
     parser.add_argument("notebook", type=Path, nargs="?", default=ROOT / "examples" / NOTEBOOK)
     parser.add_argument("--output", type=Path, help="write the executed notebook here")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--runs", type=Path, help="keep the run directories here (resumable)")
+    parser.add_argument("--kernel", default="python3", help="the Jupyter kernel to run it in")
     args = parser.parse_args()
-    seconds = execute(args.notebook, args.output, args.timeout)
+    seconds = execute(args.notebook, args.output, args.timeout, args.runs, args.kernel)
     print(f"{args.notebook.name}: every cell ran ({seconds:.0f} s)", file=sys.stderr)
 
 
