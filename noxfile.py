@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests`, `lint`, `typecheck`, `bench`, `demo`, `docs`."""
+"""Developer tasks: `nox -s tests`, `lint`, `typecheck`, `bench`, `demo`, `notebook`, `docs`."""
 
 from __future__ import annotations
 
@@ -62,9 +62,33 @@ def demo(session: nox.Session) -> None:
     session.run("python", "-m", "tracedistill", "demo", *session.posargs)
 
 
+#: The executed copy of the example notebook that the docs site renders (not committed).
+EXECUTED_NOTEBOOK = ROOT / "docs" / "reproduce_qwen3_study.ipynb"
+
+
+def run_notebook(session: nox.Session) -> None:
+    # Offline, without keys, from a copy of examples/ alone; any cell error fails the session.
+    session.run(
+        "python",
+        os.fspath(ROOT / ".ci" / "run_notebook.py"),
+        "--output",
+        os.fspath(EXECUTED_NOTEBOOK),
+        env={"TRACEDISTILL_PROGRESS": "1"},
+    )
+
+
+@nox.session(python="3.11")
+def notebook(session: nox.Session) -> None:
+    """Execute examples/reproduce_qwen3_study.ipynb headless (offline, no keys) for the docs."""
+    install(session)
+    run_notebook(session)
+
+
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Build the user guide and API reference; any warning fails the build."""
+    """Build the user guide, the executed notebook and the API reference; warnings fail it."""
     install(session)
-    session.install("mkdocs>=1.6", "mkdocstrings-python>=1.10")
+    session.install("mkdocs>=1.6", "mkdocstrings-python>=1.10", "mkdocs-jupyter>=0.25")
+    if not EXECUTED_NOTEBOOK.is_file():
+        run_notebook(session)
     session.run("mkdocs", "build", "--strict", "--site-dir", os.fspath(ROOT / "site"))

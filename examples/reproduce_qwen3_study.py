@@ -1,6 +1,6 @@
 """Reproduce the Qwen3-30B-A3B-Base distillation study (four runs) with tracedistill.
 
-  teacher                      task   traces                        learning rate
+  teacher                        task  traces                        learning rate
   Claude Sonnet 4.5 (OpenRouter) math  40,000 prompts, correct only  2e-4
   Claude Sonnet 4.5 (OpenRouter) code  40,000 prompts, correct only  2e-4
   DeepSeek-R1 (replayed)         math  open-r1/OpenR1-Math-220k      2e-5
@@ -10,22 +10,30 @@ LoRA rank 32, batch 50, cosine LR, AdamW 0.9/0.95, 4,096 tokens, 25,000 samples,
 every 100 steps, on Tinker; MATH-500 and MBPP+ at temperature 0 for the base model and every
 checkpoint; then the study's tables, plots and an HTML report.
 
-    python examples/reproduce_qwen3_study.py            # dry run without keys: plan and cost
+    python examples/reproduce_qwen3_study.py                  # dry run: plan and cost, no key
+    python examples/reproduce_qwen3_study.py --data DIR       # benchmarks from local files
     OPENROUTER_API_KEY=... TINKER_API_KEY=... python examples/reproduce_qwen3_study.py --run
 
-Run it again after any crash: every stage continues where it stopped.
+The benchmark files are found in ``--data`` or ``$TRACEDISTILL_DATA`` (``math500_test.jsonl``
+and ``mbppplus_378.jsonl`` or the official ``MbppPlus-v0.2.0.jsonl.gz``), else on the Hugging
+Face Hub and GitHub. Without data and without network the plan is still printed, naming what is
+unavailable. Run it again after any crash: every stage continues where it stopped.
+
+The notebook ``reproduce_qwen3_study.ipynb`` holds the same study definition (it is
+self-contained, so it runs from a copy of this folder alone); a test keeps the two equal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
 
 import anyio
 
 from tracedistill import Experiment, Run, TrainConfig
-from tracedistill.errors import DatasetUnavailableError
+from tracedistill.errors import DatasetUnavailableError, ProblemSourceError
 from tracedistill.evaluation import math500, mbpp_plus
 from tracedistill.evaluation.samplers.tinker import TinkerSampler
 from tracedistill.experiment import Filters, Generation
@@ -35,7 +43,27 @@ from tracedistill.training.tinker import TinkerTrainer
 
 # The base model is a parameter: Tinker has announced the retirement of Qwen3-30B-A3B.
 BASE_MODEL = os.environ.get("STUDENT", "Qwen/Qwen3-30B-A3B-Base")
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # local copies, if any
+BENCHMARK_FILES = {
+    "MATH-500": ("math500_test.jsonl", "test.jsonl"),
+    "MBPP+": ("MbppPlus-v0.2.0.jsonl.gz", "MbppPlus.jsonl.gz", "mbppplus_378.jsonl"),
+}
+
+
+def data_dir(given: str | os.PathLike[str] | None = None) -> Path | None:
+    """The benchmark folder: the argument, else ``$TRACEDISTILL_DATA``, else None."""
+    value = given or os.environ.get("TRACEDISTILL_DATA")
+    return Path(value).expanduser() if value else None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers (False at once when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def train_config(lr: float, *, filter_length: bool = True) -> TrainConfig:
@@ -55,16 +83,36 @@ def train_config(lr: float, *, filter_length: bool = True) -> TrainConfig:
     )
 
 
-# OpenRouter reports each response's cost; the budget is a hard cap that survives restarts.
-SONNET_GENERATION = Generation(concurrency=128, budget_usd=2_000, expected_completion_tokens=700)
+def load_benchmarks(data: Path | None, hub: bool) -> tuple[list, dict[str, str]]:
+    """MATH-500 and MBPP+ from ``data`` (or the network); what could not be loaded, and why."""
+    loaders = {"MATH-500": math500, "MBPP+": mbpp_plus}
+    found, missing = [], {}
+    for name, loader in loaders.items():
+        files = [data / f for f in BENCHMARK_FILES[name]] if data is not None else []
+        path = next((f for f in files if f.is_file()), None)
+        if path is None and not hub:
+            where = f"no {' or '.join(BENCHMARK_FILES[name])} in {data}" if data else "no data"
+            missing[name] = f"{where} (pass --data or set TRACEDISTILL_DATA) and no network"
+            continue
+        try:
+            found.append(loader(path))
+        except (DatasetUnavailableError, ProblemSourceError) as exc:
+            missing[name] = str(exc)[:300]
+    return found, missing
 
 
-def build(directory: Path) -> Experiment:
+def build(directory: Path, data: Path | None = None) -> tuple[Experiment, dict[str, str]]:
+    """The study's experiment, and what is unavailable offline (name -> why)."""
+    hub = hub_reachable()
     sonnet = OpenRouterTeacher(
         model="anthropic/claude-sonnet-4.5",
         name="sonnet-4.5",
         # OpenRouter reports each response's cost; these list prices only feed the dry run.
         pricing=Pricing(input_per_million=3.0, output_per_million=15.0),
+    )
+    # The budget is a hard cap that survives restarts.
+    sonnet_generation = Generation(
+        concurrency=128, budget_usd=2_000, expected_completion_tokens=700
     )
     runs = [
         Run(
@@ -74,9 +122,7 @@ def build(directory: Path) -> Experiment:
             problems=openr1_math(),
             pool_size=40_000,
             train=train_config(2e-4),
-            generation=Generation(
-                concurrency=128, budget_usd=2_000, expected_completion_tokens=700
-            ),
+            generation=sonnet_generation,
         ),
         Run(
             name="sonnet-code",
@@ -85,19 +131,21 @@ def build(directory: Path) -> Experiment:
             problems=code_contests(),
             pool_size=40_000,
             train=train_config(2e-4, filter_length=False),
-            generation=Generation(
-                concurrency=128, budget_usd=2_000, expected_completion_tokens=700
-            ),
+            generation=sonnet_generation,
         ),
     ]
+    missing: dict[str, str] = {}
     for name, task, layout in (
         ("r1-math", "math", "openr1-math"),
         ("r1-code", "code", "opencodereasoning"),
     ):
+        if not hub:
+            missing[name] = f"its {layout} traces are on the Hugging Face Hub, not reachable"
+            continue
         try:
             teacher = ReplayTeacher.from_hub(layout)
-        except DatasetUnavailableError as exc:  # offline: plan the other runs, say why
-            print(f"note: {name} left out of this plan: {exc}")
+        except DatasetUnavailableError as exc:
+            missing[name] = str(exc)[:300]
             continue
         runs.append(
             Run(
@@ -110,33 +158,34 @@ def build(directory: Path) -> Experiment:
                 filters=Filters(correct_only=True),
             )
         )
-    local_math = DATA / "math500_test.jsonl"
-    local_mbpp = DATA / "mbppplus_378.jsonl"
-    benchmarks = [
-        math500(local_math if local_math.is_file() else None),
-        mbpp_plus(local_mbpp if local_mbpp.is_file() else None),
-    ]
-    return Experiment(
+    benchmarks, missing_benchmarks = load_benchmarks(data, hub)
+    missing.update(missing_benchmarks)
+    experiment = Experiment(
         directory,
         runs,
         trainer=TinkerTrainer(),
         benchmarks=benchmarks,
         base_model=TinkerSampler(base_model=BASE_MODEL),
     )
+    return experiment, missing
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", default="runs/qwen3-study")
+    parser.add_argument("--dir", default="runs/qwen3-study", help="the run directory")
+    parser.add_argument("--data", help="folder with the benchmark files ($TRACEDISTILL_DATA)")
     parser.add_argument("--run", action="store_true", help="run the study (needs the keys)")
     args = parser.parse_args()
-    experiment = build(Path(args.dir))
-    print(experiment.plan())
+    experiment, missing = build(Path(args.dir), data_dir(args.data))
+    print(experiment.plan(unavailable=missing))
     if not args.run:
         return
-    missing = [k for k in ("OPENROUTER_API_KEY", "TINKER_API_KEY") if not os.environ.get(k)]
-    if missing:
-        raise SystemExit(f"set {', '.join(missing)} to run the study (the plan above is free)")
+    keys = [k for k in ("OPENROUTER_API_KEY", "TINKER_API_KEY") if not os.environ.get(k)]
+    if keys or missing:
+        raise SystemExit(
+            f"cannot run the whole study: missing {', '.join(keys + sorted(missing))} "
+            "(the plan above is free)"
+        )
     results = anyio.run(experiment.run)
     print(results.to_markdown())
     results.to_html(Path(args.dir) / "report.html", title="Qwen3-30B-A3B-Base distillation")

@@ -26,6 +26,7 @@ The run directory::
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import math
 import re
@@ -40,7 +41,9 @@ import attrs
 import orjson
 
 from tracedistill import _json
+from tracedistill._html import table_html, table_markdown
 from tracedistill._version import __version__
+from tracedistill.chat import LengthReport
 from tracedistill.errors import ConfigurationError, TeacherError
 from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.benchmarks import Benchmark
@@ -54,7 +57,7 @@ from tracedistill.store.jsonl import JsonlTraceStore
 from tracedistill.teachers.base import Teacher
 from tracedistill.teachers.engine import GenerationSummary, generate
 from tracedistill.teachers.ratelimit import RateLimits
-from tracedistill.training.base import RunDirectory, TrainConfig, Trainer
+from tracedistill.training.base import DataReport, RunDirectory, TrainConfig, Trainer
 from tracedistill.verifiers.base import Verifier
 
 __all__ = ["STAGES", "Experiment", "Filters", "Generation", "Plan", "Run"]
@@ -203,13 +206,25 @@ class PlanRow:
     note: str = ""
 
 
+def _unavailable(
+    value: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(what), str(why)) for what, why in items)
+
+
 @attrs.frozen(slots=True, kw_only=True)
 class Plan:
-    """What :meth:`Experiment.run` would do, with counts and an estimated cost. No key needed."""
+    """What :meth:`Experiment.run` would do, with counts and an estimated cost. No key needed.
+
+    ``unavailable`` names what the plan could not include and why (a benchmark or a run whose
+    data is not reachable offline), as ``(what, why)`` pairs; the text and HTML forms list them.
+    """
 
     rows: tuple[PlanRow, ...]
     base_eval_requests: int
     benchmarks: tuple[str, ...]
+    unavailable: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_unavailable)
 
     @property
     def generation_usd(self) -> float | None:
@@ -217,36 +232,105 @@ class Plan:
         costs = [r.generation_usd for r in self.rows if r.requests]
         return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
 
-    def __str__(self) -> str:
-        def fmt(v: float | int | None, money: bool = False) -> str:
-            if v is None:
-                return "?"
-            return f"${v:,.2f}" if money else f"{v:,}"
+    def with_unavailable(self, what: str, why: str) -> Plan:
+        """A copy of the plan with one more item marked unavailable."""
+        return attrs.evolve(self, unavailable=(*self.unavailable, (what, why)))
 
-        lines = [
-            "Experiment plan (dry run: nothing is requested, trained or evaluated)",
+    def table(self) -> list[dict[str, Any]]:
+        """One row per run (``None`` where a figure is unknown) and a total row."""
+        rows: list[dict[str, Any]] = [
+            {
+                "run": r.run,
+                "teacher": r.teacher,
+                "task": r.task,
+                "pool": r.pool,
+                "to request": r.requests,
+                "already stored": r.stored,
+                "prompt tokens": r.prompt_tokens,
+                "completion tokens": r.completion_tokens,
+                "generation cost": r.generation_usd,
+                "train examples": r.train_examples,
+                "steps": r.train_steps,
+                "checkpoints": r.checkpoints,
+                "eval requests": r.eval_requests,
+            }
+            for r in self.rows
+        ]
+        rows.append(
+            {
+                "run": "total",
+                "to request": _total(r.requests for r in self.rows),
+                "already stored": sum(r.stored for r in self.rows),
+                "prompt tokens": _total(r.prompt_tokens for r in self.rows),
+                "completion tokens": _total(r.completion_tokens for r in self.rows),
+                "generation cost": self.generation_usd,
+                "eval requests": sum(r.eval_requests for r in self.rows) + self.base_eval_requests,
+            }
+        )
+        return rows
+
+    def _display_rows(self) -> list[dict[str, str]]:
+        def fmt(key: str, value: Any) -> str:
+            if value is None:
+                return "—" if key in ("teacher", "task") else "?"
+            if key == "generation cost":
+                return f"${value:,.2f}"
+            return f"{value:,}" if isinstance(value, int) else str(value)
+
+        return [{k: fmt(k, v) for k, v in row.items()} for row in self.table()]
+
+    def _notes(self) -> list[str]:
+        notes = [
             f"benchmarks: {', '.join(self.benchmarks) or 'none'}; base model evaluation: "
             f"{self.base_eval_requests:,} requests",
-            "",
-            f"{'run':<16}{'teacher':<28}{'task':<6}{'pool':>8}{'to request':>12}"
-            f"{'prompt tok':>12}{'compl. tok':>12}{'gen. cost':>11}{'train ex.':>10}"
-            f"{'steps':>7}{'ckpts':>6}{'eval req.':>10}",
         ]
-        for r in self.rows:
-            lines.append(
-                f"{r.run:<16}{r.teacher[:27]:<28}{r.task:<6}{fmt(r.pool):>8}"
-                f"{fmt(r.requests):>12}{fmt(r.prompt_tokens):>12}{fmt(r.completion_tokens):>12}"
-                f"{fmt(r.generation_usd, True):>11}{fmt(r.train_examples):>10}"
-                f"{fmt(r.train_steps):>7}{fmt(r.checkpoints):>6}{r.eval_requests:>10,}"
-            )
         total = self.generation_usd
-        lines.append("")
-        lines.append(
+        notes.append(
             "estimated generation cost: "
             + (f"${total:,.2f}" if total is not None else "unknown for some runs (see notes)")
         )
-        lines.extend(f"note ({r.run}): {r.note}" for r in self.rows if r.note)
+        notes.extend(f"{r.run}: {r.note}" for r in self.rows if r.note)
+        return notes
+
+    def __str__(self) -> str:
+        lines = [
+            "Experiment plan (dry run: nothing is requested, trained or evaluated)",
+            "",
+            table_markdown(self._display_rows()),
+            "",
+        ]
+        lines.extend(f"- {note}" for note in self._notes())
+        if self.unavailable:
+            lines.append("")
+            lines.append("Not available (left out of the figures above):")
+            lines.extend(f"- {what}: {why}" for what, why in self.unavailable)
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        parts = [
+            "<p><b>Experiment plan</b> (dry run: nothing is requested, trained or evaluated)</p>",
+            table_html(self._display_rows()),
+            "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in self._notes()) + "</ul>",
+        ]
+        if self.unavailable:
+            parts.append("<p><b>Not available</b> (left out of the figures above):</p>")
+            parts.append(
+                "<ul>"
+                + "".join(
+                    f"<li><b>{html.escape(what)}</b>: {html.escape(why)}</li>"
+                    for what, why in self.unavailable
+                )
+                + "</ul>"
+            )
+        return "".join(parts)
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    items = list(values)
+    return None if any(v is None for v in items) else sum(v or 0 for v in items)
 
 
 class Experiment:
@@ -348,17 +432,35 @@ class Experiment:
         return await anyio.to_thread.run_sync(self.results)
 
     def run_sync(self, **kwargs: Any) -> Results:
-        """:meth:`run` for scripts (not inside a running event loop: use ``await run()``)."""
+        """:meth:`run` for scripts; in a notebook (a running event loop) ``await`` :meth:`run`.
+
+        Raises:
+            RuntimeError: called inside a running event loop (a Jupyter notebook, an async
+                function); the message gives the ``await experiment.run()`` form to use.
+        """
+        loop = _running_loop()
+        if loop is not None:
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise RuntimeError(
+                f"Experiment.run_sync() cannot start an event loop inside the running {loop} "
+                f"loop (a notebook or an async function runs one): use "
+                f"`results = await experiment.run({args})` instead"
+            )
         return anyio.run(lambda: self.run(**kwargs))
 
-    def plan(self) -> Plan:
-        """Estimate what :meth:`run` would do (requests, tokens, steps, cost) without any key."""
+    def plan(self, *, unavailable: Mapping[str, str] | None = None) -> Plan:
+        """Estimate what :meth:`run` would do (requests, tokens, steps, cost) without any key.
+
+        ``unavailable`` maps what could not be included (a benchmark or run whose data is not
+        reachable) to why; the plan lists it.
+        """
         rows = [self._plan_row(run) for run in self.runs]
         base = sum(len(b.problems) for b in self.benchmarks) if self.base_model is not None else 0
         return Plan(
             rows=tuple(rows),
             base_eval_requests=base,
             benchmarks=tuple(b.name for b in self.benchmarks),
+            unavailable=dict(unavailable or {}),
         )
 
     def results(self) -> Results:
@@ -671,22 +773,7 @@ class Experiment:
         samples: int | None,
     ) -> Score:
         result = store.load(label, bench)
-        # A compliant response closes its think block and then gives the answer in the
-        # trained form (a \boxed{} answer, or a fenced code block).
-        compliant = [
-            bool(o.format.get("think_closed"))
-            and bool(o.format.get("boxed") or o.format.get("code_block"))
-            for o in result.outcomes
-        ]
-        return Score(
-            model=model,
-            benchmark=bench,
-            step=step,
-            samples=samples,
-            outcomes={o.problem_id: o.passed for o in result.outcomes},
-            format_compliance=sum(compliant) / len(compliant) if compliant else None,
-            mean_response_chars=result.format.mean_chars if result.outcomes else None,
-        )
+        return Score.from_evaluation(result, model=model, step=step, samples=samples)
 
     def _quality(self) -> list[TraceQuality]:
         rows: list[TraceQuality] = []
@@ -707,10 +794,23 @@ class Experiment:
                         store,
                         teacher=run.teacher.name,
                         task=run.task,
-                        max_length=run.train.max_length,
+                        length=self._length_report(run),
                     )
                 )
         return rows
+
+    def _length_report(self, run: Run) -> LengthReport | None:
+        """What the trainer's length policy did to the run's data (student tokens), if known."""
+        for other in self.runs:
+            if self.store_dir(other) != self.store_dir(run):
+                continue
+            path = self.run_dir(other) / "training" / "data.json"
+            if path.is_file():
+                try:
+                    return DataReport.from_dict(orjson.loads(path.read_bytes())).length
+                except Exception as exc:  # a report must not fail on one unreadable file
+                    logger.warning("data report %s unreadable: %s", path, exc)
+        return None
 
     def _plan_row(self, run: Run) -> PlanRow:
         notes: list[str] = []
@@ -875,6 +975,17 @@ class Experiment:
 
 
 # --- small pieces ----------------------------------------------------------------------------
+
+
+def _running_loop() -> str | None:
+    """``"asyncio"`` when an asyncio event loop runs in this thread (a notebook), else None."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return "asyncio"
 
 
 class _Stages:

@@ -13,15 +13,16 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tracedistill._html import table_html, table_markdown
+from tracedistill.chat import LengthReport
 from tracedistill.evaluation.stats import (
     Interval,
     mcnemar_exact,
@@ -32,6 +33,9 @@ from tracedistill.evaluation.stats import (
 from tracedistill.records import TaskKind, Trace
 from tracedistill.store.base import TraceStore
 
+if TYPE_CHECKING:
+    from tracedistill.evaluation.results import EvalResult
+
 __all__ = [
     "BASE",
     "Comparison",
@@ -40,6 +44,7 @@ __all__ = [
     "Score",
     "TraceQuality",
     "compare",
+    "parse_label",
     "trace_quality",
 ]
 
@@ -97,6 +102,67 @@ class Score:
     def cell(self) -> str:
         """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``."""
         return f"{100 * self.accuracy:.1f} {self.interval.percent()}"
+
+    def __repr__(self) -> str:
+        # Not the outcomes: a benchmark has hundreds of them.
+        return f"<Score {self.label} on {self.benchmark}: {self.cell()}, n={self.n}>"
+
+    @classmethod
+    def from_evaluation(
+        cls,
+        result: EvalResult,
+        *,
+        model: str | None = None,
+        step: int | None = None,
+        samples: int | None = None,
+    ) -> Score:
+        r"""The score of one :class:`~tracedistill.evaluation.EvalResult`.
+
+        ``model`` and ``step`` default to what the result's label says (see
+        :func:`parse_label`). Format compliance counts a response as compliant when it closes
+        its think block and then answers in the trained form (a ``\boxed{}`` answer, or a
+        fenced code block).
+        """
+        if model is None:
+            model, parsed_step = parse_label(result.label)
+            step = parsed_step if step is None else step
+        compliant = [
+            bool(o.format.get("think_closed"))
+            and bool(o.format.get("boxed") or o.format.get("code_block"))
+            for o in result.outcomes
+        ]
+        return cls(
+            model=model,
+            benchmark=result.benchmark,
+            step=step,
+            samples=samples,
+            outcomes={o.problem_id: o.passed for o in result.outcomes},
+            format_compliance=sum(compliant) / len(compliant) if compliant else None,
+            mean_response_chars=result.format.mean_chars if result.outcomes else None,
+        )
+
+
+_LABEL = re.compile(r"^(?P<model>.+)@(?P<step>\d+)$")
+
+
+def parse_label(label: str, *, base: str = BASE) -> tuple[str, int | None]:
+    """Split an evaluation label into (model, step): ``run@300`` is run ``run`` at step 300.
+
+    ``base`` (default ``"base"``) names the base model, which has no step.
+
+    Raises:
+        ValueError: the label is neither ``base`` nor ``<run>@<step>``.
+    """
+    if label == base:
+        return BASE, None
+    match = _LABEL.match(label)
+    if match is None:
+        raise ValueError(
+            f"evaluation label {label!r} is neither the base model's label {base!r} nor "
+            "'<run>@<step>' (e.g. 'sonnet-math@300'); evaluate with label='<run>@<step>' or "
+            "pass base="
+        )
+    return match["model"], int(match["step"])
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -157,7 +223,16 @@ class RunInfo:
 
 @attrs.frozen(slots=True, kw_only=True)
 class TraceQuality:
-    """How good a teacher's traces are, before any training."""
+    """How good a teacher's traces are, before any training.
+
+    Each length figure has one unit. ``mean_tokens`` and ``median_tokens`` are the teacher's
+    completion tokens as its provider counted them; ``truncation_rate`` is the share of traces
+    the teacher stopped at its own ``max_tokens`` (the provider's finish reason, no count
+    compared). ``over_max_length`` is the share of the run's training examples (prompt plus
+    trace, rendered in the student's chat format) longer than ``max_length`` tokens of the
+    *student's* tokenizer, as the trainer's length policy measured them; None before training
+    prepared the data (the examples the length policy dropped or cut).
+    """
 
     teacher: str
     task: str
@@ -170,6 +245,8 @@ class TraceQuality:
     self_corrections_per_trace: float | None
     format_compliance: float | None
     spend_usd: float
+    max_length: int | None = None
+    over_max_length: float | None = None
 
     @property
     def pass_rate(self) -> float | None:
@@ -195,14 +272,16 @@ def trace_quality(
     *,
     teacher: str,
     task: TaskKind | str,
-    max_length: int | None = None,
+    length: LengthReport | None = None,
     verifier: str | None = None,
 ) -> TraceQuality:
     r"""Measure a teacher's traces of one task in a store.
 
-    ``max_length`` counts as truncated, beside responses cut at ``max_tokens``, every trace
-    whose prompt plus completion tokens exceed it (the study's 4,096-token limit). Format
-    compliance: a non-empty reasoning and a ``\\boxed{}`` answer (math) or a fenced code block
+    Truncation counts the traces the teacher stopped at its ``max_tokens``. ``length``, the
+    length report of the training data prepared from these traces (``data.json`` of a
+    training run), adds the share of training examples over the student's ``max_length``,
+    counted in the student tokenizer's tokens (the study's 4,096-token limit). Format
+    compliance: a non-empty reasoning and a ``\boxed{}`` answer (math) or a fenced code block
     (code). Self-correction markers: "wait", "hmm", "let me reconsider", ... per trace.
     """
     kind = TaskKind(task)
@@ -211,12 +290,11 @@ def trace_quality(
     tokens: list[int] = []
     for trace in store.traces(teacher=teacher, kind=kind):
         count += 1
-        length = trace.usage.prompt_tokens + trace.usage.completion_tokens
-        too_long = max_length is not None and length > max_length
-        truncated += trace.truncated or too_long
+        truncated += trace.truncated
         compliant += bool(trace.reasoning) and _complies(trace, kind)
         corrections += len(_SELF_CORRECTION.findall(trace.reasoning))
         tokens.append(trace.usage.completion_tokens)
+    over = length.affected / length.total if length is not None and length.total else None
     return TraceQuality(
         teacher=teacher,
         task=str(kind),
@@ -229,6 +307,8 @@ def trace_quality(
         self_corrections_per_trace=corrections / count if count else None,
         format_compliance=compliant / count if count else None,
         spend_usd=stats.spend_usd,
+        max_length=None if length is None else length.max_length,
+        over_max_length=over,
     )
 
 
@@ -274,6 +354,40 @@ class Results:
             if key in self._index:
                 raise ValueError(f"two scores for {s.label} on {s.benchmark}")
             self._index[key] = s
+
+    @classmethod
+    def from_evaluations(
+        cls,
+        evaluations: Iterable[EvalResult],
+        runs: Iterable[RunInfo] = (),
+        *,
+        base: str = BASE,
+        samples: Mapping[str, int] | None = None,
+        benchmarks: Sequence[str] | None = None,
+        quality: Iterable[TraceQuality] = (),
+    ) -> Results:
+        """The study's tables from evaluations made with the :class:`Evaluator` directly.
+
+        Each result's label says what it is: ``base`` (or the label given as ``base``) for the
+        base model, ``<run>@<step>`` for a checkpoint (the labels an
+        :class:`~tracedistill.Experiment` writes). ``samples`` maps a label to the training
+        samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
+        ``EvalStore(directory).results()``.
+
+        Raises:
+            ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
+                have the same label and benchmark.
+        """
+        samples = samples or {}
+        scores = []
+        for result in evaluations:
+            model, step = parse_label(result.label, base=base)
+            scores.append(
+                Score.from_evaluation(
+                    result, model=model, step=step, samples=samples.get(result.label)
+                )
+            )
+        return cls(scores, runs, benchmarks=benchmarks, quality=quality)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -518,16 +632,23 @@ class Results:
         return rows
 
     def quality_table(self) -> list[dict[str, Any]]:
-        """Trace quality per teacher and task."""
+        """Trace quality per teacher and task.
+
+        Token figures name their unit: the teacher's tokens (its provider's count) or the
+        student's (its tokenizer, as training measured the examples against ``max_length``).
+        """
         return [
             {
                 "teacher": q.teacher,
                 "task": q.task,
                 "pool": q.pool,
                 "pass rate": _pct(q.pass_rate),
-                "mean tokens": _num(q.mean_tokens),
-                "median tokens": _num(q.median_tokens),
-                "truncated": _pct(q.truncation_rate),
+                "mean tokens (teacher)": _num(q.mean_tokens),
+                "median tokens (teacher)": _num(q.median_tokens),
+                "cut at max_tokens (teacher)": _pct(q.truncation_rate),
+                "over max_length (student tokens)": None
+                if q.over_max_length is None
+                else f"{_pct(q.over_max_length)} > {q.max_length:,}",
                 "self-corrections/trace": _num(q.self_corrections_per_trace, 2),
                 "format compliance": _pct(q.format_compliance),
                 "spend": f"${q.spend_usd:,.2f}",
@@ -536,10 +657,12 @@ class Results:
         ]
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
-        """Every table, by title."""
+        """Every table, by title (only the trace-quality table before anything is evaluated)."""
         out: dict[str, list[dict[str, Any]]] = {}
         if self.quality:
             out["Trace quality"] = self.quality_table()
+        if not self.scores:
+            return out
         for run in self.run_names:
             out[f"Run {run}: per step"] = self.per_step(run)
         out["Best in-domain"] = self.best_in_domain()
@@ -566,111 +689,50 @@ class Results:
             "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
         ]
         for title, rows in self.tables().items():
-            parts.append(f"## {title}\n\n{_markdown_table(rows)}")
+            parts.append(f"## {title}\n\n{table_markdown(rows)}")
         return "\n\n".join(parts) + "\n"
 
     def __str__(self) -> str:
         return self.to_markdown()
 
-    def _repr_html_(self) -> str:
-        return "".join(
-            f"<h3>{html.escape(t)}</h3>{_html_table(rows)}" for t, rows in self.tables().items()
+    def __repr__(self) -> str:
+        head = (
+            f"Results: {len(self.run_names)} run(s) ({', '.join(self.run_names) or 'none'}), "
+            f"benchmarks {', '.join(self.benchmarks) or 'none'}, {len(self.scores)} scores"
         )
+        best = self.best_in_domain() if self.scores else []
+        if not best:
+            quality = f"\n\nTrace quality:\n{table_markdown(self.quality_table())}"
+            return head + " (nothing evaluated yet)" + (quality if self.quality else "")
+        return f"{head}\n\nBest in-domain (accuracy % [95% interval]):\n{table_markdown(best)}"
+
+    def _repr_html_(self) -> str:
+        tables = self.tables()
+        if not tables:
+            return "<p>Results: nothing evaluated yet.</p>"
+        return "".join(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
 
     def plot_steps(self, path: str | Path | None = None) -> Any:
-        """Accuracy against step per run and benchmark, with 95% error bars (a Figure)."""
-        plt = _pyplot(path)
+        """Accuracy against step per benchmark and run, with 95% error bars (a Figure).
 
-        cols = max(1, len(self.benchmarks))
-        fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 4), squeeze=False)
-        for ax, bench in zip(axes[0], self.benchmarks, strict=False):
-            for run in self.run_names:
-                pts = [s for st in self.steps(run) if (s := self.score(run, st, bench)) is not None]
-                if not pts:
-                    continue
-                xs = [s.step for s in pts]
-                ys = [100 * s.accuracy for s in pts]
-                lo = [100 * (s.accuracy - s.interval.low) for s in pts]
-                hi = [100 * (s.interval.high - s.accuracy) for s in pts]
-                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=run)
-            base = self.base(bench)
-            if base is not None:
-                ax.axhline(100 * base.accuracy, color="grey", linestyle="--", label="base")
-                ax.axhspan(
-                    100 * base.interval.low, 100 * base.interval.high, color="grey", alpha=0.15
-                )
-            ax.set_title(bench)
-            ax.set_xlabel("step")
-            ax.set_ylabel("accuracy (%)")
-            ax.legend(fontsize=8)
-        return _finish(fig, path)
+        The base model is a dashed line with its interval shaded; with ``path`` the figure is
+        also written there (its folder created).
+        """
+        from tracedistill import _plots
+
+        return _finish(_plots.steps_figure(self), path)
 
     def plot_format(self, path: str | Path | None = None) -> Any:
         """Format compliance against step per run and benchmark (a Figure), base dashed."""
-        plt = _pyplot(path)
+        from tracedistill import _plots
 
-        cols = max(1, len(self.benchmarks))
-        fig, axes = plt.subplots(1, cols, figsize=(5.5 * cols, 3.5), squeeze=False)
-        for ax, bench in zip(axes[0], self.benchmarks, strict=False):
-            for run in self.run_names:
-                pts = [
-                    s
-                    for st in self.steps(run)
-                    if (s := self.score(run, st, bench)) is not None
-                    and s.format_compliance is not None
-                ]
-                if pts:
-                    ax.plot(
-                        [s.step for s in pts],
-                        [100 * (s.format_compliance or 0.0) for s in pts],
-                        marker="o",
-                        label=run,
-                    )
-            base = self.base(bench)
-            if base is not None and base.format_compliance is not None:
-                ax.axhline(100 * base.format_compliance, color="grey", linestyle="--", label="base")
-            ax.set_title(f"{bench}: format compliance")
-            ax.set_xlabel("step")
-            ax.set_ylabel("responses in the trained format (%)")
-            ax.set_ylim(-5, 105)
-            ax.legend(fontsize=8)
-        return _finish(fig, path)
+        return _finish(_plots.format_figure(self), path)
 
     def plot_pareto(self, path: str | Path | None = None) -> Any:
-        """The checkpoints over the first two benchmarks, the frontier highlighted."""
-        plt = _pyplot(path)
+        """Every checkpoint over the first two benchmarks, the frontier and the base marked."""
+        from tracedistill import _plots
 
-        fig, ax = plt.subplots(figsize=(6, 5))
-        if len(self.benchmarks) >= 2:
-            x, y = self.benchmarks[0], self.benchmarks[1]
-            frontier = {row["model"] for row in self.pareto(x, y)}
-            for label, ax_, ay in self._points(x, y):
-                on = label in frontier
-                ax.scatter(
-                    100 * ax_,
-                    100 * ay,
-                    s=60 if on else 25,
-                    color="tab:red" if on else "tab:blue",
-                    zorder=3,
-                )
-                ax.annotate(
-                    label,
-                    (100 * ax_, 100 * ay),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-            front = sorted((p for p in self._points(x, y) if p[0] in frontier), key=lambda p: p[1])
-            ax.plot(
-                [100 * p[1] for p in front],
-                [100 * p[2] for p in front],
-                color="tab:red",
-                linewidth=1,
-            )
-            ax.set_xlabel(f"{x} accuracy (%)")
-            ax.set_ylabel(f"{y} accuracy (%)")
-            ax.set_title("Pareto frontier (red)")
-        return _finish(fig, path)
+        return _finish(_plots.pareto_figure(self), path)
 
     def to_html(
         self, path: str | Path, *, title: str = "tracedistill report", preamble: str = ""
@@ -679,16 +741,19 @@ class Results:
         path = Path(path)
         images = []
         try:
-            figures = [self.plot_steps(), self.plot_pareto()]
+            from tracedistill import _plots
+
+            # Figures outside pyplot: writing a report shows nothing and leaks nothing.
+            figures = [
+                _plots.steps_figure(self, managed=False),
+                _plots.pareto_figure(self, managed=False),
+            ]
             if any(s.format_compliance is not None for s in self.scores):
-                figures.insert(1, self.plot_format())
+                figures.insert(1, _plots.format_figure(self, managed=False))
             for fig in figures:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=110)
                 images.append(base64.b64encode(buf.getvalue()).decode())
-                import matplotlib.pyplot as plt
-
-                plt.close(fig)
         except ImportError:  # matplotlib is the optional `plot` extra
             images = []
         body = [f"<h1>{html.escape(title)}</h1>"]
@@ -706,6 +771,7 @@ class Results:
             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
             "img{max-width:100%}"
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>",
@@ -714,53 +780,9 @@ class Results:
         return path
 
 
-def _pyplot(path: str | Path | None) -> Any:
-    """Return pyplot; a plot written to a file needs no display (the Agg backend)."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _finish(fig: Any, path: str | Path | None) -> Any:
-    fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from tracedistill import _plots
+
+        _plots.save(fig, path)
     return fig
-
-
-def _fmt_cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return str(value)
-
-
-def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "(empty)"
-    cols = list(rows[0].keys())
-    for row in rows[1:]:
-        cols.extend(k for k in row if k not in cols)
-    lines = [
-        "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    lines.extend("| " + " | ".join(_fmt_cell(r.get(c)) for c in cols) + " |" for r in rows)
-    return "\n".join(lines)
-
-
-def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "<p>(empty)</p>"
-    cols = list(rows[0].keys())
-    for row in rows[1:]:
-        cols.extend(k for k in row if k not in cols)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import orjson
 
+from tracedistill._html import fields_html, fields_text
 from tracedistill.errors import EvaluationError, StoreCorruptError
 from tracedistill.evaluation.base import Completion
 from tracedistill.evaluation.stats import (
@@ -252,6 +253,39 @@ class EvalResult:
             f"{self.benchmark} {self.label}: {100 * self.accuracy:.1f}% "
             f"{self.interval.percent()} ({self.correct}/{self.n}{partial})"
         )
+
+    def _fields(self) -> dict[str, Any]:
+        fmt = self.format
+        fields: dict[str, Any] = {
+            "accuracy": f"{100 * self.accuracy:.1f}% {self.interval.percent()} (95% Wilson)",
+            "correct": f"{self.correct} of {self.n} graded"
+            + ("" if self.complete else f" (PARTIAL: {self.expected} expected)"),
+            "model": self.model,
+            "sampler": self.sampler.get("backend", ""),
+            "benchmark file": f"{self.benchmark_source} (sha256 {self.benchmark_sha256[:12]})",
+            "think block closed": None
+            if fmt.think_closed_rate is None
+            else f"{100 * fmt.think_closed_rate:.1f}%",
+        }
+        if fmt.boxed_rate is not None:
+            fields["\\boxed{} answer"] = f"{100 * fmt.boxed_rate:.1f}%"
+        if fmt.code_block_rate is not None:
+            fields["code block"] = f"{100 * fmt.code_block_rate:.1f}%"
+        fields["cut at max_tokens"] = f"{100 * fmt.truncated_rate:.1f}%"
+        fields["mean response"] = f"{fmt.mean_chars:,.0f} chars" + (
+            "" if fmt.mean_tokens is None else f", {fmt.mean_tokens:,.0f} tokens"
+        )
+        fields["verdicts"] = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons().items()))
+        return fields
+
+    def __repr__(self) -> str:
+        return f"<EvalResult {self.summary()}>"
+
+    def __str__(self) -> str:
+        return fields_text(f"EvalResult {self.benchmark} {self.label}", self._fields())
+
+    def _repr_html_(self) -> str:
+        return fields_html(f"{self.benchmark} — {self.label}", self._fields())
 
     def to_dict(self, *, outcomes: bool = False) -> dict[str, Any]:
         """Return a JSON-compatible dict (per-problem outcomes only when asked)."""

@@ -22,6 +22,7 @@ import anyio.to_thread
 import attrs
 from anyio.abc import ObjectReceiveStream
 
+from tracedistill._html import fields_html
 from tracedistill._progress import Progress
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
 from tracedistill.records import Problem, Trace
@@ -106,6 +107,23 @@ class GenerationSummary:
         if self.stopped:
             lines.append(f"  stopped early ({self.stopped}): {self.error}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return fields_html(
+            f"Generation: {self.teacher} ({self.model})",
+            {
+                "answered": f"{self.done:,} ({self.truncated:,} cut at max_tokens)",
+                "failed": self.failed,
+                "already stored": self.skipped,
+                "problems": self.problems,
+                "attempts (throttled)": f"{self.attempts:,} ({self.throttled:,})",
+                "throughput": f"{self.requests_per_minute:,.1f} req/min, "
+                f"{self.tokens_per_minute:,.0f} tok/min",
+                "time": f"{self.elapsed_s:,.1f} s",
+                "spend": f"${self.spend_usd:,.4f} (store: ${self.total_spend_usd:,.4f})",
+                "stopped early": None if not self.stopped else f"{self.stopped}: {self.error}",
+            },
+        )
 
 
 class _Run:

@@ -26,6 +26,7 @@ import anyio
 import attrs
 import orjson
 
+from tracedistill._html import fields_html, fields_text
 from tracedistill.chat import (
     ChatExample,
     ChatFormat,
@@ -524,6 +525,32 @@ class TrainingRun:
                 return ckpt
         steps = [c.step for c in self.checkpoints]
         raise CheckpointError(f"no checkpoint at step {step}; saved steps: {steps}")
+
+    def _fields(self) -> dict[str, Any]:
+        last = self.metrics[-1] if self.metrics else None
+        return {
+            "backend": self.backend,
+            "base model": self.config.base_model,
+            "steps": f"{len(self.metrics):,} of {self.total_steps:,}"
+            + ("" if self.resumed_from is None else f" (resumed from step {self.resumed_from})"),
+            "final NLL": None if last is None else f"{last.nll:.4f}",
+            "checkpoints": ", ".join(str(c.step) for c in self.checkpoints) or None,
+            "data": None if self.data is None else self.data.summary(),
+            "directory": str(self.run_dir),
+        }
+
+    def __repr__(self) -> str:
+        last = f", final NLL {self.metrics[-1].nll:.4f}" if self.metrics else ""
+        return (
+            f"<TrainingRun {self.backend} {self.config.base_model}: {len(self.metrics)} of "
+            f"{self.total_steps} steps, {len(self.checkpoints)} checkpoints{last}>"
+        )
+
+    def __str__(self) -> str:
+        return fields_text("Training run", self._fields())
+
+    def _repr_html_(self) -> str:
+        return fields_html("Training run", self._fields())
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible summary (metrics and checkpoints have their own files)."""
