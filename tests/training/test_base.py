@@ -13,10 +13,10 @@ from tracedistill.training.base import (
     Checkpoint,
     DataReport,
     LRSchedule,
-    RunDirectory,
     SamplerWeights,
     StepMetrics,
     TrainConfig,
+    TrainingDirectory,
     TrainingState,
     learning_rate_at,
 )
@@ -115,7 +115,7 @@ def test_path_kinds_are_kept_apart() -> None:
 
 def test_run_directory_round_trip_and_torn_line(tmp_path: Path) -> None:
     cfg = TrainConfig(base_model="m", batch_size=2)
-    rd = RunDirectory(tmp_path / "run")
+    rd = TrainingDirectory(tmp_path / "run")
     rd.prepare(cfg, "local")
     rd.prepare(cfg, "local")  # same config: fine (resume)
     with pytest.raises(CheckpointError, match="learning_rate"):
