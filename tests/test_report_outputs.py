@@ -16,7 +16,7 @@ from tracedistill.records import FinishReason, Message, Problem, TaskKind, Token
 from tracedistill.report import BASE, Results, RunInfo, Score, parse_label, trace_quality
 from tracedistill.store import JsonlTraceStore
 from tracedistill.teachers.engine import GenerationSummary
-from tracedistill.training.base import Checkpoint, StepMetrics, TrainConfig, TrainingRun
+from tracedistill.training.base import Checkpoint, StepMetrics, TrainConfig, TrainingResult
 
 
 class _Checker(html.parser.HTMLParser):
@@ -229,7 +229,7 @@ def test_training_run_text_and_html(tmp_path: Path) -> None:
         for s in range(1, 201)
     ]
     ckpts = [Checkpoint(step=s, samples_seen=8 * s, sampler=None, state=None) for s in (100, 200)]
-    run = TrainingRun(
+    run = TrainingResult(
         run_dir=tmp_path,
         backend="local",
         config=TrainConfig(base_model="tiny"),
@@ -238,7 +238,7 @@ def test_training_run_text_and_html(tmp_path: Path) -> None:
         metrics=metrics,
     )
     text = repr(run)
-    assert text == "<TrainingRun local tiny: 200 of 200 steps, 2 checkpoints, final NLL 0.0050>"
+    assert text == "<TrainingResult local tiny: 200 of 200 steps, 2 checkpoints, final NLL 0.0050>"
     assert "checkpoints: 100, 200" in str(run)
     assert "0.0050" in well_formed(run._repr_html_())
 

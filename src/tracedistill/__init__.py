@@ -63,7 +63,7 @@ from tracedistill.teachers import (
     Teacher,
     generate,
 )
-from tracedistill.training import Checkpoint, TrainConfig, Trainer, TrainingRun
+from tracedistill.training import Checkpoint, TrainConfig, Trainer, TrainingResult
 from tracedistill.verifiers import CodeVerifier, MathVerifier, Verifier
 
 __all__ = [
@@ -111,7 +111,7 @@ __all__ = [
     "TraceStore",
     "TrainConfig",
     "Trainer",
-    "TrainingRun",
+    "TrainingResult",
     "Verdict",
     "VerdictReason",
     "Verifier",
@@ -123,3 +123,11 @@ __all__ = [
     "mbpp_plus",
     "request_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "TrainingRun":  # renamed TrainingResult; kept (deprecated) for one release
+        from tracedistill import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'tracedistill' has no attribute {name!r}")

@@ -57,7 +57,7 @@ from tracedistill.store.jsonl import JsonlTraceStore
 from tracedistill.teachers.base import Teacher
 from tracedistill.teachers.engine import GenerationSummary, generate
 from tracedistill.teachers.ratelimit import RateLimits
-from tracedistill.training.base import DataReport, RunDirectory, TrainConfig, Trainer
+from tracedistill.training.base import DataReport, TrainConfig, Trainer, TrainingDirectory
 from tracedistill.verifiers.base import Verifier
 
 __all__ = ["STAGES", "Experiment", "Filters", "Generation", "Plan", "Run"]
@@ -474,7 +474,7 @@ class Experiment:
                 with contextlib.suppress(Exception):
                     scores.append(self._score(store, BASE, bench, BASE, None, None))
         for run in self.runs:
-            for ckpt in RunDirectory(self.run_dir(run) / "training").checkpoints():
+            for ckpt in TrainingDirectory(self.run_dir(run) / "training").checkpoints():
                 label = self.checkpoint_label(run, ckpt.step)
                 if label not in labels:
                     continue
@@ -628,7 +628,7 @@ class Experiment:
         }
 
     async def _evaluate_run(self, run: Run, evaluator: Evaluator) -> dict[str, Any]:
-        checkpoints = RunDirectory(self.run_dir(run) / "training").checkpoints()
+        checkpoints = TrainingDirectory(self.run_dir(run) / "training").checkpoints()
         checkpoints = [c for c in checkpoints if c.sampler is not None]
         if not checkpoints:
             raise ConfigurationError(f"run {run.name!r}: no checkpoint to evaluate; train first")
@@ -911,7 +911,7 @@ class Experiment:
         runs: dict[str, Any] = {}
         for run in self.runs:
             stages_file = self.run_dir(run) / "stages.json"
-            ckpts = RunDirectory(self.run_dir(run) / "training").checkpoints()
+            ckpts = TrainingDirectory(self.run_dir(run) / "training").checkpoints()
             tinker_ids = sorted(
                 {
                     str(c.sampler.path).removeprefix("tinker://").split("/")[0]

@@ -13,10 +13,10 @@ from tracedistill.training.base import (
     Checkpoint,
     DataReport,
     LRSchedule,
-    RunDirectory,
     SamplerWeights,
     StepMetrics,
     TrainConfig,
+    TrainingDirectory,
     TrainingState,
     learning_rate_at,
 )
@@ -115,7 +115,7 @@ def test_path_kinds_are_kept_apart() -> None:
 
 def test_run_directory_round_trip_and_torn_line(tmp_path: Path) -> None:
     cfg = TrainConfig(base_model="m", batch_size=2)
-    rd = RunDirectory(tmp_path / "run")
+    rd = TrainingDirectory(tmp_path / "run")
     rd.prepare(cfg, "local")
     rd.prepare(cfg, "local")  # same config: fine (resume)
     with pytest.raises(CheckpointError, match="learning_rate"):
@@ -154,3 +154,24 @@ def test_run_directory_round_trip_and_torn_line(tmp_path: Path) -> None:
     )
     rd.write_data_report(report)
     assert DataReport.from_dict(orjson.loads((rd.path / "data.json").read_bytes())) == report
+
+
+def test_torn_checkpoint_line_hides_no_later_checkpoint(tmp_path: Path) -> None:
+    rd = TrainingDirectory(tmp_path / "run")
+    rd.add_checkpoint(Checkpoint(step=2, samples_seen=4, sampler="/a", state="/b"))
+    with (rd.path / "checkpoints.jsonl").open("ab") as f:
+        f.write(b'{"step": 4, "sampl')  # a crash mid-write
+    writer = TrainingDirectory(rd.path)  # a resumed run appends after the crash
+    writer.add_checkpoint(Checkpoint(step=4, samples_seen=8, sampler="/c", state="/d"))
+    writer.add_checkpoint(Checkpoint(step=6, samples_seen=12, sampler="/e", state="/f"))
+    writer.close()
+    assert [c.step for c in TrainingDirectory(rd.path).checkpoints()] == [2, 4, 6]
+    last = TrainingDirectory(rd.path).last_resumable()
+    assert last is not None and last.step == 6
+    # A file an older version wrote, with the next record glued onto the torn line, still
+    # shows every checkpoint.
+    glued = rd.path / "legacy" / "checkpoints.jsonl"
+    glued.parent.mkdir()
+    lines = (rd.path / "checkpoints.jsonl").read_bytes().splitlines(keepends=True)
+    glued.write_bytes(lines[0] + b'{"step": 4, "sampl' + lines[1] + lines[2])
+    assert [c.step for c in TrainingDirectory(glued.parent).checkpoints()] == [2, 4, 6]

@@ -8,20 +8,29 @@ a resumed run skip exactly the batches already trained.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 import attrs
 import numpy as np
 
-from tracedistill.chat import ChatExample, ChatRenderer, apply_length_policy
+from tracedistill.chat import (
+    ChatExample,
+    ChatFormat,
+    ChatRenderer,
+    LengthReport,
+    apply_length_policy,
+)
 from tracedistill.errors import ConfigurationError
 from tracedistill.records import Message, Trace
-from tracedistill.training.base import DataReport, TrainConfig, TrainingInput
+from tracedistill.training.config import TrainConfig
 
 __all__ = [
+    "DataReport",
     "PreparedData",
+    "TrainingInput",
     "batch_indices",
     "conversations",
     "prepare_examples",
@@ -29,6 +38,58 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: What a trainer accepts: tokenized examples, traces, or (id, messages) conversations.
+TrainingInput = Sequence[ChatExample] | Sequence[Trace] | Sequence[tuple[str, Sequence[Message]]]
+
+
+def _str_tuple(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class DataReport:
+    """What data preparation did: pool, selection, the length policy and the time it took."""
+
+    pool_size: int
+    selected: int
+    length: LengthReport
+    tokenizer: str
+    chat_format: ChatFormat = attrs.field(converter=ChatFormat)
+    seconds: float = 0.0
+    skipped: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Tokenization throughput over the whole pool."""
+        total = self.length.mean_tokens * self.length.total
+        return total / self.seconds if self.seconds > 0 else math.inf
+
+    def summary(self) -> str:
+        """One line for logs and reports."""
+        return (
+            f"pool {self.pool_size}, selected {self.selected}; {self.length.summary()}; "
+            f"tokenized in {self.seconds:.2f}s"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {
+            "pool_size": self.pool_size,
+            "selected": self.selected,
+            "length": self.length.to_dict(),
+            "tokenizer": self.tokenizer,
+            "chat_format": str(self.chat_format),
+            "seconds": self.seconds,
+            "skipped": list(self.skipped),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from :meth:`to_dict`'s output."""
+        fields = dict(data)
+        fields["length"] = LengthReport.from_dict(fields["length"])
+        return cls(**fields)
 
 
 def _examples_tuple(value: Sequence[ChatExample]) -> tuple[ChatExample, ...]:

@@ -4,7 +4,8 @@ The same :class:`~tracedistill.training.base.TrainConfig` as the Tinker backend,
 (the sum over trained tokens of their negative log-likelihood, which is what Tinker's
 ``cross_entropy`` computes) and the same run directory: an adapter directory to sample from and
 the optimizer state to resume from every ``checkpoint_every`` steps. Torch work runs on a worker
-thread so the event loop stays responsive.
+thread so the event loop stays responsive. The loop is :meth:`Trainer.train`'s; this module
+implements the narrow backend interface (:meth:`LocalTrainer.open` and a session).
 
 Also here: :func:`build_tiny_model`, a randomly initialised Qwen3 or Qwen3-MoE model small enough
 for tests and the offline demo, and :func:`warm_up_full`, the short full-parameter warm-up that
@@ -18,7 +19,6 @@ import contextlib
 import logging
 import math
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,20 +34,18 @@ from tracedistill.errors import (
     ModelNotAvailableError,
     TrainingError,
 )
-from tracedistill.records import Message, utcnow
+from tracedistill.records import Message
 from tracedistill.training.base import (
-    Checkpoint,
-    RunDirectory,
-    SamplerWeights,
-    StepCallback,
-    StepMetrics,
-    TrainConfig,
+    PendingStep,
+    SavedWeights,
+    SessionStatus,
+    StepOutput,
+    StepPlan,
     Trainer,
-    TrainingInput,
-    TrainingRun,
-    TrainingState,
+    TrainingSession,
 )
-from tracedistill.training.data import batch_indices
+from tracedistill.training.checkpoints import SamplerWeights, TrainingState
+from tracedistill.training.config import TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -330,88 +328,80 @@ class LocalTrainer(Trainer):
         # One torch job at a time: steps, saves and restores of a run never interleave.
         self._limiter = anyio.CapacityLimiter(1)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+    async def open(self, config: TrainConfig, directory: Path) -> TrainingSession:
+        """A session that loads the student on this machine when it starts."""
+        return _LocalSession(self, config, directory)
 
-    async def train(
-        self,
-        examples: TrainingInput,
-        config: TrainConfig,
-        run_dir: str | Path,
-        *,
-        on_step: StepCallback | None = None,
-    ) -> TrainingRun:
-        """Train LoRA adapters locally; see :meth:`Trainer.train`."""
-        started = utcnow()
-        rd = RunDirectory(run_dir)
-        rd.prepare(config, self.backend)
-        data = await self.prepare(examples, config)
-        rd.write_data_report(data.report)
-        pool = data.examples
-        total = config.total_steps(len(pool))
-        device = _pick_device(self.device)
-        engine: _Engine = await self._run(
-            _Engine, config, device, self.dtype, self.micro_batch_size, self.download
+
+class _LocalStep(PendingStep):
+    """A finished torch step; its checkpoint is written when the loop asks for it.
+
+    Saving then is still right: a local session takes no step before the loop has awaited
+    this one (``lookahead`` 0), so the weights are this step's.
+    """
+
+    def __init__(self, session: _LocalSession, plan: StepPlan, output: StepOutput) -> None:
+        self._session = session
+        self._plan = plan
+        self._output = output
+
+    async def output(self) -> StepOutput:
+        return self._output
+
+    async def saved(self) -> SavedWeights:
+        plan = self._plan
+        if plan.save_as is None:
+            raise TrainingError("this step did not save a checkpoint")
+        return await self._session.save(plan.save_as, plan.number)
+
+
+class _LocalSession(TrainingSession):
+    """The student in this process; torch runs on one worker thread at a time."""
+
+    lookahead = 0
+
+    def __init__(self, trainer: LocalTrainer, config: TrainConfig, directory: Path) -> None:
+        self._trainer = trainer
+        self._config = config
+        self._directory = directory
+        self._engine: _Engine | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._trainer._limiter)
+
+    async def start(self, state: TrainingState | None) -> None:
+        trainer = self._trainer
+        self._engine = await self._run(
+            _Engine,
+            self._config,
+            _pick_device(trainer.device),
+            trainer.dtype,
+            trainer.micro_batch_size,
+            trainer.download,
         )
-        start_step = 0
-        resumed_from: int | None = None
-        last = rd.last_resumable()
-        if last is not None and last.state is not None:
-            state_dir = Path(last.state.path)
-            start_step = await self._run(engine.restore, state_dir)
-            resumed_from = start_step
-            log.info("resuming %s from step %d (%s)", rd.path, start_step, state_dir)
-        samples_seen = start_step * config.batch_size
-        for step in range(start_step, total):
-            epoch, idx = batch_indices(config, len(pool), step)
-            batch = [pool[i] for i in idx]
-            lr = config.learning_rate_at(step, total)
-            t0 = time.perf_counter()
-            nll, loss_tokens = await self._run(engine.step, batch, lr)
-            samples_seen += len(batch)
-            metrics = StepMetrics(
-                step=step + 1,
-                epoch=epoch,
-                samples_seen=samples_seen,
-                nll=nll,
-                tokens=sum(len(e) for e in batch),
-                loss_tokens=loss_tokens,
-                learning_rate=lr,
-                seconds=time.perf_counter() - t0,
-            )
-            rd.add_metrics(metrics)
-            done = step + 1
-            if done % config.checkpoint_every == 0 or done == total:
-                directory = rd.path / "checkpoints" / f"step_{done:06d}"
-                await self._run(engine.save, directory, done, samples_seen)
-                rd.add_checkpoint(
-                    Checkpoint(
-                        step=done,
-                        samples_seen=samples_seen,
-                        sampler=SamplerWeights(str(directory / _ADAPTER)),
-                        state=TrainingState(str(directory)),
-                        base_model=config.base_model,
-                        final=done == total,
-                    )
-                )
-            if on_step is not None:
-                maybe = on_step(metrics)
-                if maybe is not None:
-                    await maybe
-        run = TrainingRun(
-            run_dir=rd.path,
-            backend=self.backend,
-            config=config,
-            total_steps=total,
-            checkpoints=rd.checkpoints(),
-            metrics=rd.metrics(),
-            data=data.report,
-            resumed_from=resumed_from,
-            started_at=started,
-            finished_at=utcnow(),
+        if state is not None:
+            await self._run(self._engine.restore, Path(state.path))
+
+    def _live(self) -> _Engine:
+        if self._engine is None:
+            raise TrainingError("the local training session was not started")
+        return self._engine
+
+    async def step(self, plan: StepPlan) -> PendingStep:
+        nll, loss_tokens = await self._run(self._live().step, plan.batch, plan.learning_rate)
+        return _LocalStep(self, plan, StepOutput(nll=nll, loss_tokens=loss_tokens))
+
+    async def save(self, name: str, step: int) -> SavedWeights:
+        """Save the adapter and the optimizer state under ``checkpoints/<name>``."""
+        directory = self._directory / "checkpoints" / name
+        samples_seen = step * self._config.batch_size
+        await self._run(self._live().save, directory, step, samples_seen)
+        return SavedWeights(
+            SamplerWeights(str(directory / _ADAPTER)), TrainingState(str(directory))
         )
-        rd.write_run(run)
-        return run
+
+    async def close(self, status: SessionStatus) -> None:
+        self._engine = None  # frees the model and optimizer
 
 
 # --- sampling from adapters ------------------------------------------------------------------

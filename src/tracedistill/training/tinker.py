@@ -13,23 +13,26 @@ What it does beyond calling the SDK:
   ``save_weights_for_sampler`` (to evaluate) are submitted right after that step's
   ``optim_step``; their paths are kept apart as :class:`TrainingState` and
   :class:`SamplerWeights`.
-- After a failed request the training client is poisoned: a new one is created from the last
-  saved state (with optimizer) and the batches after it are trained again, up to
-  ``max_recoveries`` times. A restarted process resumes the same way from the run directory.
+- After a failed request the training client is poisoned: the session raises
+  :class:`~tracedistill.training.base.RecoverableTrainingError` and :meth:`Trainer.train`
+  starts it again (a new client from the last saved state, with optimizer) and trains the
+  batches after it again, up to ``max_recoveries`` times. A restarted process resumes the same
+  way from the training directory.
+
+The loop itself (resume, schedule, checkpoints, metrics) is :meth:`Trainer.train`'s; this module
+implements the narrow backend interface (:meth:`TinkerTrainer.open` and a session).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import attrs
 import numpy as np
 
 from tracedistill._secrets import Secret, resolve_secret
@@ -40,20 +43,18 @@ from tracedistill.errors import (
     TraceDistillError,
     TrainingError,
 )
-from tracedistill.records import utcnow
 from tracedistill.training.base import (
-    Checkpoint,
-    RunDirectory,
-    SamplerWeights,
-    StepCallback,
-    StepMetrics,
-    TrainConfig,
+    PendingStep,
+    RecoverableTrainingError,
+    SavedWeights,
+    SessionStatus,
+    StepOutput,
+    StepPlan,
     Trainer,
-    TrainingInput,
-    TrainingRun,
-    TrainingState,
+    TrainingSession,
 )
-from tracedistill.training.data import batch_indices
+from tracedistill.training.checkpoints import SamplerWeights, TrainingState
+from tracedistill.training.config import TrainConfig
 
 __all__ = ["TinkerTrainer", "to_datum"]
 
@@ -97,19 +98,7 @@ def _nll(output: Any, batch: Sequence[ChatExample]) -> tuple[float, int]:
     return total, count
 
 
-@attrs.define
-class _Pending:
-    step: int  # 1-based step this submission completes
-    epoch: int
-    batch: list[ChatExample]
-    lr: float
-    submitted: float
-    fwd: Any
-    opt: Any
-    saves: tuple[Any, Any] | None
-
-
-class _Poisoned(Exception):
+class _Poisoned(RecoverableTrainingError):
     """A request failed: the training client must be replaced."""
 
 
@@ -273,7 +262,13 @@ class TinkerTrainer(Trainer):
                 raise CheckpointError(f"{what} failed: {message}") from exc
             raise TrainingError(f"{what} failed: {message}") from exc
 
-    # --- the training loop ---------------------------------------------------------------------
+    # --- the narrow backend methods ----------------------------------------------------------
+
+    async def open(self, config: TrainConfig, directory: Path) -> TrainingSession:
+        """Check that the service trains ``config.base_model``; a session that trains it."""
+        if self.check_model:
+            await self._check_model(config.base_model)
+        return _TinkerSession(self, config)
 
     def _submit(
         self,
@@ -283,6 +278,7 @@ class TinkerTrainer(Trainer):
         lr: float,
         save: str | None,
     ) -> tuple[Any, Any, tuple[Any, Any] | None]:
+        """Submit one step's requests (blocking SDK calls): the futures of each."""
         from tinker import types
 
         data = [to_datum(e) for e in batch]
@@ -316,174 +312,7 @@ class TinkerTrainer(Trainer):
         except Exception as exc:
             raise _Poisoned(self._redact(f"{type(exc).__name__}: {exc}")) from exc
 
-    async def train(
-        self,
-        examples: TrainingInput,
-        config: TrainConfig,
-        run_dir: str | Path,
-        *,
-        on_step: StepCallback | None = None,
-    ) -> TrainingRun:
-        """Train LoRA adapters on the service; see :meth:`Trainer.train`."""
-        started = utcnow()
-        rd = RunDirectory(run_dir)
-        rd.prepare(config, self.backend)
-        if self.check_model:
-            await self._check_model(config.base_model)
-        data = await self.prepare(examples, config)
-        rd.write_data_report(data.report)
-        pool = data.examples
-        total = config.total_steps(len(pool))
-        last = rd.last_resumable()
-        resumed_from = None if last is None else last.step
-        step = 0 if last is None else last.step
-        status: Literal["success", "errored", "interrupted"] = "interrupted"
-        try:
-            client = None
-            if step < total:
-                client = await self._new_client(config, None if last is None else last.state)
-                if last is not None:
-                    log.info("resuming %s from step %d (%s)", rd.path, step, last.state)
-            recoveries = 0
-            while step < total:
-                assert client is not None
-                try:
-                    step = await self._run_steps(client, config, rd, pool, step, total, on_step)
-                except _Poisoned as exc:
-                    recoveries += 1
-                    if recoveries > self.max_recoveries:
-                        raise TrainingError(
-                            f"training requests kept failing after {self.max_recoveries} "
-                            f"recoveries (last: {exc}). Saved checkpoints are in {rd.path}; run "
-                            "again to resume from the last one."
-                        ) from exc
-                    last = rd.last_resumable()
-                    step = 0 if last is None else last.step
-                    log.warning(
-                        "Tinker request failed (%s); recovering from %s (step %d), try %d of %d",
-                        exc,
-                        "scratch" if last is None else last.state,
-                        step,
-                        recoveries,
-                        self.max_recoveries,
-                    )
-                    client = await self._new_client(config, None if last is None else last.state)
-            status = "success"
-        except Exception:
-            status = "errored"
-            raise
-        finally:
-            # Ends the session even on errors and cancellation, so the service frees the
-            # training client's resources now rather than at its session timeout.
-            with anyio.CancelScope(shield=True):
-                await self._close(status)
-        run = TrainingRun(
-            run_dir=rd.path,
-            backend=self.backend,
-            config=config,
-            total_steps=total,
-            checkpoints=rd.checkpoints(),
-            metrics=rd.metrics(),
-            data=data.report,
-            resumed_from=resumed_from,
-            started_at=started,
-            finished_at=utcnow(),
-        )
-        rd.write_run(run)
-        return run
-
-    async def _run_steps(
-        self,
-        client: Any,
-        config: TrainConfig,
-        rd: RunDirectory,
-        pool: Sequence[ChatExample],
-        start: int,
-        total: int,
-        on_step: StepCallback | None,
-    ) -> int:
-        """Train steps ``start+1 .. total``; return the last step completed."""
-        pending: _Pending | None = None
-        done = start
-        last_finish = time.perf_counter()
-        for step in range(start, total):
-            epoch, idx = batch_indices(config, len(pool), step)
-            batch = [pool[i] for i in idx]
-            lr = config.learning_rate_at(step, total)
-            number = step + 1
-            save = (
-                f"step_{number:06d}"
-                if number % config.checkpoint_every == 0 or number == total
-                else None
-            )
-            submitted = time.perf_counter()
-            try:
-                fwd, opt, saves = await anyio.to_thread.run_sync(
-                    self._submit, client, config, batch, lr, save
-                )
-            except Exception as exc:
-                raise _Poisoned(self._redact(f"{type(exc).__name__}: {exc}")) from exc
-            current = _Pending(number, epoch, batch, lr, submitted, fwd, opt, saves)
-            if pending is not None:
-                last_finish = await self._finish(pending, config, rd, total, last_finish, on_step)
-                done = pending.step
-            if not self.pipeline:
-                last_finish = await self._finish(current, config, rd, total, last_finish, on_step)
-                done = current.step
-                pending = None
-            else:
-                pending = current
-        if pending is not None:
-            await self._finish(pending, config, rd, total, last_finish, on_step)
-            done = pending.step
-        return done
-
-    async def _finish(
-        self,
-        p: _Pending,
-        config: TrainConfig,
-        rd: RunDirectory,
-        total: int,
-        last_finish: float,
-        on_step: StepCallback | None,
-    ) -> float:
-        output = await self._wait(p.fwd)
-        await self._wait(p.opt)
-        nll_sum, loss_tokens = _nll(output, p.batch)
-        finished = time.perf_counter()
-        metrics = StepMetrics(
-            step=p.step,
-            epoch=p.epoch,
-            samples_seen=p.step * config.batch_size,
-            nll=nll_sum / max(loss_tokens, 1),
-            tokens=sum(len(e) for e in p.batch),
-            loss_tokens=loss_tokens,
-            learning_rate=p.lr,
-            # Wall time this step added to the run: from when the previous one finished (or
-            # this one was submitted, if later) to when this one did.
-            seconds=finished - max(last_finish, p.submitted),
-        )
-        rd.add_metrics(metrics)
-        if p.saves is not None:
-            state = await self._wait(p.saves[0])
-            sampler = await self._wait(p.saves[1])
-            rd.add_checkpoint(
-                Checkpoint(
-                    step=p.step,
-                    samples_seen=p.step * config.batch_size,
-                    sampler=SamplerWeights(sampler.path),
-                    state=TrainingState(state.path),
-                    base_model=config.base_model,
-                    final=p.step == total,
-                )
-            )
-        if on_step is not None:
-            maybe = on_step(metrics)
-            if maybe is not None:
-                await maybe
-        return finished
-
-    async def _close(self, status: Literal["success", "errored", "interrupted"]) -> None:
+    async def _close(self, status: SessionStatus) -> None:
         service, self._service = self._service, None
         if service is None:
             return
@@ -493,3 +322,61 @@ class TinkerTrainer(Trainer):
             )
         except (TraceDistillError, Exception) as exc:  # closing is best effort
             log.debug("closing the Tinker session failed: %s", self._redact(str(exc)))
+
+
+class _TinkerStep(PendingStep):
+    """The futures of one submitted step."""
+
+    def __init__(
+        self, trainer: TinkerTrainer, batch: Sequence[ChatExample], futures: tuple[Any, Any, Any]
+    ) -> None:
+        self._trainer = trainer
+        self._batch = batch
+        self._fwd, self._opt, self._saves = futures
+
+    async def output(self) -> StepOutput:
+        output = await self._trainer._wait(self._fwd)
+        await self._trainer._wait(self._opt)
+        nll_sum, loss_tokens = _nll(output, self._batch)
+        return StepOutput(nll=nll_sum / max(loss_tokens, 1), loss_tokens=loss_tokens)
+
+    async def saved(self) -> SavedWeights:
+        if self._saves is None:
+            raise TrainingError("this step did not save a checkpoint")
+        state = await self._trainer._wait(self._saves[0])
+        sampler = await self._trainer._wait(self._saves[1])
+        return SavedWeights(SamplerWeights(sampler.path), TrainingState(state.path))
+
+
+class _TinkerSession(TrainingSession):
+    """A training client on the service; replaced from a saved state after a failed request."""
+
+    def __init__(self, trainer: TinkerTrainer, config: TrainConfig) -> None:
+        self._trainer = trainer
+        self._config = config
+        self._client: Any = None
+        # Requests on one client run in submission order, so step N+1 can be submitted before
+        # step N's results are awaited and the service never waits for the client.
+        self.lookahead = 1 if trainer.pipeline else 0
+
+    async def start(self, state: TrainingState | None) -> None:
+        self._client = await self._trainer._new_client(self._config, state)
+
+    async def step(self, plan: StepPlan) -> PendingStep:
+        batch = list(plan.batch)
+        try:
+            futures = await anyio.to_thread.run_sync(
+                self._trainer._submit,
+                self._client,
+                self._config,
+                batch,
+                plan.learning_rate,
+                plan.save_as,
+            )
+        except Exception as exc:
+            raise _Poisoned(self._trainer._redact(f"{type(exc).__name__}: {exc}")) from exc
+        return _TinkerStep(self._trainer, batch, futures)
+
+    async def close(self, status: SessionStatus) -> None:
+        self._client = None
+        await self._trainer._close(status)
