@@ -8,9 +8,10 @@ throughput of httpx's own transport under concurrency), else httpx's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -18,11 +19,12 @@ import orjson
 
 from tracedistill._secrets import Secret
 from tracedistill.errors import ConfigurationError, ProviderTimeoutError, ProviderUnavailableError
+from tracedistill.teachers._sse import SSEDecoder
 from tracedistill.teachers.base import Observer, Teacher
 from tracedistill.teachers.ratelimit import parse_rate_headers, parse_retry_after
 from tracedistill.teachers.retry import error_for_status
 
-__all__ = ["HttpTeacher", "default_transport"]
+__all__ = ["EventSink", "HttpTeacher", "default_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,19 @@ def _is_disconnect(exc: BaseException) -> bool:
     return "Disconnect" in name or "OSError" in name or "Connection" in name
 
 
+class EventSink(Protocol):
+    """Where a streamed response's events go: a backend's accumulator of one answer."""
+
+    #: True once the stream's final event arrived (nothing after it is read)
+    done: bool
+
+    def feed(self, event: str, data: bytes) -> None:
+        """Take one event (its name and data); raise a ProviderError for an error event."""
+
+    def ended(self) -> bool:
+        """Whether the answer is whole although the stream closed without its final event."""
+
+
 class HttpTeacher(Teacher):
     """A teacher that POSTs JSON to an HTTP API (base of the OpenAI-compatible and Anthropic ones).
 
@@ -75,6 +90,12 @@ class HttpTeacher(Teacher):
             :func:`default_transport`); tests pass ``httpx.MockTransport`` or a loopback one.
         headers: extra HTTP headers sent with every request.
         max_connections: the connection pool size.
+        stream: ask for the answer as server-sent events (see the backend's ``stream``).
+            With streaming, ``timeout`` bounds the wait for the response to start and
+            ``idle_timeout`` each silence between two events; an answer that keeps sending
+            events is never cut, however long it takes.
+        idle_timeout: with ``stream=True``, the longest silence (seconds) between two events or
+            keep-alive comments before the attempt counts as stalled and is retried.
         **kwargs: the :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 
@@ -86,11 +107,22 @@ class HttpTeacher(Teacher):
         transport: httpx.AsyncBaseTransport | TransportFactory | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 1024,
+        stream: bool = False,
+        idle_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+        if not isinstance(idle_timeout, int | float) or idle_timeout <= 0:
+            raise ConfigurationError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
+        self.stream = bool(stream)
+        self.idle_timeout = float(idle_timeout)
+        #: bounds connecting and the wait for the response headers (``timeout`` as given)
+        self.start_timeout = self.timeout
+        if self.stream:
+            # The whole attempt is bounded by the idle timeout between events instead.
+            self.timeout = None
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._transport = transport
@@ -122,27 +154,14 @@ class HttpTeacher(Teacher):
         self._client = httpx.AsyncClient(
             transport=transport,
             headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout or 30.0)),
+            timeout=httpx.Timeout(
+                self.start_timeout, connect=min(30.0, self.start_timeout or 30.0)
+            ),
         )
         self._client_loop = loop
         return self._client
 
-    async def _send(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        content: bytes | None = None,
-        files: Mapping[str, Any] | None = None,
-        data: Mapping[str, Any] | None = None,
-        observe: Observer | None = None,
-    ) -> httpx.Response:
-        """Send one request; return the 2xx response.
-
-        Raises:
-            ProviderError: by status; connection errors and timeouts as retryable errors.
-        """
-        client = self._get_client()
+    def _url(self, path_or_url: str) -> httpx.URL:
         url = self._urls.get(path_or_url)
         if url is None:
             # Parsed once per path: URL parsing is a visible share of httpx's per-request cost.
@@ -150,26 +169,29 @@ class HttpTeacher(Teacher):
             url = httpx.URL(full)
             if len(self._urls) < 64:
                 self._urls[path_or_url] = url
-        headers = self._auth_headers()
-        if content is not None:
-            headers["content-type"] = "application/json"
+        return url
+
+    @contextlib.contextmanager
+    def _transport_errors(self, what: str = "request") -> Iterator[None]:
+        """Turn httpx's transport errors into retryable provider errors."""
         try:
-            response = await client.request(
-                method, url, content=content, files=files, data=data, headers=headers or None
-            )
+            yield
         except httpx.TimeoutException as exc:
             if _is_disconnect(exc):
                 raise ProviderUnavailableError(
                     f"{self.name}: connection lost ({type(exc.__cause__).__name__})"
                 ) from None
             raise ProviderTimeoutError(
-                f"{self.name}: request timed out ({type(exc).__name__})"
+                f"{self.name}: {what} timed out ({type(exc).__name__})"
             ) from None
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.StreamError) as exc:
             raise ProviderUnavailableError(
-                f"{self.name}: connection error ({type(exc).__name__}: "
+                f"{self.name}: connection error during the {what} ({type(exc).__name__}: "
                 f"{self._redact(str(exc))[:200]})"
             ) from None
+
+    def _check(self, response: httpx.Response, observe: Observer | None) -> None:
+        """Report the rate-limit headers; raise the error an HTTP error status stands for."""
         if observe is not None:
             limits = _limit_headers(response.headers)
             if limits:
@@ -187,7 +209,103 @@ class HttpTeacher(Teacher):
                 provider_message=provider_message,
                 retry_after=parse_retry_after(response.headers),
             )
+
+    def _headers(self, json_body: bool) -> dict[str, str] | None:
+        headers = self._auth_headers()
+        if json_body:
+            headers["content-type"] = "application/json"
+        return headers or None
+
+    async def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        content: bytes | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        observe: Observer | None = None,
+    ) -> httpx.Response:
+        """Send one request; return the 2xx response.
+
+        Raises:
+            ProviderError: by status; connection errors and timeouts as retryable errors.
+        """
+        client = self._get_client()
+        with self._transport_errors():
+            response = await client.request(
+                method,
+                self._url(path_or_url),
+                content=content,
+                files=files,
+                data=data,
+                headers=self._headers(content is not None),
+            )
+        self._check(response, observe)
         return response
+
+    async def _post_stream(
+        self, path: str, body: Mapping[str, Any], sink: EventSink, *, observe: Observer | None
+    ) -> None:
+        """POST ``body`` and feed the server-sent events of the answer to ``sink``.
+
+        Each silence longer than ``idle_timeout`` between two reads ends the attempt.
+
+        Raises:
+            ProviderError: by status; an error event; a stall, a dropped connection or a stream
+                that ended before its final event as retryable errors.
+        """
+        client = self._get_client()
+        request = client.build_request(
+            "POST", self._url(path), content=orjson.dumps(body), headers=self._headers(True)
+        )
+        with self._transport_errors():
+            response = await client.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with self._transport_errors("error body"):
+                    await response.aread()
+            self._check(response, observe)
+            await self._read_events(response, sink)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def _read_events(self, response: httpx.Response, sink: EventSink) -> None:
+        decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
+        try:
+            await self._pump(chunks, decoder, sink)
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await closer()
+
+    async def _pump(
+        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, sink: EventSink
+    ) -> None:
+        idle = self.idle_timeout
+        received = 0
+        while True:
+            chunk = None
+            with anyio.move_on_after(idle) as silence, self._transport_errors("stream"):
+                chunk = await anext(chunks, None)
+            if silence.cancelled_caught:
+                raise ProviderTimeoutError(
+                    f"{self.name}: stream stalled (no event for {idle:g}s after {received} bytes)"
+                )
+            if chunk is None:
+                if sink.ended():
+                    return
+                raise ProviderUnavailableError(
+                    f"{self.name}: stream ended before its final event ({received} bytes)"
+                )
+            received += len(chunk)
+            for event, data in decoder.feed(chunk):
+                sink.feed(event, data)
+                if sink.done:
+                    return
 
     def _json_object(self, response: httpx.Response) -> dict[str, Any]:
         try:
