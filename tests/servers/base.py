@@ -523,14 +523,14 @@ class ScriptedServer:
                 stats.status[200] += 1
                 if streaming:
                     events = [b'data: {"id": "x", "choices": [{"delta": {"conte\n\n']
-                    return (await self._write_stream(writer, events, None, {}))[1]
+                    return await self._write_stream(writer, events, None, {})
                 self._write(writer, 200, b'{"id": "x", "choices": [{"message": {"conte')
                 return True
             if fault.kind == "error_body":
                 stats.status[200] += 1
                 if streaming:
                     events = [self.stream_error_event(fault.status, fault.message)]
-                    return (await self._write_stream(writer, events, None, {}))[1]
+                    return await self._write_stream(writer, events, None, {})
                 self._write(
                     writer, 200, json.dumps(self.error_body(fault.status, fault.message)).encode()
                 )
@@ -545,22 +545,24 @@ class ScriptedServer:
         reply.truncated = reply.truncated or truncated
         hdrs = self.limit_headers(remaining, 0.0) if self.rate_headers else {}
         stats.status[200] += 1
-        try:
-            if streaming:
-                events = self.stream_events(request, reply, self.cost_per_answer)
-                answered, keep = await self._write_stream(writer, events, in_flight, hdrs)
-            else:
-                payload = json.dumps(self.success_body(request, reply, self.cost_per_answer))
-                answered, keep = await self._write_body(writer, payload.encode(), in_flight, hdrs)
-        except ConnectionError:
-            return False
-        if answered:
+
+        def bill() -> None:
+            # Counted just before the answer's last bytes go out, so a client that has the
+            # whole answer always finds it in the statistics.
             stats.answered += 1
             stats.truncated += reply.truncated
             stats.billed_usd += self.cost_per_answer
             stats.answers_by_prompt[prompt] += 1
             stats.answer_times.append(time.monotonic())
-        return keep
+
+        try:
+            if streaming:
+                events = self.stream_events(request, reply, self.cost_per_answer)
+                return await self._write_stream(writer, events, in_flight, hdrs, bill)
+            payload = json.dumps(self.success_body(request, reply, self.cost_per_answer))
+            return await self._write_body(writer, payload.encode(), in_flight, hdrs, bill)
+        except ConnectionError:
+            return False
 
     async def _write_body(
         self,
@@ -568,12 +570,14 @@ class ScriptedServer:
         payload: bytes,
         fault: Fault | None,
         hdrs: dict[str, str],
-    ) -> tuple[bool, bool]:
-        """Send a JSON answer, maybe stalling or dropping part-way: (answered, keep-alive)."""
+        bill: Callable[[], None],
+    ) -> bool:
+        """Send a JSON answer, maybe stalling or dropping part-way; return keep-alive."""
         if fault is None:
+            bill()
             self._write(writer, 200, payload, hdrs)
             await writer.drain()
-            return True, True
+            return True
         cut = len(payload) * min(fault.after, 7) // 8
         extra = "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
         writer.write(
@@ -584,11 +588,12 @@ class ScriptedServer:
         await writer.drain()
         if fault.kind == "drop":
             writer.transport.abort()
-            return False, False
+            return False
         await asyncio.sleep(fault.delay)
+        bill()
         writer.write(payload[cut:])
         await writer.drain()
-        return True, True
+        return True
 
     async def _write_stream(
         self,
@@ -596,8 +601,9 @@ class ScriptedServer:
         events: list[bytes],
         fault: Fault | None,
         hdrs: dict[str, str],
-    ) -> tuple[bool, bool]:
-        """Send server-sent events (chunked), applying an in-flight fault: (answered, keep)."""
+        bill: Callable[[], None] | None = None,
+    ) -> bool:
+        """Send server-sent events (chunked), applying an in-flight fault; return keep-alive."""
         extra = "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
         writer.write(
             (
@@ -605,25 +611,26 @@ class ScriptedServer:
                 f"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n{extra}\r\n"
             ).encode("latin-1")
         )
-        answered = True
         for index, event in enumerate(events):
             if fault is not None and index == min(fault.after, len(events) - 1):
                 if fault.kind == "drop":
                     await writer.drain()
                     writer.transport.abort()
-                    return False, False
+                    return False
                 if fault.kind == "stream_error":
                     self._chunk(writer, self.stream_error_event(fault.status, fault.message))
-                    answered = False
+                    bill = None
                     break
                 await self._stall(writer, fault)
+            if bill is not None and index == len(events) - 1:
+                bill()
             self._chunk(writer, event)
             await writer.drain()
             if self.event_delay:
                 await asyncio.sleep(self.event_delay)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
-        return answered, True
+        return True
 
     async def _stall(self, writer: asyncio.StreamWriter, fault: Fault) -> None:
         if not fault.keepalive:
