@@ -188,6 +188,137 @@ async def store_only_case(pool: int) -> dict[str, float]:
     return {"rss_at_10pct_mb": early, "rss_peak_mb": max(r for _, r in samples)}
 
 
+# --- client overhead: CPU per request on the zero-latency path --------------------------------
+
+OVERHEAD_CONCURRENCY = 64
+BODY = {
+    "model": "bench/model",
+    "messages": [{"role": "user", "content": "overhead problem: compute 2 * 3"}],
+    "max_tokens": 64,
+    "temperature": 1.0,
+}
+
+
+async def _pump(count: int, post: Any) -> None:
+    """Send ``count`` requests with OVERHEAD_CONCURRENCY workers calling ``post()``."""
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await post()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(OVERHEAD_CONCURRENCY):
+            tg.start_soon(worker)
+
+
+async def _cpu_ms_per_request(count: int, post: Any) -> float:
+    await _pump(min(200, count), post)  # warm the connections up
+    c0 = time.process_time()
+    await _pump(count, post)
+    return (time.process_time() - c0) * 1000.0 / count
+
+
+async def overhead_raw_aiohttp(url: str, count: int) -> float:
+    """Client CPU ms per request of a bare aiohttp client (the floor)."""
+    import aiohttp
+    import orjson
+
+    payload = orjson.dumps(BODY)
+    headers = {"content-type": "application/json", "authorization": "Bearer k"}
+    connector = aiohttp.TCPConnector(limit=OVERHEAD_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post() -> None:
+            async with session.post(
+                url + "/v1/chat/completions", data=payload, headers=headers
+            ) as r:
+                orjson.loads(await r.read())
+
+        return await _cpu_ms_per_request(count, post)
+
+
+async def overhead_plain_httpx(url: str, count: int, aiohttp_transport: bool) -> float:
+    """Client CPU ms per request of ``httpx.AsyncClient.post`` (httpx's own transport, or
+    httpx-aiohttp's), parsing the JSON answer."""
+    import orjson
+
+    transport: httpx.AsyncBaseTransport | None = None
+    limits = httpx.Limits(
+        max_connections=OVERHEAD_CONCURRENCY, max_keepalive_connections=OVERHEAD_CONCURRENCY
+    )
+    if aiohttp_transport:
+        from httpx_aiohttp import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits)
+    async with httpx.AsyncClient(transport=transport, limits=limits) as client:
+        payload = orjson.dumps(BODY)
+        headers = {"content-type": "application/json", "authorization": "Bearer k"}
+
+        async def post() -> None:
+            r = await client.post(url + "/v1/chat/completions", content=payload, headers=headers)
+            orjson.loads(r.content)
+
+        return await _cpu_ms_per_request(count, post)
+
+
+async def overhead_engine(url: str, count: int, stream: bool = False) -> float:
+    """Client CPU ms per request of ``generate()``: engine, teacher, HTTP client and store."""
+    t = teacher(url)
+    if stream:
+        t = OpenAICompatTeacher(
+            "bench/model",
+            base_url=url + "/v1",
+            params=SamplingParams(max_tokens=64),
+            reports_cost=True,
+            stream=True,
+        )
+    with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
+        tag = f"overhead{time.monotonic_ns()}"
+        await generate(t, problems(200, tag + "warm"), store, concurrency=OVERHEAD_CONCURRENCY)
+        c0 = time.process_time()
+        summary = await generate(t, problems(count, tag), store, concurrency=OVERHEAD_CONCURRENCY)
+        cpu = time.process_time() - c0
+    await t.aclose()
+    return cpu * 1000.0 / max(summary.done, 1)
+
+
+async def overhead_matrix(count: int, repeats: int = 3) -> dict[str, list[float]]:
+    """Each client against the same zero-latency server, interleaved, ``repeats`` times."""
+    server = Server()
+    cases: dict[str, Any] = {
+        "raw aiohttp": lambda: overhead_raw_aiohttp(server.url, count),
+        "httpx (own transport)": lambda: overhead_plain_httpx(server.url, count, False),
+        "httpx over aiohttp": lambda: overhead_plain_httpx(server.url, count, True),
+        "generate(): engine+client+store": lambda: overhead_engine(server.url, count),
+        "generate(), stream=True": lambda: overhead_engine(server.url, count, stream=True),
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    try:
+        for _ in range(repeats):
+            for name, case in cases.items():
+                results[name].append(await case())
+    finally:
+        server.close()
+    return results
+
+
+def print_overhead(results: dict[str, list[float]], count: int) -> None:
+    import statistics
+
+    floor = statistics.median(results["raw aiohttp"])
+    print(f"  client CPU per request, zero-latency server, {count:,} requests x3 (min/median/max):")
+    for name, values in results.items():
+        med = statistics.median(values)
+        print(
+            f"    {name:<34} {min(values):.3f} / {med:.3f} / {max(values):.3f} ms"
+            f"  = {med / floor:.2f} x raw aiohttp"
+            + (f"; median/0.5 ms target = {med / 0.5:.2f}" if name.startswith("generate") else "")
+        )
+
+
 def in_subprocess(case: str, *args: str) -> dict[str, float]:
     """Run one case in a fresh interpreter, so its RSS is its own."""
     import json
@@ -201,7 +332,11 @@ def in_subprocess(case: str, *args: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, only: str | None = None) -> None:
+    if only == "overhead":
+        count = 2_000 if quick else 10_000
+        print_overhead(await overhead_matrix(count), count)
+        return
     window = 5.0 if quick else 30.0
     pool = 5_000 if quick else 100_000
     rpm, latency = 6000.0, 0.05
@@ -242,6 +377,8 @@ async def main(quick: bool) -> None:
         f"{alone['rss_peak_mb']:.0f} MB (its key index); growth beyond it: "
         f"{engine_growth:+.0f} MB = {engine_growth / fast['rss_peak_mb']:+.2f} of the peak"
     )
+    count = 2_000 if quick else 10_000
+    print_overhead(await overhead_matrix(count), count)
     plain = in_subprocess("throughput", str(pool // 5), "httpx")
     print(
         f"  default transport / httpx's own transport: "
@@ -254,6 +391,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for CI smoke runs")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", choices=["overhead"], help="run one part: overhead = client CPU per request"
+    )
     args = parser.parse_args()
     if args.case:
         import json
@@ -265,4 +405,4 @@ if __name__ == "__main__":
             result = anyio.run(store_only_case, int(rest[0]))
         print(json.dumps(result))
     else:
-        anyio.run(main, args.quick)
+        anyio.run(main, args.quick, args.only)

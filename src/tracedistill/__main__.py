@@ -1,4 +1,7 @@
-"""Command line: ``python -m tracedistill demo`` runs the embedded offline default."""
+"""Command line: ``python -m tracedistill demo`` runs the embedded offline default;
+``python -m tracedistill doctor openrouter --model ...`` checks a provider with a few tiny
+requests under a hard cost cap.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     report = sub.add_parser("version", help="print the installed version")
     del report
+    _add_doctor(sub)
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command == "version":
         from tracedistill import __version__
 
@@ -46,6 +53,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"report.md, report.html, experiment.json, experiment.log, traces/, runs/, evaluations/."
     )
     return 0
+
+
+def _add_doctor(sub: Any) -> None:
+    doctor = sub.add_parser(
+        "doctor",
+        help="check a provider with a few tiny requests under a hard cost cap (your own key)",
+        description="Sends a handful of tiny requests (the cap is printed first) and reports "
+        "the rate-limit headers, the limiter's reading of them, where reasoning arrives, "
+        "whether cost is reported, finish reasons, and whether streaming works.",
+    )
+    doctor.add_argument("provider", choices=("openrouter", "anthropic", "openai"))
+    doctor.add_argument("--model", required=True, help="the model id at that provider")
+    doctor.add_argument("--base-url", help="the API root (default: the provider's)")
+    doctor.add_argument(
+        "--api-key-env",
+        help="environment variable holding the key (default: OPENROUTER_API_KEY, "
+        "ANTHROPIC_API_KEY or OPENAI_API_KEY)",
+    )
+    doctor.add_argument(
+        "--max-usd", type=float, default=0.01, help="hard cost cap in USD (default 0.01)"
+    )
+    doctor.add_argument("--price-in", type=float, help="USD per million input tokens")
+    doctor.add_argument("--price-out", type=float, help="USD per million output tokens")
+    doctor.add_argument(
+        "--max-tokens", type=int, default=256, help="max_tokens of the main checks (default 256)"
+    )
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from tracedistill.errors import ConfigurationError
+    from tracedistill.teachers.doctor import DoctorConfig, run_doctor
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    config = DoctorConfig(
+        provider=args.provider,
+        model=args.model,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        max_usd=args.max_usd,
+        price_in=args.price_in,
+        price_out=args.price_out,
+        max_tokens=args.max_tokens,
+    )
+    try:
+        return anyio.run(run_doctor, config)
+    except ConfigurationError as exc:
+        print(f"doctor: {exc}", file=sys.stderr)
+        return 2
 
 
 def _quiet_third_parties() -> None:

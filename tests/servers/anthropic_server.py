@@ -15,7 +15,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.servers.base import Fault, Reply, ScriptedServer, default_responder, main
+from tests.servers.base import Fault, Reply, ScriptedServer, default_responder, main, pieces, sse
 
 __all__ = ["AnthropicServer", "Fault", "Reply", "default_responder"]
 
@@ -73,6 +73,62 @@ class AnthropicServer(ScriptedServer):
                 "output_tokens": output,
             },
         }
+
+    # --- streaming (server-sent events) ----------------------------------------------------
+
+    def stream_events(self, request: dict[str, Any], reply: Reply, cost: float) -> list[bytes]:
+        """The Messages API event flow: ``message_start``, a ``ping``, each content block as
+        ``content_block_start`` / deltas (``thinking_delta``, ``signature_delta``,
+        ``text_delta``) / ``content_block_stop``, ``message_delta`` with the stop reason and
+        cumulative usage, ``message_stop``.
+        """
+        whole = self.success_body(request, reply, cost)
+        start = {**whole, "content": [], "stop_reason": None, "stop_sequence": None}
+        start["usage"] = {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1}
+        events = [sse({"type": "message_start", "message": start}, "message_start")]
+        events.append(sse({"type": "ping"}, "ping"))
+        for index, block in enumerate(whole["content"]):
+            kind = block["type"]
+            empty = {"thinking": {"thinking": "", "signature": ""}, "text": {"text": ""}}
+            opening = {"type": kind, **empty.get(kind, {k: v for k, v in block.items()})}
+            events.append(
+                sse(
+                    {"type": "content_block_start", "index": index, "content_block": opening},
+                    "content_block_start",
+                )
+            )
+            deltas: list[dict[str, Any]] = []
+            if kind == "thinking":
+                deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces(block[kind])]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+            elif kind == "text":
+                deltas = [{"type": "text_delta", "text": p} for p in pieces(block[kind])]
+            for delta in deltas:
+                events.append(
+                    sse(
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                        "content_block_delta",
+                    )
+                )
+            events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        events.append(
+            sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None},
+                    "usage": {"output_tokens": whole["usage"]["output_tokens"]},
+                },
+                "message_delta",
+            )
+        )
+        events.append(sse({"type": "message_stop"}, "message_stop"))
+        return events
+
+    def stream_error_event(self, status: int, message: str) -> bytes:
+        return sse(self.error_body(status, message), "error")
+
+    def keepalive_event(self) -> bytes:
+        return sse({"type": "ping"}, "ping")
 
     # --- Message Batches ----------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fault", "Reply", "ScriptedServer", "default_responder", "main"]
+__all__ = ["Fault", "Reply", "ScriptedServer", "default_responder", "main", "pieces", "sse"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class Fault:
     ``slow`` (answer normally after ``delay`` seconds), ``malformed`` (HTTP 200 with broken
     JSON), ``error_body`` (HTTP 200 whose body is an error with code ``status``), ``truncated``
     (a normal answer that stopped at max_tokens).
+
+    Faults of a response in flight (``after`` = how many events of a streamed answer, or
+    eighths of a JSON body, go out first): ``stall`` (go silent for ``delay`` seconds, then
+    finish; with ``keepalive`` a comment line every ``keepalive`` seconds meanwhile), ``drop``
+    (close the connection mid-response), ``stream_error`` (a streamed answer ends with the
+    provider's error event for ``status``: OpenRouter's error chunk, Anthropic's ``event:
+    error``; a JSON request gets ``error_body``).
     """
 
     kind: str
@@ -52,6 +59,8 @@ class Fault:
     retry_after_ms: float | None = None
     delay: float = 0.0
     message: str = "injected fault"
+    after: int = 0
+    keepalive: float | None = None
 
     @staticmethod
     def http(
@@ -83,6 +92,18 @@ class Fault:
     def truncated() -> Fault:
         return Fault("truncated")
 
+    @staticmethod
+    def stall(seconds: float, *, after: int = 2, keepalive: float | None = None) -> Fault:
+        return Fault("stall", delay=seconds, after=after, keepalive=keepalive)
+
+    @staticmethod
+    def drop(*, after: int = 2) -> Fault:
+        return Fault("drop", after=after)
+
+    @staticmethod
+    def stream_error(status: int = 529, *, after: int = 2, message: str = "Overloaded") -> Fault:
+        return Fault("stream_error", status, after=after, message=message)
+
 
 @dataclass
 class Reply:
@@ -100,6 +121,18 @@ def default_responder(prompt: str, request: dict[str, Any]) -> Reply:
         reasoning=f"Let me think about this problem step by step. (#{digest % 997})",
         answer=f"The answer is \\boxed{{{digest % 100}}}.",
     )
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event: a JSON object (or a raw string such as ``[DONE]``) as its data."""
+    body = data if isinstance(data, str) else json.dumps(data)
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {body}\n\n".encode()
+
+
+def pieces(text: str, size: int = 16) -> list[str]:
+    """``text`` cut into the small deltas a model streams."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 @dataclass
@@ -172,9 +205,12 @@ class ScriptedServer:
         random_faults: tuple[Fault, ...] = (),
         seed: int = 0,
         record_headers: bool = False,
+        event_delay: float = 0.0,
         port: int = 0,
     ) -> None:
         self.rpm = rpm
+        #: seconds between two events of a streamed answer (a slow but live stream)
+        self.event_delay = event_delay
         self.burst_s = burst_s
         self.retry_after = retry_after
         self.rate_headers = rate_headers
@@ -271,6 +307,18 @@ class ScriptedServer:
 
     def limit_headers(self, remaining: float, reset: float) -> dict[str, str]:
         return {}
+
+    def stream_events(self, request: dict[str, Any], reply: Reply, cost: float) -> list[bytes]:
+        """The server-sent events of a streamed answer, each a whole event (blank line ended)."""
+        raise NotImplementedError
+
+    def stream_error_event(self, status: int, message: str) -> bytes:
+        """The event a provider sends when generation fails mid-stream."""
+        raise NotImplementedError
+
+    def keepalive_event(self) -> bytes:
+        """What the provider sends to keep a quiet stream open."""
+        return b": keep-alive\n\n"
 
     def route(
         self, method: str, target: str, headers: dict[str, str], body: bytes
@@ -448,11 +496,15 @@ class ScriptedServer:
             )
             return True
         fault = self._next_fault(prompt)
+        streaming = bool(request.get("stream"))
         if self.latency:
             await asyncio.sleep(self.latency)
         truncated = False
+        in_flight: Fault | None = None
         if fault is not None:
             stats.faults += 1
+            if fault.kind == "stream_error" and not streaming:
+                fault = Fault.error_body(fault.status, fault.message)
             if fault.kind == "status":
                 hdrs = {}
                 if fault.retry_after is not None:
@@ -469,10 +521,16 @@ class ScriptedServer:
                 return False
             if fault.kind == "malformed":
                 stats.status[200] += 1
+                if streaming:
+                    events = [b'data: {"id": "x", "choices": [{"delta": {"conte\n\n']
+                    return await self._write_stream(writer, events, None, {})
                 self._write(writer, 200, b'{"id": "x", "choices": [{"message": {"conte')
                 return True
             if fault.kind == "error_body":
                 stats.status[200] += 1
+                if streaming:
+                    events = [self.stream_error_event(fault.status, fault.message)]
+                    return await self._write_stream(writer, events, None, {})
                 self._write(
                     writer, 200, json.dumps(self.error_body(fault.status, fault.message)).encode()
                 )
@@ -481,22 +539,112 @@ class ScriptedServer:
                 await asyncio.sleep(fault.delay)
             if fault.kind == "truncated":
                 truncated = True
+            if fault.kind in ("stall", "drop", "stream_error"):
+                in_flight = fault
         reply = self.responder(prompt, request)
         reply.truncated = reply.truncated or truncated
-        stats.answered += 1
-        stats.truncated += reply.truncated
-        stats.billed_usd += self.cost_per_answer
-        stats.answers_by_prompt[prompt] += 1
-        stats.answer_times.append(time.monotonic())
-        stats.status[200] += 1
         hdrs = self.limit_headers(remaining, 0.0) if self.rate_headers else {}
-        payload = json.dumps(self.success_body(request, reply, self.cost_per_answer)).encode()
+        stats.status[200] += 1
+
+        def bill() -> None:
+            # Counted just before the answer's last bytes go out, so a client that has the
+            # whole answer always finds it in the statistics.
+            stats.answered += 1
+            stats.truncated += reply.truncated
+            stats.billed_usd += self.cost_per_answer
+            stats.answers_by_prompt[prompt] += 1
+            stats.answer_times.append(time.monotonic())
+
         try:
-            self._write(writer, 200, payload, hdrs)
-            await writer.drain()
+            if streaming:
+                events = self.stream_events(request, reply, self.cost_per_answer)
+                return await self._write_stream(writer, events, in_flight, hdrs, bill)
+            payload = json.dumps(self.success_body(request, reply, self.cost_per_answer))
+            return await self._write_body(writer, payload.encode(), in_flight, hdrs, bill)
         except ConnectionError:
             return False
+
+    async def _write_body(
+        self,
+        writer: asyncio.StreamWriter,
+        payload: bytes,
+        fault: Fault | None,
+        hdrs: dict[str, str],
+        bill: Callable[[], None],
+    ) -> bool:
+        """Send a JSON answer, maybe stalling or dropping part-way; return keep-alive."""
+        if fault is None:
+            bill()
+            self._write(writer, 200, payload, hdrs)
+            await writer.drain()
+            return True
+        cut = len(payload) * min(fault.after, 7) // 8
+        extra = "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        writer.write(
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n{extra}\r\n".encode("latin-1")
+            + payload[:cut]
+        )
+        await writer.drain()
+        if fault.kind == "drop":
+            writer.transport.abort()
+            return False
+        await asyncio.sleep(fault.delay)
+        bill()
+        writer.write(payload[cut:])
+        await writer.drain()
         return True
+
+    async def _write_stream(
+        self,
+        writer: asyncio.StreamWriter,
+        events: list[bytes],
+        fault: Fault | None,
+        hdrs: dict[str, str],
+        bill: Callable[[], None] | None = None,
+    ) -> bool:
+        """Send server-sent events (chunked), applying an in-flight fault; return keep-alive."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        writer.write(
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                f"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n{extra}\r\n"
+            ).encode("latin-1")
+        )
+        for index, event in enumerate(events):
+            if fault is not None and index == min(fault.after, len(events) - 1):
+                if fault.kind == "drop":
+                    await writer.drain()
+                    writer.transport.abort()
+                    return False
+                if fault.kind == "stream_error":
+                    self._chunk(writer, self.stream_error_event(fault.status, fault.message))
+                    bill = None
+                    break
+                await self._stall(writer, fault)
+            if bill is not None and index == len(events) - 1:
+                bill()
+            self._chunk(writer, event)
+            await writer.drain()
+            if self.event_delay:
+                await asyncio.sleep(self.event_delay)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def _stall(self, writer: asyncio.StreamWriter, fault: Fault) -> None:
+        if not fault.keepalive:
+            await asyncio.sleep(fault.delay)
+            return
+        deadline = time.monotonic() + fault.delay
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(fault.keepalive, left))
+            self._chunk(writer, self.keepalive_event())
+            await writer.drain()
+
+    @staticmethod
+    def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.servers.base import Fault, Reply, ScriptedServer, default_responder, main
+from tests.servers.base import Fault, Reply, ScriptedServer, default_responder, main, pieces, sse
 
 __all__ = ["Fault", "OpenAIServer", "Reply", "default_responder"]
 
@@ -29,11 +29,21 @@ class OpenAIServer(ScriptedServer):
     flavour = "openai"
 
     def __init__(
-        self, *, inline_think: bool = False, report_cost: bool = True, **kwargs: Any
+        self,
+        *,
+        inline_think: bool = False,
+        report_cost: bool = True,
+        reasoning_field: str = "reasoning",
+        processing_comments: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.inline_think = inline_think
         self.report_cost = report_cost
+        #: ``reasoning`` (OpenRouter) or ``reasoning_content`` (vLLM, SGLang, DeepSeek)
+        self.reasoning_field = reasoning_field
+        #: open each stream with OpenRouter's ``: OPENROUTER PROCESSING`` comment
+        self.processing_comments = processing_comments
 
     def authorized(self, headers: dict[str, str]) -> bool:
         return self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
@@ -50,10 +60,11 @@ class OpenAIServer(ScriptedServer):
             message["content"] = f"<think>\n{reply.reasoning}\n</think>\n\n{reply.answer}"
         else:
             message["content"] = reply.answer
-            message["reasoning"] = reply.reasoning
-            message["reasoning_details"] = [
-                {"type": "reasoning.text", "text": reply.reasoning, "format": "unknown"}
-            ]
+            message[self.reasoning_field] = reply.reasoning
+            if self.reasoning_field == "reasoning":
+                message["reasoning_details"] = [
+                    {"type": "reasoning.text", "text": reply.reasoning, "format": "unknown"}
+                ]
         usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion,
@@ -77,6 +88,57 @@ class OpenAIServer(ScriptedServer):
             ],
             "usage": usage,
         }
+
+    # --- streaming (server-sent events) ----------------------------------------------------
+
+    def stream_events(self, request: dict[str, Any], reply: Reply, cost: float) -> list[bytes]:
+        """``chat.completion.chunk`` events as OpenRouter sends them: a processing comment, a
+        role chunk, reasoning deltas (``reasoning`` plus ``reasoning_details``), content
+        deltas, a finish chunk, the usage chunk (``stream_options.include_usage``), ``[DONE]``.
+        """
+        whole = self.success_body(request, reply, cost)
+        choice = whole["choices"][0]
+        message = choice["message"]
+        head = {k: whole[k] for k in ("id", "model", "provider")}
+        head["object"] = "chat.completion.chunk"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            body = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if finish is not None:
+                body["choices"][0]["native_finish_reason"] = choice["native_finish_reason"]
+            return sse(body)
+
+        events = [b": OPENROUTER PROCESSING\n\n"] if self.processing_comments else []
+        events.append(chunk({"role": "assistant", "content": ""}))
+        for piece in pieces(message.get(self.reasoning_field) or ""):
+            delta: dict[str, Any] = {"content": "", self.reasoning_field: piece}
+            if "reasoning_details" in message:
+                delta["reasoning_details"] = [
+                    {"type": "reasoning.text", "text": piece, "format": "unknown", "index": 0}
+                ]
+            events.append(chunk(delta))
+        for piece in pieces(message["content"]):
+            events.append(chunk({"content": piece}))
+        events.append(chunk({}, choice["finish_reason"]))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            events.append(sse({**head, "choices": [], "usage": whole["usage"]}))
+        events.append(sse("[DONE]"))
+        return events
+
+    def stream_error_event(self, status: int, message: str) -> bytes:
+        """OpenRouter's mid-stream error: an error object plus ``finish_reason: "error"``."""
+        return sse(
+            {
+                "id": "gen-error",
+                "object": "chat.completion.chunk",
+                "provider": "Loopback",
+                "error": {"code": status, "message": message},
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+            }
+        )
+
+    def keepalive_event(self) -> bytes:
+        return b": OPENROUTER PROCESSING\n\n"
 
     # --- the Batch API ----------------------------------------------------------------------
 

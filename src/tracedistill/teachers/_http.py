@@ -8,9 +8,11 @@ throughput of httpx's own transport under concurrency), else httpx's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -18,11 +20,12 @@ import orjson
 
 from tracedistill._secrets import Secret
 from tracedistill.errors import ConfigurationError, ProviderTimeoutError, ProviderUnavailableError
+from tracedistill.teachers._sse import SSEDecoder
 from tracedistill.teachers.base import Observer, Teacher
 from tracedistill.teachers.ratelimit import parse_rate_headers, parse_retry_after
 from tracedistill.teachers.retry import error_for_status
 
-__all__ = ["HttpTeacher", "default_transport"]
+__all__ = ["EventSink", "HttpTeacher", "default_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,10 @@ def default_transport(max_connections: int = 1024) -> httpx.AsyncBaseTransport:
 _LIMIT_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"retry-after")
 
 
-def _limit_headers(headers: httpx.Headers) -> dict[str, str]:
+def _limit_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     """The rate-limit headers of a response, in one pass (most responses have none)."""
     found: dict[str, str] = {}
-    for key, value in headers.raw:
+    for key, value in raw:
         lowered = key.lower()
         if lowered.startswith(_LIMIT_PREFIXES):
             found[lowered.decode("latin-1")] = value.decode("latin-1")
@@ -64,6 +67,19 @@ def _is_disconnect(exc: BaseException) -> bool:
     return "Disconnect" in name or "OSError" in name or "Connection" in name
 
 
+class EventSink(Protocol):
+    """Where a streamed response's events go: a backend's accumulator of one answer."""
+
+    #: True once the stream's final event arrived (nothing after it is read)
+    done: bool
+
+    def feed(self, event: str, data: bytes) -> None:
+        """Take one event (its name and data); raise a ProviderError for an error event."""
+
+    def ended(self) -> bool:
+        """Whether the answer is whole although the stream closed without its final event."""
+
+
 class HttpTeacher(Teacher):
     """A teacher that POSTs JSON to an HTTP API (base of the OpenAI-compatible and Anthropic ones).
 
@@ -75,6 +91,12 @@ class HttpTeacher(Teacher):
             :func:`default_transport`); tests pass ``httpx.MockTransport`` or a loopback one.
         headers: extra HTTP headers sent with every request.
         max_connections: the connection pool size.
+        stream: ask for the answer as server-sent events (see the backend's ``stream``).
+            With streaming, ``timeout`` bounds the wait for the response to start and
+            ``idle_timeout`` each silence between two events; an answer that keeps sending
+            events is never cut, however long it takes.
+        idle_timeout: with ``stream=True``, the longest silence (seconds) between two events or
+            keep-alive comments before the attempt counts as stalled and is retried.
         **kwargs: the :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 
@@ -86,11 +108,22 @@ class HttpTeacher(Teacher):
         transport: httpx.AsyncBaseTransport | TransportFactory | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 1024,
+        stream: bool = False,
+        idle_timeout: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
+        if not isinstance(idle_timeout, int | float) or idle_timeout <= 0:
+            raise ConfigurationError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
+        self.stream = bool(stream)
+        self.idle_timeout = float(idle_timeout)
+        #: bounds connecting and the wait for the response headers (``timeout`` as given)
+        self.start_timeout = self.timeout
+        if self.stream:
+            # The whole attempt is bounded by the idle timeout between events instead.
+            self.timeout = None
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._transport = transport
@@ -99,6 +132,14 @@ class HttpTeacher(Teacher):
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, httpx.URL] = {}
+        # The JSON POSTs (the hot path) go straight to the client's transport when no proxy is
+        # configured: httpx's client layer (request merging, auth and redirect flows, cookie
+        # extraction) was most of the client's CPU per request and none of it is used here.
+        self._direct: httpx.AsyncBaseTransport | None = None
+        self._prebuilt: _Prebuilt | None = None
+        # With the default transport, JSON POSTs skip httpx's request and response objects too:
+        # a bare aiohttp session (the one under httpx-aiohttp's transport) sends them.
+        self._poster: _AiohttpPoster | None = None
 
     # Subclasses add the authentication headers.
     def _auth_headers(self) -> dict[str, str]:
@@ -112,20 +153,116 @@ class HttpTeacher(Teacher):
         if self._client is not None and self._client_loop is loop:
             return self._client
         # A client belongs to one event loop; a new loop (a second anyio.run) gets a new client.
+        transport: httpx.AsyncBaseTransport | None = None
         if isinstance(self._transport, httpx.AsyncBaseTransport):
             transport = self._transport
         elif self._transport is not None:
             transport = self._transport()
-        else:
+        timeout = httpx.Timeout(self.start_timeout, connect=min(30.0, self.start_timeout or 30.0))
+        proxied = bool(urllib.request.getproxies())
+        self._poster = None
+        if self._transport is None and not proxied and loop is not None:
+            self._poster = _AiohttpPoster.create(self._max_connections, timeout)
+        if self._poster is not None:
+            transport = self._poster.transport
+        elif self._transport is None:
             transport = default_transport(self._max_connections)
         headers = dict(self._extra_headers)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=min(30.0, self.timeout or 30.0)),
-        )
+        self._client = httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout)
         self._client_loop = loop
+        # Proxies from the environment are mounted by the client: then every request uses it.
+        self._direct = None if proxied else transport
+        self._prebuilt = None
         return self._client
+
+    def _prebuilt_headers(self, client: httpx.AsyncClient) -> _Prebuilt:
+        """The headers of a JSON POST (client defaults, extra headers, auth), built once."""
+        if self._prebuilt is None:
+            headers = httpx.Headers(client.headers)
+            headers.update(self._auth_headers())
+            headers["content-type"] = "application/json"
+            timeout = client.timeout.as_dict()
+            self._prebuilt = _Prebuilt(headers, {"timeout": timeout})
+        return self._prebuilt
+
+    async def _post_direct(
+        self, client: httpx.AsyncClient, url: httpx.URL, content: bytes, *, stream: bool
+    ) -> httpx.Response:
+        """POST through the transport itself (see ``_direct``); read the body unless streaming."""
+        transport = self._direct
+        assert transport is not None
+        prebuilt = self._prebuilt_headers(client)
+        request = httpx.Request(
+            "POST", url, headers=prebuilt.headers, content=content, extensions=prebuilt.extensions
+        )
+        response = await transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
+    def _url(self, path_or_url: str) -> httpx.URL:
+        url = self._urls.get(path_or_url)
+        if url is None:
+            # Parsed once per path: URL parsing is a visible share of httpx's per-request cost.
+            full = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+            url = httpx.URL(full)
+            if len(self._urls) < 64:
+                self._urls[path_or_url] = url
+        return url
+
+    @contextlib.contextmanager
+    def _transport_errors(self, what: str = "request") -> Iterator[None]:
+        """Turn httpx's transport errors into retryable provider errors."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            if _is_disconnect(exc):
+                raise ProviderUnavailableError(
+                    f"{self.name}: connection lost ({type(exc.__cause__).__name__})"
+                ) from None
+            raise ProviderTimeoutError(
+                f"{self.name}: {what} timed out ({type(exc).__name__})"
+            ) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise ProviderUnavailableError(
+                f"{self.name}: connection error during the {what} ({type(exc).__name__}: "
+                f"{self._redact(str(exc))[:200]})"
+            ) from None
+
+    def _check(self, response: httpx.Response, observe: Observer | None) -> None:
+        """Report the rate-limit headers; raise the error an HTTP error status stands for."""
+        status = response.status_code
+        content = response.content if status >= 400 else b""  # a 2xx stream is not read yet
+        self._check_parts(status, _limit_headers(response.headers.raw), content, observe)
+
+    def _check_parts(
+        self, status: int, limits: dict[str, str], content: bytes, observe: Observer | None
+    ) -> None:
+        if observe is not None and limits:
+            observe(parse_rate_headers(limits))
+        if status >= 400:
+            try:
+                parsed: Any = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                parsed = None
+            text = content.decode("utf-8", "replace")
+            provider_message = self._redact(self._error_message(parsed, text))
+            raise error_for_status(
+                status,
+                f"{self.name}: HTTP {status}: {provider_message[:500]}",
+                provider_message=provider_message,
+                retry_after=parse_retry_after(limits),
+            )
+
+    def _headers(self, json_body: bool) -> dict[str, str] | None:
+        headers = self._auth_headers()
+        if json_body:
+            headers["content-type"] = "application/json"
+        return headers or None
 
     async def _send(
         self,
@@ -143,75 +280,130 @@ class HttpTeacher(Teacher):
             ProviderError: by status; connection errors and timeouts as retryable errors.
         """
         client = self._get_client()
-        url = self._urls.get(path_or_url)
-        if url is None:
-            # Parsed once per path: URL parsing is a visible share of httpx's per-request cost.
-            full = path_or_url if "://" in path_or_url else self.base_url + path_or_url
-            url = httpx.URL(full)
-            if len(self._urls) < 64:
-                self._urls[path_or_url] = url
-        headers = self._auth_headers()
-        if content is not None:
-            headers["content-type"] = "application/json"
-        try:
-            response = await client.request(
-                method, url, content=content, files=files, data=data, headers=headers or None
-            )
-        except httpx.TimeoutException as exc:
-            if _is_disconnect(exc):
-                raise ProviderUnavailableError(
-                    f"{self.name}: connection lost ({type(exc.__cause__).__name__})"
-                ) from None
-            raise ProviderTimeoutError(
-                f"{self.name}: request timed out ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise ProviderUnavailableError(
-                f"{self.name}: connection error ({type(exc).__name__}: "
-                f"{self._redact(str(exc))[:200]})"
-            ) from None
-        if observe is not None:
-            limits = _limit_headers(response.headers)
-            if limits:
-                observe(parse_rate_headers(limits))
-        status = response.status_code
-        if status >= 400:
-            try:
-                parsed: Any = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                parsed = None
-            provider_message = self._redact(self._error_message(parsed, response.text))
-            raise error_for_status(
-                status,
-                f"{self.name}: HTTP {status}: {provider_message[:500]}",
-                provider_message=provider_message,
-                retry_after=parse_retry_after(response.headers),
-            )
+        url = self._url(path_or_url)
+        with self._transport_errors():
+            if self._direct is not None and method == "POST" and content is not None:
+                response = await self._post_direct(client, url, content, stream=False)
+            else:
+                response = await client.request(
+                    method,
+                    url,
+                    content=content,
+                    files=files,
+                    data=data,
+                    headers=self._headers(content is not None),
+                )
+        self._check(response, observe)
         return response
 
-    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
+    async def _post_stream(
+        self, path: str, body: Mapping[str, Any], sink: EventSink, *, observe: Observer | None
+    ) -> None:
+        """POST ``body`` and feed the server-sent events of the answer to ``sink``.
+
+        Each silence longer than ``idle_timeout`` between two reads ends the attempt.
+
+        Raises:
+            ProviderError: by status; an error event; a stall, a dropped connection or a stream
+                that ended before its final event as retryable errors.
+        """
+        client = self._get_client()
+        url, content = self._url(path), orjson.dumps(body)
+        with self._transport_errors():
+            if self._direct is not None:
+                response = await self._post_direct(client, url, content, stream=True)
+            else:
+                request = client.build_request(
+                    "POST", url, content=content, headers=self._headers(True)
+                )
+                response = await client.send(request, stream=True)
         try:
-            data = orjson.loads(response.content)
+            if response.status_code >= 400:
+                with self._transport_errors("error body"):
+                    await response.aread()
+            self._check(response, observe)
+            await self._read_events(response, sink)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await response.aclose()
+
+    async def _read_events(self, response: httpx.Response, sink: EventSink) -> None:
+        decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
+        try:
+            await self._pump(chunks, decoder, sink)
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await closer()
+
+    async def _pump(
+        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, sink: EventSink
+    ) -> None:
+        idle = self.idle_timeout
+        received = 0
+        while True:
+            chunk = None
+            with anyio.move_on_after(idle) as silence, self._transport_errors("stream"):
+                chunk = await anext(chunks, None)
+            if silence.cancelled_caught:
+                raise ProviderTimeoutError(
+                    f"{self.name}: stream stalled (no event for {idle:g}s after {received} bytes)"
+                )
+            if chunk is None:
+                if sink.ended():
+                    return
+                raise ProviderUnavailableError(
+                    f"{self.name}: stream ended before its final event ({received} bytes)"
+                )
+            received += len(chunk)
+            for event, data in decoder.feed(chunk):
+                sink.feed(event, data)
+                if sink.done:
+                    return
+
+    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
+        return self._json_of(response.status_code, response.content)
+
+    def _json_of(self, status: int, content: bytes) -> dict[str, Any]:
+        try:
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
             raise ProviderUnavailableError(
-                f"{self.name}: HTTP {response.status_code} with a body that is not a JSON object "
-                f"({len(response.content)} bytes)",
-                status=response.status_code,
+                f"{self.name}: HTTP {status} with a body that is not a JSON object "
+                f"({len(content)} bytes)",
+                status=status,
             )
         return data
 
     async def _post_json(
         self, path: str, body: Mapping[str, Any], *, observe: Observer | None
-    ) -> tuple[dict[str, Any], httpx.Headers]:
-        """POST ``body``; return the parsed JSON object of a 2xx answer and its headers.
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """POST ``body``; return the parsed JSON object of a 2xx answer and its rate headers.
 
         Raises:
             ProviderError: by status; connection errors and timeouts as retryable errors.
         """
-        response = await self._send("POST", path, content=orjson.dumps(body), observe=observe)
-        return self._json_object(response), response.headers
+        content = orjson.dumps(body)
+        self._get_client()
+        poster = self._poster
+        if poster is None:
+            response = await self._send("POST", path, content=content, observe=observe)
+            return self._json_object(response), response.headers
+        prebuilt = self._prebuilt_plain()
+        status, raw, payload = await poster.post(self, str(self._url(path)), content, prebuilt)
+        limits = _limit_headers(raw)
+        self._check_parts(status, limits, payload, observe)
+        return self._json_of(status, payload), limits
+
+    def _prebuilt_plain(self) -> dict[str, str]:
+        prebuilt = self._prebuilt_headers(self._get_client())
+        if prebuilt.plain is None:
+            prebuilt.plain = dict(prebuilt.headers.items())
+        return prebuilt.plain
 
     async def _get_json(self, path: str) -> dict[str, Any]:
         """GET a JSON object."""
@@ -233,9 +425,78 @@ class HttpTeacher(Teacher):
     async def aclose(self) -> None:
         """Close the HTTP client (idempotent)."""
         client, self._client = self._client, None
+        self._direct = self._prebuilt = self._poster = None
         if client is not None:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+
+
+class _AiohttpPoster:
+    """JSON POSTs on a bare aiohttp session without a cookie jar; the same session serves the
+    httpx-aiohttp transport under the client, so both share one connection pool.
+    """
+
+    def __init__(self, session: Any, transport: httpx.AsyncBaseTransport) -> None:
+        self.session = session
+        self.transport = transport
+
+    @classmethod
+    def create(cls, max_connections: int, timeout: httpx.Timeout) -> _AiohttpPoster | None:
+        """A poster over a new session, or None when aiohttp or httpx-aiohttp is missing."""
+        try:
+            import aiohttp
+            from httpx_aiohttp import AiohttpTransport
+        except ImportError:
+            return None
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=timeout.connect, sock_read=timeout.read
+            ),
+        )
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        return cls(session, AiohttpTransport(limits=limits, client=session))
+
+    async def post(
+        self, teacher: HttpTeacher, url: str, content: bytes, headers: dict[str, str]
+    ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
+        """POST; return the status, the raw headers and the body."""
+        import aiohttp
+
+        try:
+            async with self.session.post(url, data=content, headers=headers) as response:
+                body = await response.read()
+                return response.status, response.raw_headers, body
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            raise ProviderUnavailableError(
+                f"{teacher.name}: connection lost ({type(exc).__name__})"
+            ) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ProviderTimeoutError(
+                f"{teacher.name}: request timed out ({type(exc).__name__})"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderUnavailableError(
+                f"{teacher.name}: connection error ({type(exc).__name__}: "
+                f"{teacher._redact(str(exc))[:200]})"
+            ) from None
+
+
+class _Prebuilt:
+    """Headers (with the key) and extensions reused by every JSON POST; never shown in a repr."""
+
+    __slots__ = ("extensions", "headers", "plain")
+
+    def __init__(self, headers: httpx.Headers, extensions: dict[str, Any]) -> None:
+        self.headers = headers
+        self.extensions = extensions
+        self.plain: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return "<prebuilt request headers>"
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:

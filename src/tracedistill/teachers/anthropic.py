@@ -27,7 +27,7 @@ from tracedistill.teachers.base import (
 )
 from tracedistill.teachers.retry import error_for_status
 
-__all__ = ["ANTHROPIC_BASE_URL", "AnthropicTeacher"]
+__all__ = ["ANTHROPIC_BASE_URL", "AnthropicTeacher", "MessageStream"]
 
 #: Anthropic's API root (``/v1/messages`` is appended).
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -70,6 +70,15 @@ class AnthropicTeacher(HttpTeacher):
             top_k; ``params.extra`` is merged into the body.
         summarized_thinking: mark thinking as a provider summary (Claude 4 and later) rather
             than the raw chain of thought.
+        stream: ask for server-sent events (``"stream": true``) and assemble the message from
+            ``message_start``, ``content_block_*`` (text, thinking and signature deltas),
+            ``message_delta`` (stop reason, cumulative usage) and ``message_stop``; ``ping``
+            events keep a quiet stream alive and an ``error`` event (``overloaded_error``
+            mid-stream) is retried like the status it stands for. A stalled stream is cut after
+            ``idle_timeout`` seconds without an event while a long answer that keeps streaming
+            is never cut. Off by default, like the OpenAI-compatible teacher, so the two
+            behave alike; Anthropic recommends it for long requests (large ``max_tokens``).
+        idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
         **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
@@ -134,7 +143,13 @@ class AnthropicTeacher(HttpTeacher):
         self, request: TeacherRequest, *, observe: Observer | None = None
     ) -> Completion:
         """Make one Messages API request and normalize its answer."""
-        data, _headers = await self._post_json("/v1/messages", self.body(request), observe=observe)
+        body = self.body(request)
+        if self.stream:
+            body["stream"] = True
+            sink = MessageStream(self)
+            await self._post_stream("/v1/messages", body, sink, observe=observe)
+            return self.parse(sink.message())
+        data, _headers = await self._post_json("/v1/messages", body, observe=observe)
         return self.parse(data)
 
     # --- Message Batches ------------------------------------------------------------------------
@@ -258,6 +273,95 @@ class AnthropicTeacher(HttpTeacher):
             usage=usage,
             metadata=metadata,
         )
+
+
+class MessageStream:
+    """Assembles a streamed Messages API answer into the message a non-streamed request would
+    have returned, so one parser reads both.
+
+    Unknown event and delta types are ignored (Anthropic may add new ones); ``usage`` from
+    ``message_delta`` is cumulative and overrides ``message_start``'s.
+    """
+
+    def __init__(self, teacher: AnthropicTeacher) -> None:
+        self._teacher = teacher
+        self.done = False
+        self._message: dict[str, Any] = {}
+        self._usage: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._parts: dict[int, list[str]] = {}
+        self._stop: Any = None
+        self.events = 0
+
+    def feed(self, event: str, data: bytes) -> None:
+        """Take one event (an error event raises the error it stands for)."""
+        if not data.strip():
+            return
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ProviderUnavailableError(
+                f"{self._teacher.name}: stream event {event!r} is not JSON ({len(data)} bytes)"
+            ) from None
+        if not isinstance(payload, Mapping):
+            raise ProviderUnavailableError(f"{self._teacher.name}: stream event is not an object")
+        self.events += 1
+        kind = payload.get("type", event)
+        if kind == "error" or event == "error":
+            self._teacher.parse({"type": "error", "error": payload.get("error")})
+        elif kind == "message_start" and isinstance(payload.get("message"), Mapping):
+            self._message = dict(payload["message"])
+            self._usage.update(self._message.get("usage") or {})
+        elif kind == "content_block_start" and isinstance(payload.get("content_block"), Mapping):
+            index = int(payload.get("index", len(self._blocks)))
+            self._blocks[index] = dict(payload["content_block"])
+            self._parts[index] = []
+        elif kind == "content_block_delta" and isinstance(payload.get("delta"), Mapping):
+            self._delta(int(payload.get("index", 0)), payload["delta"])
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, Mapping) and delta.get("stop_reason") is not None:
+                self._stop = delta["stop_reason"]
+            if isinstance(payload.get("usage"), Mapping):
+                self._usage.update({k: v for k, v in payload["usage"].items() if v is not None})
+        elif kind == "message_stop":
+            self.done = True
+
+    def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
+        kind = delta.get("type")
+        field = {"text_delta": "text", "thinking_delta": "thinking"}.get(str(kind))
+        if field is not None and isinstance(delta.get(field), str):
+            self._parts.setdefault(index, []).append(delta[field])
+        elif kind == "signature_delta" and index in self._blocks:
+            self._blocks[index]["signature"] = delta.get("signature")
+
+    def ended(self) -> bool:
+        """A stream is whole only once ``message_stop`` arrived."""
+        return False
+
+    def message(self) -> dict[str, Any]:
+        """The message the stream amounts to.
+
+        Raises:
+            ProviderUnavailableError: the stream never said why it stopped (it was cut).
+        """
+        if self._stop is None:
+            raise ProviderUnavailableError(
+                f"{self._teacher.name}: stream ended without a stop reason ({self.events} events)"
+            )
+        content = []
+        for index in sorted(self._blocks):
+            block = dict(self._blocks[index])
+            field = {"text": "text", "thinking": "thinking"}.get(str(block.get("type")))
+            if field is not None:
+                block[field] = str(block.get(field) or "") + "".join(self._parts.get(index, ()))
+            content.append(block)
+        return {
+            **self._message,
+            "content": content,
+            "stop_reason": self._stop,
+            "usage": self._usage,
+        }
 
 
 def _thinking(

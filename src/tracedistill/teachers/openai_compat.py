@@ -68,6 +68,14 @@ class OpenAICompatTeacher(HttpTeacher):
         max_tokens_field: the body field for ``max_tokens`` (OpenAI's newer models want
             ``max_completion_tokens``).
         reports_cost: whether the server returns ``usage.cost`` (OpenRouter does).
+        stream: ask for server-sent events (``"stream": true`` with
+            ``stream_options.include_usage``) and assemble the answer from its deltas, so a
+            stalled answer is cut after ``idle_timeout`` seconds without an event (OpenRouter's
+            ``: OPENROUTER PROCESSING`` keep-alives count as events) while a long one that keeps
+            streaming is never cut. Off by default: a whole JSON body costs the least client CPU
+            and every OpenAI-compatible server speaks it; turn it on for long reasoning answers
+            from providers that stall. The request key does not depend on it.
+        idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
         **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts, pricing,
             retry, timeout, transport, headers).
@@ -127,9 +135,14 @@ class OpenAICompatTeacher(HttpTeacher):
         self, request: TeacherRequest, *, observe: Observer | None = None
     ) -> Completion:
         """Make one chat-completions request and normalize its answer."""
-        data, _headers = await self._post_json(
-            "/chat/completions", self.body(request), observe=observe
-        )
+        body = self.body(request)
+        if self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+            sink = ChatStream(self)
+            await self._post_stream("/chat/completions", body, sink, observe=observe)
+            return self.parse(sink.response())
+        data, _headers = await self._post_json("/chat/completions", body, observe=observe)
         return self.parse(data)
 
     def parse(self, data: Mapping[str, Any]) -> Completion:
@@ -327,6 +340,124 @@ class OpenAICompatTeacher(HttpTeacher):
 def OpenRouterTeacher(model: str, **kwargs: Any) -> OpenAICompatTeacher:
     """A teacher on OpenRouter; see :meth:`OpenAICompatTeacher.openrouter`."""
     return OpenAICompatTeacher.openrouter(model, **kwargs)
+
+
+class ChatStream:
+    """Assembles a streamed chat completion (``chat.completion.chunk`` events) into the body a
+    non-streamed request would have returned, so one parser reads both.
+
+    Content, ``reasoning``/``reasoning_content`` and ``reasoning_details`` deltas are joined;
+    the finish reason comes from the last choice that has one and ``usage`` (with OpenRouter's
+    ``cost``) from the final chunk. An ``error`` object in a chunk (OpenRouter's mid-stream
+    errors) raises the error it stands for.
+    """
+
+    def __init__(self, teacher: OpenAICompatTeacher) -> None:
+        self._teacher = teacher
+        self.done = False
+        self._content: list[str] = []
+        self._reasoning: dict[str, list[str]] = {}
+        self._details: dict[str, list[str]] = {}
+        self._top: dict[str, Any] = {}
+        self._finish: Any = None
+        self._native_finish: Any = None
+        self._usage: Any = None
+        self.chunks = 0
+
+    def feed(self, event: str, data: bytes) -> None:
+        """Take one event's data (a JSON chunk, or ``[DONE]``)."""
+        if data == b"[DONE]":
+            self.done = True
+            return
+        if not data.strip():
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ProviderUnavailableError(
+                f"{self._teacher.name}: stream event is not JSON ({len(data)} bytes)"
+            ) from None
+        if not isinstance(chunk, Mapping):
+            raise ProviderUnavailableError(f"{self._teacher.name}: stream event is not an object")
+        self.chunks += 1
+        if chunk.get("error") is not None:
+            raise _body_error(self._teacher.name, chunk["error"], self._teacher._redact)
+        for field in ("id", "model", "provider"):
+            if field not in self._top and isinstance(chunk.get(field), str):
+                self._top[field] = chunk[field]
+        if isinstance(chunk.get("usage"), Mapping):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+            self._choice(choices[0])
+
+    def _choice(self, choice: Mapping[str, Any]) -> None:
+        if isinstance(choice.get("error"), Mapping):
+            raise _body_error(self._teacher.name, choice["error"], self._teacher._redact)
+        if choice.get("finish_reason") is not None:
+            self._finish = choice["finish_reason"]
+            self._native_finish = choice.get("native_finish_reason")
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return
+        content = delta.get("content")
+        if isinstance(content, str):
+            self._content.append(content)
+        elif isinstance(content, list):
+            self._content.append(text_of_parts(content))
+        for field in ("reasoning", "reasoning_content"):
+            value = delta.get(field)
+            if isinstance(value, str) and value:
+                self._reasoning.setdefault(field, []).append(value)
+        details = delta.get("reasoning_details")
+        if isinstance(details, list):
+            for item in details:
+                if isinstance(item, Mapping):
+                    kind = item.get("type")
+                    key = "summary" if kind == "reasoning.summary" else "text"
+                    if kind in ("reasoning.text", "reasoning.summary") and isinstance(
+                        item.get(key), str
+                    ):
+                        self._details.setdefault(str(kind), []).append(item[key])
+
+    def ended(self) -> bool:
+        """A stream closed without ``[DONE]`` is whole only if it finished and sent its usage."""
+        return self._finish is not None and self._usage is not None
+
+    def response(self) -> dict[str, Any]:
+        """The chat-completion body the stream amounts to.
+
+        Raises:
+            ProviderUnavailableError: the stream never said why it finished (it was cut).
+        """
+        if self._finish is None:
+            raise ProviderUnavailableError(
+                f"{self._teacher.name}: stream ended without a finish reason ({self.chunks} chunks)"
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
+        for field, parts in self._reasoning.items():
+            message[field] = "".join(parts)
+        details = []
+        if "reasoning.text" in self._details:
+            details.append(
+                {"type": "reasoning.text", "text": "".join(self._details["reasoning.text"])}
+            )
+        if "reasoning.summary" in self._details:
+            details.append(
+                {
+                    "type": "reasoning.summary",
+                    "summary": "".join(self._details["reasoning.summary"]),
+                }
+            )
+        if details:
+            message["reasoning_details"] = details
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self._finish}
+        if self._native_finish is not None:
+            choice["native_finish_reason"] = self._native_finish
+        body: dict[str, Any] = {**self._top, "choices": [choice]}
+        if self._usage is not None:
+            body["usage"] = self._usage
+        return body
 
 
 def _body_error(name: str, error: Any, redact: Any) -> Exception:
