@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
-from tracedistill.verifiers import CodeVerifier, _harness, stdout_matches
+from tracedistill.verifiers import CodeVerifier, _codec, stdout_matches
 from tracedistill.verifiers._asserts import bound_names, plan_assert
-from tracedistill.verifiers.code import _EvalplusComparator
+from tracedistill.verifiers._evalplus import EvalplusComparator
 
 pytestmark = pytest.mark.anyio
 
@@ -201,7 +201,7 @@ def test_codec_round_trip_keeps_types() -> None:
         None,
         True,
     ]
-    decoded = _harness.decode(_harness.encode(value))
+    decoded = _codec.decode(_codec.encode(value))
     assert decoded == value
     assert type(decoded[7]) is tuple and type(decoded[9]) is frozenset
 
@@ -209,27 +209,27 @@ def test_codec_round_trip_keeps_types() -> None:
         def __eq__(self, other: object) -> bool:
             return True
 
-    assert _harness.decode(_harness.encode(Rigged())) != 1
+    assert _codec.decode(_codec.encode(Rigged())) != 1
     big = list(range(100_000))
-    digest = _harness.decode(_harness.encode_output(big))
-    assert isinstance(digest, _harness.Digest)
-    assert digest == _harness.decode(_harness.encode_output(list(range(100_000))))
-    assert digest != _harness.decode(_harness.encode_output(list(range(1, 100_001))))
+    digest = _codec.decode(_codec.encode_output(big))
+    assert isinstance(digest, _codec.Digest)
+    assert digest == _codec.decode(_codec.encode_output(list(range(100_000))))
+    assert digest != _codec.decode(_codec.encode_output(list(range(1, 100_001))))
 
 
 def test_evalplus_comparison_rules() -> None:
-    compare = _EvalplusComparator("f", 0.0, "")
+    compare = EvalplusComparator("f", 0.0, "")
     assert compare(1.0000001, 1.0, ())  # floats get atol 1e-6 ...
     assert compare([1.0000001, 2], [1.0, 2], ())  # ... and keep it for the rest of the group
     compare.reset()
     assert not compare([1.0000001, 2], [1.0, 2], ())
     assert not compare([1.0], (1.0,), ())  # allclose only between the same types
     assert not compare((1, 2), [1, 2], ())
-    sets = _EvalplusComparator("similar_elements", 0.0, "mbpp")
+    sets = EvalplusComparator("similar_elements", 0.0, "mbpp")
     assert sets((5, 4), (4, 5), ())
-    not_none = _EvalplusComparator("text_match_three", 0.0, "mbpp")
-    assert not_none(_harness.NotNone(True), True, ())
-    assert not not_none(_harness.NotNone(False), True, ())
+    not_none = EvalplusComparator("text_match_three", 0.0, "mbpp")
+    assert not_none(_codec.NotNone(True), True, ())
+    assert not not_none(_codec.NotNone(False), True, ())
 
 
 def test_stdout_matching() -> None:

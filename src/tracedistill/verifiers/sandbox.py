@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 
 from tracedistill.verifiers import _harness
+from tracedistill.verifiers._protocol import Job, Limits, Record, step_budgets
 
 __all__ = ["SYSTEM_PATHS", "SandboxLimits", "handle", "probe", "warm_up"]
 
@@ -421,7 +422,7 @@ def _enter_sample_namespaces() -> list[str]:
     )
 
 
-def _wants_sample_namespaces(job: dict[str, Any]) -> bool:
+def _wants_sample_namespaces(job: Job) -> bool:
     """Whether a sample needs its own PID and mount namespaces.
 
     They cost ~10 ms a sample and add nothing when Landlock hides /proc and seccomp forbids new
@@ -506,7 +507,7 @@ def _die_with_parent(parent: int | None) -> None:
         os._exit(111)
 
 
-def _set_limits(limits: dict[str, Any], cpu_s: float) -> None:
+def _set_limits(limits: Limits, cpu_s: float) -> None:
     def cap(which: int, value: int) -> None:
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
@@ -539,7 +540,7 @@ def _user_process_count() -> int:
 _LANDLOCKED = False
 
 
-def _isolate(job: dict[str, Any], workdir: str, *, untrusted_here: bool) -> list[str]:
+def _isolate(job: Job, workdir: str, *, untrusted_here: bool) -> list[str]:
     """Lock down the current process: filesystem, syscalls. Return the layers applied."""
     global _LANDLOCKED
     layers = []
@@ -589,29 +590,29 @@ def _clean_process(workdir: str, keep_fd: int) -> None:
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
 
 
-def _run_sample(job: dict[str, Any], workdir: str, result_fd: int) -> None:
+def _run_sample(job: Job, workdir: str, result_fd: int) -> None:
     """The sandboxed process: lock down, then run the tests (never returns)."""
     with contextlib.suppress(OSError):
         os.setsid()
     _clean_process(workdir, result_fd)
     if job["mode"] == "stdio":
         layers = _isolate(job, workdir, untrusted_here=False)
-        os.write(3, (json.dumps({"ev": "layers", "layers": layers}) + "\n").encode())
+        os.write(3, (json.dumps({"event": "layers", "layers": layers}) + "\n").encode())
         _run_stdio(job, workdir)
     _set_limits(job["limits"], job["wall_s"])
     layers = _isolate(job, workdir, untrusted_here=True)
-    os.write(3, (json.dumps({"ev": "layers", "layers": layers}) + "\n").encode())
+    os.write(3, (json.dumps({"event": "layers", "layers": layers}) + "\n").encode())
     _harness.run_in_child(job, 3)
 
 
-def _run_stdio(job: dict[str, Any], workdir: str) -> None:
+def _run_stdio(job: Job, workdir: str) -> None:
     """Run the program once per stdin case, each in its own locked-down grandchild."""
     send = _harness._Channel(3)
-    send.send({"ev": "start"})
+    send.send({"event": "start"})
     try:
         compiled = compile(job["code"], "<solution>", "exec")
     except (SyntaxError, ValueError) as exc:
-        send.send({"ev": "syntax-error", "e": f"{type(exc).__name__}: {exc}"[:1000]})
+        send.send({"event": "syntax-error", "error": f"{type(exc).__name__}: {exc}"[:1000]})
         os._exit(0)
     for index, stdin in enumerate(job["stdin"]):
         in_path = os.path.join(workdir, f".stdin{index}")
@@ -652,26 +653,27 @@ def _run_stdio(job: dict[str, Any], workdir: str) -> None:
             os._exit(0)
         status, timed_out = _wait(pid, float(job["test_timeout"]))
         elapsed = time.perf_counter() - start
-        record: dict[str, Any] = {"i": index, "t": elapsed}
+        record: Record = {"test": index, "time": elapsed}
         if timed_out:
-            record.update(s="timeout", e=f"over {job['test_timeout']}s")
+            record.update({"status": "timeout", "error": f"over {job['test_timeout']}s"})
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            record.update(s="signal", sig=sig, e=f"killed by signal {sig}")
+            record.update({"status": "signal", "signal": sig, "error": f"killed by signal {sig}"})
         else:
             code = os.WEXITSTATUS(status)
             size = os.path.getsize(out_path) if os.path.exists(out_path) else 0
             if size >= job["limits"]["max_output_bytes"]:
-                record.update(s="output", e=f"printed {size} bytes or more")
+                record.update({"status": "output", "error": f"printed {size} bytes or more"})
             elif code != 0:
-                record.update(s="memory" if code == 75 else "error", e=f"exit code {code}")
+                kind = "memory" if code == 75 else "error"
+                record.update({"status": kind, "error": f"exit code {code}"})
             else:
                 with open(out_path, "rb") as fh:
-                    record.update(s="ok", stdout=fh.read().decode("utf-8", "replace"))
+                    record.update({"status": "ok", "stdout": fh.read().decode("utf-8", "replace")})
         send.send(record)
-        if record["s"] != "ok":
+        if record["status"] != "ok":
             os._exit(0)
-    send.send({"ev": "done"})
+    send.send({"event": "done"})
     os._exit(0)
 
 
@@ -703,7 +705,7 @@ def _wait(pid: int, timeout: float) -> tuple[int, bool]:
 # --- the runner side ---------------------------------------------------------------------------
 
 
-def _fork_sample(job: dict[str, Any], workdir: str, write_fd: int) -> int:
+def _fork_sample(job: Job, workdir: str, write_fd: int) -> int:
     """Fork the child that enters the namespaces; return its pid."""
     runner = os.getpid()
     pid = os.fork()
@@ -715,7 +717,7 @@ def _fork_sample(job: dict[str, Any], workdir: str, write_fd: int) -> int:
         namespaces = list(job["shared_namespaces"])
         if job["namespaces"] and _wants_sample_namespaces(job):
             namespaces += _enter_sample_namespaces()
-        os.write(write_fd, (json.dumps({"ev": "ns", "ns": namespaces}) + "\n").encode())
+        os.write(write_fd, (json.dumps({"event": "ns", "namespaces": namespaces}) + "\n").encode())
         if "pid" not in namespaces:
             _run_sample(job, workdir, write_fd)
         # In a new PID namespace the next child is its init (pid 1); that one forks the
@@ -750,15 +752,28 @@ def _status_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def handle(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one sample in a fresh sandboxed child; return its raw report for the parent."""
+#: Time a step may overrun its budget before the runner kills the child: the child's own timer
+#: (SIGALRM, at the budget) normally ends the test first and reports it.
+STEP_MARGIN_S = 0.5
+STEP_MARGIN_FACTOR = 0.1
+
+
+def handle(job: Job) -> dict[str, Any]:
+    """Run one sample in a fresh sandboxed child; return its raw report for the parent.
+
+    The report: ``status`` (``eof``: the child finished; ``timeout``: the whole run's wall
+    limit; ``step-timeout``: one test (or the loading) overran its own limit and the runner
+    killed the child; ``result-limit``), ``exit`` (the child's exit code, 128 + signal when
+    killed), ``data`` (its record lines, unparsed), ``wall_s``, ``output_tail``.
+    """
     if job.get("mode") == "probe":
         return probe()
     limits = job["limits"]
     shared = _runner_namespaces() if job["namespaces"] else (_RUNNER_NAMESPACES or [])
     if job.get("bwrap"):  # the runner itself lives in a bubblewrap container
         shared = ["bwrap", *shared]
-    job = dict(job, read_paths=_read_paths(), shared_namespaces=shared)
+    job = job.copy()
+    job["read_paths"], job["shared_namespaces"] = _read_paths(), shared
     # Inside the verifier's own temporary root, which it removes on close: a sample whose
     # runner was killed mid-run (timeout, cancellation) leaves nothing behind.
     workdir = tempfile.mkdtemp(prefix="sample-", dir=job.get("tmp_root"))
@@ -768,14 +783,16 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         pid = _fork_sample(job, workdir, write_fd)
         os.close(write_fd)
         write_fd = -1
-        deadline = start + float(job["wall_s"]) + float(limits["startup_s"])
-        data, status = _collect(read_fd, deadline, int(limits["max_result_bytes"]))
+        watch = _Watch(step_budgets(job), start + float(job["wall_s"]) + float(limits["startup_s"]))
+        data, status = _collect(read_fd, watch, int(limits["max_result_bytes"]))
         if status != "eof":
-            os.kill(pid, signal.SIGKILL)
-        remaining = max(deadline - time.monotonic(), 0.0) if status == "eof" else 0.0
-        exit_status, waited_out = _wait(pid, remaining + 0.5)
+            _kill_sample(pid)
+        # After EOF the child only exits; one that closed its pipe and kept running (or left
+        # a process holding it) is held to the step it was in.
+        remaining = max(watch.deadline() - time.monotonic(), 0.0) if status == "eof" else 0.0
+        exit_status, waited_out = _wait(pid, remaining + 0.2)
         if waited_out and status == "eof":
-            status = "timeout"
+            status = "step-timeout" if watch.step_bound else "timeout"
         output_tail = _tail(os.path.join(workdir, ".output"))
     finally:
         os.close(read_fd)
@@ -792,16 +809,54 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _collect(fd: int, deadline: float, cap: int) -> tuple[bytes, str]:
+def _kill_sample(pid: int) -> None:
+    """Kill the child and, without a PID namespace of its own, its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # the sample is a session leader (setsid)
+
+
+class _Watch:
+    """Deadlines of a run: one per step (each line the child writes ends one) and the whole.
+
+    Lines are counted, never parsed: a child that writes extra lines only moves on to later
+    steps' budgets, never past the whole run's wall limit.
+    """
+
+    def __init__(self, budgets: list[float], wall_deadline: float) -> None:
+        self._budgets = budgets
+        self._wall = wall_deadline
+        self._step = 0
+        self._step_deadline = time.monotonic() + self._allowance(0)
+        self.step_bound = False  # whether the last deadline returned was a step's
+
+    def _allowance(self, step: int) -> float:
+        budget = self._budgets[step] if step < len(self._budgets) else self._budgets[-1]
+        return budget * (1 + STEP_MARGIN_FACTOR) + STEP_MARGIN_S
+
+    def lines(self, count: int) -> None:
+        """``count`` more lines arrived: the step now running began just now."""
+        if count:
+            self._step += count
+            self._step_deadline = time.monotonic() + self._allowance(self._step)
+
+    def deadline(self) -> float:
+        """When the run must be stopped, as things stand."""
+        self.step_bound = self._step_deadline < self._wall
+        return min(self._step_deadline, self._wall)
+
+
+def _collect(fd: int, watch: _Watch, cap: int) -> tuple[bytes, str]:
+    """Read the child's lines until EOF, a deadline (``timeout``, ``step-timeout``) or ``cap``."""
     chunks: list[bytes] = []
     size = 0
     while True:
+        deadline = watch.deadline()
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), "timeout"
-        ready, _, _ = select.select([fd], [], [], remaining)
+        ready = select.select([fd], [], [], remaining)[0] if remaining > 0 else []
         if not ready:
-            return b"".join(chunks), "timeout"
+            return b"".join(chunks), "step-timeout" if watch.step_bound else "timeout"
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             return b"".join(chunks), "eof"
@@ -809,6 +864,7 @@ def _collect(fd: int, deadline: float, cap: int) -> tuple[bytes, str]:
         if size > cap:
             return b"".join(chunks), "result-limit"
         chunks.append(chunk)
+        watch.lines(chunk.count(b"\n"))
 
 
 def _tail(path: str, size: int = 2000) -> str:
