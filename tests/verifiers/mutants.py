@@ -234,7 +234,7 @@ def mutants(
     found: dict[str, str] = {}
     for kind, (pick, change) in _point_mutations().items():
         sites = _sites(copy.deepcopy(tree), entry, pick)
-        chosen = sites[:: max(1, len(sites) // per_kind)][:per_kind] if sites else []
+        chosen = sites[:: max(1, len(sites) // per_kind)][:per_kind] if sites and per_kind else []
         for site in chosen:
             code = _mutate_at(source, entry, site, change)
             if code is not None:

@@ -175,6 +175,8 @@ def _encode_other(value: Any, kind: type, depth: int) -> Any:
             return ["D", _Decimal.__str__(value)]
     except Exception:
         return ["o", kind.__name__]
+    if kind.__module__ == "numpy":  # before the subclasses: np.float64 is a float subclass
+        return _encode_numpy(value, kind, depth)
     # Subclasses of the built-in types (namedtuple, OrderedDict, IntEnum ...) become their
     # plain values, as their == would treat them.
     for base in _PLAIN_BASES:
@@ -183,19 +185,22 @@ def _encode_other(value: Any, kind: type, depth: int) -> Any:
                 return encode(base(value), depth)
             except Exception:
                 return ["o", kind.__name__]
-    if kind.__module__ == "numpy":
-        return _encode_numpy(value, kind, depth)
     return ["o", f"{kind.__module__}.{kind.__qualname__}"]
 
 
 def _encode_numpy(value: Any, kind: type, depth: int) -> Any:
-    """Turn numpy scalars into plain values and arrays of numbers or strings into arrays."""
+    """Numpy scalars and arrays of numbers or strings travel as such (they decode as numpy
+    objects again: ``np.float64`` is not ``float`` to evalplus's type check, a 0-d array is not
+    iterable); other numpy values are opaque.
+    """
     try:
-        if getattr(value, "ndim", 1) == 0 and hasattr(value, "item"):
-            return encode(value.item(), depth)
-        if kind.__name__ == "ndarray" and value.dtype.kind in _ARRAY_KINDS:
-            flat = [encode(v, depth + 1) for v in value.ravel().tolist()]
-            return ["a", [_str(value.dtype.str), [_int(n) for n in value.shape], flat]]
+        dtype = value.dtype
+        if dtype.kind in _ARRAY_KINDS:
+            if kind.__name__ == "ndarray":
+                flat = [encode(v, depth + 1) for v in value.ravel().tolist()]
+                return ["a", [_str(dtype.str), [_int(n) for n in value.shape], flat]]
+            if getattr(value, "ndim", None) == 0:
+                return ["g", [_str(dtype.str), encode(value.item(), depth + 1)]]
     except Exception:
         pass
     return ["o", f"{kind.__module__}.{kind.__qualname__}"]
@@ -271,6 +276,16 @@ def _decode_array(body: Any) -> Any:
     return numpy.asarray([decode(v) for v in flat], dtype=dtype).reshape(shape)
 
 
+def _decode_scalar(body: Any) -> Any:
+    import numpy
+
+    dtype_str, item = body
+    dtype = numpy.dtype(str(dtype_str))
+    if dtype.kind not in _ARRAY_KINDS:
+        raise ValueError(f"scalar of dtype {dtype_str!r}")
+    return dtype.type(decode(item))
+
+
 def _decode_range(body: Any) -> range:
     start, stop, step = (decode(v) for v in body)
     if not all(type(v) is int for v in (start, stop, step)):
@@ -303,6 +318,7 @@ _REBUILD: dict[str, Any] = {
     "Q": lambda body: fractions.Fraction(_integer(decode(body[0])), _integer(decode(body[1]))),
     "D": lambda body: decimal.Decimal(str(body)),
     "a": _decode_array,
+    "g": _decode_scalar,
     "y": lambda body: Yielded(str(body[0]), [decode(v) for v in body[1]]),
 }
 
