@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from tracedistill.records import VerdictReason
+from tracedistill.records import StdioCase, VerdictReason
 from tracedistill.verifiers import _codec
 from tracedistill.verifiers._protocol import Record
 from tracedistill.verifiers.base import CheckResult, clip
@@ -24,6 +24,7 @@ __all__ = [
     "Run",
     "compare_outputs",
     "failure_of",
+    "judge_stdio",
     "layers",
     "parse_records",
     "plain_equal",
@@ -196,6 +197,33 @@ def compare_outputs(
                     },
                 )
     return next((f for f in failures if f is not None), None)
+
+
+def judge_stdio(cases: Sequence[StdioCase], run: Run) -> CheckResult:
+    """The verdict on stdin/stdout cases, in order: the first that failed decides."""
+    records, failure = run.records, run.failure
+    if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:
+        return failure
+    results = {r["test"]: r for r in records if "test" in r}
+    for index, case in enumerate(cases):
+        record = results.get(index)
+        if record is None or record.get("status") != "ok":
+            return failure or CheckResult.fail(
+                VerdictReason.RUNTIME_ERROR, {"error": f"no result for stdio case {index}"}
+            )
+        if not stdout_matches(record.get("stdout", ""), case.stdout):
+            return CheckResult.fail(
+                VerdictReason.TEST_FAILED,
+                {
+                    "test": index,
+                    "stdin": clip(case.stdin, 300),
+                    "expected": clip(case.stdout, 300),
+                    "got": clip(record.get("stdout", ""), 300),
+                },
+            )
+    if failure is not None:
+        return failure
+    return CheckResult.ok({"stdio": len(cases), "sandbox": layers(records)})
 
 
 def plain_equal(got: Any, expected: Any) -> bool:

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
+from tracedistill.records import FunctionTests
 from tracedistill.verifiers._codec import Digest, NotNone, Opaque, Yielded
 from tracedistill.verifiers._protocol import OutputMode
 
 __all__ = [
     "EvalplusComparator",
+    "FunctionInputs",
     "evalplus_version",
     "load_evalplus",
     "output_mode",
@@ -142,3 +147,36 @@ class EvalplusComparator:
                 return out == exp
             return isinstance(out, NotNone) and exp == out.flag
         return exact_match
+
+
+class FunctionInputs:
+    """Function tests' inputs as Python values: an evalplus problem's through evalplus's own
+    ``mbpp_deserialize_inputs`` (tuples, sets, complex numbers), cached per tests object.
+    """
+
+    #: Test objects whose inputs stay cached.
+    CACHED = 1024
+
+    def __init__(self) -> None:
+        # Per FunctionTests object (held, so that its id is not reused): its inputs.
+        self._cache: OrderedDict[int, tuple[FunctionTests, list[Any], list[Any]]] = OrderedDict()
+
+    async def get(self, fn: FunctionTests, meta: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """Base and plus inputs of ``fn``; ``meta`` is the problem's evalplus metadata."""
+        cached = self._cache.get(id(fn))
+        if cached is not None:
+            self._cache.move_to_end(id(fn))
+            return cached[1], cached[2]
+        base, plus = list(fn.base_inputs), list(fn.plus_inputs)
+        if meta.get("dataset") == "mbpp" and meta.get("task_id"):
+            task_id = str(meta["task_id"])
+
+            def convert() -> tuple[list[Any], list[Any]]:
+                deserialize = load_evalplus()["deserialize"]
+                return list(deserialize(task_id, base)), list(deserialize(task_id, plus))
+
+            base, plus = await anyio.to_thread.run_sync(convert)
+        self._cache[id(fn)] = (fn, base, plus)
+        if len(self._cache) > self.CACHED:
+            self._cache.popitem(last=False)
+        return base, plus

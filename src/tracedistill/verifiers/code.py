@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,33 +33,37 @@ import orjson
 
 from tracedistill.errors import SandboxError, VerifierError
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
-from tracedistill.verifiers import _codec
-from tracedistill.verifiers._asserts import bound_names, plan_assert
+from tracedistill.verifiers._asserts import (
+    bound_names,
+    first_stage,
+    first_stage_outputs,
+    judge_asserts,
+    plan_assert,
+)
 from tracedistill.verifiers._bubblewrap import (
     bubblewrap_command,
     bubblewrap_problem,
     find_bubblewrap,
 )
 from tracedistill.verifiers._checks import (
-    KIND_REASON,
     Run,
     compare_outputs,
     failure_of,
+    judge_stdio,
     layers,
     parse_records,
-    plain_equal,
-    short_repr,
     stdout_matches,
 )
 from tracedistill.verifiers._evalplus import (
     EvalplusComparator,
+    FunctionInputs,
     evalplus_version,
     load_evalplus,
     output_mode,
 )
-from tracedistill.verifiers._protocol import Group, Job, OutputMode, Record
+from tracedistill.verifiers._protocol import Group, Job, OutputMode, Record, split_groups
 from tracedistill.verifiers._references import Reference, ReferenceCache, default_cache_dir
-from tracedistill.verifiers.base import CheckResult, Verifier, clip
+from tracedistill.verifiers.base import CheckResult, Verifier
 from tracedistill.verifiers.extract import CodeExtraction, extract_code
 from tracedistill.verifiers.pool import JobOutcome, WorkerPool
 from tracedistill.verifiers.sandbox import SandboxLimits
@@ -79,8 +82,6 @@ _HANDLER = "tracedistill.verifiers.sandbox:handle"
 # and other standard values compared as evalplus compares them, per-test limits held by the
 # runner.
 _LOGIC_VERSION = "3"
-#: Problems whose deserialized inputs stay cached.
-_INPUTS_CACHED = 1024
 
 #: A run's outcome: a Run, or a CheckResult when nothing usable came back.
 _Report = CheckResult | Run
@@ -197,7 +198,7 @@ class CodeVerifier(Verifier):
         )
         self._references = ReferenceCache(self.cache_dir)
         # Per FunctionTests object (held, so that its id is not reused): deserialized inputs.
-        self._inputs: OrderedDict[int, tuple[FunctionTests, list[Any], list[Any]]] = OrderedDict()
+        self._inputs = FunctionInputs()
         self._capabilities: dict[str, Any] | None = None
         self._tmp_root: str | None = None  # the samples' working directories live under it
         self._costs: dict[str, float] = {}  # problem id -> seconds its reference took
@@ -380,7 +381,7 @@ class CodeVerifier(Verifier):
         await anyio.to_thread.run_sync(load_evalplus)
         meta = problem.metadata.get(EVALPLUS_METADATA_KEY) or {}
         dataset = str(meta.get("dataset", ""))
-        base_inputs, plus_inputs = await self._function_inputs(problem, fn, meta)
+        base_inputs, plus_inputs = await self._inputs.get(fn, meta)
         reference = await self._reference(problem, fn, base_inputs, plus_inputs, dataset)
         if isinstance(reference, CheckResult):
             return reference
@@ -479,33 +480,7 @@ class CodeVerifier(Verifier):
             or total <= self.split_above_s
         ):
             return [groups]
-        count = min(2 * self.workers, max(2, math.ceil(total)))
-        share = total / count
-        parts: list[list[Group]] = []
-        current: list[Group] = []
-        spent = 0.0  # reference time of the parts already closed and the current one
-
-        def cut(group: Group, begin: int, end: int) -> Group:
-            return {
-                "id": group["id"],
-                "start": group["start"] + begin,
-                "inputs": group["inputs"][begin:end],
-                "limits": group["limits"][begin:end],
-            }
-
-        for group, times in zip(groups, known, strict=True):
-            begin = 0
-            for index, t in enumerate(times):
-                spent += t
-                if spent >= share * (len(parts) + 1) and len(parts) < count - 1:
-                    current.append(cut(group, begin, index + 1))
-                    parts.append(current)
-                    current, begin = [], index + 1
-            if begin < len(times):
-                current.append(cut(group, begin, len(times)))
-        if current:
-            parts.append(current)
-        return parts
+        return split_groups(groups, known, min(2 * self.workers, max(2, math.ceil(total))))
 
     async def _run_parts(self, jobs: list[Job]) -> list[_Report | None]:
         """Run the parts of one sample at once; a failed part cancels the parts after it.
@@ -536,30 +511,6 @@ class CodeVerifier(Verifier):
                 group.start_soon(run_part, index)
         _note_spent(max(spent))
         return reports
-
-    async def _function_inputs(
-        self, problem: Problem, fn: FunctionTests, meta: dict[str, Any]
-    ) -> tuple[list[Any], list[Any]]:
-        cached = self._inputs.get(id(fn))
-        if cached is not None:
-            self._inputs.move_to_end(id(fn))
-            return cached[1], cached[2]
-        base, plus = list(fn.base_inputs), list(fn.plus_inputs)
-        if meta.get("dataset") == "mbpp" and meta.get("task_id"):
-            task_id = str(meta["task_id"])
-
-            def convert() -> tuple[list[Any], list[Any]]:
-                mbpp_deserialize_inputs = load_evalplus()["deserialize"]
-                return (
-                    list(mbpp_deserialize_inputs(task_id, base)),
-                    list(mbpp_deserialize_inputs(task_id, plus)),
-                )
-
-            base, plus = await anyio.to_thread.run_sync(convert)
-        self._inputs[id(fn)] = (fn, base, plus)
-        if len(self._inputs) > _INPUTS_CACHED:
-            self._inputs.popitem(last=False)
-        return base, plus
 
     async def _reference(
         self,
@@ -632,18 +583,8 @@ class CodeVerifier(Verifier):
 
         See :mod:`tracedistill.verifiers._asserts` for how an assert is split.
         """
-        trusted = bound_names(tests.setup)
-        plans = [plan_assert(src, trusted) for src in tests.asserts]
-        # Stage 1, next to the program: each probe is a value test of its own.
-        stage1: list[dict[str, Any]] = []
-        owners: list[int] = []  # stage-1 test -> its assert
-        for index, (plan, _) in enumerate(plans):
-            if plan["kind"] == "probes":
-                stage1 += [{"kind": "value", "expr": expr} for expr in plan["probes"]]
-                owners += [index] * len(plan["probes"])
-            else:
-                stage1.append(plan)
-                owners.append(index)
+        plans = [plan_assert(src, bound_names(tests.setup)) for src in tests.asserts]
+        stage1, owners = first_stage(plans)
         job = self._job(
             "asserts",
             code,
@@ -655,58 +596,13 @@ class CodeVerifier(Verifier):
         report = await self._run(job)
         if isinstance(report, CheckResult):
             return report
-        records, failure = report.records, report.failure
-        if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:
-            return failure
-        results = {r["test"]: r for r in records if "test" in r}
-        outputs: dict[int, list[Any]] = {}  # assert -> its stage-1 outputs, in order
-        stopped_at = len(plans)  # the first assert whose stage-1 tests did not all succeed
-        for test_index, index in enumerate(owners):
-            record = results.get(test_index)
-            if record is None or record.get("status") != "ok":
-                stopped_at = index
-                break
-            outputs.setdefault(index, []).append(record.get("out"))
+        if report.failure is not None and report.failure.reason is VerdictReason.SANDBOX_VIOLATION:
+            return report.failure
+        outputs, stopped_at = first_stage_outputs(report.records, owners, len(plans))
         checked = await self._check_split_asserts(tests, plans, outputs, stopped_at)
         if isinstance(checked, CheckResult):
             return checked
-        for index, (plan, expected) in enumerate(plans):
-            if index == stopped_at:
-                # the child stopped here; the asserts before it were judged already
-                return failure or CheckResult.fail(
-                    VerdictReason.RUNTIME_ERROR, {"error": f"no result for assert {index}"}
-                )
-            got: Any = None
-            if plan["kind"] == "value":
-                got = _codec.decode(outputs[index][0])
-                held = plain_equal(got, expected)
-            elif plan["kind"] == "probes":
-                record = checked[index]
-                if record.get("status") != "ok":
-                    return CheckResult.fail(
-                        KIND_REASON.get(record.get("status", "error"), VerdictReason.RUNTIME_ERROR),
-                        {
-                            "test": index,
-                            "assert": clip(tests.asserts[index], 500),
-                            "error": record.get("error", ""),
-                        },
-                    )
-                held = bool(record.get("held"))
-                got = [_codec.decode(v) for v in outputs[index]]
-            else:
-                held = True  # ran whole next to the program, and did not raise
-            if not held:
-                return CheckResult.fail(
-                    VerdictReason.TEST_FAILED,
-                    {
-                        "test": index,
-                        "assert": clip(tests.asserts[index], 500),
-                        "got": clip(short_repr(got), 500),
-                    },
-                )
-        if failure is not None:
-            return failure
-        return CheckResult.ok({"asserts": len(plans), "sandbox": layers(records)})
+        return judge_asserts(tests.asserts, plans, outputs, checked, stopped_at, report)
 
     async def _check_split_asserts(
         self,
@@ -730,21 +626,14 @@ class CodeVerifier(Verifier):
         report = await self._run(job)
         if isinstance(report, CheckResult):
             return report
-        records, failure = report.records, report.failure
-        found = {r["test"]: r for r in records if "test" in r}
-        checked: dict[int, Record] = {}
-        for position, index in enumerate(split):
-            record = found.get(position)
-            if record is None:
-                return CheckResult.fail(
-                    VerdictReason.VERIFIER_ERROR,
-                    {
-                        "error": "the asserts could not be evaluated",
-                        "cause": failure.details if failure is not None else None,
-                    },
-                )
-            checked[index] = record
-        return checked
+        found = {r["test"]: r for r in report.records if "test" in r}
+        if any(position not in found for position in range(len(split))):
+            cause = report.failure.details if report.failure is not None else None
+            return CheckResult.fail(
+                VerdictReason.VERIFIER_ERROR,
+                {"error": "the asserts could not be evaluated", "cause": cause},
+            )
+        return {index: found[position] for position, index in enumerate(split)}
 
     async def _check_stdio(self, tests: CodeTests, code: str) -> CheckResult:
         job = self._job(
@@ -757,29 +646,7 @@ class CodeVerifier(Verifier):
         report = await self._run(job)
         if isinstance(report, CheckResult):
             return report
-        records, failure = report.records, report.failure
-        if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:
-            return failure
-        results = {r["test"]: r for r in records if "test" in r}
-        for index, case in enumerate(tests.stdio):
-            record = results.get(index)
-            if record is None or record.get("status") != "ok":
-                return failure or CheckResult.fail(
-                    VerdictReason.RUNTIME_ERROR, {"error": f"no result for stdio case {index}"}
-                )
-            if not stdout_matches(record.get("stdout", ""), case.stdout):
-                return CheckResult.fail(
-                    VerdictReason.TEST_FAILED,
-                    {
-                        "test": index,
-                        "stdin": clip(case.stdin, 300),
-                        "expected": clip(case.stdout, 300),
-                        "got": clip(record.get("stdout", ""), 300),
-                    },
-                )
-        if failure is not None:
-            return failure
-        return CheckResult.ok({"stdio": len(tests.stdio), "sandbox": layers(records)})
+        return judge_stdio(tests.stdio, report)
 
     # --- running ---------------------------------------------------------------------------------
 
