@@ -11,6 +11,10 @@
    and their ratio. Then the hand-labelled equivalence suite
    (``tests/verifiers/math_equivalence.jsonl``, both roles): how often each agrees with the
    right verdict.
+3. MBPP+ mutants: semantic mutants of every canonical solution (``tests/verifiers/mutants.py``:
+   operator, comparison, constant and off-by-one changes, returns wrapped in iterators,
+   generators, views, containers, numeric conversions) graded by CodeVerifier and by evalplus's
+   own ``check_correctness``: agreement, and every disagreement listed.
 
 Run: ``.venv/bin/python benchmarks/bench_verifiers.py [--quick]``. Data comes from
 ``../shared/data`` (relative to the project root).
@@ -34,6 +38,12 @@ DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from tests.verifiers.helpers import load_math500_problems, load_mbppplus_problems  # noqa: E402
+from tests.verifiers.mutants import (  # noqa: E402
+    evalplus_ground_truth,
+    evalplus_task,
+    grade_with_evalplus,
+    selection,
+)
 
 from tracedistill.records import Problem, TaskKind  # noqa: E402
 from tracedistill.verifiers import CodeVerifier, MathVerifier  # noqa: E402
@@ -41,38 +51,16 @@ from tracedistill.verifiers import CodeVerifier, MathVerifier  # noqa: E402
 # --- evalplus side ---------------------------------------------------------------------------
 
 
-def _evalplus_ground_truth(task: dict[str, Any]) -> dict[str, Any]:
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
-    from evalplus.gen.util import trusted_exec
-
-    code = task["prompt"] + task["canonical_solution"]
-    not_none = task["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
-    oracle: dict[str, Any] = {}
-    oracle["base"], oracle["base_time"] = trusted_exec(
-        code, task["base_input"], task["entry_point"], record_time=True, output_not_none=not_none
-    )
-    oracle["plus"], oracle["plus_time"] = trusted_exec(
-        code, task["plus_input"], task["entry_point"], record_time=True, output_not_none=not_none
-    )
-    return oracle
-
-
 def run_evalplus(
     rows: list[dict[str, Any]], workers: int, truth: dict[str, Any] | None = None
 ) -> tuple[dict[str, tuple[str, str]], dict[str, Any], float, float]:
     """Check every canonical solution with evalplus; return statuses, ground truth, times."""
-    from evalplus.data.mbpp import mbpp_deserialize_inputs
     from evalplus.evaluate import check_correctness
 
-    tasks = []
-    for row in rows:
-        task = dict(row)
-        task["base_input"] = mbpp_deserialize_inputs(row["task_id"], row["base_input"])
-        task["plus_input"] = mbpp_deserialize_inputs(row["task_id"], row["plus_input"])
-        tasks.append(task)
+    tasks = [evalplus_task(row) for row in rows]
     start = time.perf_counter()
     if truth is None:
-        truth = {task["task_id"]: _evalplus_ground_truth(task) for task in tasks}
+        truth = {task["task_id"]: evalplus_ground_truth(task) for task in tasks}
     truth_s = time.perf_counter() - start
     start = time.perf_counter()
     statuses: dict[str, tuple[str, str]] = {}
@@ -123,6 +111,70 @@ async def run_ours(
         if not r.passed
     }
     return passed, reasons, cold_s, warm_s
+
+
+async def grade_ours(
+    pairs: list[tuple[Problem, str]], workers: int, cache: Path
+) -> tuple[list[tuple[bool, str]], float]:
+    async with CodeVerifier(workers=workers, cache_dir=cache) as verifier:
+        start = time.perf_counter()
+        results = await verifier.check_many(pairs, progress=False)
+        elapsed = time.perf_counter() - start
+    return [(r.passed, f"{r.reason} {r.details}") for r in results], elapsed
+
+
+def run_mutants(
+    items: list[tuple[Problem, dict[str, Any]]], workers: int, cache: Path, light: bool = False
+) -> dict[str, Any]:
+    """Grade the mutants with both checkers; print agreement and every disagreement.
+
+    ``light``: only the tasks whose canonical solution computes for under 50 ms (evalplus's
+    ground-truth timing), which leaves out the few whose mutants take minutes on both sides.
+    """
+    if light:
+        heavy = []
+        for problem, row in items:
+            truth = evalplus_ground_truth(evalplus_task(row))
+            if sum(truth["base_time"]) + sum(truth["plus_time"]) >= 0.05:
+                heavy.append(problem.id)
+        items = [(p, row) for p, row in items if p.id not in heavy]
+        print(f"mbpp+ mutants: light tasks only, {len(items)} (left out: {', '.join(heavy)})")
+    by_id = {p.id: p for p, _ in items}
+    chosen = selection([row for _, row in items])
+    pairs = [(by_id[row["task_id"]], code) for row, (_, code) in chosen]
+    ours, ours_s = anyio.run(grade_ours, pairs, workers, cache)
+    start = time.perf_counter()
+    theirs = grade_with_evalplus([(row, code) for row, (_, code) in chosen], workers)
+    theirs_s = time.perf_counter() - start
+    differ = [
+        i for i, (mine, other) in enumerate(zip(ours, theirs, strict=True)) if mine[0] != other[0]
+    ]
+    # A disagreement where either side timed out is graded again by both, alone (CPU load).
+    timed_out = [i for i in differ if "timeout" in ours[i][1] or "timeout" in theirs[i][1]]
+    if timed_out:
+        again, _ = anyio.run(grade_ours, [pairs[i] for i in timed_out], 1, cache)
+        again_theirs = grade_with_evalplus([(chosen[i][0], chosen[i][1][1]) for i in timed_out], 1)
+        for i, mine, other in zip(timed_out, again, again_theirs, strict=True):
+            ours[i], theirs[i] = mine, other
+        differ = [i for i in differ if ours[i][0] != theirs[i][0]]
+    passed = sum(p for p, _ in theirs)
+    print(
+        f"mbpp+ mutants: {len(chosen)} (evalplus passes {passed}), graded in {ours_s:.1f}s "
+        f"(tracedistill) vs {theirs_s:.1f}s (evalplus) on {workers} workers: "
+        f"{theirs_s / ours_s:.1f}x; verdicts identical {len(chosen) - len(differ)}/{len(chosen)}"
+        f" (regraded after a timeout: {len(timed_out)})"
+    )
+    for i in differ:
+        row, (kind, code) = chosen[i]
+        print(
+            f"    {row['task_id']} {kind}: evalplus {theirs[i][1]}, tracedistill "
+            f"{ours[i][1][:200]}\n      {code.strip().splitlines()[-1][:160]}"
+        )
+    return {
+        "mutants": len(chosen),
+        "mutants_identical": len(chosen) - len(differ),
+        "mutants_speedup": round(theirs_s / ours_s, 2),
+    }
 
 
 def _passed(status: tuple[str, str]) -> bool:
@@ -210,7 +262,7 @@ async def run_suite(workers: int, rules: Rules) -> tuple[int, int, list[str]]:
     return len(cases) - len(wrong), len(cases), wrong
 
 
-def bench_math(problems: list[Problem], workers: int) -> dict[str, Any]:
+def math_figures(problems: list[Problem], workers: int) -> dict[str, Any]:
     """Throughput of both rule sets on the same pairs, then agreement on the suite."""
     pairs = _math_pairs(problems)
     n = len(pairs)
@@ -260,6 +312,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds: small subsets")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--only", choices=["math", "mbpp", "mutants"], help="run one part of the benchmark"
+    )
+    parser.add_argument(
+        "--light-mutants",
+        action="store_true",
+        help="mutants of the tasks whose canonical solution computes for under 50 ms only",
+    )
+    parser.add_argument(
         "--bubblewrap",
         choices=["auto", "on", "off"],
         default="auto",
@@ -270,11 +330,35 @@ def main() -> None:
     if not mbpp_path.exists() or not math_path.exists():
         sys.exit(f"benchmark data not found in {DATA}")
 
+    summary: dict[str, Any] = {}
+    if args.only in (None, "math"):
+        summary.update(bench_math(math_path, args))
+    if args.only in (None, "mbpp"):
+        summary.update(bench_mbpp(mbpp_path, args))
+    if args.only in (None, "mutants"):
+        items = load_mbppplus_problems(mbpp_path)
+        with tempfile.TemporaryDirectory() as cache:
+            summary.update(
+                run_mutants(
+                    items[:12] if args.quick else items,
+                    args.workers,
+                    Path(cache),
+                    light=args.light_mutants,
+                )
+            )
+    print(json.dumps(summary))
+
+
+def bench_math(math_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """MATH-500 golds against correct, wrong and pathological predictions."""
     math_problems = load_math500_problems(math_path)
     if args.quick:
         math_problems = math_problems[:120]
-    math_summary = bench_math(math_problems, args.workers)
+    return math_figures(math_problems, args.workers)
 
+
+def bench_mbpp(mbpp_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """MBPP+ canonical solutions: tracedistill vs evalplus, all tasks and the light ones."""
     items = load_mbppplus_problems(mbpp_path)
     if args.quick:
         items = items[:12]
@@ -332,8 +416,7 @@ def main() -> None:
         f"{light_evalplus_s:.1f}s, tracedistill {light_warm_s:.1f}s -> "
         f"{light_evalplus_s / light_warm_s:.1f}x; identical verdicts {light_same}/{len(light)}"
     )
-    summary = {
-        **math_summary,
+    return {
         "mbpp_speedup": round(evalplus_s / warm_s, 2),
         "mbpp_speedup_ceiling": round(evalplus_s / floor_s, 2),
         "mbpp_floor_over_actual": round(floor_s / warm_s, 2),
@@ -341,7 +424,6 @@ def main() -> None:
         "mbpp_identical": len(items) - len(differ),
         "mbpp_total": len(items),
     }
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def _cases(
         ),
         "monkeypatch builtins and json": (
             "import builtins, json\nbuiltins.isinstance = lambda *a: True\n"
-            'builtins.type = lambda *a: str\njson.dumps = lambda *a, **k: \'{"ev": "done"}\'\n'
+            'builtins.type = lambda *a: str\njson.dumps = lambda *a, **k: \'{"event": "done"}\'\n'
             "def solve():\n    return 'nope'\n",
             {VerdictReason.TEST_FAILED, VerdictReason.RUNTIME_ERROR},
         ),
@@ -181,8 +181,9 @@ def _cases(
             "import os\n"
             "for fd in range(3, 20):\n"
             "    try:\n"
-            '        os.write(fd, b\'{"g":0,"i":0,"s":"ok","out":"guess","t":0}\\n\'\n'
-            '                     b\'{"ev":"done"}\\n\')\n'
+            '        os.write(fd, b\'{"group":0,"test":0,"status":"ok","out":"guess",\'\n'
+            "                     b'\"time\":0}\\n'\n"
+            '                     b\'{"event":"done"}\\n\')\n'
             "    except OSError:\n"
             "        pass\n"
             "os._exit(0)\n",
@@ -347,8 +348,9 @@ async def test_asserts_cannot_be_rigged(tmp_path: Path) -> None:
         ),
         "forged records": (
             "import os\nfor fd in range(3, 20):\n    try:\n"
-            '        os.write(fd, b\'\'.join(b\'{"i":%d,"s":"ok"}\\n\' % i for i in range(8))'
-            ' + b\'{"ev":"done"}\\n\')\n    except OSError:\n        pass\nos._exit(0)\n'
+            "        os.write(fd, b''.join(\n"
+            '            b\'{"test":%d,"status":"ok","held":true}\\n\' % i for i in range(8))'
+            ' + b\'{"event":"done"}\\n\')\n    except OSError:\n        pass\nos._exit(0)\n'
         ),
     }
     async with CodeVerifier(workers=2, cache_dir=tmp_path, bubblewrap=False) as verifier:

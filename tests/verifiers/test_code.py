@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
-from tracedistill.verifiers import CodeVerifier, _harness, stdout_matches
+from tracedistill.verifiers import CodeVerifier, _codec, stdout_matches
 from tracedistill.verifiers._asserts import bound_names, plan_assert
-from tracedistill.verifiers.code import _EvalplusComparator
+from tracedistill.verifiers._evalplus import EvalplusComparator
 
 pytestmark = pytest.mark.anyio
 
@@ -201,7 +201,7 @@ def test_codec_round_trip_keeps_types() -> None:
         None,
         True,
     ]
-    decoded = _harness.decode(_harness.encode(value))
+    decoded = _codec.decode(_codec.encode(value))
     assert decoded == value
     assert type(decoded[7]) is tuple and type(decoded[9]) is frozenset
 
@@ -209,27 +209,27 @@ def test_codec_round_trip_keeps_types() -> None:
         def __eq__(self, other: object) -> bool:
             return True
 
-    assert _harness.decode(_harness.encode(Rigged())) != 1
+    assert _codec.decode(_codec.encode(Rigged())) != 1
     big = list(range(100_000))
-    digest = _harness.decode(_harness.encode_output(big))
-    assert isinstance(digest, _harness.Digest)
-    assert digest == _harness.decode(_harness.encode_output(list(range(100_000))))
-    assert digest != _harness.decode(_harness.encode_output(list(range(1, 100_001))))
+    digest = _codec.decode(_codec.encode_output(big))
+    assert isinstance(digest, _codec.Digest)
+    assert digest == _codec.decode(_codec.encode_output(list(range(100_000))))
+    assert digest != _codec.decode(_codec.encode_output(list(range(1, 100_001))))
 
 
 def test_evalplus_comparison_rules() -> None:
-    compare = _EvalplusComparator("f", 0.0, "")
+    compare = EvalplusComparator("f", 0.0, "")
     assert compare(1.0000001, 1.0, ())  # floats get atol 1e-6 ...
     assert compare([1.0000001, 2], [1.0, 2], ())  # ... and keep it for the rest of the group
     compare.reset()
     assert not compare([1.0000001, 2], [1.0, 2], ())
     assert not compare([1.0], (1.0,), ())  # allclose only between the same types
     assert not compare((1, 2), [1, 2], ())
-    sets = _EvalplusComparator("similar_elements", 0.0, "mbpp")
+    sets = EvalplusComparator("similar_elements", 0.0, "mbpp")
     assert sets((5, 4), (4, 5), ())
-    not_none = _EvalplusComparator("text_match_three", 0.0, "mbpp")
-    assert not_none(_harness.NotNone(True), True, ())
-    assert not not_none(_harness.NotNone(False), True, ())
+    not_none = EvalplusComparator("text_match_three", 0.0, "mbpp")
+    assert not_none(_codec.NotNone(True), True, ())
+    assert not not_none(_codec.NotNone(False), True, ())
 
 
 def test_stdout_matching() -> None:
@@ -379,3 +379,69 @@ async def test_heavy_samples_split_across_runners(
             assert result.details[key] == value, result.details
         if reason is VerdictReason.PASSED:
             assert verifier.pool.jobs_run - before == 2  # the sample ran as two parts
+
+
+def test_codec_rebuilds_standard_values_as_real_objects() -> None:
+    import collections
+    import decimal
+    import fractions
+
+    import numpy as np
+
+    values = [
+        {1: 2}.keys(),
+        {1: 2}.items(),
+        collections.deque([1, 2]),
+        range(2, 9, 3),
+        bytearray(b"ab"),
+        fractions.Fraction(1, 3),
+        decimal.Decimal("0.1"),
+        np.int64(3),
+        np.float64(0.5),
+        np.array([[1.5, 2.0]]),
+        np.array(7),
+    ]
+    for value in values:
+        decoded = _codec.decode(_codec.encode(value))
+        assert type(decoded) is type(value), value
+        if isinstance(value, np.ndarray):
+            assert decoded.shape == value.shape and (decoded == value).all()
+        elif type(value).__name__ != "dict_values":
+            assert decoded == value, value
+    # values views compare by identity, as in Python; they still iterate
+    assert list(_codec.decode(_codec.encode({1: 2}.values()))) == [2]
+    # an iterator is collected only when asked to (set-equality tasks), and equals nothing
+    collected = _codec.decode(_codec.materialize(x for x in (1, 2, 2)))
+    assert isinstance(collected, _codec.Yielded) and set(collected) == {1, 2}
+    assert collected != [1, 2, 2]
+    assert isinstance(_codec.decode(_codec.encode(iter([1]))), _codec.Opaque)
+    # object arrays and malformed bodies never become anything but opaque values
+    assert isinstance(_codec.decode(_codec.encode(np.array([{1}], dtype=object))), _codec.Opaque)
+    assert isinstance(_codec.decode(["a", ["|O", [1], [1]]]), _codec.Opaque)
+    assert isinstance(_codec.decode(["r", [1, "x", 1]]), _codec.Opaque)
+    assert isinstance(_codec.decode(["I", [1]]), _codec.Opaque)
+
+
+def test_evalplus_comparison_of_iterators_views_and_numpy() -> None:
+    import numpy as np
+
+    def got(value: object) -> object:
+        return _codec.decode(_codec.materialize(value))
+
+    sets = EvalplusComparator("similar_elements", 0.0, "mbpp")
+    assert sets(got(iter((4, 5))), (5, 4), ())
+    assert sets(got(x for x in [4, 5, 5]), (5, 4), ())
+    assert sets(got(filter(None, [4, 5])), (5, 4), ())
+    assert sets(got({4: 0, 5: 0}.keys()), (5, 4), ())
+    assert not sets(got(iter((4,))), (5, 4), ())
+    with pytest.raises(TypeError):  # a 0-d array cannot be iterated: the test fails
+        got(np.array({4, 5}, dtype=object))
+    plain = EvalplusComparator("f", 0.0, "mbpp")
+    assert not plain(_codec.decode(_codec.encode(iter([1]))), [1], ())
+    assert plain(_codec.decode(_codec.encode({1: 0}.keys())), {1}, ())  # keys == set
+    assert not plain(_codec.decode(_codec.encode({1: 0}.keys())), [1], ())
+    assert plain(_codec.decode(_codec.encode(np.int64(3))), 3, ())
+    assert not plain(_codec.decode(_codec.encode(np.array([1, 2]))), [1, 2], ())  # ambiguous
+    floats = EvalplusComparator("f", 0.0, "mbpp")
+    assert floats(1.0 + 1e-9, 1.0, ())
+    assert not floats(_codec.decode(_codec.encode(np.float64(1.0 + 1e-9))), 1.0, ())  # types

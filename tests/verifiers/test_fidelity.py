@@ -14,7 +14,7 @@ from tests.verifiers.helpers import (
     needs_mbpp,
 )
 from tracedistill.records import Problem
-from tracedistill.verifiers import CodeVerifier, MathVerifier
+from tracedistill.verifiers import CodeVerifier, MathVerifier, SandboxLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -164,3 +164,106 @@ async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
     ]
     assert not mismatches
     assert sum(theirs) >= len(SAMPLE)  # the canonical solutions (and oracle-lenient cases)
+
+
+# --- mutants of the canonical solutions, graded by both ----------------------------------------
+
+#: Tasks for the mutant suite: the sample above, every task evalplus compares as sets, the
+#: float-tolerance tasks, and a few plain ones; all cheap to run.
+MUTANT_TASKS = sorted(
+    set(SAMPLE)
+    | {"Mbpp/111", "Mbpp/140", "Mbpp/232", "Mbpp/579", "Mbpp/794"}  # sets, not None
+    | {"Mbpp/85", "Mbpp/98", "Mbpp/120", "Mbpp/139", "Mbpp/293", "Mbpp/312"}  # atol
+    | {"Mbpp/3", "Mbpp/4", "Mbpp/8", "Mbpp/12", "Mbpp/19", "Mbpp/56"}
+)
+
+
+async def _grade_both(
+    items: list[tuple[Problem, dict[str, Any], str]], tmp_path: Path
+) -> list[tuple[bool, str, bool, str]]:
+    """(ours passed, our reason, evalplus passed, evalplus statuses) per program; a program
+    that timed out on either side and disagrees is graded once more by both (CPU load)."""
+    from tests.verifiers.mutants import grade_with_evalplus
+
+    async def ours(batch: list[tuple[Problem, dict[str, Any], str]]) -> list[Any]:
+        async with CodeVerifier(
+            workers=2, cache_dir=tmp_path, limits=SandboxLimits(memory_mb=2048)
+        ) as verifier:
+            return await verifier.check_many([(p, code) for p, _, code in batch], progress=False)
+
+    mine = await ours(items)
+    theirs = grade_with_evalplus([(row, code) for _, row, code in items], workers=2)
+    graded = [(r.passed, str(r.reason), t[0], t[1]) for r, t in zip(mine, theirs, strict=True)]
+    again = [
+        i
+        for i, (p, reason, tp, status) in enumerate(graded)
+        if p != tp and ("timeout" in reason or "timeout" in status)
+    ]
+    if again:
+        mine2 = await ours([items[i] for i in again])
+        theirs2 = grade_with_evalplus([(items[i][1], items[i][2]) for i in again], workers=1)
+        for i, r, t in zip(again, mine2, theirs2, strict=True):
+            graded[i] = (r.passed, str(r.reason), t[0], t[1])
+    return graded
+
+
+@needs_mbpp
+async def test_iterator_and_numeric_returns_agree_with_evalplus(tmp_path: Path) -> None:
+    """Returns evalplus treats specially: iterators and views under set equality, numeric
+    conversions under float tolerance (fast: a few tasks, real evalplus checker)."""
+    from tests.verifiers.mutants import mutants
+
+    items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
+    chosen: list[tuple[Problem, dict[str, Any], str]] = []
+    for task_id, wrappers in (
+        (
+            "Mbpp/2",
+            [
+                "iter",
+                "generator",
+                "filter",
+                "filter-none",
+                "map",
+                "dict-keys",
+                "dict-values",
+                "reversed",
+                "deque",
+                "range-len",
+                "numpy",
+                "list",
+            ],
+        ),
+        ("Mbpp/82", ["float", "int", "round-2", "tiny-add", "small-add", "relative", "numpy"]),
+        ("Mbpp/17", ["iter", "dict-keys", "range-len", "float", "numpy"]),
+    ):
+        problem, row = items[task_id]
+        for _kind, code in mutants(row, wrappers=wrappers, per_kind=0):
+            chosen.append((problem, row, code))
+    graded = await _grade_both(chosen, tmp_path)
+    differ = [
+        (p.id, code.splitlines()[-1], g)
+        for (p, _, code), g in zip(chosen, graded, strict=True)
+        if g[0] != g[2]
+    ]
+    assert not differ
+    assert sum(g[2] for g in graded) >= 8  # evalplus accepts the iterators on Mbpp/2
+
+
+@needs_mbpp
+@pytest.mark.slow
+async def test_mutants_agree_with_evalplus(tmp_path: Path) -> None:
+    from tests.verifiers.mutants import selection
+
+    items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
+    rows = [items[task_id][1] for task_id in MUTANT_TASKS]
+    chosen = [(items[row["task_id"]][0], row, code) for row, (_, code) in selection(rows)]
+    assert len(chosen) >= 200
+    graded = await _grade_both(chosen, tmp_path)
+    differ = [
+        (p.id, code.splitlines()[-1], g)
+        for (p, _, code), g in zip(chosen, graded, strict=True)
+        if g[0] != g[2]
+    ]
+    assert not differ
+    passed = sum(g[2] for g in graded)
+    assert 0 < passed < len(graded)  # the suite holds both kinds

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tracedistill.verifiers.sandbox import _ARCHES
+from tracedistill.verifiers._isolation import ARCHES
 
 HEADERS = {
     "x86_64": Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
@@ -49,7 +49,7 @@ def _names(arch: str) -> dict[int, set[str]]:
 
 
 def _named(arch: str) -> dict[str, set[str]]:
-    names, spec = _names(arch), _ARCHES[arch]
+    names, spec = _names(arch), ARCHES[arch]
 
     def of(number: int) -> str:
         found = names.get(number)

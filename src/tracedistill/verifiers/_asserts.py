@@ -20,10 +20,18 @@ from __future__ import annotations
 
 import ast
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["bound_names", "plan_assert"]
+from tracedistill.records import VerdictReason
+from tracedistill.verifiers import _codec
+from tracedistill.verifiers._checks import KIND_REASON, Run, layers, plain_equal, short_repr
+from tracedistill.verifiers._protocol import Record
+from tracedistill.verifiers.base import CheckResult, clip
+
+__all__ = ["bound_names", "first_stage", "first_stage_outputs", "judge_asserts", "plan_assert"]
+
+Plan = tuple[dict[str, Any], Any]  # (plan, the expected literal of a ``value`` plan)
 
 _SCOPES = (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp, ast.NamedExpr)
 # Nodes a split looks into: comparisons, operators and displays, applied away from the program
@@ -157,3 +165,83 @@ def plan_assert(
         return whole  # nothing from the program: nothing to split
     check = ast.unparse(ast.fix_missing_locations(ast.Expression(body=rewritten)))
     return {"kind": "probes", "probes": probes, "check": check}, None
+
+
+def first_stage(plans: Sequence[Plan]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The tests run next to the program (each probe a value test of its own), and the
+    assert each of them belongs to.
+    """
+    stage1: list[dict[str, Any]] = []
+    owners: list[int] = []
+    for index, (plan, _) in enumerate(plans):
+        if plan["kind"] == "probes":
+            stage1 += [{"kind": "value", "expr": expr} for expr in plan["probes"]]
+            owners += [index] * len(plan["probes"])
+        else:
+            stage1.append(plan)
+            owners.append(index)
+    return stage1, owners
+
+
+def first_stage_outputs(
+    records: Sequence[Record], owners: Sequence[int], count: int
+) -> tuple[dict[int, list[Any]], int]:
+    """Each assert's first-stage outputs (encoded, in order), and the first assert whose
+    first-stage tests did not all succeed (``count`` when all did).
+    """
+    results = {r["test"]: r for r in records if "test" in r}
+    outputs: dict[int, list[Any]] = {}
+    for test_index, index in enumerate(owners):
+        record = results.get(test_index)
+        if record is None or record.get("status") != "ok":
+            return outputs, index
+        outputs.setdefault(index, []).append(record.get("out"))
+    return outputs, count
+
+
+def judge_asserts(
+    sources: Sequence[str],
+    plans: Sequence[Plan],
+    outputs: dict[int, list[Any]],
+    checked: dict[int, Record],
+    stopped_at: int,
+    run: Run,
+) -> CheckResult:
+    """The verdict on assert tests, in order: the first that failed (or did not run) decides."""
+    for index, (plan, expected) in enumerate(plans):
+        if index == stopped_at:
+            # the child stopped here; the asserts before it were judged already
+            return run.failure or CheckResult.fail(
+                VerdictReason.RUNTIME_ERROR, {"error": f"no result for assert {index}"}
+            )
+        got: Any = None
+        if plan["kind"] == "value":
+            got = _codec.decode(outputs[index][0])
+            held = plain_equal(got, expected)
+        elif plan["kind"] == "probes":
+            record = checked[index]
+            if record.get("status") != "ok":
+                return CheckResult.fail(
+                    KIND_REASON.get(record.get("status", "error"), VerdictReason.RUNTIME_ERROR),
+                    {
+                        "test": index,
+                        "assert": clip(sources[index], 500),
+                        "error": record.get("error", ""),
+                    },
+                )
+            held = bool(record.get("held"))
+            got = [_codec.decode(v) for v in outputs[index]]
+        else:
+            held = True  # ran whole next to the program, and did not raise
+        if not held:
+            return CheckResult.fail(
+                VerdictReason.TEST_FAILED,
+                {
+                    "test": index,
+                    "assert": clip(sources[index], 500),
+                    "got": clip(short_repr(got), 500),
+                },
+            )
+    if run.failure is not None:
+        return run.failure
+    return CheckResult.ok({"asserts": len(plans), "sandbox": layers(run.records)})
