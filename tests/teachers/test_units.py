@@ -336,7 +336,9 @@ def test_headers_set_unknown_limits_only() -> None:
 
 @pytest.mark.anyio
 async def test_output_tokens_reserved_and_refunded() -> None:
-    limiter = RateLimiter(RateLimits(output_tokens_per_minute=600, burst_seconds=10))  # cap 100
+    limiter = RateLimiter(
+        RateLimits(output_tokens_per_minute=600, burst_seconds=10, headroom=0.0)
+    )  # cap 100
     permit = await limiter.acquire(output_tokens=100)
     bucket = limiter._buckets["output"]
     assert bucket is not None and bucket.level == pytest.approx(0, abs=0.5)
