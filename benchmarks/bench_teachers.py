@@ -426,9 +426,9 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
                 base_url=server.url,
                 api_key="k",
                 params=SamplingParams(max_tokens=64),
+                thinking=None,
                 retry=RetryPolicy(max_attempts=12, base_delay=0.25, max_delay=4.0),
                 timeout=scenario.timeout,
-                pricing=None,
             )
         else:
             t = teacher(server.url)

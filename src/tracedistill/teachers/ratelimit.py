@@ -300,7 +300,6 @@ class RateLimiter:
     EVIDENCE_SPAN = 30.0
     #: a trusted limit is "consistent" with a 429 when the provider accepted at least this share
     CONSISTENT = 0.9
-    EXCLUDE_PAUSES = True
 
     def __init__(
         self,
@@ -512,7 +511,10 @@ class RateLimiter:
             raise LimiterClosed("the run is stopping; no new request starts")
         amounts = self._amounts(input_tokens, output_tokens)
         if self._first_send is None and self._buckets["requests"] is not None:
-            self._buckets["requests"].empty()  # the run starts at the rate, not with a burst
+            # The run starts at the rate, not with a burst, and half a second late: the first
+            # requests wait for new connections and would reach the provider bunched together.
+            bucket = self._buckets["requests"]
+            bucket.empty(1.0 - 0.5 * bucket.rate)
         # FIFO: anyio's Lock wakes waiters in order, so requests start in the order they asked.
         async with self._lock:
             while True:
@@ -665,7 +667,7 @@ class RateLimiter:
                 self._learned[name] = learned * (1.05**step)  # probe an unknown limit gently
             self._recompute(name)
 
-    def _measure(self, name: str, sent: float) -> float | None:
+    def _measure(self, name: str, sent: float, *, exclude_pauses: bool = True) -> float | None:
         """What the provider accepted per second in the span before ``sent`` (None: too early)."""
         if self._first_send is None:
             return None
@@ -673,7 +675,7 @@ class RateLimiter:
         # never underestimates (which only slow probing would undo).
         span = max(0.05, min(self.HORIZON, sent - self._first_send))
         start = sent - span
-        if self.EXCLUDE_PAUSES:
+        if exclude_pauses:
             span = max(0.05, span - self._paused_within(start, sent))
         # Attempts still in flight count as accepted: a 429 comes back at once, a success
         # only after the answer is written, and waiting for it would underestimate.
@@ -722,8 +724,13 @@ class RateLimiter:
             return
         measured = max(measured, 1.0 / 60.0 if name == "requests" else 1.0)
         allowed = self._allowed(name)
-        if trusted is not None and measured >= self.CONSISTENT * trusted:
-            return  # the provider was accepting the trusted rate: nothing to learn
+        if trusted is not None:
+            # Against a trusted limit the evidence must be conservative: the provider's window
+            # includes the pauses it asked for.
+            measured = self._measure(name, sent, exclude_pauses=False) or measured
+            measured = max(measured, 1.0 / 60.0 if name == "requests" else 1.0)
+            if measured >= self.CONSISTENT * trusted:
+                return  # the provider was accepting the trusted rate: nothing to learn
         if trusted is not None and self._learned[name] is None:
             evidence = self._evidence[name]
             if not evidence or now - evidence[-1] >= 1.0:
