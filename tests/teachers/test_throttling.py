@@ -245,7 +245,7 @@ async def test_progress_and_summary_show_the_limiter(
     assert "limiter: allowed 2,400/min" in str(summary)
 
 
-async def test_warning_when_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
+def test_warning_when_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
     from tracedistill.teachers.engine import _Watch
 
     limiter = RateLimiter(RateLimits(requests_per_minute=600))

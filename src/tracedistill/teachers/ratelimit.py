@@ -323,6 +323,7 @@ class RateLimiter:
         now = clock()
         self._started = now
         self._first_send: float | None = None
+        self._primed = False
         # pauses: until when, and the seconds every request was held
         self._pause_until = 0.0
         self._pauses: collections.deque[tuple[float, float]] = collections.deque()
@@ -510,11 +511,12 @@ class RateLimiter:
         if self._closed.is_set():
             raise LimiterClosed("the run is stopping; no new request starts")
         amounts = self._amounts(input_tokens, output_tokens)
-        if self._first_send is None and self._buckets["requests"] is not None:
+        first = self._buckets["requests"]
+        if not self._primed and first is not None:
             # The run starts at the rate, not with a burst, and half a second late: the first
             # requests wait for new connections and would reach the provider bunched together.
-            bucket = self._buckets["requests"]
-            bucket.empty(1.0 - 0.5 * bucket.rate)
+            first.empty(1.0 - 0.5 * first.rate)
+        self._primed = True
         # FIFO: anyio's Lock wakes waiters in order, so requests start in the order they asked.
         async with self._lock:
             while True:
