@@ -389,23 +389,23 @@ async def generate(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(ticker)
-            async with anyio.create_task_group() as workers:
-                outer.start_soon(stop_after_fatal, workers.cancel_scope)
+            try:
+                async with anyio.create_task_group() as workers:
+                    outer.start_soon(stop_after_fatal, workers.cancel_scope)
 
-                def add_worker() -> None:
-                    # A stalled request gave its slot back: another worker takes the slot, so
-                    # a stall holds one slot, never the run.
-                    if workers_alive < concurrency + limiter.detached:
+                    def add_worker() -> None:
+                        # A stalled request gave its slot back: another worker takes the slot,
+                        # so a stall holds one slot, never the run.
+                        if workers_alive < concurrency + limiter.detached:
+                            workers.start_soon(worker, receive.clone())
+
+                    limiter.on_detach = add_worker
+                    for _ in range(concurrency):
                         workers.start_soon(worker, receive.clone())
-
-                limiter.on_detach = add_worker
-                for _ in range(concurrency):
-                    workers.start_soon(worker, receive.clone())
-                try:
                     await produce()
-                finally:
-                    limiter.on_detach = None
-                    receive.close()
+            finally:
+                limiter.on_detach = None
+                receive.close()
             outer.cancel_scope.cancel()
         _show(bar, run, budget, spent_before, history)
     except BaseExceptionGroup as group:
