@@ -22,6 +22,7 @@ windows and the pool to a few seconds for CI smoke runs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import math
 import os
@@ -439,9 +440,13 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
             t0 = time.monotonic()
             with anyio.move_on_after(scenario.seconds if scenario.pool is None else 600):
-                await generate(
-                    t, problems(count, f"{scenario.name}{faults}"), store, limiter=limiter
-                )
+                pool = problems(count, f"{scenario.name}{faults}")
+                if "limiter" in inspect.signature(generate).parameters:
+                    await generate(t, pool, store, limiter=limiter)
+                else:  # an older tracedistill, for before/after figures
+                    await generate(
+                        t, pool, store, concurrency=scenario.concurrency, limits=scenario.told
+                    )
             elapsed = time.monotonic() - t0
             stored = len(store)
         await t.aclose()
@@ -452,21 +457,25 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
     span = (answers[-1] - stats.arrivals[0]) if answers else elapsed
     gaps = [b - a for a, b in itertools.pairwise(answers)]
     limit = _limit_rate(scenario)
-    state = limiter.state()
+    state = limiter.state() if hasattr(limiter, "state") else None  # None: older tracedistill
     return {
         "answered": float(stats.answered),
         "stored": float(stored),
         "rate": stats.answered / span if span > 0 else 0.0,
         "of_limit": (stats.answered / span / limit) if limit and span > 0 else math.nan,
+        # requests the provider let through (answers and faults, not 429s) per second / limit
+        "sent_of_limit": (
+            (stats.requests - stats.throttled) / span / limit if limit and span > 0 else math.nan
+        ),
         "share_429": stats.throttled / max(1, stats.requests),
         "n_429": float(stats.throttled),
         "longest_gap_s": max(gaps, default=0.0),
         "elapsed_s": elapsed,
-        "min_conc": float(state.concurrency_min),
-        "mean_inflight": state.inflight_mean,
-        "paused_s": state.paused_s,
-        "cuts": float(state.cuts),
-        "min_allowed_rpm": state.request_rate_min or math.nan,
+        "min_conc": float(state.concurrency_min) if state else math.nan,
+        "mean_inflight": state.inflight_mean if state else math.nan,
+        "paused_s": state.paused_s if state else math.nan,
+        "cuts": float(state.cuts) if state else math.nan,
+        "min_allowed_rpm": (state.request_rate_min if state else None) or math.nan,
     }
 
 
@@ -506,6 +515,7 @@ async def run_matrix(quick: bool, reps: int, only: list[str] | None) -> None:
         ]
         if scenario.pool:
             figures.insert(0, ("answered", "answered"))
+            figures.insert(2, ("admitted/limit", "sent_of_limit"))
         print(
             "    " + "; ".join(f"{label} {_spread([r[k] for r in runs])}" for label, k in figures)
         )
