@@ -65,6 +65,7 @@ def endless(prefix: str) -> Iterator[Any]:
 # --- the sliding window of issue 12 (200 per 10 s, shortened to 40 per 2 s) -----------------
 
 
+@pytest.mark.slow
 async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> None:
     with provider(limits=(Limit("requests", 40, 2.0, "sliding"),), header_style=None) as server:
         teacher = openai_teacher(server, retry=RETRY)
@@ -87,6 +88,7 @@ async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> No
     assert state.concurrency_min == 64  # 429s never touch concurrency
 
 
+@pytest.mark.slow
 async def test_sliding_window_unknown_is_learned(store: JsonlTraceStore) -> None:
     with provider(limits=(Limit("requests", 40, 2.0, "sliding"),), header_style=None) as server:
         teacher = openai_teacher(server, retry=RETRY)
@@ -100,6 +102,7 @@ async def test_sliding_window_unknown_is_learned(store: JsonlTraceStore) -> None
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
 
 
+@pytest.mark.slow
 async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) -> None:
     # told 2,400/min, the provider allows 600/min: repeated 429s lower the configured limit
     with provider(limits=(Limit("requests", 10, 1.0, "sliding"),), header_style=None) as server:
@@ -161,6 +164,7 @@ async def _unlimited_rate(store: JsonlTraceStore, prefix: str, **kwargs: Any) ->
     return rate_of(server), (server, limiter)
 
 
+@pytest.mark.slow
 async def test_random_529_do_not_slow_the_run(store: JsonlTraceStore) -> None:
     clean, _ = await _unlimited_rate(store, "clean")
     faulty, (server, limiter) = await _unlimited_rate(store, "ovl", overload_rate=0.03)
@@ -171,6 +175,7 @@ async def test_random_529_do_not_slow_the_run(store: JsonlTraceStore) -> None:
     assert state.concurrency_min == 16 and state.request_rate is None and state.throttled == 0
 
 
+@pytest.mark.slow
 async def test_stalls_hold_one_slot_never_the_run(store: JsonlTraceStore) -> None:
     with provider(overload_rate=0.03, stall_rate=0.05) as server:
         teacher = openai_teacher(server, retry=RETRY, timeout=4.0)
