@@ -10,11 +10,21 @@ Figures, each a ratio measured in this run:
 
 The server runs in its own process (``tests/servers/openai_server.py``). ``--quick`` shrinks the
 windows and the pool to a few seconds for CI smoke runs.
+
+4. The throttling matrix (issue 12): the provider simulator (``tests/servers/provider.py``, in a
+   thread) with sliding/fixed windows, token buckets, token limits, Retry-After forms, random
+   429s, 529s and stalls. Per scenario: throughput / limit (or / the fault-free rate), 429
+   share, minimum allowed concurrency, mean requests in flight, seconds paused and the longest
+   stretch without a completion; ``--reps`` runs (default 3), min/median/max printed.
+   ``--matrix`` runs only the matrix, ``--scenario NAME ...`` only some rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
+import math
 import os
 import resource
 import subprocess
@@ -26,14 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.servers.base import Fault  # noqa: E402
 
 from tracedistill import JsonlTraceStore, Problem, SamplingParams  # noqa: E402
 from tracedistill.teachers import (  # noqa: E402
     OpenAICompatTeacher,
+    RateLimiter,
     RateLimits,
     RetryPolicy,
     generate,
@@ -387,6 +402,262 @@ async def main(quick: bool, only: str | None = None) -> None:
     )
 
 
+# --- the throttling matrix (issue 12): the provider simulator of tests/servers/provider.py ---
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """One row of the matrix: a simulated provider and what the client is told."""
+
+    name: str
+    doc: str
+    limits: tuple[Any, ...] = ()
+    told: RateLimits | None = None
+    provider: dict[str, Any] = attrs.field(factory=dict)
+    anthropic: bool = False
+    seconds: float = 60.0
+    pool: int | None = None  # a fixed pool (run to completion) instead of a timed run
+    latency: float = 0.2
+    concurrency: int = 64
+    timeout: float = 30.0
+    baseline: bool = False  # also run without faults: the ratio is to that rate
+
+
+def matrix(quick: bool) -> list[Scenario]:
+    """The scenarios of issue 12's table, and the other shapes the simulator covers."""
+    from tests.servers.provider import Limit
+
+    scale = 0.2 if quick else 1.0  # windows, counts and durations shrink together in --quick
+    w10, w5 = 10.0 * scale, 5.0 * scale
+    n200 = 200 * scale
+    sliding = (Limit("requests", n200, w10, "sliding"),)
+    rpm = n200 / w10 * 60
+    faults = {
+        "fault_rate": 0.25,
+        "random_faults": (
+            Fault.http(500),
+            Fault.http(502),
+            Fault.http(503),
+            Fault.http(529),
+            Fault.reset(),
+            Fault.cut(),
+            Fault.malformed(),
+            Fault.error_body(),
+            Fault.truncated(),
+        ),
+    }
+    secs = max(10.0, 66.0 * scale)
+    bare = {"header_style": None}  # the issue's server: Retry-After, no rate headers
+    return [
+        Scenario(
+            name="sliding-told",
+            provider=bare,
+            doc=f"{n200:g} req / {w10:g} s sliding window, told {rpm:g}/min, Retry-After s",
+            limits=sliding,
+            told=RateLimits(requests_per_minute=rpm),
+            seconds=secs,
+        ),
+        Scenario(
+            name="sliding-unknown",
+            provider=bare,
+            doc=f"{n200:g} req / {w10:g} s sliding window, not told",
+            limits=sliding,
+            seconds=secs,
+        ),
+        Scenario(
+            name="sliding-told-static",
+            provider=bare,
+            doc="same, told, adaptive=False",
+            limits=sliding,
+            told=RateLimits(requests_per_minute=rpm, adaptive=False),
+            seconds=secs,
+        ),
+        Scenario(
+            name="sliding-openrouter",
+            doc=f"{n200:g} req / {w10:g} s sliding window, OpenRouter headers, not told",
+            limits=sliding,
+            provider={"header_style": "openrouter"},
+            seconds=secs,
+        ),
+        Scenario(
+            name="faults-told",
+            doc=f"{600 * scale:g} req / {w5:g} s told, 2,000 problems, 25% injected faults",
+            limits=(Limit("requests", 600 * scale, w5, "sliding"),),
+            told=RateLimits(requests_per_minute=600 / 5.0 * 60),
+            provider={**faults, **bare},
+            pool=int(2000 * (1.0 if not quick else 0.5)),
+            latency=0.05,
+            concurrency=256,
+        ),
+        Scenario(
+            name="overload-529",
+            doc="no rate limit, 3% random 529 (ratio to the fault-free rate)",
+            provider={"overload_rate": 0.03},
+            seconds=secs,
+            baseline=True,
+            concurrency=32,
+            latency=0.25,
+        ),
+        Scenario(
+            name="529-and-stalls",
+            doc="3% 529 + 2% stalls until the client's timeout (ratio to fault-free)",
+            provider={"overload_rate": 0.03, "stall_rate": 0.02},
+            seconds=secs,
+            baseline=True,
+            concurrency=32,
+            latency=0.25,
+            timeout=20.0 * scale if quick else 30.0,
+        ),
+        Scenario(
+            name="bucket-headers",
+            doc="Anthropic token bucket 1200/min, headers on, not told",
+            limits=(Limit("requests", 1200, 60.0),),
+            anthropic=True,
+            seconds=secs,
+        ),
+        Scenario(
+            name="fixed-date",
+            doc=f"fixed window {n200:g} / {w10:g} s, HTTP-date Retry-After, not told",
+            limits=(Limit("requests", n200, w10, "fixed"),),
+            provider={"retry_after": "date", "header_style": None},
+            seconds=secs,
+        ),
+        Scenario(
+            name="tokens-told",
+            doc="input 30k + output 6k tokens/min token buckets (Anthropic), told",
+            limits=(Limit("input", 30_000, 60.0), Limit("output", 6_000, 60.0)),
+            told=RateLimits(input_tokens_per_minute=30_000, output_tokens_per_minute=6_000),
+            anthropic=True,
+            seconds=secs,
+        ),
+        Scenario(
+            name="random-429",
+            doc="told 1200/min token bucket, plus 3% 429s not tied to load (Retry-After 1 s)",
+            limits=(Limit("requests", 1200, 60.0),),
+            told=RateLimits(requests_per_minute=1200),
+            provider={"random_429": 0.03},
+            seconds=secs,
+        ),
+    ]
+
+
+def _limit_rate(scenario: Scenario, dimension: str = "requests") -> float | None:
+    rates = [lim.amount / lim.window for lim in scenario.limits if lim.dimension == dimension]
+    return min(rates) if rates else None
+
+
+async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, float]:
+    from tests.servers.provider import AnthropicProvider, OpenAIProvider
+
+    cls = AnthropicProvider if scenario.anthropic else OpenAIProvider
+    options = dict(scenario.provider) if faults else {}
+    if not faults:
+        options = {k: v for k, v in scenario.provider.items() if k in ("retry_after",)}
+    server = cls(limits=scenario.limits, latency=scenario.latency, seed=1, **options)
+    server.start()
+    try:
+        if scenario.anthropic:
+            from tracedistill.teachers import AnthropicTeacher
+
+            t: Any = AnthropicTeacher(
+                "bench-model",
+                base_url=server.url,
+                api_key="k",
+                params=SamplingParams(max_tokens=64),
+                thinking=None,
+                retry=RetryPolicy(max_attempts=12, base_delay=0.25, max_delay=4.0),
+                timeout=scenario.timeout,
+            )
+        else:
+            t = teacher(server.url)
+            t.retry = RetryPolicy(max_attempts=12, base_delay=0.25, max_delay=4.0)
+            t.timeout = scenario.timeout
+        count = scenario.pool or 1_000_000
+        limiter = RateLimiter(scenario.told, max_concurrency=scenario.concurrency)
+        with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
+            t0 = time.monotonic()
+            with anyio.move_on_after(scenario.seconds if scenario.pool is None else 600):
+                pool = problems(count, f"{scenario.name}{faults}")
+                if "limiter" in inspect.signature(generate).parameters:
+                    await generate(t, pool, store, limiter=limiter)
+                else:  # an older tracedistill, for before/after figures
+                    await generate(
+                        t, pool, store, concurrency=scenario.concurrency, limits=scenario.told
+                    )
+            elapsed = time.monotonic() - t0
+            stored = len(store)
+        await t.aclose()
+    finally:
+        server.stop()
+    stats = server.stats
+    answers = sorted(stats.answer_times)
+    span = (answers[-1] - stats.arrivals[0]) if answers else elapsed
+    gaps = [b - a for a, b in itertools.pairwise(answers)]
+    limit = _limit_rate(scenario)
+    state = limiter.state() if hasattr(limiter, "state") else None  # None: older tracedistill
+    return {
+        "answered": float(stats.answered),
+        "stored": float(stored),
+        "rate": stats.answered / span if span > 0 else 0.0,
+        "of_limit": (stats.answered / span / limit) if limit and span > 0 else math.nan,
+        # requests the provider let through (answers and faults, not 429s) per second / limit
+        "sent_of_limit": (
+            (stats.requests - stats.throttled) / span / limit if limit and span > 0 else math.nan
+        ),
+        "share_429": stats.throttled / max(1, stats.requests),
+        "n_429": float(stats.throttled),
+        "longest_gap_s": max(gaps, default=0.0),
+        "elapsed_s": elapsed,
+        "min_conc": float(state.concurrency_min) if state else math.nan,
+        "mean_inflight": state.inflight_mean if state else math.nan,
+        "paused_s": state.paused_s if state else math.nan,
+        "cuts": float(state.cuts) if state else math.nan,
+        "min_allowed_rpm": (state.request_rate_min if state else None) or math.nan,
+    }
+
+
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    return f"{ordered[0]:.3g}/{mid:.3g}/{ordered[-1]:.3g}"
+
+
+async def run_matrix(quick: bool, reps: int, only: list[str] | None) -> None:
+    """Run every scenario ``reps`` times; print min/median/max of each figure."""
+    print(
+        f"throttling matrix ({'quick' if quick else 'full'}, {reps} repetitions; "
+        "figures min/median/max)"
+    )
+    for scenario in matrix(quick):
+        if only and scenario.name not in only:
+            continue
+        runs = []
+        for _ in range(reps):
+            result = await _run_scenario(scenario)
+            if scenario.baseline:
+                clean = await _run_scenario(scenario, faults=False)
+                result["of_limit"] = result["rate"] / clean["rate"] if clean["rate"] else math.nan
+            runs.append(result)
+            if os.environ.get("BENCH_VERBOSE"):
+                print("   ", {k: round(v, 3) for k, v in result.items()})
+        print(f"  {scenario.name}: {scenario.doc}")
+        key = "of fault-free" if scenario.baseline else "of limit"
+        figures = [
+            (key, "of_limit"),
+            ("429 share", "share_429"),
+            ("min conc", "min_conc"),
+            ("mean in flight", "mean_inflight"),
+            ("paused s", "paused_s"),
+            ("longest gap s", "longest_gap_s"),
+        ]
+        if scenario.pool:
+            figures.insert(0, ("answered", "answered"))
+            figures.insert(2, ("admitted/limit", "sent_of_limit"))
+        print(
+            "    " + "; ".join(f"{label} {_spread([r[k] for r in runs])}" for label, k in figures)
+        )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for CI smoke runs")
@@ -394,6 +665,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--only", choices=["overhead"], help="run one part: overhead = client CPU per request"
     )
+    parser.add_argument("--matrix", action="store_true", help="only the throttling matrix")
+    parser.add_argument("--no-matrix", action="store_true", help="skip the throttling matrix")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per matrix scenario")
+    parser.add_argument("--scenario", nargs="+", help="only these matrix scenarios")
     args = parser.parse_args()
     if args.case:
         import json
@@ -405,4 +680,7 @@ if __name__ == "__main__":
             result = anyio.run(store_only_case, int(rest[0]))
         print(json.dumps(result))
     else:
-        anyio.run(main, args.quick, args.only)
+        if not args.matrix:
+            anyio.run(main, args.quick, args.only)
+        if not args.no_matrix and args.only is None:
+            anyio.run(run_matrix, args.quick, args.reps, args.scenario)

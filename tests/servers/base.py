@@ -51,6 +51,9 @@ class Fault:
     (close the connection mid-response), ``stream_error`` (a streamed answer ends with the
     provider's error event for ``status``: OpenRouter's error chunk, Anthropic's ``event:
     error``; a JSON request gets ``error_body``).
+    ``hang`` (accept the request and never answer: the client's timeout must end it) and
+    ``cut`` (send the status line, headers and half the body, then drop the connection) are
+    the provider simulator's stall and mid-body drop of a whole-body answer.
     """
 
     kind: str
@@ -103,6 +106,16 @@ class Fault:
     @staticmethod
     def stream_error(status: int = 529, *, after: int = 2, message: str = "Overloaded") -> Fault:
         return Fault("stream_error", status, after=after, message=message)
+
+    @staticmethod
+    def hang(seconds: float = 0.0) -> Fault:
+        """Accept the request and never answer (for ``seconds``, default an hour)."""
+        return Fault("hang", delay=seconds)
+
+    @staticmethod
+    def cut() -> Fault:
+        """Send the status line, headers and half the body, then drop the connection."""
+        return Fault("cut")
 
 
 @dataclass
@@ -237,6 +250,7 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._bucket_level = 0.0
         self._bucket_time = 0.0
+        self._last_remaining = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -286,6 +300,38 @@ class ScriptedServer:
             self._bucket_level -= 1.0
             return True, 0.0, self._bucket_level
         return False, (1.0 - self._bucket_level) / rate, self._bucket_level
+
+    # --- admission hooks (a provider simulator overrides them) --------------------------------
+
+    def admit(
+        self, now: float, request: dict[str, Any], prompt: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """None to serve the request, or (status, error body, headers) to refuse it.
+
+        The default is this server's own token bucket of ``rpm`` requests per minute.
+        """
+        allowed, wait, remaining = self._take_token(now)
+        self._last_remaining = remaining
+        if allowed:
+            return None
+        hdrs: dict[str, str] = {}
+        if self.retry_after == "s":
+            hdrs["retry-after"] = str(max(1, math.ceil(wait)))
+        elif self.retry_after == "ms":
+            hdrs["retry-after-ms"] = f"{wait * 1000.0:.1f}"
+        if self.rate_headers:
+            hdrs.update(self.limit_headers(0, wait))
+        return 429, self.error_body(429, "rate limited"), hdrs
+
+    def answer_headers(self, request: dict[str, Any], body: dict[str, Any]) -> dict[str, str]:
+        """Headers sent with a successful answer (rate-limit headers when asked for)."""
+        return self.limit_headers(self._last_remaining, 0.0) if self.rate_headers else {}
+
+    def on_unanswered(self, request: dict[str, Any]) -> None:
+        """Called when an admitted request gets no answer (a stall or a dropped body)."""
+
+    async def _stall(self, seconds: float) -> None:
+        await asyncio.sleep(seconds or 3600.0)
 
     # --- flavour hooks -----------------------------------------------------------------------
 
@@ -339,7 +385,7 @@ class ScriptedServer:
             stats.faults += 1
             if fault.kind in ("status", "error_body"):
                 return fault.status, self.error_body(fault.status, fault.message)
-            if fault.kind in ("reset", "malformed", "slow"):
+            if fault.kind in ("reset", "malformed", "slow", "stall", "drop", "hang", "cut"):
                 return 500, self.error_body(500, "internal error")
             truncated = fault.kind == "truncated"
         reply = self.responder(prompt, request)
@@ -479,21 +525,14 @@ class ScriptedServer:
             message = f"invalid api key: {self.received_key(headers)}"
             self._write(writer, 401, json.dumps(self.error_body(401, message)).encode())
             return True
-        allowed, wait, remaining = self._take_token(now)
-        if not allowed:
-            stats.throttled += 1
-            stats.throttle_times.append(now)
-            stats.status[429] += 1
-            hdrs: dict[str, str] = {}
-            if self.retry_after == "s":
-                hdrs["retry-after"] = str(max(1, math.ceil(wait)))
-            elif self.retry_after == "ms":
-                hdrs["retry-after-ms"] = f"{wait * 1000.0:.1f}"
-            if self.rate_headers:
-                hdrs.update(self.limit_headers(0, wait))
-            self._write(
-                writer, 429, json.dumps(self.error_body(429, "rate limited")).encode(), hdrs
-            )
+        refusal = self.admit(now, request, prompt)
+        if refusal is not None:
+            status, payload_obj, hdrs = refusal
+            if status == 429:
+                stats.throttled += 1
+                stats.throttle_times.append(now)
+            stats.status[status] += 1
+            self._write(writer, status, json.dumps(payload_obj).encode(), hdrs)
             return True
         fault = self._next_fault(prompt)
         streaming = bool(request.get("stream"))
@@ -535,6 +574,28 @@ class ScriptedServer:
                     writer, 200, json.dumps(self.error_body(fault.status, fault.message)).encode()
                 )
                 return True
+            if fault.kind == "hang":
+                # Accept the request, then never answer: the client's timeout must end it.
+                stats.status[0] += 1
+                self.on_unanswered(request)
+                await self._stall(fault.delay)
+                writer.transport.abort()
+                return False
+            if fault.kind == "cut":
+                # Start a 200 answer, then lose the connection mid-body.
+                stats.status[0] += 1
+                self.on_unanswered(request)
+                payload = json.dumps(
+                    self.success_body(
+                        request, self.responder(prompt, request), self.cost_per_answer
+                    )
+                ).encode()
+                self._write(writer, 200, payload[: len(payload) // 2])
+                writer.write(b"")  # headers and half the body are on the wire
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                writer.transport.abort()
+                return False
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay)
             if fault.kind == "truncated":
@@ -543,7 +604,8 @@ class ScriptedServer:
                 in_flight = fault
         reply = self.responder(prompt, request)
         reply.truncated = reply.truncated or truncated
-        hdrs = self.limit_headers(remaining, 0.0) if self.rate_headers else {}
+        body_obj = self.success_body(request, reply, self.cost_per_answer)
+        hdrs = self.answer_headers(request, body_obj)
         stats.status[200] += 1
 
         def bill() -> None:
@@ -559,8 +621,9 @@ class ScriptedServer:
             if streaming:
                 events = self.stream_events(request, reply, self.cost_per_answer)
                 return await self._write_stream(writer, events, in_flight, hdrs, bill)
-            payload = json.dumps(self.success_body(request, reply, self.cost_per_answer))
-            return await self._write_body(writer, payload.encode(), in_flight, hdrs, bill)
+            return await self._write_body(
+                writer, json.dumps(body_obj).encode(), in_flight, hdrs, bill
+            )
         except ConnectionError:
             return False
 

@@ -98,7 +98,9 @@ async def test_overloaded_and_rate_limited_are_retried(
     anthropic_server.script(problems[0].prompt, Fault.http(529), Fault.http(429, retry_after=0.05))
     anthropic_server.script(problems[1].prompt, Fault.error_body(529, "Overloaded"))
     summary = await generate(teacher, problems, store)
-    assert summary.done == 4 and summary.failed == 0 and summary.throttled >= 2
+    assert summary.done == 4 and summary.failed == 0
+    # a 529 is an overload, not throttling: counted apart from the 429
+    assert summary.throttled == 1 and summary.overloaded == 2
     assert store.get(teacher.request_key(problems[0])).attempts == 3  # type: ignore[union-attr]
     await teacher.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 
 import anyio
 import pytest
@@ -31,8 +32,10 @@ from tracedistill.teachers import (
 )
 from tracedistill.teachers.ratelimit import (
     LimiterClosed,
+    Permit,
     TokenBucket,
     parse_rate_headers,
+    parse_reset,
     parse_retry_after,
 )
 from tracedistill.teachers.retry import error_for_status
@@ -103,6 +106,27 @@ def test_parse_anthropic_headers() -> None:
     assert parse_rate_headers({}).empty
 
 
+def test_parse_openrouter_and_durations() -> None:
+    reset_ms = int((time.time() + 30) * 1000)
+    info = parse_rate_headers(
+        {
+            "x-ratelimit-limit": "200",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(reset_ms),
+        }
+    )
+    # OpenRouter's interval is not sent: kept apart, never read as a per-minute limit
+    assert info.requests_limit is None and info.key_limit == 200
+    assert 28 < (info.key_reset or 0) <= 30
+    assert info.exhausted() and info.exhausted()[0][0] == "key"
+    for text, seconds in [("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5)]:
+        assert parse_reset(text) == pytest.approx(seconds)
+    assert parse_reset(str(int(time.time()) + 10)) == pytest.approx(10, abs=1.5)  # epoch s
+    assert parse_reset("soon") is None and parse_reset("") is None
+    assert parse_rate_headers({"x-ratelimit-limit-tokens": "9000"}).combined_tokens
+    assert not parse_rate_headers({"anthropic-ratelimit-tokens-limit": "9000"}).combined_tokens
+
+
 def test_parse_retry_after() -> None:
     assert parse_retry_after({"retry-after": "3"}) == 3.0
     assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
@@ -148,29 +172,118 @@ async def test_limiter_close_wakes_waiters() -> None:
         await limiter.acquire()
 
 
-def test_aimd_cuts_and_recovers() -> None:
+def _send(
+    limiter: RateLimiter, clock: FakeClock, per_s: float, seconds: float, refuse: int = 0
+) -> None:
+    """``per_s`` attempts a second for ``seconds``; every ``refuse``-th gets a 429 at once."""
+    for i in range(int(per_s * seconds)):
+        clock.now += 1.0 / per_s
+        permit = Permit(0, 0, clock.now)
+        limiter._sends.append((clock.now, 0.0, 0.0))
+        if limiter._first_send is None:
+            limiter._first_send = clock.now
+        if refuse and i % refuse == 0:
+            limiter.on_throttled(None, permit=permit)
+        else:
+            limiter.on_success(permit)
+
+
+def test_unknown_limit_learned_from_what_was_accepted() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
     assert limiter.concurrency == 64 and limiter.request_rate is None
-    # 20 accepted per second for a while, then 429s: the learned rate sits just below 20/s
-    for _ in range(40):
-        clock.now += 0.05
-        limiter.on_success()
-    limiter.on_throttled()
-    assert limiter.concurrency == 32
-    for _ in range(10):
-        clock.now += 0.05
-        limiter.on_success()
-    limiter.on_throttled()  # within the cut interval: no second concurrency cut
-    assert limiter.concurrency == 32
+    # 40/s sent for 5 s; the provider accepted 20/s and refused the rest (429s answered at once)
+    _send(limiter, clock, 40.0, 5.0, refuse=2)
     rate = limiter.request_rate
-    assert rate is not None and 15 < rate < 20
-    # quiet seconds: the rate and the concurrency grow back gradually
-    for _ in range(400):
-        clock.now += 0.05
+    assert rate is not None and 18.0 < rate < 23.0  # what was accepted, not the 429 count
+    assert limiter.concurrency == 64  # a rate limit is not a concurrency limit
+    assert limiter.cuts >= 1
+    # quiet seconds: an unknown limit is probed upward gently
+    for _ in range(50):
+        clock.now += 0.1
         limiter.on_success()
     assert limiter.request_rate is not None and limiter.request_rate > rate
-    assert limiter.concurrency > 32
+
+
+def test_lone_429_teaches_nothing() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), clock=clock)
+    _send(limiter, clock, 20.0, 3.0)
+    limiter.on_throttled(5.0, permit=Permit(0, 0, clock.now))  # e.g. shared upstream capacity
+    assert limiter.request_rate is None and limiter.cuts == 0
+    assert limiter._pause_until < clock.now  # only that request waits: nobody else is paused
+
+
+def test_configured_limit_is_trusted_then_learned_down() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(requests_per_minute=1200), clock=clock)  # 20/s
+    # a few 429s while the provider accepts the configured rate: jitter, not a lower limit
+    for _ in range(5):
+        _send(limiter, clock, 20.0, 1.0)
+        limiter.on_throttled(1.0, permit=Permit(0, 0, clock.now))
+    assert limiter.request_rate == pytest.approx(20.0) and limiter.cuts == 0
+    # the configured limit is wrong (the provider accepts 10/s): repeated evidence lowers it
+    _send(limiter, clock, 20.0, 8.0, refuse=2)
+    rate = limiter.request_rate
+    assert rate is not None and rate < 17.0 and limiter.cuts >= 1
+    # once 429s stop, it is back at the configured limit within seconds
+    for _ in range(60):
+        clock.now += 0.1
+        limiter.on_success()
+    assert limiter.request_rate == pytest.approx(20.0)
+
+
+def test_retry_after_pause_is_not_a_rate_sample() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), clock=clock)
+    _send(limiter, clock, 20.0, 2.0)
+    limiter._pause(clock.now, 8.0)  # a long Retry-After pause: nothing sent meanwhile
+    clock.now += 8.0
+    _send(limiter, clock, 40.0, 0.5, refuse=1)
+    rate = limiter.request_rate
+    # 40 accepted over the 2 s of sending: ~20/s, not 40 over 10.5 s (~4/s)
+    assert rate is not None and rate > 12.0
+
+
+def test_overload_is_not_throttling() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(requests_per_minute=600), max_concurrency=32, clock=clock)
+    # 3% random 529s: no change at all
+    for i in range(400):
+        clock.now += 0.01
+        if i % 33 == 0:
+            limiter.on_overload()
+        else:
+            limiter.on_success()
+    assert limiter.concurrency == 32 and limiter.request_rate == pytest.approx(10.0)
+    assert limiter.overloaded > 10 and limiter.throttled == 0
+    # a burst of 529s trims concurrency gently (never below half), and briefly
+    for _ in range(60):
+        clock.now += 0.05
+        limiter.on_overload()
+    assert 16 <= limiter.concurrency < 32
+    assert limiter.request_rate == pytest.approx(10.0)  # the rate is untouched
+    clock.now += 3.5
+    limiter.on_success()
+    assert limiter.concurrency == 32
+
+
+@pytest.mark.anyio
+async def test_stalled_attempt_gives_its_slot_back() -> None:
+    limiter = RateLimiter(RateLimits(stall_after_s=0.05), max_concurrency=1)
+    released = []
+    limiter.on_detach = lambda: released.append(True)
+    async with limiter.slot() as lease:
+        await limiter.acquire()
+        lease.begin()
+        await anyio.sleep(0.1)
+        assert limiter.reap() == 1 and released
+        # the slot is free for another attempt while this one still runs
+        with anyio.fail_after(1):
+            async with limiter.slot() as other:
+                other.begin()
+        assert limiter.detached == 1
+    assert limiter.detached == 0 and limiter.state().stalls == 1
 
 
 def test_retry_after_pauses_everyone() -> None:
@@ -179,6 +292,17 @@ def test_retry_after_pauses_everyone() -> None:
     limiter.on_throttled(retry_after=2.0)
     assert limiter._pause_until == pytest.approx(clock.now + 2.0)
     assert limiter.concurrency == 64  # not adaptive: no cut
+
+
+def test_clustered_429s_pause_everyone() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(requests_per_minute=1200), clock=clock)
+    for _ in range(10):
+        clock.now += 0.05
+        limiter.on_throttled(2.0, permit=Permit(0, 0, clock.now))
+    assert limiter._pause_until == pytest.approx(clock.now + 2.0)
+    clock.now += 2.0
+    assert 2.0 <= limiter.state().paused_s <= 2.5  # from the third 429 on, extended by each
 
 
 def test_headers_set_unknown_limits_only() -> None:
@@ -192,17 +316,29 @@ def test_headers_set_unknown_limits_only() -> None:
     limiter.observe(
         parse_rate_headers(
             {
+                "anthropic-ratelimit-output-tokens-limit": "6000",
                 "anthropic-ratelimit-output-tokens-remaining": "0",
                 "anthropic-ratelimit-output-tokens-reset": "5",
             }
         )
     )
-    assert limiter._pause_until == pytest.approx(clock.now + 5)
+    # a used-up limit on a successful answer pauses nobody: the bucket paces it
+    assert limiter._pause_until < clock.now
+    assert limiter.state().output_tokens_rate == pytest.approx(6000)
+    # a 429 without Retry-After whose headers say a limit is used up waits for its reset
+    info = parse_rate_headers(
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int((time.time() + 9) * 1000))}
+    )
+    for _ in range(3):
+        limiter.on_throttled(None, info=info)
+    assert 7.0 < limiter._pause_until - clock.now <= 9.0
 
 
 @pytest.mark.anyio
 async def test_output_tokens_reserved_and_refunded() -> None:
-    limiter = RateLimiter(RateLimits(output_tokens_per_minute=600, burst_seconds=10))  # cap 100
+    limiter = RateLimiter(
+        RateLimits(output_tokens_per_minute=600, burst_seconds=10, headroom=0.0)
+    )  # cap 100
     permit = await limiter.acquire(output_tokens=100)
     bucket = limiter._buckets["output"]
     assert bucket is not None and bucket.level == pytest.approx(0, abs=0.5)

@@ -40,7 +40,7 @@ from tracedistill.records import (
 )
 from tracedistill.teachers.cost import Pricing
 from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
-from tracedistill.teachers.ratelimit import RateInfo, RateLimiter
+from tracedistill.teachers.ratelimit import Permit, RateInfo, RateLimiter
 from tracedistill.teachers.retry import RetryPolicy
 
 __all__ = ["BatchStatus", "Completion", "Observer", "SupportsBatch", "Teacher", "TeacherRequest"]
@@ -115,6 +115,16 @@ class SupportsBatch(Protocol):
     async def batch_results(self, status: BatchStatus) -> list[BatchResult]:
         """Return ``(request key, completion or error)`` for every result of a finished batch."""
         ...
+
+
+def _report_failure(limiter: RateLimiter, permit: Permit, error: ProviderError) -> None:
+    """Tell the limiter how an attempt failed: throttled, overloaded, or otherwise."""
+    if isinstance(error, RateLimitError):
+        limiter.on_throttled(error.retry_after, permit=permit)
+    elif isinstance(error, ProviderUnavailableError | ProviderTimeoutError):
+        limiter.on_overload(permit)  # 5xx, 529, lost connections: not a rate signal
+    else:
+        limiter.on_failure(permit)
 
 
 def _max_tokens(params: SamplingParams | None) -> int:
@@ -284,24 +294,30 @@ class Teacher(abc.ABC):
     ) -> Completion:
         if limiter is None:
             return await self._timed(request, None)
-        async with limiter.slot():
+        async with limiter.slot() as lease:
             permit = await limiter.acquire(input_estimate, output_reserve)
+            lease.begin()
+            sent = time.monotonic()
             try:
                 completion = await self._timed(request, limiter.observe)
             except ProviderError as exc:
                 limiter.settle(permit, input_tokens=None, output_tokens=0)
-                if isinstance(exc, RateLimitError) or exc.status == 529:
-                    limiter.on_throttled(exc.retry_after)
+                _report_failure(limiter, permit, exc)
                 raise
             except BaseException:
                 limiter.settle(permit, input_tokens=None, output_tokens=0)
                 raise
-            limiter.settle(
-                permit,
-                input_tokens=completion.usage.prompt_tokens or None,
-                output_tokens=completion.usage.completion_tokens,
+            used_in = completion.usage.prompt_tokens or None
+            used_out = completion.usage.completion_tokens
+            limiter.settle(permit, input_tokens=used_in, output_tokens=used_out)
+            limiter.on_success(
+                attrs.evolve(
+                    permit,
+                    input_tokens=permit.input_tokens if used_in is None else used_in,
+                    output_tokens=used_out,
+                ),
+                latency=time.monotonic() - sent,
             )
-            limiter.on_success()
             return completion
 
     async def _timed(self, request: TeacherRequest, observe: Observer | None) -> Completion:

@@ -29,7 +29,7 @@ from tracedistill.records import Problem, Trace
 from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
-from tracedistill.teachers.ratelimit import LimiterClosed, RateLimiter, RateLimits
+from tracedistill.teachers.ratelimit import LimiterClosed, LimiterState, RateLimiter, RateLimits
 
 __all__ = ["GenerationSummary", "StopReason", "generate"]
 
@@ -58,11 +58,16 @@ class GenerationSummary:
         failed: requests that failed after their retries (stored as failed traces).
         resampled: requests sent to replace a truncated response (``resample_truncated``).
         attempts: HTTP attempts made, retries included.
-        throttled: 429/529 answers seen.
+        throttled: 429 answers seen.
         spend_usd: what this run spent.
         total_spend_usd: what the store records as spent, every run included.
         stopped: None when the pool was done, else ``"budget"`` or ``"fatal"``.
         error: the message of the error that stopped the run, if any.
+        overloaded: 529/503/5xx answers and lost connections seen (not rate limiting).
+        cuts: times the limiter lowered the allowed request rate.
+        paused_s: seconds every request was held by a pause (Retry-After, a used-up limit).
+        limiter: the rate limiter's state at the end of the run (allowed rates, concurrency,
+            stalls), or None where no limiter ran (batch APIs, replays).
     """
 
     teacher: str
@@ -83,6 +88,10 @@ class GenerationSummary:
     elapsed_s: float
     stopped: str | None = None
     error: str | None = None
+    overloaded: int = 0
+    cuts: int = 0
+    paused_s: float = 0.0
+    limiter: LimiterState | None = None
 
     @property
     def requests_per_minute(self) -> float:
@@ -104,6 +113,8 @@ class GenerationSummary:
             f"{self.elapsed_s:,.1f}s",
             f"  spend ${self.spend_usd:,.4f} this run, ${self.total_spend_usd:,.4f} in the store",
         ]
+        if self.limiter is not None:
+            lines.insert(2, f"  limiter: {self.limiter.describe()}")
         if self.stopped:
             lines.append(f"  stopped early ({self.stopped}): {self.error}")
         return "\n".join(lines)
@@ -209,6 +220,7 @@ async def generate(
     progress: bool | None = None,
     total: int | None = None,
     fatal_grace_s: float = 10.0,
+    limiter: RateLimiter | None = None,
 ) -> GenerationSummary:
     """Generate ``n`` traces per problem with ``teacher`` and store them in ``store``.
 
@@ -233,6 +245,9 @@ async def generate(
         total: the number of problems, for the progress bar when ``problems`` has no length.
         fatal_grace_s: after a fatal error (401/402/403), how long requests already in flight
             may take before they are cancelled.
+        limiter: a :class:`RateLimiter` to use instead of a new one (``limits`` and
+            ``concurrency`` then come from it): share one between runs that draw on the same
+            provider key, or read its :meth:`~RateLimiter.state` while the run goes on.
 
     Returns:
         A :class:`GenerationSummary`; ``stopped == "budget"`` when the budget ran out.
@@ -258,7 +273,12 @@ async def generate(
         raise ConfigurationError(f"resample_truncated must be >= 0, got {resample_truncated!r}")
     if total is None and isinstance(problems, Sized):
         total = len(problems)
-    limiter = RateLimiter(limits, max_concurrency=concurrency)
+    if limiter is None:
+        limiter = RateLimiter(limits, max_concurrency=concurrency)
+    elif limits is not None:
+        raise ConfigurationError("pass limits= or limiter=, not both (the limiter has its limits)")
+    else:
+        concurrency = limiter.max_concurrency
     budget = Budget(budget_usd, spent_usd=store.spend_usd())
     if budget_usd is not None and teacher.pricing is None:
         # Without prices a request is reserved at the largest cost seen; a resumed run starts
@@ -301,14 +321,24 @@ async def generate(
             await store.add_trace(trace)
         run.record(trace)
 
+    workers_alive = 0
+
     async def worker(requests: ObjectReceiveStream[TeacherRequest]) -> None:
-        async with requests:
-            async for request in requests:
-                try:
-                    if not run.stopping.is_set():
-                        await handle(request)
-                finally:
-                    run.inflight.discard(request.key)
+        nonlocal workers_alive
+        workers_alive += 1
+        try:
+            async with requests:
+                async for request in requests:
+                    try:
+                        if not run.stopping.is_set():
+                            await handle(request)
+                    finally:
+                        run.inflight.discard(request.key)
+                    # A worker added for a stalled request leaves once that request ended.
+                    if workers_alive > concurrency + limiter.detached:
+                        return
+        finally:
+            workers_alive -= 1
 
     def wanted(problem: Problem, index: int) -> TeacherRequest | None:
         """The request still needed for sample ``index`` of ``problem``, or None."""
@@ -359,9 +389,13 @@ async def generate(
 
     history: collections.deque[tuple[float, int, int]] = collections.deque()
 
+    watch = _Watch(limiter)
+
     async def ticker() -> None:
         while True:
             await anyio.sleep(0.25)
+            limiter.reap()
+            watch.check()
             _show(bar, run, budget, spent_before, history)
 
     async def stop_after_fatal(scope: anyio.CancelScope) -> None:
@@ -373,12 +407,23 @@ async def generate(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(ticker)
-            async with anyio.create_task_group() as workers:
-                outer.start_soon(stop_after_fatal, workers.cancel_scope)
-                for _ in range(concurrency):
-                    workers.start_soon(worker, receive.clone())
+            try:
+                async with anyio.create_task_group() as workers:
+                    outer.start_soon(stop_after_fatal, workers.cancel_scope)
+
+                    def add_worker() -> None:
+                        # A stalled request gave its slot back: another worker takes the slot,
+                        # so a stall holds one slot, never the run.
+                        if workers_alive < concurrency + limiter.detached:
+                            workers.start_soon(worker, receive.clone())
+
+                    limiter.on_detach = add_worker
+                    for _ in range(concurrency):
+                        workers.start_soon(worker, receive.clone())
+                    await produce()
+            finally:
+                limiter.on_detach = None
                 receive.close()
-                await produce()
             outer.cancel_scope.cancel()
         _show(bar, run, budget, spent_before, history)
     except BaseExceptionGroup as group:
@@ -389,6 +434,7 @@ async def generate(
         raise single from None
     finally:
         bar.close()
+    state = limiter.state()
     summary = GenerationSummary(
         teacher=teacher.name,
         model=teacher.model,
@@ -401,6 +447,10 @@ async def generate(
         resampled=run.resampled,
         attempts=run.attempts,
         throttled=limiter.throttled,
+        overloaded=limiter.overloaded,
+        cuts=limiter.cuts,
+        paused_s=state.paused_s,
+        limiter=state,
         input_tokens=run.input_tokens,
         output_tokens=run.output_tokens,
         spend_usd=budget.spent_usd - spent_before,
@@ -413,6 +463,39 @@ async def generate(
     if run.stopped == StopReason.FATAL and run.error is not None:
         raise run.error
     return summary
+
+
+class _Watch:
+    """Warns once when the allowed request rate stays under half the configured limit."""
+
+    PERIOD = 60.0
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self.low_since: float | None = None
+        self.warned = False
+
+    def check(self) -> None:
+        limiter = self.limiter
+        configured = limiter.limits.requests_per_minute
+        rate = limiter.request_rate
+        if self.warned or configured is None or rate is None:
+            return
+        now = time.monotonic()
+        if rate * 60.0 >= configured / 2.0:
+            self.low_since = None
+            return
+        if self.low_since is None:
+            self.low_since = now
+        elif now - self.low_since >= self.PERIOD:
+            self.warned = True
+            logger.warning(
+                "the provider has accepted under half the configured %.0f requests/min for a "
+                "minute (allowed now: %.0f/min); is the configured limit right? %s",
+                configured,
+                rate * 60.0,
+                limiter.state().describe(),
+            )
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -460,6 +543,12 @@ def _show(
         counters["req/min"] = rpm
         counters["tok/min"] = tpm
     counters["$"] = budget.spent_usd - spent_before
+    limiter = run.limiter
+    rate = limiter.request_rate
+    counters["rate"] = "-" if rate is None else f"{rate * 60.0:,.0f}/min"
+    counters["conc"] = f"{limiter.inflight}/{limiter.concurrency}"
+    counters["429"] = limiter.throttled
+    counters["ovl"] = limiter.overloaded
     position = run.skipped + finished
     bar.advance(max(position - run.shown, 0), **counters)
     run.shown = position
