@@ -32,7 +32,15 @@ import attrs
 import orjson
 
 from tracedistill.errors import SandboxError, VerifierError
-from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
+from tracedistill.records import (
+    CodeTests,
+    FunctionTests,
+    Problem,
+    TaskKind,
+    Verdict,
+    VerdictReason,
+    content_hash,
+)
 from tracedistill.verifiers._asserts import (
     bound_names,
     first_stage,
@@ -327,12 +335,36 @@ class CodeVerifier(Verifier):
         tests = _code_tests(problem)
         entry = tests.function.entry_point if tests.function is not None else None
         code, how = extract_code(response, self.extraction, entry_point=entry)
-        return await self.check_code(problem, code, extraction=how)
+        return await self._check_program(problem, code, extraction=how)
 
     async def check_code(
         self, problem: Problem | CodeTests, code: str, *, extraction: str | None = None
+    ) -> Verdict:
+        """Judge a program (or a response holding one) against tests: the simple path.
+
+        Takes a :class:`Problem` or bare :class:`CodeTests` and returns a :class:`Verdict`
+        (no Trace needed), like :meth:`MathVerifier.check_answer`: ``passed``, ``reason``,
+        ``details`` and ``elapsed_s``, the seconds the program's own sandboxed runs took. Its
+        ``trace_key`` is a content hash of (problem id, code); it is a pure function of the
+        problem, the code and :attr:`version`.
+        """
+        result = await self._check_program(problem, code, extraction=extraction)
+        problem_id = problem.id if isinstance(problem, Problem) else "code-tests"
+        return Verdict(
+            trace_key=content_hash([problem_id, code], prefix="code-"),
+            problem_id=problem_id,
+            verifier=self.name,
+            verifier_version=self.version,
+            passed=result.passed,
+            reason=result.reason,
+            details=result.details,
+            elapsed_s=result.elapsed_s,
+        )
+
+    async def _check_program(
+        self, problem: Problem | CodeTests, code: str, *, extraction: str | None = None
     ) -> CheckResult:
-        """Run a program against a problem's tests (or bare :class:`CodeTests`): the simple path.
+        """Run a program against a problem's tests (or bare :class:`CodeTests`).
 
         ``code`` is a program, or a model's response holding one (a text that is not valid
         Python goes through the verifier's :class:`CodeExtraction`, as in :meth:`check`).
