@@ -84,7 +84,7 @@ def test_plan_text_and_html_mark_what_is_unavailable(
 
 def test_quality_table_takes_student_lengths_from_the_data_report(tmp_path: Path) -> None:
     from tracedistill.chat import ChatFormat, LengthPolicy, LengthReport
-    from tracedistill.training.base import DataReport, RunDirectory
+    from tracedistill.training.base import DataReport, TrainingDirectory
 
     experiment = _experiment(tmp_path)
     anyio.run(lambda: experiment.run(stages=["generate"]))
@@ -92,7 +92,7 @@ def test_quality_table_takes_student_lengths_from_the_data_report(tmp_path: Path
     assert quality.over_max_length is None  # no training data prepared yet
     assert quality.truncation_rate == 0.0
     run = experiment.runs[0]
-    folder = RunDirectory(experiment.run_dir(run) / "training")
+    folder = TrainingDirectory(experiment.run_dir(run) / "training")
     folder.path.mkdir(parents=True)
     length = LengthReport(
         max_length=96, policy=LengthPolicy.TRUNCATE, total=8, kept=8, truncated=("a", "b")

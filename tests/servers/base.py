@@ -330,7 +330,7 @@ class ScriptedServer:
     def on_unanswered(self, request: dict[str, Any]) -> None:
         """Called when an admitted request gets no answer (a stall or a dropped body)."""
 
-    async def _stall(self, seconds: float) -> None:
+    async def _hang(self, seconds: float) -> None:
         await asyncio.sleep(seconds or 3600.0)
 
     # --- flavour hooks -----------------------------------------------------------------------
@@ -578,7 +578,7 @@ class ScriptedServer:
                 # Accept the request, then never answer: the client's timeout must end it.
                 stats.status[0] += 1
                 self.on_unanswered(request)
-                await self._stall(fault.delay)
+                await self._hang(fault.delay)
                 writer.transport.abort()
                 return False
             if fault.kind == "cut":

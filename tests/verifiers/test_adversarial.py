@@ -24,7 +24,12 @@ needs_bwrap = pytest.mark.skipif(
 )
 
 
-def _descendants(root: int) -> set[int]:
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) direct children of ``pid``."""
+    return _process_children().get(pid, [])
+
+
+def _process_children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -36,6 +41,11 @@ def _descendants(root: int) -> set[int]:
             continue
         if fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _descendants(root: int) -> set[int]:
+    children = _process_children()
     found: set[int] = set()
     stack = [root]
     while stack:

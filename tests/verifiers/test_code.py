@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -266,6 +267,31 @@ async def test_missing_isolation_is_refused(tmp_path: Path) -> None:
     await verifier.aclose()
 
 
+def _runner_trees(pids: Sequence[int]) -> set[int]:
+    """The runners' own processes: each pid, the bubblewrap processes below it (when the
+    bubblewrap backend wraps a runner) and the runner process they start; never a sample,
+    which is a child of that runner process."""
+    from tests.verifiers.test_adversarial import _children
+
+    found: set[int] = set()
+    for pid in pids:
+        found.add(pid)
+        layer = [pid]
+        while layer:
+            below = [c for p in layer for c in _children(p)]
+            found.update(below)
+            layer = [c for c in below if _is_bwrap(c)]
+    return found
+
+
+def _is_bwrap(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().split(b"\0", 1)[0].endswith(b"bwrap")
+    except OSError:
+        return False
+
+
 async def test_cancelled_checks_leave_no_process(tmp_path: Path) -> None:
     from tests.verifiers.test_adversarial import _descendants
 
@@ -276,7 +302,7 @@ async def test_cancelled_checks_leave_no_process(tmp_path: Path) -> None:
     with anyio.move_on_after(1.0):
         await verifier.check_many([(ADD, forever)] * 4, progress=False)
     await anyio.sleep(0.2)
-    workers = set(verifier.pool.pids)
+    workers = _runner_trees(verifier.pool.pids)
     # the busy runners were killed with their samples
     assert _descendants(os.getpid()) <= workers | preexisting
     root = verifier._tmp_root
