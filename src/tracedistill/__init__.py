@@ -7,11 +7,14 @@ ones, evaluate every checkpoint and report the study::
 
 The abstractions (each a folder with a small interface and one module per backend):
 :class:`Teacher`, :class:`Verifier`, :class:`TraceStore`, :class:`Trainer`, :class:`Evaluator`
-and, on top, :class:`Experiment`. Backends that need heavy optional libraries (torch, the
-tinker SDK) are imported from their own modules: ``tracedistill.training.local``,
-``tracedistill.training.tinker``, ``tracedistill.evaluation.samplers.local`` and
-``tracedistill.evaluation.samplers.tinker``.
+and, on top, :class:`Experiment`. Every backend and problem preset is importable from here;
+those that need heavy optional libraries (torch, the tinker SDK: ``TinkerTrainer``,
+``LocalTrainer``, ``TinkerSampler``, ``LocalSampler``, ``TinkerTeacher``) load on first use, so
+``import tracedistill`` pulls in neither.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from tracedistill._version import __version__
 from tracedistill.errors import TraceDistillError
@@ -27,7 +30,18 @@ from tracedistill.evaluation import (
 )
 from tracedistill.evaluation.samplers import OpenAICompatibleSampler
 from tracedistill.experiment import Experiment, Filters, Generation, Plan, Run
-from tracedistill.problems import ProblemPool, ProblemSource
+from tracedistill.problems import (
+    ProblemPool,
+    ProblemSource,
+    apps,
+    code_contests,
+    codeforces,
+    mbpp,
+    numina_math,
+    open_code_reasoning,
+    openr1_math,
+    taco,
+)
 from tracedistill.records import (
     SCHEMA_VERSION,
     CodeTests,
@@ -66,6 +80,23 @@ from tracedistill.teachers import (
 from tracedistill.training import Checkpoint, TrainConfig, Trainer, TrainingResult
 from tracedistill.verifiers import CodeVerifier, MathVerifier, Verifier
 
+if TYPE_CHECKING:
+    from tracedistill.evaluation.samplers.local import LocalSampler
+    from tracedistill.evaluation.samplers.tinker import TinkerSampler
+    from tracedistill.teachers.tinker import TinkerTeacher
+    from tracedistill.training.local import LocalTrainer
+    from tracedistill.training.tinker import TinkerTrainer
+
+# Backends that pull in torch or the tinker SDK load on first use, so `import tracedistill`
+# stays light: name -> module.
+_LAZY = {
+    "LocalSampler": "tracedistill.evaluation.samplers.local",
+    "LocalTrainer": "tracedistill.training.local",
+    "TinkerSampler": "tracedistill.evaluation.samplers.tinker",
+    "TinkerTeacher": "tracedistill.teachers.tinker",
+    "TinkerTrainer": "tracedistill.training.tinker",
+}
+
 __all__ = [
     "SCHEMA_VERSION",
     "AnthropicTeacher",
@@ -82,6 +113,8 @@ __all__ = [
     "FunctionTests",
     "Generation",
     "JsonlTraceStore",
+    "LocalSampler",
+    "LocalTrainer",
     "MathVerifier",
     "Message",
     "OpenAICompatTeacher",
@@ -104,6 +137,9 @@ __all__ = [
     "StoreStats",
     "TaskKind",
     "Teacher",
+    "TinkerSampler",
+    "TinkerTeacher",
+    "TinkerTrainer",
     "TokenUsage",
     "Trace",
     "TraceDistillError",
@@ -116,16 +152,29 @@ __all__ = [
     "VerdictReason",
     "Verifier",
     "__version__",
+    "apps",
+    "code_contests",
+    "codeforces",
     "custom_benchmark",
     "generate",
     "greedy",
     "math500",
+    "mbpp",
     "mbpp_plus",
+    "numina_math",
+    "open_code_reasoning",
+    "openr1_math",
     "request_key",
+    "taco",
 ]
 
 
 def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     if name == "TrainingRun":  # renamed TrainingResult; kept (deprecated) for one release
         from tracedistill import training
 
