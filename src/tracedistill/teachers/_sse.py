@@ -7,7 +7,27 @@ ignored, lines ending in LF, CRLF or CR, and a blank line dispatching the event.
 
 from __future__ import annotations
 
-__all__ = ["SSEDecoder"]
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from tracedistill.errors import ProviderUnavailableError
+
+__all__ = ["SSEDecoder", "event_object"]
+
+
+def event_object(teacher: str, event: str, data: bytes) -> Mapping[str, Any]:
+    """Parse one event's data as a JSON object; anything else is a retryable provider error."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderUnavailableError(
+            f"{teacher}: stream event {event!r} is not JSON ({len(data)} bytes)"
+        ) from None
+    if not isinstance(payload, Mapping):
+        raise ProviderUnavailableError(f"{teacher}: stream event {event!r} is not an object")
+    return payload
 
 
 class SSEDecoder:

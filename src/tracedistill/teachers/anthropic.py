@@ -18,6 +18,7 @@ from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.errors import ConfigurationError, ProviderError, ProviderUnavailableError
 from tracedistill.records import FinishReason, ReasoningKind, SamplingParams, TokenUsage
 from tracedistill.teachers._http import HttpTeacher
+from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
@@ -297,14 +298,7 @@ class MessageStream:
         """Take one event (an error event raises the error it stands for)."""
         if not data.strip():
             return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise ProviderUnavailableError(
-                f"{self._teacher.name}: stream event {event!r} is not JSON ({len(data)} bytes)"
-            ) from None
-        if not isinstance(payload, Mapping):
-            raise ProviderUnavailableError(f"{self._teacher.name}: stream event is not an object")
+        payload = event_object(self._teacher.name, event, data)
         self.events += 1
         kind = payload.get("type", event)
         if kind == "error" or event == "error":

@@ -26,6 +26,7 @@ from tracedistill.records import (
     split_completion,
 )
 from tracedistill.teachers._http import HttpTeacher, TransportFactory
+from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
@@ -371,14 +372,7 @@ class ChatStream:
             return
         if not data.strip():
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise ProviderUnavailableError(
-                f"{self._teacher.name}: stream event is not JSON ({len(data)} bytes)"
-            ) from None
-        if not isinstance(chunk, Mapping):
-            raise ProviderUnavailableError(f"{self._teacher.name}: stream event is not an object")
+        chunk = event_object(self._teacher.name, event, data)
         self.chunks += 1
         if chunk.get("error") is not None:
             raise _body_error(self._teacher.name, chunk["error"], self._teacher._redact)
