@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -64,7 +65,9 @@ def run_evalplus(
     truth_s = time.perf_counter() - start
     start = time.perf_counter()
     statuses: dict[str, tuple[str, str]] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
         futures = [
             pool.submit(
                 check_correctness,

@@ -322,6 +322,7 @@ def grade_with_evalplus(
     items: list[tuple[dict[str, Any], str]], workers: int
 ) -> list[tuple[bool, str]]:
     """evalplus's verdicts on ``(row, program)`` pairs, on ``workers`` processes."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     tasks: dict[str, dict[str, Any]] = {}
@@ -330,7 +331,10 @@ def grade_with_evalplus(
         if row["task_id"] not in tasks:
             tasks[row["task_id"]] = evalplus_task(row)
             truth[row["task_id"]] = evalplus_ground_truth(tasks[row["task_id"]])
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: the test process has threads (the event loop's workers), and a
+    # child forked while one of them holds a lock can hang forever (it did, in CI).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [
             pool.submit(evalplus_passes, tasks[row["task_id"]], code, truth[row["task_id"]])
             for row, code in items

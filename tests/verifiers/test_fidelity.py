@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.verifiers.helpers import (
@@ -120,11 +121,7 @@ SAMPLE = [
 
 @needs_mbpp
 async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
-    from evalplus.data.mbpp import mbpp_deserialize_inputs
-    from evalplus.eval import PASS
-    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
-    from evalplus.evaluate import check_correctness
-    from evalplus.gen.util import trusted_exec
+    from tests.verifiers.mutants import grade_with_evalplus
 
     items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
     chosen = [items[tid] for tid in SAMPLE if tid in items]
@@ -136,27 +133,12 @@ async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
         samples.append((problem, row, f"def {row['entry_point']}(*args):\n    return None\n"))
     async with CodeVerifier(workers=2, cache_dir=tmp_path) as verifier:
         ours = await verifier.check_many([(p, code) for p, _, code in samples], progress=False)
-    truth: dict[str, dict[str, Any]] = {}
-    theirs = []
-    for problem, row, code in samples:
-        task = dict(row)
-        task["base_input"] = mbpp_deserialize_inputs(row["task_id"], row["base_input"])
-        task["plus_input"] = mbpp_deserialize_inputs(row["task_id"], row["plus_input"])
-        if problem.id not in truth:
-            not_none = row["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
-            reference = row["prompt"] + row["canonical_solution"]
-            oracle: dict[str, Any] = {}
-            for name in ("base", "plus"):
-                oracle[name], oracle[f"{name}_time"] = trusted_exec(
-                    reference,
-                    task[f"{name}_input"],
-                    row["entry_point"],
-                    record_time=True,
-                    output_not_none=not_none,
-                )
-            truth[problem.id] = oracle
-        result = check_correctness("mbpp", 0, task, code, truth[problem.id], False, True)
-        theirs.append(result["base"][0] == PASS and result["plus"][0] == PASS)
+    theirs = [
+        passed
+        for passed, _ in await anyio.to_thread.run_sync(
+            lambda: grade_with_evalplus([(row, code) for _, row, code in samples], workers=2)
+        )
+    ]
     mismatches = [
         (p.id, code[-60:], r.reason, t)
         for (p, _, code), r, t in zip(samples, ours, theirs, strict=True)
@@ -192,7 +174,9 @@ async def _grade_both(
             return await verifier.check_many([(p, code) for p, _, code in batch], progress=False)
 
     mine = await ours(items)
-    theirs = grade_with_evalplus([(row, code) for _, row, code in items], workers=2)
+    theirs = await anyio.to_thread.run_sync(
+        lambda: grade_with_evalplus([(row, code) for _, row, code in items], workers=2)
+    )
     graded = [(r.passed, str(r.reason), t[0], t[1]) for r, t in zip(mine, theirs, strict=True)]
     again = [
         i
@@ -201,7 +185,9 @@ async def _grade_both(
     ]
     if again:
         mine2 = await ours([items[i] for i in again])
-        theirs2 = grade_with_evalplus([(items[i][1], items[i][2]) for i in again], workers=1)
+        theirs2 = await anyio.to_thread.run_sync(
+            lambda: grade_with_evalplus([(items[i][1], items[i][2]) for i in again], workers=1)
+        )
         for i, r, t in zip(again, mine2, theirs2, strict=True):
             graded[i] = (r.passed, str(r.reason), t[0], t[1])
     return graded
