@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
+import anyio
+import orjson
 import pytest
 
-from tracedistill._jsonl import JsonlFile, scan, write_atomic, write_json_atomic
-from tracedistill.errors import StoreCorruptError
+from tracedistill import _json
+from tracedistill._jsonl import JsonlFile, TornWriteWarning, scan, write_atomic, write_json_atomic
+from tracedistill.errors import StoreCorruptError, StoreError
+from tracedistill.evaluation import EvalLog, EvalStore
+from tracedistill.records import Trace, Verdict
+from tracedistill.store import JsonlTraceStore
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -102,3 +110,79 @@ def test_atomic_writes_replace_whole_files_or_nothing(tmp_path: Path) -> None:
         write_atomic(path, (c for c in chunks()))
     assert path.read_bytes() == b"one two"  # the old file is intact
     assert sorted(os.listdir(path.parent)) == ["data.json"]  # no temporary file left
+
+
+# --- files written before the trace store and the evaluation log moved onto JsonlFile ----------
+
+_V1 = Path(__file__).parent / "fixtures" / "jsonl_v1"  # written by the earlier code paths
+
+
+def test_store_written_by_the_old_code_opens_and_appends_byte_identically(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(_V1 / "store", old)
+    with JsonlTraceStore(old) as store:
+        problems = list(store.problems())
+        traces = list(store.traces(include_failed=True))
+        verdicts = list(store.verdicts())
+        assert (len(problems), len(traces), len(verdicts)) == (3, 3, 1)
+        assert len(store) == 3 and store.spend_usd() == pytest.approx(0.03)
+        assert any(t.metadata.get("n") == 2**70 for t in traces)  # exact beyond 64 bits
+        superseded = store.get(traces[1].key)
+        assert superseded is not None and superseded.ok  # the response, not the failure
+    # Writing the same records with today's code gives the same bytes.
+    raw_traces = [orjson.loads(line) for line in (old / "traces.jsonl").read_bytes().splitlines()]
+    assert len(raw_traces) == 4
+
+    async def rewrite() -> None:
+        with JsonlTraceStore(tmp_path / "new") as new:
+            await new.add_problems(problems)
+            for line in (old / "traces.jsonl").read_bytes().splitlines():
+                await new.add_trace(Trace.from_dict(_json.loads(line)))
+            for verdict in verdicts:
+                assert isinstance(verdict, Verdict)
+                await new.add_verdict(verdict)
+
+    anyio.run(rewrite)
+    for name in ("problems", "traces", "verdicts"):
+        written = (tmp_path / "new" / f"{name}.jsonl").read_bytes()
+        assert written == (_V1 / "store" / f"{name}.jsonl").read_bytes(), name
+
+
+def test_evaluation_log_written_by_the_old_code_opens_and_appends_byte_identically(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(_V1 / "run", tmp_path / "run")
+    result = EvalStore(tmp_path / "run").load("base", "B")
+    assert (result.n, result.correct) == (2, 1)
+    path = EvalStore(tmp_path / "run").path_for("base", "B")
+    log = EvalLog.read(path)
+    assert set(log.samples) == set(log.grades) == {"p0", "p1"}
+    records = JsonlFile(path).records()
+    with JsonlFile(tmp_path / "again.jsonl") as again:
+        for record in records:
+            again.append(record)
+    assert (tmp_path / "again.jsonl").read_bytes() == path.read_bytes()
+
+
+def test_index_read_at_and_iter_from_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    _write(path, b'{"id":"a","n":1}\n{"n":2}\n\n{"id":"c","n":3}\n{"id":"d", "n"')
+    header = re.compile(rb'^\{"id":"([a-z])",[^\n]*\}\n', re.MULTILINE)
+    reader = JsonlFile(path, warn=True, readonly=True)
+    with pytest.warns(TornWriteWarning, match=r"log.jsonl:5: the last line is incomplete"):
+        indexed = list(reader.index(header=header))
+    assert indexed == [(0, 0, (b"a",)), (2, 17, {"n": 2}), (0, 26, (b"c",))]
+    assert path.read_bytes().endswith(b'"n"')  # read-only: nothing changed
+    assert reader.read_at(26) == {"id": "c", "n": 3}
+    assert list(reader.iter_from(17)) == [(17, {"n": 2}), (26, {"id": "c", "n": 3})]
+    with pytest.raises(StoreError, match="read-only"):
+        reader.append({"n": 4})
+    writer = JsonlFile(path, warn=True)
+    with pytest.warns(TornWriteWarning):
+        assert len(list(writer.index(header=header))) == 3  # and the torn line is cut
+    assert writer.append({"n": 4}) == 43
+    writer.close()
+    assert [r["n"] for r in JsonlFile(path).records()] == [1, 2, 3, 4]
+    _write(path, b'{"n":1}\n{"n":2}\nbad\n{"n":4}\n')
+    with pytest.raises(StoreCorruptError, match=r"log.jsonl:3:"):
+        list(JsonlFile(path).iter_from(8))  # numbered from the start of the file

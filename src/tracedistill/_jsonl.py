@@ -5,14 +5,20 @@ loss, a full disk, a killed process) can leave at most the last line incomplete.
 line was never acknowledged to anyone, so it is cut off before the next append (its bytes are
 kept in ``<file>.torn``): otherwise the next record would be glued onto it and one corrupt line
 would sit in the middle of the file. A last line that is valid JSON but lost its newline is kept
-and completed. Readers skip a torn last line without changing the file.
+and completed. Readers skip a torn last line without changing the file. Either way the torn
+line is logged (and, for files that ask for it, warned about as :class:`TornWriteWarning`).
 
 A corrupt line anywhere else is not a torn write: it raises
 :class:`~tracedistill.errors.StoreCorruptError` naming the file and line, unless the caller asks
 to ``salvage`` lines that an older writer glued onto a torn one.
 
 One writer per file at a time (callers that need it hold their own lock); readers may run
-alongside a writer and see every complete line.
+alongside a writer and see every complete line. Appends are handed to the operating system before
+they return (they survive the writer being killed); ``sync`` forces them to disk (fsync) when a
+caller's durability policy asks for it.
+
+Users: the trace store (``store/jsonl.py``), the evaluation log (``evaluation/results.py``) and
+the training directory's metrics and checkpoints (``training/directory.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +37,14 @@ import attrs
 import orjson
 
 from tracedistill import _json
-from tracedistill.errors import StoreCorruptError
+from tracedistill.errors import StoreCorruptError, StoreError
 
 __all__ = [
+    "IndexedLine",
     "JsonlFile",
     "JsonlLine",
     "TornTail",
+    "TornWriteWarning",
     "atomic_path",
     "scan",
     "write_atomic",
@@ -44,6 +54,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TAIL_CHUNK = 1 << 16
+_READ_CHUNK = 1 << 20
+
+#: ``(line number, byte offset, record)`` from :meth:`JsonlFile.index`; a line matched by the
+#: caller's header pattern gives the pattern's groups instead of a record, and line number 0.
+IndexedLine = tuple[int, int, dict[str, Any] | tuple[bytes, ...]]
+
+
+class TornWriteWarning(UserWarning):
+    """A JSONL file's last line was incomplete (its writer was killed mid-write) and is ignored."""
 
 
 @attrs.frozen(slots=True)
@@ -83,6 +102,46 @@ def _salvage(raw: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] | None
     return None
 
 
+def _lines(
+    data: bytes,
+    path: Path,
+    pos: int,
+    stop: int,
+    *,
+    loads: Callable[[bytes], Any],
+    salvage: bool = False,
+) -> Generator[tuple[int, int, dict[str, Any]], None, TornTail | None]:
+    """Yield ``(number, offset, record)`` for the lines of ``data[pos:stop]``; return the torn tail.
+
+    ``pos`` starts a line; line numbers are counted from the start of ``data``. The last line of
+    ``data`` (terminated or not) that is not a JSON object is returned as the torn tail.
+    """
+    if pos >= stop:
+        return None
+    number = data.count(b"\n", 0, pos)
+    size = len(data)
+    while pos < stop:
+        end = data.find(b"\n", pos)
+        line_end = size if end == -1 else end
+        number += 1
+        raw = data[pos:line_end]
+        if raw.strip():
+            record = _parse(raw, loads)
+            if record is None:
+                if line_end + 1 >= size:
+                    return TornTail(pos, number, data[pos:])
+                record = _salvage(raw, loads) if salvage else None
+                if record is None:
+                    raise StoreCorruptError(path, number, _NOT_A_RECORD)
+                log.warning("%s:%d: kept the record glued onto a torn line", path, number)
+            yield number, pos, record
+        pos = line_end + 1
+    return None
+
+
+_NOT_A_RECORD = "not a valid record (not JSON, or not a JSON object)"
+
+
 def scan(
     data: bytes,
     path: Path,
@@ -100,24 +159,14 @@ def scan(
         StoreCorruptError: a line other than the last is not a JSON object.
     """
     lines: list[JsonlLine] = []
-    pos, number, size = 0, 0, len(data)
-    while pos < size:
-        end = data.find(b"\n", pos)
-        stop = size if end == -1 else end
-        number += 1
-        raw = data[pos:stop]
-        if raw.strip():
-            record = _parse(raw, loads)
-            if record is None:
-                if stop + 1 >= size:
-                    return lines, TornTail(pos, number, data[pos:])
-                record = _salvage(raw, loads) if salvage else None
-                if record is None:
-                    raise StoreCorruptError(path, number, "not a JSON object")
-                log.warning("%s:%d: kept the record glued onto a torn line", path, number)
-            lines.append(JsonlLine(number, pos, record))
-        pos = stop + 1
-    return lines, None
+    parsed = _lines(data, path, 0, len(data), loads=loads, salvage=salvage)
+    while True:
+        try:
+            number, offset, record = next(parsed)
+        except StopIteration as done:
+            torn: TornTail | None = done.value
+            return lines, torn
+        lines.append(JsonlLine(number, offset, record))
 
 
 def _last_line_start(fd: int, size: int) -> int:
@@ -144,6 +193,8 @@ class JsonlFile:
         loads: parses one line (default: exact integers of any size, as the store writes them).
         dumps: encodes one record without its newline.
         keep_torn: keep cut bytes in ``<file>.torn`` (False: drop them).
+        warn: also report a torn last line as a :class:`TornWriteWarning` (it is always logged).
+        readonly: never change the file: appending raises StoreError and nothing is repaired.
     """
 
     def __init__(
@@ -153,11 +204,15 @@ class JsonlFile:
         loads: Callable[[bytes], Any] = _json.loads,
         dumps: Callable[[Any], bytes] = _json.dumps,
         keep_torn: bool = True,
+        warn: bool = False,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path)
         self._loads = loads
         self._dumps = dumps
         self.keep_torn = keep_torn
+        self.warn = warn
+        self.readonly = readonly
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -169,21 +224,19 @@ class JsonlFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # --- reading -------------------------------------------------------------------------------
+
+    def _data(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
     def read(self, *, salvage: bool = False) -> tuple[list[JsonlLine], TornTail | None]:
         """Every complete record and the torn last line, if any (the file is not changed)."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return [], None
-        lines, torn = scan(data, self.path, loads=self._loads, salvage=salvage)
+        lines, torn = scan(self._data(), self.path, loads=self._loads, salvage=salvage)
         if torn is not None:
-            log.warning(
-                "%s:%d: ignoring an incomplete last line (%d bytes), left by a writer killed "
-                "mid-write",
-                self.path,
-                torn.number,
-                len(torn.data),
-            )
+            self._report_torn(torn, None)
         return lines, torn
 
     def records(self, *, salvage: bool = False) -> list[dict[str, Any]]:
@@ -193,8 +246,94 @@ class JsonlFile:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records())
 
+    def index(
+        self, *, header: re.Pattern[bytes] | None = None, repair: bool = True
+    ) -> Iterator[IndexedLine]:
+        """Yield ``(line number, byte offset, record)`` for every complete line, oldest first.
+
+        Meant for building an in-memory index (key -> offset) when a file is opened. With
+        ``header`` (a multi-line pattern matching one whole line, newline included) a matching
+        line yields the pattern's groups (bytes) and line number 0 instead of a parsed record:
+        indexing a large file is then one regex pass; lines that do not match are parsed.
+
+        With ``repair`` (ignored when read-only), once the lines are consumed a torn last line
+        is cut as before an append and the file is opened for appending (and created).
+
+        Raises:
+            StoreCorruptError: a line other than the last is not a JSON object.
+        """
+        data = self._data()
+        pos = 0
+        if header is not None:
+            for match in header.finditer(data):
+                start = match.start()
+                if start != pos:
+                    torn = yield from _lines(data, self.path, pos, start, loads=self._loads)
+                    assert torn is None  # a matching line follows: this was not the last line
+                yield 0, start, match.groups()
+                pos = match.end()
+        torn = yield from _lines(data, self.path, pos, len(data), loads=self._loads)
+        repair = repair and not self.readonly
+        if torn is not None and repair:
+            self._cut(torn)
+        elif torn is not None:
+            self._report_torn(torn, None)
+        if repair:
+            self._open()
+
+    def read_at(self, offset: int) -> dict[str, Any]:
+        """The record on the line that starts at byte ``offset`` (one an index gave)."""
+        with self.path.open("rb") as fh:
+            fh.seek(offset)
+            record: dict[str, Any] = self._loads(fh.readline())
+            return record
+
+    def iter_from(self, offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(offset, record)`` for every complete line from byte ``offset`` on.
+
+        Reads in chunks (memory stays flat whatever the file's size); blank lines are skipped,
+        an incomplete last line is not yielded.
+
+        Raises:
+            StoreCorruptError: a complete line is not valid JSON.
+        """
+        try:
+            fh = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            fh.seek(offset)
+            start = offset
+            pending = b""
+            count = 0
+            while chunk := fh.read(_READ_CHUNK):
+                pending += chunk
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    count += 1
+                    if line.strip():
+                        try:
+                            record = self._loads(line)
+                        except ValueError as exc:  # orjson's and json's decode errors
+                            number = self._line_number(start) + count
+                            raise StoreCorruptError(
+                                self.path, number, f"not a valid record ({exc})"
+                            ) from None
+                        yield offset, record
+                    offset += len(line) + 1
+
+    def _line_number(self, offset: int) -> int:
+        """How many lines end before byte ``offset`` (only computed for an error message)."""
+        with self.path.open("rb") as fh:
+            return fh.read(offset).count(b"\n")
+
+    # --- repairing -----------------------------------------------------------------------------
+
     def _open(self) -> int:
         if self._fd is None:
+            if self.readonly:
+                raise StoreError(f"{self.path}: opened read-only; nothing can be appended")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
@@ -207,7 +346,7 @@ class JsonlFile:
 
     def repair(self) -> TornTail | None:
         """Cut a torn last line (or complete a valid one missing its newline) now."""
-        if self._fd is not None:
+        if self._fd is not None or self.readonly:
             return None  # repaired when it was opened; only this object has appended since
         if not self.path.exists():
             return None
@@ -224,32 +363,48 @@ class JsonlFile:
         start = _last_line_start(fd, size)
         raw = os.pread(fd, size - start, start)
         if raw.strip() and _parse(raw, self._loads) is None:
-            number = 0  # unknown without reading the whole file; only logged
+            number = 0  # unknown without reading the whole file; only reported
             torn = TornTail(start, number, raw)
-            self._set_aside(fd, torn)
+            self._report_torn(torn, fd)
             return torn
         if not raw.endswith(b"\n"):
             # Valid JSON whose newline was lost: keep the record, finish its line.
             os.write(fd, b"\n")
         return None
 
-    def _set_aside(self, fd: int, torn: TornTail) -> None:
-        where = "dropped"
-        if self.keep_torn:
-            aside = self.path.with_name(self.path.name + ".torn")
-            with aside.open("ab") as fh:
-                fh.write(torn.data.rstrip(b"\n") + b"\n")
-            where = f"moved to {aside}"
-        os.ftruncate(fd, torn.offset)
-        os.fsync(fd)
-        log.warning(
-            "%s: cut an incomplete last line (%d bytes at offset %d) left by a writer killed "
-            "mid-write; its bytes were %s",
-            self.path,
-            len(torn.data),
-            torn.offset,
-            where,
+    def _cut(self, torn: TornTail) -> None:
+        """Cut a torn tail found by a scan (its line number known) before appending."""
+        if self._fd is not None:
+            self._report_torn(torn, self._fd)
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        try:
+            self._report_torn(torn, fd)
+        finally:
+            os.close(fd)
+
+    def _report_torn(self, torn: TornTail, fd: int | None) -> None:
+        """Log (and maybe warn about) a torn last line; with ``fd``, set its bytes aside."""
+        where = f"{self.path}:{torn.number}" if torn.number else str(self.path)
+        message = (
+            f"{where}: the last line is incomplete ({len(torn.data)} bytes at offset "
+            f"{torn.offset}), most likely because a writer was killed mid-write; it was never "
+            f"acknowledged and is ignored"
         )
+        if fd is not None:
+            message += "; its bytes were dropped"
+            if self.keep_torn:
+                aside = self.path.with_name(self.path.name + ".torn")
+                with aside.open("ab") as fh:
+                    fh.write(torn.data.rstrip(b"\n") + b"\n")
+                message = message.replace("dropped", f"moved to {aside}")
+            os.ftruncate(fd, torn.offset)
+            os.fsync(fd)
+        log.warning("%s", message)
+        if self.warn:
+            warnings.warn(message, TornWriteWarning, stacklevel=4)
+
+    # --- appending -----------------------------------------------------------------------------
 
     def append(self, record: Mapping[str, Any], *, sync: bool = False) -> int:
         """Append one record; return the byte offset where its line starts.
@@ -263,10 +418,16 @@ class JsonlFile:
         return self.append_bytes(b"".join(self._dumps(r) + b"\n" for r in records), sync=sync)
 
     def append_bytes(self, payload: bytes, *, sync: bool = False) -> int:
-        """Append whole lines already encoded (``payload`` ends in a newline)."""
+        """Append whole lines already encoded (``payload`` ends in a newline).
+
+        Returns the byte offset where they start.
+
+        Raises:
+            StoreError: the file was opened read-only.
+        """
         if payload and not payload.endswith(b"\n"):
             raise ValueError("a JSONL payload must end in a newline")
-        fd = self._open()
+        fd = self._fd if self._fd is not None else self._open()
         offset = os.lseek(fd, 0, os.SEEK_END)
         view = memoryview(payload)
         while view:
@@ -277,7 +438,7 @@ class JsonlFile:
         return offset
 
     def sync(self) -> None:
-        """Force appended records to disk."""
+        """Force appended records to disk (fsync); a no-op when nothing was opened for writing."""
         if self._fd is not None:
             os.fsync(self._fd)
 

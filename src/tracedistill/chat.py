@@ -34,6 +34,7 @@ import attrs
 import numpy as np
 import numpy.typing as npt
 
+from tracedistill._jsonl import atomic_path
 from tracedistill.errors import ConfigurationError
 from tracedistill.records import THINK_CLOSE, THINK_OPEN, Message, split_completion
 
@@ -326,10 +327,9 @@ def qwen3_offline_tokenizer(cache_dir: str | Path | None = None) -> ChatTokenize
             except Exception as exc:  # a torn or foreign file: rebuild it rather than fail
                 log.warning("rebuilding the cached offline tokenizer at %s: %s", path, exc)
         tok = _build_qwen3_tokenizer()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        # Atomic: a concurrent reader sees the old file or the whole new one.
+        with atomic_path(path, durable=False) as tmp:
+            tok.save(str(tmp))
         return ChatTokenizer(tok, name=_OFFLINE_NAME)
 
 

@@ -7,8 +7,9 @@ Lines file, ``{run_dir}/evaluations/{label}/{benchmark}.jsonl``:
 - a ``sample`` line as soon as a response arrives (so a crash never buys it twice);
 - a ``grade`` line once the response is graded (the grader's name and version with it).
 
-Each line is written with one ``write`` call on an ``O_APPEND`` descriptor, so a killed process
-leaves at most one torn final line, which the next open cuts away. :class:`EvalStore` finds and
+Lines are appended through :class:`tracedistill._jsonl.JsonlFile` (one ``write`` per line), so a
+killed process leaves at most one torn final line, which the next open cuts away (its bytes kept
+in ``<file>.torn``). :class:`EvalStore` finds and
 loads these files; :func:`compare` pairs two results problem by problem.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import re
 import statistics
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import orjson
 
 from tracedistill._html import fields_html, fields_text
+from tracedistill._jsonl import JsonlFile
 from tracedistill.errors import EvaluationError, StoreCorruptError
 from tracedistill.evaluation.base import Completion
 from tracedistill.evaluation.stats import (
@@ -417,8 +417,11 @@ def compare(
 # --- the append-only log ---------------------------------------------------------------------
 
 
-def _dumps(record: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+def _problem_id(record: Mapping[str, Any], path: Path, number: int) -> str:
+    problem_id = record.get("problem_id")
+    if not isinstance(problem_id, str):
+        raise StoreCorruptError(path, number, "a sample or grade line without a problem_id")
+    return problem_id
 
 
 class EvalLog:
@@ -433,7 +436,7 @@ class EvalLog:
         self.header = header
         self.samples: dict[str, dict[str, Any]] = {}
         self.grades: dict[str, dict[str, Any]] = {}
-        self._fd: int | None = None
+        self._file = JsonlFile(path)
 
     @classmethod
     def open(cls, path: str | Path, header: Mapping[str, Any]) -> EvalLog:
@@ -478,28 +481,11 @@ class EvalLog:
         return log_
 
     def _read(self, *, repair: bool = True) -> dict[str, Any] | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if not raw:
-            return None
-        if not raw.endswith(b"\n"):
-            cut = raw.rfind(b"\n") + 1
-            log.warning("%s: cutting a torn last line (%d bytes)", self.path, len(raw) - cut)
-            raw = raw[:cut]
-            if repair:
-                os.truncate(self.path, cut)
+        if repair:
+            self._file.repair()
         header: dict[str, Any] | None = None
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise StoreCorruptError(self.path, number, f"not valid JSON ({exc})") from exc
-            if not isinstance(record, dict):
-                raise StoreCorruptError(self.path, number, "not a JSON object")
+        for number, _offset, record in self._file.index(repair=False):
+            assert isinstance(record, dict)  # no header pattern: every line is parsed
             kind = record.get("type")
             if kind == "header":
                 if record.get("schema", 0) > EVAL_SCHEMA:
@@ -509,15 +495,13 @@ class EvalLog:
                     )
                 header = record  # the latest header describes the latest run
             elif kind == "sample":
-                self.samples[record["problem_id"]] = record
+                self.samples[_problem_id(record, self.path, number)] = record
             elif kind == "grade":
-                self.grades[record["problem_id"]] = record
+                self.grades[_problem_id(record, self.path, number)] = record
         return header
 
     def _append(self, record: Mapping[str, Any]) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(self._fd, _dumps(record))
+        self._file.append(record)
 
     def add_sample(self, problem_id: str, key: str, completion: Completion) -> dict[str, Any]:
         """Store a response (before it is graded)."""
@@ -591,11 +575,9 @@ class EvalLog:
         return found
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.fsync(fd)
-            os.close(fd)
+        """Force what was appended to disk and close the file (idempotent)."""
+        self._file.sync()
+        self._file.close()
 
     def __enter__(self) -> EvalLog:
         return self

@@ -13,6 +13,7 @@ from typing import Any, Self
 import attrs
 
 from tracedistill import _json
+from tracedistill._jsonl import atomic_path
 from tracedistill.errors import RecordError
 from tracedistill.records import (
     FinishReason,
@@ -242,14 +243,11 @@ class TraceStore(abc.ABC):
         The file is written to a temporary name and renamed, so a crash never leaves half a file.
         Returns the number of lines written.
         """
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         n = 0
-        with tmp.open("wb") as fh:
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
             for row in self.chat_rows(where, **criteria):
                 fh.write(_json.dumps(row, newline=True))
                 n += 1
-        tmp.replace(path)
         return n
 
     def to_dataset(self, where: TraceFilter | None = None, /, **criteria: Any) -> Any:

@@ -8,7 +8,9 @@ Layout of a store directory::
     .lock            held (flock) by the one process that may write
 
 Records are only ever appended. Opening a store reads every line once to build in-memory
-indexes (request key -> byte offset), so ``has`` is a dict lookup and ``get`` one seek.
+indexes (request key -> byte offset), so ``has`` is a dict lookup and ``get`` one seek. Appending,
+torn-line repair and scanning are :class:`tracedistill._jsonl.JsonlFile`'s, shared with the
+evaluation log and the training directory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import logging
 import os
 import re
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ import anyio
 import anyio.to_thread
 
 from tracedistill import _json
+from tracedistill._jsonl import JsonlFile, TornWriteWarning
 from tracedistill.errors import (
     RecordError,
     SchemaVersionError,
@@ -50,145 +52,6 @@ __all__ = ["JsonlTraceStore", "TornWriteWarning"]
 logger = logging.getLogger(__name__)
 
 _FILES = ("problems", "traces", "verdicts")
-_CHUNK = 1 << 20
-
-
-class TornWriteWarning(UserWarning):
-    """A store's last line was incomplete (the writer was killed mid-write) and was set aside."""
-
-
-class _Log:
-    """One append-only JSONL file: scanning with offsets, appending, torn-tail repair."""
-
-    def __init__(self, path: Path, *, readonly: bool) -> None:
-        self.path = path
-        self.readonly = readonly
-        self.fd: int | None = None
-        if not readonly:
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    def scan(
-        self, *, repair: bool, header: re.Pattern[bytes] | None = None
-    ) -> Iterator[tuple[int, int, dict[str, Any] | tuple[bytes, ...]]]:
-        """Yield ``(line number, byte offset, record)`` per line; set aside a torn last line.
-
-        With ``header`` (a multi-line pattern matching one whole line, newline included), a
-        matching line yields the pattern's groups (bytes) instead of a parsed dict: opening a
-        large store is then one regex pass. Line numbers of such lines are 0 (unknown; they are
-        only needed for errors, which come from fully parsed lines).
-        """
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            data = fh.read()
-        pos = 0
-        if header is not None:
-            for match in header.finditer(data):
-                start = match.start()
-                if start != pos:
-                    yield from self._parse_lines(data, pos, start, repair=repair)
-                yield 0, start, match.groups()
-                pos = match.end()
-        yield from self._parse_lines(data, pos, len(data), repair=repair)
-
-    def _parse_lines(
-        self, data: bytes, pos: int, stop: int, *, repair: bool
-    ) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """Fully parse the lines of ``data[pos:stop]``."""
-        if pos >= stop:
-            return
-        lineno = data.count(b"\n", 0, pos)
-        size = len(data)
-        while pos < stop:
-            end = data.find(b"\n", pos)
-            lineno += 1
-            complete = end != -1
-            line_end = end if complete else size
-            line = data[pos:line_end]
-            try:
-                record = _json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
-                if not complete or end + 1 >= size:  # the last line: a torn write
-                    self._set_aside_tail(pos, data[pos:], lineno, repair=repair)
-                    return
-                raise StoreCorruptError(self.path, lineno, f"not a valid record ({exc})") from None
-            if not complete and repair and self.fd is not None:
-                # Valid JSON but no newline: the newline write may be what was lost. Keep the
-                # record and complete the line so the next append does not glue onto it.
-                os.write(self.fd, b"\n")
-            schema = record.get("schema")
-            if schema != SCHEMA_VERSION and not _readable_schema(schema):
-                raise SchemaVersionError(self.path, lineno, schema, SCHEMA_VERSION)
-            yield lineno, pos, record
-            pos = line_end + 1
-
-    def _set_aside_tail(self, offset: int, tail: bytes, lineno: int, *, repair: bool) -> None:
-        message = (
-            f"{self.path}:{lineno}: the last line is incomplete ({len(tail)} bytes), most likely "
-            f"because a writer was killed mid-write; it was never acknowledged and is ignored"
-        )
-        if repair and self.fd is not None:
-            # Keep the bytes (nothing is thrown away) and cut them off, so the next append
-            # starts on a fresh line instead of gluing onto the torn one.
-            aside = self.path.with_name(self.path.name + ".torn")
-            with aside.open("ab") as fh:
-                fh.write(tail + b"\n")
-            os.truncate(self.path, offset)
-            message += f"; its bytes were moved to {aside}"
-        warnings.warn(message, TornWriteWarning, stacklevel=4)
-        logger.warning(message)
-
-    def append(self, payload: bytes) -> int:
-        """Append bytes ending in a newline; return the offset where they start."""
-        if self.fd is None:
-            raise StoreError(f"{self.path}: the store is open read-only")
-        offset = os.lseek(self.fd, 0, os.SEEK_END)
-        view = memoryview(payload)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        return offset
-
-    def read_at(self, offset: int) -> dict[str, Any]:
-        with self.path.open("rb") as fh:
-            fh.seek(offset)
-            parsed: dict[str, Any] = _json.loads(fh.readline())
-            return parsed
-
-    def iter_from(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Yield ``(offset, record)`` for every complete line, reading in chunks."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            offset = 0
-            lineno = 0
-            pending = b""
-            while chunk := fh.read(_CHUNK):
-                pending += chunk
-                lines = pending.split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    lineno += 1
-                    if line:
-                        try:
-                            record = _json.loads(line)
-                        except ValueError as exc:
-                            raise StoreCorruptError(
-                                self.path, lineno, f"not a valid record ({exc})"
-                            ) from None
-                        yield offset, record
-                    offset += len(line) + 1
-
-    def fsync(self) -> None:
-        if self.fd is not None:
-            os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class JsonlTraceStore(TraceStore):
@@ -228,7 +91,8 @@ class JsonlTraceStore(TraceStore):
             raise StoreError(f"{self.path}: no trace store here (not a directory)")
         try:
             self._logs = {
-                name: _Log(self.path / f"{name}.jsonl", readonly=readonly) for name in _FILES
+                name: JsonlFile(self.path / f"{name}.jsonl", warn=True, readonly=readonly)
+                for name in _FILES
             }
             # key -> offset of the trace line that counts; failures are stored as -(offset + 1)
             self._traces: dict[str, int] = {}
@@ -273,13 +137,13 @@ class JsonlTraceStore(TraceStore):
             self._lock_fd = None
 
     def _load(self) -> None:
-        repair = not self.readonly
         log = self._logs["problems"]
         problems, kinds = self._problems, self._problem_kind
-        for lineno, offset, rec in log.scan(repair=repair, header=_PROBLEM_HEADER):
+        for lineno, offset, rec in log.index(header=_PROBLEM_HEADER):
             if isinstance(rec, tuple):
                 pid, kind, source = rec[0].decode(), rec[1].decode(), rec[2].decode()
             else:
+                _check_schema(rec, log.path, lineno)
                 pid = _field(rec, "id", log.path, lineno)
                 kind = _field(rec, "kind", log.path, lineno)
                 source = str(rec.get("source", ""))
@@ -289,12 +153,13 @@ class JsonlTraceStore(TraceStore):
         log = self._logs["traces"]
         traces = self._traces
         spend = 0.0
-        for lineno, offset, rec in log.scan(repair=repair, header=_TRACE_HEADER):
+        for lineno, offset, rec in log.index(header=_TRACE_HEADER):
             if isinstance(rec, tuple):
                 key = rec[0].decode()
                 failed = rec[1] == b"error"
                 cost = None if rec[2] == b"null" else float(rec[2])
             else:
+                _check_schema(rec, log.path, lineno)
                 key = _field(rec, "key", log.path, lineno)
                 failed = rec.get("finish_reason") == "error"
                 cost = rec.get("cost_usd")
@@ -305,8 +170,9 @@ class JsonlTraceStore(TraceStore):
                 traces[key] = -(offset + 1) if failed else offset
         self._spend = spend
         log = self._logs["verdicts"]
-        for lineno, _offset, rec in log.scan(repair=repair):
+        for lineno, _offset, rec in log.index():
             assert isinstance(rec, dict)  # no header pattern: every line is parsed
+            _check_schema(rec, log.path, lineno)
             self._verdict_ids.add(
                 _verdict_id(
                     _field(rec, "trace_key", log.path, lineno),
@@ -337,7 +203,7 @@ class JsonlTraceStore(TraceStore):
         async with self._fsync_lock:
             self._last_fsync = now
             for log in self._logs.values():
-                await anyio.to_thread.run_sync(log.fsync)
+                await anyio.to_thread.run_sync(log.sync)
 
     async def add_problems(self, problems: Iterable[Problem]) -> int:
         """Store problems not stored yet; return how many were new."""
@@ -362,9 +228,9 @@ class JsonlTraceStore(TraceStore):
             await self._after_write()
         return new
 
-    def _write_problems(self, log: _Log, batch: list[bytes], pending: list[Problem]) -> int:
+    def _write_problems(self, log: JsonlFile, batch: list[bytes], pending: list[Problem]) -> int:
         # Several problems in one write; the index is updated only after the write succeeded.
-        offset = log.append(b"".join(batch))
+        offset = log.append_bytes(b"".join(batch))
         for line, problem in zip(batch, pending, strict=True):
             self._problems[problem.id] = offset
             self._problem_kind[problem.id] = (str(problem.kind), problem.source)
@@ -387,7 +253,7 @@ class JsonlTraceStore(TraceStore):
         if current is not None and (current >= 0 or not trace.ok):
             return False
         payload = _json.dumps(trace.to_dict(), newline=True)
-        offset = self._logs["traces"].append(payload)
+        offset = self._logs["traces"].append_bytes(payload)
         self._traces[trace.key] = offset if trace.ok else -(offset + 1)
         if trace.cost_usd:
             self._spend += trace.cost_usd
@@ -409,7 +275,7 @@ class JsonlTraceStore(TraceStore):
             nonlocal batch, staged, costs, size
             if not batch:
                 return
-            base = log.append(b"".join(batch))
+            base = log.append_bytes(b"".join(batch))
             for key, (rel, ok) in staged.items():
                 self._traces[key] = base + rel if ok else -(base + rel + 1)
             self._spend += costs
@@ -453,7 +319,7 @@ class JsonlTraceStore(TraceStore):
         vid = _verdict_id(verdict.trace_key, verdict.verifier, verdict.verifier_version)
         if vid in self._verdict_ids:
             return False
-        self._logs["verdicts"].append(_json.dumps(verdict.to_dict(), newline=True))
+        self._logs["verdicts"].append_bytes(_json.dumps(verdict.to_dict(), newline=True))
         self._verdict_ids.add(vid)
         await self._after_write()
         return True
@@ -574,7 +440,7 @@ class JsonlTraceStore(TraceStore):
     def flush(self) -> None:
         """Force every written record to disk now (fsync), whatever the durability policy."""
         for log in self._logs.values():
-            log.fsync()
+            log.sync()
 
     def close(self) -> None:
         """Flush (fsync) and close the store and release the writer lock. Idempotent."""
@@ -595,6 +461,12 @@ class JsonlTraceStore(TraceStore):
 
 def _readable_schema(schema: object) -> bool:
     return isinstance(schema, int) and not isinstance(schema, bool) and 0 < schema <= SCHEMA_VERSION
+
+
+def _check_schema(rec: dict[str, Any], path: Path, lineno: int) -> None:
+    schema = rec.get("schema")
+    if schema != SCHEMA_VERSION and not _readable_schema(schema):
+        raise SchemaVersionError(path, lineno, schema, SCHEMA_VERSION)
 
 
 def _verdict_id(trace_key: str, verifier: str, version: str) -> str:
