@@ -31,7 +31,7 @@ import orjson
 
 from tracedistill.errors import ConfigurationError, DatasetUnavailableError, ProblemSourceError
 from tracedistill.evaluation.base import Prompt
-from tracedistill.problems._io import HubRows, iter_jsonl
+from tracedistill.problems.rows import HubRows, iter_jsonl
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind
 from tracedistill.teachers.prompts import CODE_PROMPT, MATH_PROMPT, PromptTemplate
 from tracedistill.verifiers.base import Verifier

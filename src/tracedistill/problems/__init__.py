@@ -10,7 +10,6 @@ print(pool.report.summary())
 ```
 """
 
-from tracedistill.problems._io import FileRows, HubRows, RowReader, iter_jsonl, open_rows
 from tracedistill.problems.base import (
     ConcatSource,
     FilteredSource,
@@ -65,6 +64,7 @@ from tracedistill.problems.math import (
     numina_math,
     openr1_math,
 )
+from tracedistill.problems.rows import FileRows, HubRows, RowReader, iter_jsonl, open_rows
 
 __all__ = [
     "CodeContestsRowParser",

@@ -27,7 +27,6 @@ from typing import Any
 import attrs
 
 from tracedistill.errors import ConfigurationError
-from tracedistill.problems._io import RowReader, open_rows
 from tracedistill.problems.base import (
     ProblemSource,
     RowParser,
@@ -37,6 +36,7 @@ from tracedistill.problems.base import (
     str_tuple,
 )
 from tracedistill.problems.dedup import normalize_text
+from tracedistill.problems.rows import RowReader, open_rows
 from tracedistill.records import CodeTests, FunctionTests, Problem, StdioCase, TaskKind
 
 __all__ = [

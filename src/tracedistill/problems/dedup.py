@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from tracedistill.problems._io import iter_jsonl
+from tracedistill.problems.rows import iter_jsonl
 
 __all__ = [
     "DEFAULT_NGRAM",

@@ -16,7 +16,6 @@ worker processes.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
@@ -24,7 +23,6 @@ from typing import Any, TypeAlias
 import attrs
 
 from tracedistill.errors import ConfigurationError
-from tracedistill.problems._io import open_rows
 from tracedistill.problems.base import (
     RowSource,
     Skipped,
@@ -32,7 +30,9 @@ from tracedistill.problems.base import (
     Validator,
     str_tuple,
 )
+from tracedistill.problems.rows import open_rows
 from tracedistill.records import Problem, TaskKind
+from tracedistill.verifiers.math import MathVerifier
 
 __all__ = [
     "GoldChecker",
@@ -211,25 +211,8 @@ class MathRowParser:
 
 @contextlib.asynccontextmanager
 async def _default_gold_checker() -> AsyncIterator[GoldChecker]:
-    try:
-        module: Any = importlib.import_module("tracedistill.verifiers.math")
-    except ImportError as exc:
-        raise ConfigurationError(
-            "checking gold answers needs tracedistill.verifiers.math.MathVerifier, which could "
-            "not be imported; pass gold_checker=... (an async callable answers -> parsed or "
-            "None) or check_golds=False to skip the check"
-        ) from exc
-    verifier = module.MathVerifier()
-    if hasattr(verifier, "__aenter__"):
-        async with verifier:
-            yield verifier.parse_golds
-        return
-    try:
+    async with MathVerifier() as verifier:
         yield verifier.parse_golds
-    finally:
-        aclose = getattr(verifier, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 class MathSource(RowSource):
