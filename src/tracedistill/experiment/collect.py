@@ -1,0 +1,118 @@
+"""The study's :class:`~tracedistill.report.Results` from what a run directory holds now."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from tracedistill.chat import LengthReport
+from tracedistill.evaluation.benchmarks import Benchmark
+from tracedistill.evaluation.results import EvalStore
+from tracedistill.experiment.config import Run
+from tracedistill.experiment.evaluate import checkpoint_label
+from tracedistill.experiment.rundir import ExperimentDirectory
+from tracedistill.report import BASE, Results, RunInfo, Score, TraceQuality, trace_quality
+from tracedistill.store.jsonl import JsonlTraceStore
+from tracedistill.training.base import DataReport, TrainingDirectory
+
+__all__ = ["collect_results", "in_domain"]
+
+logger = logging.getLogger(__name__)
+
+
+def in_domain(run: Run, benchmarks: Sequence[Benchmark]) -> str | None:
+    """The first benchmark of the run's task, if any."""
+    for bench in benchmarks:
+        if bench.kind is run.task:
+            return bench.name
+    return None
+
+
+def collect_results(
+    folders: ExperimentDirectory, runs: Sequence[Run], benchmarks: Sequence[Benchmark]
+) -> Results:
+    """Every stored score, the runs' descriptions and the trace quality (blocking reads)."""
+    bench_names = [b.name for b in benchmarks]
+    infos = [
+        RunInfo(name=r.name, teacher=r.teacher.name, task=str(r.task), in_domain=domain)
+        for r in runs
+        if (domain := in_domain(r, benchmarks))
+    ]
+    return Results(
+        _scores(folders, runs, bench_names),
+        infos,
+        benchmarks=bench_names,
+        quality=_quality(folders, runs),
+    )
+
+
+def _scores(
+    folders: ExperimentDirectory, runs: Sequence[Run], bench_names: Sequence[str]
+) -> list[Score]:
+    scores: list[Score] = []
+    store = EvalStore(folders.path)
+    labels = set(store.labels()) if (folders.path / "evaluations").is_dir() else set()
+    for bench in bench_names:
+        if BASE in labels:
+            with contextlib.suppress(Exception):
+                result = store.load(BASE, bench)
+                scores.append(Score.from_evaluation(result, model=BASE))
+    for run in runs:
+        for ckpt in TrainingDirectory(folders.training_dir(run)).checkpoints():
+            label = checkpoint_label(run, ckpt.step)
+            if label not in labels:
+                continue
+            for bench in bench_names:
+                with contextlib.suppress(Exception):
+                    result = store.load(label, bench)
+                    scores.append(
+                        Score.from_evaluation(
+                            result, model=run.name, step=ckpt.step, samples=ckpt.samples_seen
+                        )
+                    )
+    return scores
+
+
+def _quality(folders: ExperimentDirectory, runs: Sequence[Run]) -> list[TraceQuality]:
+    rows: list[TraceQuality] = []
+    seen: set[Path] = set()
+    for run in runs:
+        path = folders.store_dir(run)
+        if path in seen or not (path / "traces.jsonl").is_file():
+            continue
+        seen.add(path)
+        try:
+            store = JsonlTraceStore(path, readonly=True)
+        except Exception as exc:  # a report must not fail on one unreadable store
+            logger.warning("trace quality of %s unavailable: %s", path, exc)
+            continue
+        with store:
+            rows.append(
+                trace_quality(
+                    store,
+                    teacher=run.teacher.name,
+                    task=run.task,
+                    length=_length_report(folders, runs, run),
+                )
+            )
+    return rows
+
+
+def _length_report(
+    folders: ExperimentDirectory, runs: Sequence[Run], run: Run
+) -> LengthReport | None:
+    """What the trainer's length policy did to the run's data (student tokens), if known."""
+    for other in runs:
+        if folders.store_dir(other) != folders.store_dir(run):
+            continue
+        path = folders.training_dir(other) / "data.json"
+        if path.is_file():
+            try:
+                return DataReport.from_dict(orjson.loads(path.read_bytes())).length
+            except Exception as exc:  # a report must not fail on one unreadable file
+                logger.warning("data report %s unreadable: %s", path, exc)
+    return None
