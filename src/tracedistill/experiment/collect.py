@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import orjson
 
 from tracedistill.chat import LengthReport
+from tracedistill.errors import StoreCorruptError, TraceDistillError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.results import EvalStore
 from tracedistill.experiment.config import Run
@@ -23,6 +23,9 @@ __all__ = ["collect_results", "in_domain"]
 
 logger = logging.getLogger(__name__)
 
+#: What reading one evaluation log can raise: a corrupt or foreign file, a malformed record.
+_UNREADABLE = (TraceDistillError, OSError, KeyError, TypeError, ValueError)
+
 
 def in_domain(run: Run, benchmarks: Sequence[Benchmark]) -> str | None:
     """The first benchmark of the run's task, if any."""
@@ -33,48 +36,69 @@ def in_domain(run: Run, benchmarks: Sequence[Benchmark]) -> str | None:
 
 
 def collect_results(
-    folders: ExperimentDirectory, runs: Sequence[Run], benchmarks: Sequence[Benchmark]
+    folders: ExperimentDirectory,
+    runs: Sequence[Run],
+    benchmarks: Sequence[Benchmark],
+    *,
+    protocols: Mapping[str, str] | None = None,
 ) -> Results:
-    """Every stored score, the runs' descriptions and the trace quality (blocking reads)."""
+    """Every stored score, the runs' descriptions and the trace quality (blocking reads).
+
+    An evaluation log that cannot be read (a corrupt line) is left out with a warning that
+    names the file and line, and listed in the results' ``unreadable``; the rest of the report
+    is still produced and nothing stored is changed.
+    """
     bench_names = [b.name for b in benchmarks]
     infos = [
         RunInfo(name=r.name, teacher=r.teacher.name, task=str(r.task), in_domain=domain)
         for r in runs
         if (domain := in_domain(r, benchmarks))
     ]
+    scores, unreadable = _scores(folders, runs, bench_names)
     return Results(
-        _scores(folders, runs, bench_names),
+        scores,
         infos,
         benchmarks=bench_names,
         quality=_quality(folders, runs),
+        protocols=protocols,
+        unreadable=unreadable,
     )
+
+
+def _evaluated(
+    folders: ExperimentDirectory, runs: Sequence[Run]
+) -> list[tuple[str, str, int | None, int | None]]:
+    """``(label, model, step, samples seen)`` of the base model and every saved checkpoint."""
+    found: list[tuple[str, str, int | None, int | None]] = [(BASE, BASE, None, None)]
+    for run in runs:
+        for ckpt in TrainingDirectory(folders.training_dir(run)).checkpoints():
+            label = checkpoint_label(run, ckpt.step)
+            found.append((label, run.name, ckpt.step, ckpt.samples_seen))
+    return found
 
 
 def _scores(
     folders: ExperimentDirectory, runs: Sequence[Run], bench_names: Sequence[str]
-) -> list[Score]:
+) -> tuple[list[Score], list[tuple[str, str]]]:
     scores: list[Score] = []
+    unreadable: list[tuple[str, str]] = []
     store = EvalStore(folders.path)
-    labels = set(store.labels()) if (folders.path / "evaluations").is_dir() else set()
-    for bench in bench_names:
-        if BASE in labels:
-            with contextlib.suppress(Exception):
-                result = store.load(BASE, bench)
-                scores.append(Score.from_evaluation(result, model=BASE))
-    for run in runs:
-        for ckpt in TrainingDirectory(folders.training_dir(run)).checkpoints():
-            label = checkpoint_label(run, ckpt.step)
-            if label not in labels:
+    for label, model, step, samples in _evaluated(folders, runs):
+        for bench in bench_names:
+            path = store.path_for(label, bench)
+            if not path.is_file():
+                continue  # not evaluated (yet)
+            try:
+                result = store.load(label, bench)
+            except _UNREADABLE as exc:
+                why = str(exc) if isinstance(exc, StoreCorruptError) else f"{path}: {exc!r}"
+                logger.warning(
+                    "evaluation of %s on %s left out of the report: %s", label, bench, why
+                )
+                unreadable.append((f"{label} on {bench}", why))
                 continue
-            for bench in bench_names:
-                with contextlib.suppress(Exception):
-                    result = store.load(label, bench)
-                    scores.append(
-                        Score.from_evaluation(
-                            result, model=run.name, step=ckpt.step, samples=ckpt.samples_seen
-                        )
-                    )
-    return scores
+            scores.append(Score.from_evaluation(result, model=model, step=step, samples=samples))
+    return scores, unreadable
 
 
 def _quality(folders: ExperimentDirectory, runs: Sequence[Run]) -> list[TraceQuality]:

@@ -172,8 +172,27 @@ class Experiment:
         )
 
     def results(self) -> Results:
-        """The study's tables from what is on disk now (finished or not); runs nothing."""
-        return collect_results(self.folders, self.runs, self.benchmarks)
+        """The study's tables from what is on disk now (finished or not); runs nothing.
+
+        A stored evaluation that cannot be read is left out with a warning naming its file
+        and line, and listed in the results (``Results.unreadable``).
+        """
+        protocols = {
+            b.name: protocol
+            for b in self.benchmarks
+            if (protocol := self._protocol(b.kind)) is not None
+        }
+        return collect_results(self.folders, self.runs, self.benchmarks, protocols=protocols)
+
+    def _protocol(self, task: TaskKind) -> str | None:
+        """Which answers the grader of ``task`` counts, in words, when it says."""
+        verifier = self._given_verifiers.get(task) or self._verifiers.get(task)
+        if verifier is None and task is TaskKind.MATH:
+            from tracedistill.verifiers.math import MathVerifier
+
+            verifier = MathVerifier()  # the default grader (it starts no process until used)
+        protocol = getattr(verifier, "protocol", None)
+        return protocol if isinstance(protocol, str) else None
 
     # --- stages ----------------------------------------------------------------------------------
 

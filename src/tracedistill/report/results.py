@@ -11,6 +11,7 @@ Newcombe's interval), so a reader sees which differences are more than noise.
 from __future__ import annotations
 
 import base64
+import collections
 import html
 import io
 import statistics
@@ -21,11 +22,28 @@ from typing import TYPE_CHECKING, Any
 from tracedistill._html import table_html, table_markdown
 from tracedistill.report.quality import TraceQuality
 from tracedistill.report.scores import ALPHA, BASE, RunInfo, Score, compare, parse_label
+from tracedistill.verifiers.compliance import (
+    COMPLIANCE_RULE,
+    COMPLIANT_EXTRACTIONS,
+    EXTRACTION_WORDS,
+)
 
 if TYPE_CHECKING:
     from tracedistill.evaluation.results import EvalResult
 
 __all__ = ["Results"]
+
+_INTRO = (
+    "Accuracies in percent with 95% Wilson intervals; differences in points with "
+    "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
+)
+
+
+def _off_format(score: Score) -> str:
+    """How many passed answers an extraction outside the trained format found."""
+    if not score.extractions:
+        return "—"
+    return f"{sum(v for k, v in score.extractions.items() if k not in COMPLIANT_EXTRACTIONS):,}"
 
 
 def _pct(value: float | None) -> str:
@@ -46,6 +64,10 @@ class Results:
             shown with their name only and have no in-domain tables.
         benchmarks: the benchmark order of the tables (default: order of first appearance).
         quality: trace-quality rows per teacher and task.
+        protocols: per benchmark, which answers its grader counts, in words (e.g. a
+            ``MathVerifier``'s ``protocol``); shown in the grading-protocol table.
+        unreadable: ``(what, why)`` for each stored evaluation that could not be read (a
+            corrupt log); the text and HTML forms list them above the tables.
     """
 
     def __init__(
@@ -55,8 +77,12 @@ class Results:
         *,
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
+        protocols: Mapping[str, str] | None = None,
+        unreadable: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.scores = list(scores)
+        self.protocols = dict(protocols or {})
+        self.unreadable = [(str(what), str(why)) for what, why in unreadable]
         self.runs = {r.name: r for r in runs}
         seen: list[str] = []
         for s in self.scores:
@@ -81,6 +107,7 @@ class Results:
         samples: Mapping[str, int] | None = None,
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
+        protocols: Mapping[str, str] | None = None,
     ) -> Results:
         """The study's tables from evaluations made with the :class:`Evaluator` directly.
 
@@ -88,7 +115,8 @@ class Results:
         base model, ``<run>@<step>`` for a checkpoint (the labels an
         :class:`~tracedistill.Experiment` writes). ``samples`` maps a label to the training
         samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
-        ``EvalStore(directory).results()``.
+        ``EvalStore(directory).results()``. ``protocols`` states, per benchmark, which answers
+        the grader counted (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
 
         Raises:
             ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
@@ -103,7 +131,7 @@ class Results:
                     result, model=model, step=step, samples=samples.get(result.label)
                 )
             )
-        return cls(scores, runs, benchmarks=benchmarks, quality=quality)
+        return cls(scores, runs, benchmarks=benchmarks, quality=quality, protocols=protocols)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -342,9 +370,40 @@ class Results:
                         "model": s.label,
                         "benchmark": b,
                         "format compliance": _pct(s.format_compliance),
+                        "passed, answer not in the format": _off_format(s),
                         "mean response chars": _num(s.mean_response_chars),
                     }
                 )
+        return rows
+
+    def grading_table(self) -> list[dict[str, Any]]:
+        """Per benchmark: which answers count, and which extraction found the passed ones.
+
+        ``answers that count`` is the grader's protocol when it was given (``protocols``);
+        ``passed answers found by`` counts, over every graded model, the extraction that
+        found each passed answer (from the grades' ``details["extraction"]``).
+        """
+        rows: list[dict[str, Any]] = []
+        for b in self.benchmarks:
+            counts: collections.Counter[str] = collections.Counter()
+            for s in self.scores:
+                if s.benchmark == b:
+                    counts.update(s.extractions)
+            protocol = self.protocols.get(b)
+            if protocol is None and not counts:
+                continue
+            total = sum(counts.values())
+            found = ", ".join(
+                f"{EXTRACTION_WORDS.get(k, k)} {v:,} ({100 * v / total:.1f}%)"
+                for k, v in counts.most_common()
+            )
+            rows.append(
+                {
+                    "benchmark": b,
+                    "answers that count": protocol or "not recorded",
+                    "passed answers found by": found or "—",
+                }
+            )
         return rows
 
     def quality_table(self) -> list[dict[str, Any]]:
@@ -388,6 +447,7 @@ class Results:
         out["Recommended checkpoint"] = self.recommended()
         out["Pareto frontier"] = self.pareto()
         out["Format compliance and response length"] = self.format_table()
+        out["Grading protocol"] = self.grading_table()
         return {k: v for k, v in out.items() if v}
 
     # --- output ----------------------------------------------------------------------------
@@ -399,11 +459,13 @@ class Results:
         return {title: pd.DataFrame(rows) for title, rows in self.tables().items()}
 
     def to_markdown(self) -> str:
-        """Every table as Markdown."""
-        parts = [
-            "Accuracies in percent with 95% Wilson intervals; differences in points with "
-            "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
-        ]
+        """Every table as Markdown (after what could not be read, if anything)."""
+        parts = [f"{_INTRO} Format compliance: {COMPLIANCE_RULE}."]
+        if self.unreadable:
+            parts.append(
+                "**Not included** (could not be read; nothing stored was changed):\n\n"
+                + "\n".join(f"- {what}: {why}" for what, why in self.unreadable)
+            )
         for title, rows in self.tables().items():
             parts.append(f"## {title}\n\n{table_markdown(rows)}")
         return "\n\n".join(parts) + "\n"
@@ -424,9 +486,23 @@ class Results:
 
     def _repr_html_(self) -> str:
         tables = self.tables()
+        parts = [self._unreadable_html()]
         if not tables:
-            return "<p>Results: nothing evaluated yet.</p>"
-        return "".join(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
+            parts.append("<p>Results: nothing evaluated yet.</p>")
+        parts.extend(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
+        return "".join(parts)
+
+    def _unreadable_html(self) -> str:
+        if not self.unreadable:
+            return ""
+        items = "".join(
+            f"<li><b>{html.escape(what)}</b>: {html.escape(why)}</li>"
+            for what, why in self.unreadable
+        )
+        return (
+            "<p><b>Not included</b> (could not be read; nothing stored was changed):</p>"
+            f"<ul>{items}</ul>"
+        )
 
     def plot_steps(self, path: str | Path | None = None) -> Any:
         """Accuracy against step per benchmark and run, with 95% error bars (a Figure).
@@ -475,10 +551,7 @@ class Results:
         body = [f"<h1>{html.escape(title)}</h1>"]
         if preamble:
             body.append(f"<pre>{html.escape(preamble)}</pre>")
-        body.append(
-            "<p>Accuracies in percent with 95% Wilson intervals; differences in points with "
-            "Newcombe paired intervals, * where the exact McNemar test gives p &lt; 0.05.</p>"
-        )
+        body.append(f"<p>{html.escape(f'{_INTRO} Format compliance: {COMPLIANCE_RULE}.')}</p>")
         body.extend(f'<img alt="plot" src="data:image/png;base64,{img}">' for img in images)
         body.append(self._repr_html_())
         style = (

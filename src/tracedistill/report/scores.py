@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -32,12 +33,19 @@ def _outcomes(value: Mapping[str, bool]) -> dict[str, bool]:
     return dict(value)
 
 
+def _counts(value: Mapping[str, int]) -> dict[str, int]:
+    return dict(value)
+
+
 @attrs.frozen(slots=True, kw_only=True)
 class Score:
     """One model (or checkpoint) graded on one benchmark, problem by problem.
 
     ``outcomes`` maps each problem id to whether the response passed; paired comparisons use
-    the problems two scores share. ``step`` is None for the base model.
+    the problems two scores share. ``step`` is None for the base model. ``extractions``
+    counts the passed responses by the answer extraction that graded them (a grade's
+    ``details["extraction"]``: ``boxed``, ``answer_is``, ``last_math``, ...), when the grader
+    records it.
     """
 
     model: str
@@ -47,6 +55,7 @@ class Score:
     samples: int | None = None
     format_compliance: float | None = None
     mean_response_chars: float | None = None
+    extractions: Mapping[str, int] = attrs.field(factory=dict, converter=_counts)
 
     @property
     def n(self) -> int:
@@ -102,6 +111,11 @@ class Score:
             model, parsed_step = parse_label(result.label)
             step = parsed_step if step is None else step
         compliant = [complies(o.format) for o in result.outcomes]
+        extractions = collections.Counter(
+            str(o.details["extraction"])
+            for o in result.outcomes
+            if o.passed and "extraction" in o.details
+        )
         return cls(
             model=model,
             benchmark=result.benchmark,
@@ -110,6 +124,7 @@ class Score:
             outcomes={o.problem_id: o.passed for o in result.outcomes},
             format_compliance=sum(compliant) / len(compliant) if compliant else None,
             mean_response_chars=result.format.mean_chars if result.outcomes else None,
+            extractions=dict(extractions),
         )
 
 

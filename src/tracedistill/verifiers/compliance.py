@@ -20,13 +20,37 @@ from collections.abc import Mapping
 from tracedistill.records import THINK_CLOSE, THINK_OPEN, TaskKind
 from tracedistill.verifiers.extract import MathExtraction, extract_code, extract_math_answer
 
-__all__ = ["COMPLIANCE_RULE", "answer_flags", "complies", "format_flags", "trace_flags"]
+__all__ = [
+    "COMPLIANCE_RULE",
+    "COMPLIANT_EXTRACTIONS",
+    "EXTRACTION_WORDS",
+    "answer_flags",
+    "complies",
+    "format_flags",
+    "trace_flags",
+]
 
 #: The definition in words, for reports.
 COMPLIANCE_RULE = (
     "the think block is closed, then the answer is a final \\boxed{} (math: what the boxed "
     "extraction grades) or a fenced code block (code)"
 )
+
+#: The extractions (a grade's ``details["extraction"]``) of answers in the trained format.
+COMPLIANT_EXTRACTIONS = frozenset({"boxed", "fenced", "joined"})
+
+#: Each extraction in words, for reports.
+EXTRACTION_WORDS = {
+    "boxed": "final \\boxed{}",
+    "answer_is": '"the answer is X"',
+    "last_math": "last $...$",
+    "last_number": "last number",
+    "fenced": "fenced code block",
+    "joined": "fenced code blocks joined",
+    "unclosed-fence": "unclosed code fence",
+    "raw": "whole response as code",
+    "none": "no answer found",
+}
 
 _BOXED_ONLY = MathExtraction(fallbacks=())
 
