@@ -55,11 +55,12 @@ def collect_results(
         if (domain := in_domain(r, benchmarks))
     ]
     scores, unreadable = _scores(folders, runs, bench_names)
+    quality = _quality(folders, runs, unreadable)
     return Results(
         scores,
         infos,
         benchmarks=bench_names,
-        quality=_quality(folders, runs),
+        quality=quality,
         protocols=protocols,
         unreadable=unreadable,
     )
@@ -101,7 +102,9 @@ def _scores(
     return scores, unreadable
 
 
-def _quality(folders: ExperimentDirectory, runs: Sequence[Run]) -> list[TraceQuality]:
+def _quality(
+    folders: ExperimentDirectory, runs: Sequence[Run], unreadable: list[tuple[str, str]]
+) -> list[TraceQuality]:
     rows: list[TraceQuality] = []
     seen: set[Path] = set()
     for run in runs:
@@ -113,6 +116,7 @@ def _quality(folders: ExperimentDirectory, runs: Sequence[Run]) -> list[TraceQua
             store = JsonlTraceStore(path, readonly=True)
         except Exception as exc:  # a report must not fail on one unreadable store
             logger.warning("trace quality of %s unavailable: %s", path, exc)
+            unreadable.append((f"trace quality of {path.name}", str(exc)))
             continue
         with store:
             rows.append(
