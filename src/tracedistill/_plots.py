@@ -206,28 +206,7 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
         if on:
             front_pts.append((px, py))
         color = "black" if model is None else colors[model]
-        ax.errorbar(
-            px,
-            py,
-            xerr=[[px - 100 * sx.interval.low], [100 * sx.interval.high - px]],
-            yerr=[[py - 100 * sy.interval.low], [100 * sy.interval.high - py]],
-            color=color,
-            alpha=0.18,
-            linewidth=1,
-            zorder=1,
-            clip_on=False,
-        )
-        ax.scatter(
-            px,
-            py,
-            s=140 if model is None else 46 if on else 28,
-            marker="*" if model is None else "o",
-            color=color,
-            edgecolors="black" if on else "none",
-            linewidths=1.0,
-            zorder=3,
-            clip_on=False,
-        )
+        _pareto_point(ax, sx, sy, color=color, base=model is None, on_frontier=on)
         labels.append(("base" if model is None else str(step), px, py, on or model is None))
         label_colors.append(color)
     front_pts.sort()
@@ -255,6 +234,35 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
     order = sorted(range(len(labels)), key=lambda i: not labels[i][3])
     place_labels(ax, [labels[i] for i in order], colors=[label_colors[i] for i in order])
     return fig
+
+
+def _pareto_point(
+    ax: Any, sx: Score, sy: Score, *, color: str, base: bool, on_frontier: bool
+) -> None:
+    """One model's point with faint 95% interval bars (a star for the base model)."""
+    px, py = 100 * sx.accuracy, 100 * sy.accuracy
+    ax.errorbar(
+        px,
+        py,
+        xerr=[[px - 100 * sx.interval.low], [100 * sx.interval.high - px]],
+        yerr=[[py - 100 * sy.interval.low], [100 * sy.interval.high - py]],
+        color=color,
+        alpha=0.18,
+        linewidth=1,
+        zorder=1,
+        clip_on=False,
+    )
+    ax.scatter(
+        px,
+        py,
+        s=140 if base else 46 if on_frontier else 28,
+        marker="*" if base else "o",
+        color=color,
+        edgecolors="black" if on_frontier else "none",
+        linewidths=1.0,
+        zorder=3,
+        clip_on=False,
+    )
 
 
 #: Offsets (in points) tried for a point's label, nearest first.

@@ -37,15 +37,8 @@ from tracedistill.evaluation.stats import (
     paired_difference,
     wilson_interval,
 )
-from tracedistill.records import (
-    THINK_CLOSE,
-    THINK_OPEN,
-    FinishReason,
-    TaskKind,
-    VerdictReason,
-    utcnow,
-)
-from tracedistill.verifiers.extract import extract_code, last_boxed
+from tracedistill.records import FinishReason, TaskKind, VerdictReason, utcnow
+from tracedistill.verifiers.compliance import format_flags
 
 __all__ = [
     "EVAL_SCHEMA",
@@ -70,28 +63,6 @@ def slug(text: str) -> str:
     """A file-name-safe form of a label or benchmark name (``/`` and spaces become ``_``)."""
     cleaned = re.sub(r"[^A-Za-z0-9._+=-]+", "_", text).strip("._")
     return cleaned[:120] or "unnamed"
-
-
-# --- format compliance -----------------------------------------------------------------------
-
-
-def format_flags(text: str, kind: TaskKind | str) -> dict[str, bool]:
-    r"""What a response's format looks like, independent of correctness.
-
-    ``think_opened``: the turn starts with ``<think>``; ``think_closed``: it has ``</think>``;
-    ``boxed`` (math): a ``\boxed{}`` answer after the think block; ``code_block`` (code): a
-    fenced code block after the think block.
-    """
-    stripped = text.lstrip()
-    opened = stripped.startswith(THINK_OPEN)
-    closed = THINK_CLOSE in text
-    answer = text.split(THINK_CLOSE, 1)[1] if closed else ("" if opened else text)
-    flags = {"think_opened": opened, "think_closed": closed}
-    if TaskKind(kind) is TaskKind.MATH:
-        flags["boxed"] = last_boxed(answer) is not None
-    else:
-        flags["code_block"] = extract_code(answer)[1] in ("fenced", "joined")
-    return flags
 
 
 @attrs.frozen(slots=True, kw_only=True)

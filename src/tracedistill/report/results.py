@@ -11,305 +11,39 @@ Newcombe's interval), so a reader sees which differences are more than noise.
 from __future__ import annotations
 
 import base64
+import collections
 import html
 import io
-import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from tracedistill._html import table_html, table_markdown
-from tracedistill.chat import LengthReport
-from tracedistill.evaluation.stats import (
-    Interval,
-    mcnemar_exact,
-    paired_counts,
-    paired_difference,
-    wilson_interval,
+from tracedistill.report.quality import TraceQuality
+from tracedistill.report.scores import ALPHA, BASE, RunInfo, Score, compare, parse_label
+from tracedistill.verifiers.compliance import (
+    COMPLIANCE_RULE,
+    COMPLIANT_EXTRACTIONS,
+    EXTRACTION_WORDS,
 )
-from tracedistill.records import TaskKind, Trace
-from tracedistill.store.base import TraceStore
 
 if TYPE_CHECKING:
     from tracedistill.evaluation.results import EvalResult
 
-__all__ = [
-    "BASE",
-    "Comparison",
-    "Results",
-    "RunInfo",
-    "Score",
-    "TraceQuality",
-    "compare",
-    "parse_label",
-    "trace_quality",
-]
+__all__ = ["Results"]
 
-#: The label of the base model's scores.
-BASE = "base"
-#: Significance level of the paired tests shown in the tables.
-ALPHA = 0.05
-
-
-def _outcomes(value: Mapping[str, bool]) -> dict[str, bool]:
-    return dict(value)
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class Score:
-    """One model (or checkpoint) graded on one benchmark, problem by problem.
-
-    ``outcomes`` maps each problem id to whether the response passed; paired comparisons use
-    the problems two scores share. ``step`` is None for the base model.
-    """
-
-    model: str
-    benchmark: str
-    outcomes: Mapping[str, bool] = attrs.field(converter=_outcomes)
-    step: int | None = None
-    samples: int | None = None
-    format_compliance: float | None = None
-    mean_response_chars: float | None = None
-
-    @property
-    def n(self) -> int:
-        """Number of problems graded."""
-        return len(self.outcomes)
-
-    @property
-    def correct(self) -> int:
-        """Number of problems passed."""
-        return sum(1 for v in self.outcomes.values() if v)
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of problems passed (0 when nothing was graded)."""
-        return self.correct / self.n if self.n else 0.0
-
-    @property
-    def interval(self) -> Interval:
-        """The 95% Wilson interval of the accuracy."""
-        return wilson_interval(self.correct, self.n)
-
-    @property
-    def label(self) -> str:
-        """``model`` for the base model, ``model@step`` for a checkpoint."""
-        return self.model if self.step is None else f"{self.model}@{self.step}"
-
-    def cell(self) -> str:
-        """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``."""
-        return f"{100 * self.accuracy:.1f} {self.interval.percent()}"
-
-    def __repr__(self) -> str:
-        # Not the outcomes: a benchmark has hundreds of them.
-        return f"<Score {self.label} on {self.benchmark}: {self.cell()}, n={self.n}>"
-
-    @classmethod
-    def from_evaluation(
-        cls,
-        result: EvalResult,
-        *,
-        model: str | None = None,
-        step: int | None = None,
-        samples: int | None = None,
-    ) -> Score:
-        r"""The score of one :class:`~tracedistill.evaluation.EvalResult`.
-
-        ``model`` and ``step`` default to what the result's label says (see
-        :func:`parse_label`). Format compliance counts a response as compliant when it closes
-        its think block and then answers in the trained form (a ``\boxed{}`` answer, or a
-        fenced code block).
-        """
-        if model is None:
-            model, parsed_step = parse_label(result.label)
-            step = parsed_step if step is None else step
-        compliant = [
-            bool(o.format.get("think_closed"))
-            and bool(o.format.get("boxed") or o.format.get("code_block"))
-            for o in result.outcomes
-        ]
-        return cls(
-            model=model,
-            benchmark=result.benchmark,
-            step=step,
-            samples=samples,
-            outcomes={o.problem_id: o.passed for o in result.outcomes},
-            format_compliance=sum(compliant) / len(compliant) if compliant else None,
-            mean_response_chars=result.format.mean_chars if result.outcomes else None,
-        )
-
-
-_LABEL = re.compile(r"^(?P<model>.+)@(?P<step>\d+)$")
-
-
-def parse_label(label: str, *, base: str = BASE) -> tuple[str, int | None]:
-    """Split an evaluation label into (model, step): ``run@300`` is run ``run`` at step 300.
-
-    ``base`` (default ``"base"``) names the base model, which has no step.
-
-    Raises:
-        ValueError: the label is neither ``base`` nor ``<run>@<step>``.
-    """
-    if label == base:
-        return BASE, None
-    match = _LABEL.match(label)
-    if match is None:
-        raise ValueError(
-            f"evaluation label {label!r} is neither the base model's label {base!r} nor "
-            "'<run>@<step>' (e.g. 'sonnet-math@300'); evaluate with label='<run>@<step>' or "
-            "pass base="
-        )
-    return match["model"], int(match["step"])
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class Comparison:
-    """A paired comparison of two scores on the problems they share: ``second - first``."""
-
-    first: str
-    second: str
-    benchmark: str
-    n: int
-    difference: float
-    interval: Interval
-    p_value: float
-
-    @property
-    def significant(self) -> bool:
-        """Whether the exact McNemar test rejects equal accuracy at the 5% level."""
-        return self.p_value < ALPHA
-
-    def cell(self) -> str:
-        """The difference in points with its interval and a significance mark."""
-        mark = "*" if self.significant else ""
-        return (
-            f"{100 * self.difference:+.1f}{mark} "
-            f"[{100 * self.interval.low:+.1f}, {100 * self.interval.high:+.1f}]"
-        )
-
-
-def compare(first: Score, second: Score) -> Comparison:
-    """Compare two scores of the same benchmark, paired on their common problems."""
-    if first.benchmark != second.benchmark:
-        raise ValueError(f"cannot pair {first.benchmark!r} with {second.benchmark!r}")
-    common = sorted(first.outcomes.keys() & second.outcomes.keys())
-    counts = paired_counts(
-        [first.outcomes[k] for k in common], [second.outcomes[k] for k in common]
-    )
-    diff, interval = paired_difference(counts)
-    return Comparison(
-        first=first.label,
-        second=second.label,
-        benchmark=first.benchmark,
-        n=counts.n,
-        difference=diff,
-        interval=interval,
-        p_value=mcnemar_exact(counts.only_first, counts.only_second),
-    )
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class RunInfo:
-    """What a run is, for the tables: its teacher, its task and the in-domain benchmark."""
-
-    name: str
-    teacher: str
-    task: str
-    in_domain: str
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class TraceQuality:
-    """How good a teacher's traces are, before any training.
-
-    Each length figure has one unit. ``mean_tokens`` and ``median_tokens`` are the teacher's
-    completion tokens as its provider counted them; ``truncation_rate`` is the share of traces
-    the teacher stopped at its own ``max_tokens`` (the provider's finish reason, no count
-    compared). ``over_max_length`` is the share of the run's training examples (prompt plus
-    trace, rendered in the student's chat format) longer than ``max_length`` tokens of the
-    *student's* tokenizer, as the trainer's length policy measured them; None before training
-    prepared the data (the examples the length policy dropped or cut).
-    """
-
-    teacher: str
-    task: str
-    pool: int
-    verified: int
-    passed: int
-    mean_tokens: float | None
-    median_tokens: float | None
-    truncation_rate: float | None
-    self_corrections_per_trace: float | None
-    format_compliance: float | None
-    spend_usd: float
-    max_length: int | None = None
-    over_max_length: float | None = None
-
-    @property
-    def pass_rate(self) -> float | None:
-        """Passed over verified traces."""
-        return self.passed / self.verified if self.verified else None
-
-
-_SELF_CORRECTION = re.compile(
-    r"\b(wait|hmm+|let me (?:re-?consider|re-?check|double[- ]check|verify|re-?think)|"
-    r"on second thought|actually,|i made (?:a|an) (?:mistake|error))\b",
-    re.IGNORECASE,
+_INTRO = (
+    "Accuracies in percent with 95% Wilson intervals; differences in points with "
+    "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
 )
 
 
-def _complies(trace: Trace, kind: TaskKind) -> bool:
-    if kind is TaskKind.MATH:
-        return "\\boxed{" in trace.answer
-    return "```" in trace.answer
-
-
-def trace_quality(
-    store: TraceStore,
-    *,
-    teacher: str,
-    task: TaskKind | str,
-    length: LengthReport | None = None,
-    verifier: str | None = None,
-) -> TraceQuality:
-    r"""Measure a teacher's traces of one task in a store.
-
-    Truncation counts the traces the teacher stopped at its ``max_tokens``. ``length``, the
-    length report of the training data prepared from these traces (``data.json`` of a
-    training run), adds the share of training examples over the student's ``max_length``,
-    counted in the student tokenizer's tokens (the study's 4,096-token limit). Format
-    compliance: a non-empty reasoning and a ``\boxed{}`` answer (math) or a fenced code block
-    (code). Self-correction markers: "wait", "hmm", "let me reconsider", ... per trace.
-    """
-    kind = TaskKind(task)
-    stats = store.stats(teacher=teacher, kind=kind, verifier=verifier)
-    count = truncated = compliant = corrections = 0
-    tokens: list[int] = []
-    for trace in store.traces(teacher=teacher, kind=kind):
-        count += 1
-        truncated += trace.truncated
-        compliant += bool(trace.reasoning) and _complies(trace, kind)
-        corrections += len(_SELF_CORRECTION.findall(trace.reasoning))
-        tokens.append(trace.usage.completion_tokens)
-    over = length.affected / length.total if length is not None and length.total else None
-    return TraceQuality(
-        teacher=teacher,
-        task=str(kind),
-        pool=count + stats.failed,
-        verified=stats.verified,
-        passed=stats.passed,
-        mean_tokens=statistics.fmean(tokens) if tokens else None,
-        median_tokens=statistics.median(tokens) if tokens else None,
-        truncation_rate=truncated / count if count else None,
-        self_corrections_per_trace=corrections / count if count else None,
-        format_compliance=compliant / count if count else None,
-        spend_usd=stats.spend_usd,
-        max_length=None if length is None else length.max_length,
-        over_max_length=over,
-    )
+def _off_format(score: Score) -> str:
+    """How many passed answers an extraction outside the trained format found."""
+    if not score.extractions:
+        return "—"
+    return f"{sum(v for k, v in score.extractions.items() if k not in COMPLIANT_EXTRACTIONS):,}"
 
 
 def _pct(value: float | None) -> str:
@@ -330,6 +64,10 @@ class Results:
             shown with their name only and have no in-domain tables.
         benchmarks: the benchmark order of the tables (default: order of first appearance).
         quality: trace-quality rows per teacher and task.
+        protocols: per benchmark, which answers its grader counts, in words (e.g. a
+            ``MathVerifier``'s ``protocol``); shown in the grading-protocol table.
+        unreadable: ``(what, why)`` for each stored evaluation that could not be read (a
+            corrupt log); the text and HTML forms list them above the tables.
     """
 
     def __init__(
@@ -339,8 +77,12 @@ class Results:
         *,
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
+        protocols: Mapping[str, str] | None = None,
+        unreadable: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.scores = list(scores)
+        self.protocols = dict(protocols or {})
+        self.unreadable = [(str(what), str(why)) for what, why in unreadable]
         self.runs = {r.name: r for r in runs}
         seen: list[str] = []
         for s in self.scores:
@@ -365,6 +107,7 @@ class Results:
         samples: Mapping[str, int] | None = None,
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
+        protocols: Mapping[str, str] | None = None,
     ) -> Results:
         """The study's tables from evaluations made with the :class:`Evaluator` directly.
 
@@ -372,7 +115,8 @@ class Results:
         base model, ``<run>@<step>`` for a checkpoint (the labels an
         :class:`~tracedistill.Experiment` writes). ``samples`` maps a label to the training
         samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
-        ``EvalStore(directory).results()``.
+        ``EvalStore(directory).results()``. ``protocols`` states, per benchmark, which answers
+        the grader counted (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
 
         Raises:
             ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
@@ -387,7 +131,7 @@ class Results:
                     result, model=model, step=step, samples=samples.get(result.label)
                 )
             )
-        return cls(scores, runs, benchmarks=benchmarks, quality=quality)
+        return cls(scores, runs, benchmarks=benchmarks, quality=quality, protocols=protocols)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -626,9 +370,40 @@ class Results:
                         "model": s.label,
                         "benchmark": b,
                         "format compliance": _pct(s.format_compliance),
+                        "passed, answer not in the format": _off_format(s),
                         "mean response chars": _num(s.mean_response_chars),
                     }
                 )
+        return rows
+
+    def grading_table(self) -> list[dict[str, Any]]:
+        """Per benchmark: which answers count, and which extraction found the passed ones.
+
+        ``answers that count`` is the grader's protocol when it was given (``protocols``);
+        ``passed answers found by`` counts, over every graded model, the extraction that
+        found each passed answer (from the grades' ``details["extraction"]``).
+        """
+        rows: list[dict[str, Any]] = []
+        for b in self.benchmarks:
+            counts: collections.Counter[str] = collections.Counter()
+            for s in self.scores:
+                if s.benchmark == b:
+                    counts.update(s.extractions)
+            protocol = self.protocols.get(b)
+            if protocol is None and not counts:
+                continue
+            total = sum(counts.values())
+            found = ", ".join(
+                f"{EXTRACTION_WORDS.get(k, k)} {v:,} ({100 * v / total:.1f}%)"
+                for k, v in counts.most_common()
+            )
+            rows.append(
+                {
+                    "benchmark": b,
+                    "answers that count": protocol or "not recorded",
+                    "passed answers found by": found or "—",
+                }
+            )
         return rows
 
     def quality_table(self) -> list[dict[str, Any]]:
@@ -672,6 +447,7 @@ class Results:
         out["Recommended checkpoint"] = self.recommended()
         out["Pareto frontier"] = self.pareto()
         out["Format compliance and response length"] = self.format_table()
+        out["Grading protocol"] = self.grading_table()
         return {k: v for k, v in out.items() if v}
 
     # --- output ----------------------------------------------------------------------------
@@ -683,11 +459,13 @@ class Results:
         return {title: pd.DataFrame(rows) for title, rows in self.tables().items()}
 
     def to_markdown(self) -> str:
-        """Every table as Markdown."""
-        parts = [
-            "Accuracies in percent with 95% Wilson intervals; differences in points with "
-            "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
-        ]
+        """Every table as Markdown (after what could not be read, if anything)."""
+        parts = [f"{_INTRO} Format compliance: {COMPLIANCE_RULE}."]
+        if self.unreadable:
+            parts.append(
+                "**Not included** (could not be read; nothing stored was changed):\n\n"
+                + "\n".join(f"- {what}: {why}" for what, why in self.unreadable)
+            )
         for title, rows in self.tables().items():
             parts.append(f"## {title}\n\n{table_markdown(rows)}")
         return "\n\n".join(parts) + "\n"
@@ -708,9 +486,23 @@ class Results:
 
     def _repr_html_(self) -> str:
         tables = self.tables()
+        parts = [self._unreadable_html()]
         if not tables:
-            return "<p>Results: nothing evaluated yet.</p>"
-        return "".join(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
+            parts.append("<p>Results: nothing evaluated yet.</p>")
+        parts.extend(f"<h3>{html.escape(t)}</h3>{table_html(rows)}" for t, rows in tables.items())
+        return "".join(parts)
+
+    def _unreadable_html(self) -> str:
+        if not self.unreadable:
+            return ""
+        items = "".join(
+            f"<li><b>{html.escape(what)}</b>: {html.escape(why)}</li>"
+            for what, why in self.unreadable
+        )
+        return (
+            "<p><b>Not included</b> (could not be read; nothing stored was changed):</p>"
+            f"<ul>{items}</ul>"
+        )
 
     def plot_steps(self, path: str | Path | None = None) -> Any:
         """Accuracy against step per benchmark and run, with 95% error bars (a Figure).
@@ -759,10 +551,7 @@ class Results:
         body = [f"<h1>{html.escape(title)}</h1>"]
         if preamble:
             body.append(f"<pre>{html.escape(preamble)}</pre>")
-        body.append(
-            "<p>Accuracies in percent with 95% Wilson intervals; differences in points with "
-            "Newcombe paired intervals, * where the exact McNemar test gives p &lt; 0.05.</p>"
-        )
+        body.append(f"<p>{html.escape(f'{_INTRO} Format compliance: {COMPLIANCE_RULE}.')}</p>")
         body.extend(f'<img alt="plot" src="data:image/png;base64,{img}">' for img in images)
         body.append(self._repr_html_())
         style = (

@@ -1,0 +1,94 @@
+"""The driver through every stage in one process, fast: a real teacher, store and grader, a
+trainer that only saves checkpoints and a sampler that answers by rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import orjson
+
+from tracedistill.demo import DEMO_PROMPTS, SyntheticTeacher, synthetic_problems
+from tracedistill.evaluation import Completion
+from tracedistill.evaluation.base import Sampler
+from tracedistill.evaluation.benchmarks import custom_benchmark
+from tracedistill.experiment import STAGES, Experiment, Run
+from tracedistill.records import FinishReason, Trace
+from tracedistill.training.base import TrainConfig, TrainingDirectory
+from tracedistill.training.checkpoints import Checkpoint
+
+
+class _SavingTrainer:
+    """Saves a checkpoint at steps 1 and 2 of a run; trains nothing."""
+
+    def __init__(self) -> None:
+        self.seen: list[Trace] = []
+
+    async def train(self, traces: list[Trace], config: Any, directory: Path) -> Any:
+        self.seen = list(traces)
+        folder = TrainingDirectory(directory)
+        saved = [
+            Checkpoint(step=s, samples_seen=2 * s, sampler=f"{directory}/w{s}", state=None)
+            for s in (1, 2)
+        ]
+        for ckpt in saved:
+            folder.add_checkpoint(ckpt)
+        folder.close()
+        return SimpleNamespace(total_steps=2, checkpoints=saved, metrics=[], final_checkpoint=None)
+
+
+class _RuleSampler(Sampler):
+    """Answers every prompt with one fixed boxed number after a think block."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__(max_concurrency=4)
+        self.model = f"rule-{answer}"
+        self.answer = answer
+
+    async def _sample(self, prompt: Any, params: Any) -> Completion:
+        text = f"<think>w</think>\\boxed{{{self.answer}}}"
+        return Completion(text=text, finish_reason=FinishReason.STOP)
+
+
+def test_every_stage_through_the_driver_and_again_without_rework(tmp_path: Path) -> None:
+    problems = synthetic_problems("math", 24, seed=7)
+    bench = custom_benchmark("held-out", problems[16:], template=DEMO_PROMPTS.math, max_tokens=32)
+    run = Run(
+        name="r",
+        task="math",
+        teacher=SyntheticTeacher(),
+        problems=problems[:16],
+        train=TrainConfig(base_model="x", batch_size=2),
+    )
+    trainer = _SavingTrainer()
+
+    def factory(model: Any, run: Run | None) -> Sampler:
+        return _RuleSampler("0" if run is None else str(model.step))
+
+    exp = Experiment(
+        tmp_path,
+        [run],
+        trainer=trainer,  # type: ignore[arg-type]
+        benchmarks=[bench],
+        base_model="base-model",
+        sampler_factory=factory,
+        progress=False,
+    )
+    results = anyio.run(exp.run)
+    stages = orjson.loads((tmp_path / "runs" / "r" / "stages.json").read_bytes())["stages"]
+    assert set(stages) == set(STAGES)
+    assert stages["filter"]["selected"] == len(trainer.seen) > 0
+    assert results.steps("r") == [1, 2]
+    assert results.base("held-out") is not None
+    score = results.score("r", 2, "held-out")
+    assert score is not None and score.n == 8 and score.format_compliance == 1.0
+    assert not results.unreadable
+    assert results.grading_table()[0]["answers that count"].startswith("the final \\boxed{}")
+    provenance = orjson.loads((tmp_path / "experiment.json").read_bytes())
+    assert provenance["runs"]["r"]["stages"]["stages"].keys() == set(STAGES)
+    # a second call finds everything done and gives the same report
+    trainer.seen = []
+    again = anyio.run(exp.run)
+    assert trainer.seen == [] and again.to_markdown() == results.to_markdown()
