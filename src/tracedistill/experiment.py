@@ -44,6 +44,7 @@ from tracedistill import _json
 from tracedistill._html import table_html, table_markdown
 from tracedistill._version import __version__
 from tracedistill.chat import LengthReport
+from tracedistill.clients.ratelimit import RateLimits
 from tracedistill.errors import ConfigurationError, TeacherError
 from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.benchmarks import Benchmark
@@ -56,7 +57,6 @@ from tracedistill.report import BASE, Results, RunInfo, Score, TraceQuality, tra
 from tracedistill.store.jsonl import JsonlTraceStore
 from tracedistill.teachers.base import Teacher
 from tracedistill.teachers.engine import GenerationSummary, generate
-from tracedistill.teachers.ratelimit import RateLimits
 from tracedistill.training.base import DataReport, TrainConfig, Trainer, TrainingDirectory
 from tracedistill.verifiers.base import Verifier
 

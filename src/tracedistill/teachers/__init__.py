@@ -7,7 +7,9 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
-from tracedistill.teachers._http import HttpTeacher, default_transport
+from tracedistill.clients.http import HttpTeacher, default_transport
+from tracedistill.clients.ratelimit import RateLimiter, RateLimits
+from tracedistill.clients.retry import RetryPolicy
 from tracedistill.teachers.anthropic import AnthropicTeacher
 from tracedistill.teachers.base import (
     BatchStatus,
@@ -27,9 +29,7 @@ from tracedistill.teachers.prompts import (
     PromptSet,
     PromptTemplate,
 )
-from tracedistill.teachers.ratelimit import RateLimiter, RateLimits
 from tracedistill.teachers.replay import ReplayLayout, ReplayTeacher
-from tracedistill.teachers.retry import RetryPolicy
 from tracedistill.teachers.tinker import TinkerTeacher
 
 __all__ = [

@@ -15,10 +15,11 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.http import HttpTeacher
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import event_object
 from tracedistill.errors import ConfigurationError, ProviderError, ProviderUnavailableError
 from tracedistill.records import FinishReason, ReasoningKind, SamplingParams, TokenUsage
-from tracedistill.teachers._http import HttpTeacher
-from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
@@ -26,7 +27,6 @@ from tracedistill.teachers.base import (
     Observer,
     TeacherRequest,
 )
-from tracedistill.teachers.retry import error_for_status
 
 __all__ = ["ANTHROPIC_BASE_URL", "AnthropicTeacher", "MessageStream"]
 
@@ -80,7 +80,7 @@ class AnthropicTeacher(HttpTeacher):
             is never cut. Off by default, like the OpenAI-compatible teacher, so the two
             behave alike; Anthropic recommends it for long requests (large ``max_tokens``).
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.clients.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 

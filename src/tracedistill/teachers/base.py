@@ -21,6 +21,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 import anyio
 import attrs
 
+from tracedistill.clients.ratelimit import Permit, RateInfo, RateLimiter
+from tracedistill.clients.retry import RetryPolicy
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
@@ -40,8 +42,6 @@ from tracedistill.records import (
 )
 from tracedistill.teachers.cost import Pricing
 from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
-from tracedistill.teachers.ratelimit import Permit, RateInfo, RateLimiter
-from tracedistill.teachers.retry import RetryPolicy
 
 __all__ = ["BatchStatus", "Completion", "Observer", "SupportsBatch", "Teacher", "TeacherRequest"]
 

@@ -15,6 +15,9 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.http import HttpTeacher, TransportFactory
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import event_object
 from tracedistill.errors import ProviderError, ProviderUnavailableError
 from tracedistill.records import (
     THINK_CLOSE,
@@ -25,8 +28,6 @@ from tracedistill.records import (
     TokenUsage,
     split_completion,
 )
-from tracedistill.teachers._http import HttpTeacher, TransportFactory
-from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
@@ -34,7 +35,6 @@ from tracedistill.teachers.base import (
     Observer,
     TeacherRequest,
 )
-from tracedistill.teachers.retry import error_for_status
 
 __all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
 
@@ -77,7 +77,7 @@ class OpenAICompatTeacher(HttpTeacher):
             and every OpenAI-compatible server speaks it; turn it on for long reasoning answers
             from providers that stall. The request key does not depend on it.
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.clients.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts, pricing,
             retry, timeout, transport, headers).
     """

@@ -22,6 +22,7 @@ from tracedistill._tinker import (
     tinker_sampling_params,
 )
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
+from tracedistill.clients.retry import error_for_status
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
@@ -36,7 +37,6 @@ from tracedistill.records import (
     split_completion,
 )
 from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
-from tracedistill.teachers.retry import error_for_status
 
 __all__ = ["TinkerTeacher"]
 

@@ -3,7 +3,7 @@
 Chat prompts go to ``POST {base_url}/chat/completions``, raw-text prompts to ``POST
 {base_url}/completions``. A LoRA adapter served by vLLM or SGLang is sampled by passing its
 served name as ``model``. Retries and error classes are the teachers' (:mod:`tracedistill.
-teachers.retry`): 408/429/5xx and dropped connections are retried with back-off, 401/402/403
+clients.retry`): 408/429/5xx and dropped connections are retried with back-off, 401/402/403
 stop the evaluation.
 """
 
@@ -24,6 +24,9 @@ import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.chat import ChatRenderer
+from tracedistill.clients.http import default_transport
+from tracedistill.clients.ratelimit import parse_retry_after
+from tracedistill.clients.retry import RetryPolicy, error_for_status
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
@@ -32,10 +35,7 @@ from tracedistill.errors import (
 )
 from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError
 from tracedistill.records import FinishReason, SamplingParams
-from tracedistill.teachers._http import default_transport
 from tracedistill.teachers.openai_compat import FINISH_REASONS, message_reasoning, text_of_parts
-from tracedistill.teachers.ratelimit import parse_retry_after
-from tracedistill.teachers.retry import RetryPolicy, error_for_status
 
 __all__ = ["OpenAICompatibleSampler"]
 

@@ -27,6 +27,7 @@ from tracedistill._tinker import (
     tinker_sampling_params,
 )
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
+from tracedistill.clients.retry import RetryPolicy, error_for_status
 from tracedistill.errors import (
     CheckpointError,
     ConfigurationError,
@@ -36,7 +37,6 @@ from tracedistill.errors import (
 )
 from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError
 from tracedistill.records import FinishReason, SamplingParams
-from tracedistill.teachers.retry import RetryPolicy, error_for_status
 from tracedistill.training.base import Checkpoint, SamplerWeights
 
 __all__ = ["DEFAULT_LIVE_SAMPLERS", "LiveSamplerLimit", "TinkerSampler"]

@@ -19,11 +19,11 @@ import httpx
 import orjson
 
 from tracedistill._secrets import Secret
+from tracedistill.clients.ratelimit import parse_rate_headers, parse_retry_after
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import SSEDecoder
 from tracedistill.errors import ConfigurationError, ProviderTimeoutError, ProviderUnavailableError
-from tracedistill.teachers._sse import SSEDecoder
 from tracedistill.teachers.base import Observer, Teacher
-from tracedistill.teachers.ratelimit import parse_rate_headers, parse_retry_after
-from tracedistill.teachers.retry import error_for_status
 
 __all__ = ["EventSink", "HttpTeacher", "default_transport"]
 
