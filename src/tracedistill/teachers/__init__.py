@@ -7,7 +7,7 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
-from tracedistill.clients.http import HttpTeacher, default_transport
+from tracedistill.clients.http import default_transport
 from tracedistill.clients.ratelimit import RateLimiter, RateLimits
 from tracedistill.clients.retry import RetryPolicy
 from tracedistill.teachers.anthropic import AnthropicTeacher
@@ -21,6 +21,7 @@ from tracedistill.teachers.base import (
 from tracedistill.teachers.batch import generate_batch
 from tracedistill.teachers.cost import Budget, Pricing
 from tracedistill.teachers.engine import GenerationSummary, generate
+from tracedistill.teachers.http import HttpTeacher
 from tracedistill.teachers.openai_compat import OpenAICompatTeacher, OpenRouterTeacher
 from tracedistill.teachers.prompts import (
     CODE_PROMPT,

@@ -15,7 +15,6 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill.clients.http import HttpTeacher
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import event_object
 from tracedistill.errors import ConfigurationError, ProviderError, ProviderUnavailableError
@@ -27,6 +26,7 @@ from tracedistill.teachers.base import (
     Observer,
     TeacherRequest,
 )
+from tracedistill.teachers.http import HttpTeacher
 
 __all__ = ["ANTHROPIC_BASE_URL", "AnthropicTeacher", "MessageStream"]
 
@@ -80,7 +80,7 @@ class AnthropicTeacher(HttpTeacher):
             is never cut. Off by default, like the OpenAI-compatible teacher, so the two
             behave alike; Anthropic recommends it for long requests (large ``max_tokens``).
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.clients.http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.teachers.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 

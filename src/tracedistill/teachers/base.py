@@ -21,7 +21,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 import anyio
 import attrs
 
-from tracedistill.clients.ratelimit import Permit, RateInfo, RateLimiter
+from tracedistill.clients.base import Observer
+from tracedistill.clients.ratelimit import Permit, RateLimiter
 from tracedistill.clients.retry import RetryPolicy
 from tracedistill.errors import (
     ConfigurationError,
@@ -46,9 +47,6 @@ from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
 __all__ = ["BatchStatus", "Completion", "Observer", "SupportsBatch", "Teacher", "TeacherRequest"]
 
 logger = logging.getLogger(__name__)
-
-#: Called with what each response's headers say about rate limits.
-Observer = Callable[[RateInfo], None]
 
 
 @attrs.frozen(slots=True, kw_only=True)

@@ -15,7 +15,7 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill.clients.http import HttpTeacher, TransportFactory
+from tracedistill.clients.http import TransportFactory
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import event_object
 from tracedistill.errors import ProviderError, ProviderUnavailableError
@@ -35,6 +35,7 @@ from tracedistill.teachers.base import (
     Observer,
     TeacherRequest,
 )
+from tracedistill.teachers.http import HttpTeacher
 
 __all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
 
@@ -77,7 +78,7 @@ class OpenAICompatTeacher(HttpTeacher):
             and every OpenAI-compatible server speaks it; turn it on for long reasoning answers
             from providers that stall. The request key does not depend on it.
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.clients.http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.teachers.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts, pricing,
             retry, timeout, transport, headers).
     """
