@@ -18,7 +18,7 @@ import anyio
 import attrs
 
 from tracedistill.errors import ConfigurationError, EvaluationError, ProviderError
-from tracedistill.records import FinishReason, Message, SamplingParams
+from tracedistill.records import Completion, Message, SamplingParams
 
 __all__ = [
     "Completion",
@@ -65,36 +65,6 @@ def prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(f"{m.role}: {m.content}" for m in prompt)
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class Completion:
-    """What a sampler produced for one prompt.
-
-    ``text`` is the whole assistant turn as the model wrote it (its ``<think>`` block
-    included); ``completion_tokens`` is None when the backend does not say.
-    """
-
-    text: str = attrs.field(validator=attrs.validators.instance_of(str))
-    finish_reason: FinishReason = attrs.field(converter=FinishReason)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_s: float = 0.0
-
-    @property
-    def truncated(self) -> bool:
-        """Whether generation stopped at ``max_tokens``."""
-        return self.finish_reason is FinishReason.LENGTH
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-compatible dict."""
-        return {
-            "text": self.text,
-            "finish_reason": str(self.finish_reason),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": self.latency_s,
-        }
 
 
 def _check_params(params: SamplingParams) -> None:

@@ -45,11 +45,14 @@ from tracedistill.records import (
 )
 from tracedistill.verifiers.base import CheckResult, Verifier
 
-__all__ = ["Evaluator", "answer_text", "request_key_of"]
+__all__ = ["CheckpointSamplerFactory", "Evaluator", "answer_text", "request_key_of"]
 
 log = logging.getLogger(__name__)
 
-SamplerFactory = Callable[[Any], Sampler]
+#: Makes the sampler of one checkpoint (what :class:`Evaluator` calls per checkpoint).
+CheckpointSamplerFactory = Callable[[Any], Sampler]
+#: Deprecated alias of :data:`CheckpointSamplerFactory` (kept one release).
+SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
 
@@ -106,7 +109,7 @@ class Evaluator:
         run_dir: str | Path | None = None,
         *,
         verifiers: Mapping[TaskKind | str, Verifier] | None = None,
-        sampler_factory: SamplerFactory | None = None,
+        sampler_factory: CheckpointSamplerFactory | None = None,
         confidence: float = 0.95,
         on_error: OnError = "raise",
         progress: bool | None = None,

@@ -16,6 +16,7 @@ from tracedistill.teachers.base import (
     Completion,
     SupportsBatch,
     Teacher,
+    TeacherCompletion,
     TeacherRequest,
 )
 from tracedistill.teachers.batch import generate_batch
@@ -55,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "SupportsBatch",
     "Teacher",
+    "TeacherCompletion",
     "TeacherRequest",
     "TinkerTeacher",
     "default_transport",

@@ -22,8 +22,8 @@ from tracedistill.records import FinishReason, ReasoningKind, SamplingParams, To
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Completion,
     Observer,
+    TeacherCompletion,
     TeacherRequest,
 )
 from tracedistill.teachers.http import HttpTeacher
@@ -142,7 +142,7 @@ class AnthropicTeacher(HttpTeacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Make one Messages API request and normalize its answer."""
         body = self.body(request)
         if self.stream:
@@ -191,7 +191,7 @@ class AnthropicTeacher(HttpTeacher):
             results.append((str(record.get("custom_id")), self._batch_outcome(record)))
         return results
 
-    def _batch_outcome(self, record: Mapping[str, Any]) -> Completion | ProviderError:
+    def _batch_outcome(self, record: Mapping[str, Any]) -> TeacherCompletion | ProviderError:
         result = record.get("result")
         if not isinstance(result, Mapping):
             return ProviderUnavailableError(f"{self.name}: batch result without a result")
@@ -210,7 +210,7 @@ class AnthropicTeacher(HttpTeacher):
                 return exc
         return ProviderUnavailableError(f"{self.name}: batch request {kind}")
 
-    def parse(self, data: Mapping[str, Any]) -> Completion:
+    def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a Messages API response body (an error body raises its error)."""
         if data.get("type") == "error" or isinstance(data.get("error"), Mapping):
             error = data.get("error") or {}
@@ -266,7 +266,7 @@ class AnthropicTeacher(HttpTeacher):
             kind_out = ReasoningKind.SUMMARY if self.summarized_thinking else ReasoningKind.RAW
         else:
             kind_out = ReasoningKind.NONE
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer="".join(text),
             reasoning_kind=kind_out,

@@ -31,8 +31,8 @@ from tracedistill.records import (
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Completion,
     Observer,
+    TeacherCompletion,
     TeacherRequest,
 )
 from tracedistill.teachers.http import HttpTeacher
@@ -135,7 +135,7 @@ class OpenAICompatTeacher(HttpTeacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Make one chat-completions request and normalize its answer."""
         body = self.body(request)
         if self.stream:
@@ -147,7 +147,7 @@ class OpenAICompatTeacher(HttpTeacher):
         data, _headers = await self._post_json("/chat/completions", body, observe=observe)
         return self.parse(data)
 
-    def parse(self, data: Mapping[str, Any]) -> Completion:
+    def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a chat-completions response body (an error body raises its error)."""
         error = data.get("error")
         if error is not None:
@@ -187,7 +187,7 @@ class OpenAICompatTeacher(HttpTeacher):
                 metadata[field] = value
         if finish is FinishReason.OTHER and raw_finish is not None:
             metadata.setdefault("native_finish_reason", str(raw_finish))
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=content,
             reasoning_kind=kind if reasoning else ReasoningKind.NONE,
@@ -264,7 +264,7 @@ class OpenAICompatTeacher(HttpTeacher):
                 results.append((str(record.get("custom_id")), self._batch_outcome(record)))
         return results
 
-    def _batch_outcome(self, record: Mapping[str, Any]) -> Completion | ProviderError:
+    def _batch_outcome(self, record: Mapping[str, Any]) -> TeacherCompletion | ProviderError:
         response = record.get("response")
         error = record.get("error")
         if isinstance(response, Mapping):

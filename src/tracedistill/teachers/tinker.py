@@ -36,7 +36,7 @@ from tracedistill.records import (
     TokenUsage,
     split_completion,
 )
-from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
+from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
 
 __all__ = ["TinkerTeacher"]
 
@@ -187,7 +187,7 @@ class TinkerTeacher(Teacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Sample one completion for ``request`` on Tinker."""
         import tinker
 
@@ -205,8 +205,8 @@ class TinkerTeacher(Teacher):
             raise _provider_error(exc, f"{self.name}: sample {self.model}") from None
         return await anyio.to_thread.run_sync(self.parse, response, len(tokens))
 
-    def parse(self, response: Any, prompt_tokens: int) -> Completion:
-        """Turn an SDK sample response into a :class:`Completion`."""
+    def parse(self, response: Any, prompt_tokens: int) -> TeacherCompletion:
+        """Turn an SDK sample response into a :class:`TeacherCompletion`."""
         renderer = self._renderer
         if renderer is None:
             raise RuntimeError("TinkerTeacher used before start()")
@@ -218,7 +218,7 @@ class TinkerTeacher(Teacher):
         finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
         text = renderer.parse_response(out).content
         reasoning, answer = split_completion(text)
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
             reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,

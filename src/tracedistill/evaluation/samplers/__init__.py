@@ -13,7 +13,7 @@ from typing import Any
 from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.samplers.openai_compat import OpenAICompatibleSampler
-from tracedistill.training.base import Checkpoint, SamplerWeights
+from tracedistill.records import Checkpoint, SamplerWeights
 
 __all__ = ["OpenAICompatibleSampler", "make_sampler"]
 

@@ -20,8 +20,7 @@ import orjson
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.errors import CheckpointError, ConfigurationError, ModelNotAvailableError
 from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError
-from tracedistill.records import FinishReason, SamplingParams
-from tracedistill.training.base import Checkpoint, SamplerWeights
+from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
 
 __all__ = ["LocalSampler"]
 

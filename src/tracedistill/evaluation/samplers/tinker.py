@@ -36,8 +36,7 @@ from tracedistill.errors import (
     ProviderUnavailableError,
 )
 from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError
-from tracedistill.records import FinishReason, SamplingParams
-from tracedistill.training.base import Checkpoint, SamplerWeights
+from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
 
 __all__ = ["DEFAULT_LIVE_SAMPLERS", "LiveSamplerLimit", "TinkerSampler"]
 
