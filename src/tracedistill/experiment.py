@@ -44,9 +44,9 @@ from tracedistill import _json
 from tracedistill._html import table_html, table_markdown
 from tracedistill._version import __version__
 from tracedistill.chat import LengthReport
+from tracedistill.clients.base import Sampler
 from tracedistill.clients.ratelimit import RateLimits
 from tracedistill.errors import ConfigurationError, TeacherError
-from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator
 from tracedistill.evaluation.results import EvalStore

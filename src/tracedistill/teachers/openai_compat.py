@@ -16,6 +16,7 @@ import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.http import TransportFactory
+from tracedistill.clients.openai_compat import FINISH_REASONS, message_reasoning, text_of_parts
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import event_object
 from tracedistill.errors import ProviderError, ProviderUnavailableError
@@ -41,17 +42,6 @@ __all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
 
 #: OpenRouter's API root (``/chat/completions`` is appended).
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-
-#: OpenAI-style ``finish_reason`` values (shared with the OpenAI-compatible sampler).
-FINISH_REASONS = {
-    "stop": FinishReason.STOP,
-    "eos": FinishReason.STOP,
-    "end_turn": FinishReason.STOP,
-    "stop_sequence": FinishReason.STOP,
-    "length": FinishReason.LENGTH,
-    "max_tokens": FinishReason.LENGTH,
-    "content_filter": FinishReason.CONTENT_FILTER,
-}
 
 DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
 
@@ -474,47 +464,6 @@ def _body_error(name: str, error: Any, redact: Any) -> Exception:
         f"{name}: error {status} in response body: {message[:500]}",
         provider_message=message,
     )
-
-
-def text_of_parts(parts: Any) -> str:
-    """The text of a message's ``content``: a string, or a list of content parts."""
-    if parts is None:
-        return ""
-    if isinstance(parts, list):
-        return "".join(
-            str(p.get("text", ""))
-            for p in parts
-            if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    return str(parts)
-
-
-def message_reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
-    """A message's separate reasoning (``reasoning``, ``reasoning_content`` or
-    ``reasoning_details``) and whether it is the raw text or a summary.
-    """
-    details = message.get("reasoning_details")
-    text_parts: list[str] = []
-    summary_parts: list[str] = []
-    if isinstance(details, list):
-        for item in details:
-            if not isinstance(item, Mapping):
-                continue
-            kind = item.get("type")
-            if kind == "reasoning.text" and isinstance(item.get("text"), str):
-                text_parts.append(item["text"])
-            elif kind == "reasoning.summary" and isinstance(item.get("summary"), str):
-                summary_parts.append(item["summary"])
-    for field in ("reasoning", "reasoning_content"):
-        value = message.get(field)
-        if isinstance(value, str) and value:
-            kind = ReasoningKind.SUMMARY if summary_parts and not text_parts else ReasoningKind.RAW
-            return value, kind
-    if text_parts:
-        return "".join(text_parts), ReasoningKind.RAW
-    if summary_parts:
-        return "\n\n".join(summary_parts), ReasoningKind.SUMMARY
-    return "", ReasoningKind.NONE
 
 
 def _inline_think(content: str) -> tuple[str, str]:
