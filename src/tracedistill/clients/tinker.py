@@ -38,7 +38,13 @@ from tracedistill.errors import (
 )
 from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
 
-__all__ = ["DEFAULT_LIVE_SAMPLERS", "LiveSamplerLimit", "TinkerSampler"]
+__all__ = [
+    "DEFAULT_LIVE_SAMPLERS",
+    "LiveSamplerLimit",
+    "TinkerConnection",
+    "TinkerSampler",
+    "tinker_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +114,87 @@ def _sampler_path(model_path: str | SamplerWeights | Checkpoint | None) -> tuple
     return weights.path, ""
 
 
-def _provider_error(exc: BaseException, what: str) -> ProviderError | None:
+class TinkerConnection:
+    """What a Tinker sampling client is made from, and making it (shared by the sampler and
+    :class:`~tracedistill.teachers.TinkerTeacher`).
+
+    The chat renderer is built and the client created in worker threads: the tokenizer load and
+    the SDK's first call block.
+
+    Args:
+        base_model: the base model (its tokenizer renders prompts unless ``tokenizer`` says).
+        model_path: the sampler weights to sample, or None for ``base_model`` itself.
+        renderer: a ready chat renderer (default: built from ``chat_format`` and the tokenizer).
+        chat_format: the chat format when no renderer is given.
+        tokenizer: a tokenizer source for :func:`load_tokenizer` (default: ``base_model``).
+        service_client: a ``tinker.ServiceClient`` (default: one built from ``base_url`` and
+            ``api_key``).
+        base_url: the Tinker API root (default: ``TINKER_BASE_URL`` or the SDK's default).
+        api_key: the key (default: ``TINKER_API_KEY``).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_model: str | None,
+        model_path: str | None,
+        renderer: ChatRenderer | None = None,
+        chat_format: ChatFormat | str = ChatFormat.QWEN3,
+        tokenizer: Any = None,
+        service_client: Any = None,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+    ) -> None:
+        self.base_model = base_model
+        self.model_path = model_path
+        self.chat_format = ChatFormat(chat_format)
+        self.renderer = renderer
+        self.service = service_client
+        #: whether :attr:`service` was built here (and so is this connection's to close)
+        self.own_service = False
+        self._tokenizer_source = tokenizer
+        self._base_url = base_url
+        self._api_key = resolve_secret(api_key, "TINKER_API_KEY")
+
+    @property
+    def renderer_format(self) -> ChatFormat:
+        """The chat format prompts are rendered in."""
+        return self.renderer.format if self.renderer is not None else self.chat_format
+
+    async def load_renderer(self) -> ChatRenderer:
+        """The chat renderer, built in a worker thread on first use."""
+        if self.renderer is None:
+            self.renderer = await anyio.to_thread.run_sync(self._build_renderer)
+        return self.renderer
+
+    def _build_renderer(self) -> ChatRenderer:
+        source = self._tokenizer_source if self._tokenizer_source is not None else self.base_model
+        return ChatRenderer(load_tokenizer(source), self.chat_format)
+
+    async def create_client(self, timeout_s: float) -> Any:
+        """A new sampling client, created in a worker thread.
+
+        Raises:
+            TimeoutError: not created within ``timeout_s`` seconds.
+            Exception: what the SDK raised (see :func:`tinker_error`).
+        """
+        with anyio.fail_after(timeout_s):
+            return await anyio.to_thread.run_sync(self._create_client, abandon_on_cancel=True)
+
+    def _create_client(self) -> Any:
+        service, client, created = create_sampling_client(
+            self.service,
+            base_url=self._base_url,
+            api_key=self._api_key,
+            model_path=self.model_path,
+            base_model=self.base_model,
+        )
+        self.service = service
+        self.own_service = self.own_service or created
+        return client
+
+
+def tinker_error(exc: BaseException, what: str) -> ProviderError | None:
     """The provider error a tinker SDK exception stands for (None: not an API error)."""
     status = getattr(exc, "status_code", None)
     message = f"{what}: {type(exc).__name__}: {exc!s:.300}"
@@ -171,17 +257,21 @@ class TinkerSampler(Sampler):
         if self.model_path is None and self.base_model is None:
             raise ConfigurationError("TinkerSampler needs a sampler-weights path or a base_model")
         self.model = self.model_path or str(self.base_model)
-        self.chat_format = ChatFormat(chat_format)
-        self._renderer = renderer
-        self._tokenizer_source = tokenizer
-        self._service = service_client
-        self._base_url = base_url
-        self._api_key = resolve_secret(api_key, "TINKER_API_KEY")
+        self.connection = TinkerConnection(
+            base_model=self.base_model,
+            model_path=self.model_path,
+            renderer=renderer,
+            chat_format=chat_format,
+            tokenizer=tokenizer,
+            service_client=service_client,
+            base_url=base_url,
+            api_key=api_key,
+        )
+        self.chat_format = self.connection.chat_format
         self.live_samplers = live_samplers or DEFAULT_LIVE_SAMPLERS
         self.start_timeout_s = start_timeout_s
         self.retry = retry or RetryPolicy(max_attempts=8, base_delay=2.0)
         self._client: Any = None
-        self._own_service = False
         self._holding_slot = False
         self._start_lock: anyio.Lock | None = None
 
@@ -197,23 +287,7 @@ class TinkerSampler(Sampler):
     @property
     def renderer_format(self) -> ChatFormat:
         """The chat format prompts are rendered in."""
-        return self._renderer.format if self._renderer is not None else self.chat_format
-
-    def _build_renderer(self) -> ChatRenderer:
-        source = self._tokenizer_source if self._tokenizer_source is not None else self.base_model
-        return ChatRenderer(load_tokenizer(source), self.chat_format)
-
-    def _create_client(self) -> Any:
-        service, client, created = create_sampling_client(
-            self._service,
-            base_url=self._base_url,
-            api_key=self._api_key,
-            model_path=self.model_path,
-            base_model=self.base_model,
-        )
-        self._service = service
-        self._own_service = self._own_service or created
-        return client
+        return self.connection.renderer_format
 
     async def start(self) -> None:
         """Take a live-sampler slot, build the renderer and create the sampling client."""
@@ -222,16 +296,12 @@ class TinkerSampler(Sampler):
         async with self._start_lock:
             if self._client is not None:
                 return
-            if self._renderer is None:
-                self._renderer = await anyio.to_thread.run_sync(self._build_renderer)
+            await self.connection.load_renderer()
             if not self._holding_slot:
                 await self.live_samplers.acquire()
                 self._holding_slot = True
             try:
-                with anyio.fail_after(self.start_timeout_s):
-                    self._client = await anyio.to_thread.run_sync(
-                        self._create_client, abandon_on_cancel=True
-                    )
+                self._client = await self.connection.create_client(self.start_timeout_s)
             except TimeoutError:
                 self._release()
                 raise SamplerError(
@@ -241,7 +311,7 @@ class TinkerSampler(Sampler):
                 ) from None
             except Exception as exc:
                 self._release()
-                error = _provider_error(exc, f"tinker: cannot sample {self.model}")
+                error = tinker_error(exc, f"tinker: cannot sample {self.model}")
                 raise SamplerError(
                     str(error)
                     if error is not None
@@ -256,7 +326,7 @@ class TinkerSampler(Sampler):
 
     def request(self, prompt: Prompt, params: SamplingParams) -> tuple[list[int], Any]:
         """The prompt tokens and the SDK sampling parameters of one request."""
-        renderer = self._renderer
+        renderer = self.connection.renderer
         if renderer is None:
             raise SamplerError("TinkerSampler used before start()")
         stop: list[int] | list[str]
@@ -285,7 +355,7 @@ class TinkerSampler(Sampler):
                 )
                 break
             except Exception as exc:
-                error = _provider_error(exc, f"tinker sample {self.model}")
+                error = tinker_error(exc, f"tinker sample {self.model}")
                 if error is None:
                     raise SamplerError(
                         f"tinker sample {self.model}: {type(exc).__name__}: {exc!s:.300}"
@@ -301,7 +371,8 @@ class TinkerSampler(Sampler):
         self, prompt: Prompt, params: SamplingParams, response: Any, prompt_tokens: int
     ) -> Completion:
         """Turn an SDK sample response into a :class:`Completion`."""
-        assert self._renderer is not None
+        renderer = self.connection.renderer
+        assert renderer is not None
         sequences = getattr(response, "sequences", None)
         if not sequences:
             raise SamplerError(f"tinker sample {self.model}: the response holds no sequence")
@@ -309,9 +380,9 @@ class TinkerSampler(Sampler):
         out = [int(t) for t in sequence.tokens]
         finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
         if isinstance(prompt, str):
-            text = self._renderer.tokenizer.decode(out, skip_special_tokens=True)
+            text = renderer.tokenizer.decode(out, skip_special_tokens=True)
         else:
-            text = self._renderer.parse_response(out).content
+            text = renderer.parse_response(out).content
         text, cut = _cut_at_stop(text, params.stop)
         if cut:
             finish = FinishReason.STOP
@@ -328,9 +399,9 @@ class TinkerSampler(Sampler):
         """
         self._client = None
         self._release()
-        service, own = self._service, self._own_service
+        service, own = self.connection.service, self.connection.own_service
         if own and service is not None:
-            self._service, self._own_service = None, False
+            self.connection.service, self.connection.own_service = None, False
 
             def close() -> None:
                 service.close("success").result()
