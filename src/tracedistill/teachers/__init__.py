@@ -10,6 +10,13 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 from tracedistill.clients.http import default_transport
 from tracedistill.clients.ratelimit import RateLimiter, RateLimits
 from tracedistill.clients.retry import RetryPolicy
+from tracedistill.prompts import (
+    CODE_PROMPT,
+    DEFAULT_PROMPTS,
+    MATH_PROMPT,
+    PromptSet,
+    PromptTemplate,
+)
 from tracedistill.teachers.anthropic import AnthropicTeacher
 from tracedistill.teachers.base import (
     BatchStatus,
@@ -24,13 +31,6 @@ from tracedistill.teachers.cost import Budget, Pricing
 from tracedistill.teachers.engine import GenerationSummary, generate
 from tracedistill.teachers.http import HttpTeacher
 from tracedistill.teachers.openai_compat import OpenAICompatTeacher, OpenRouterTeacher
-from tracedistill.teachers.prompts import (
-    CODE_PROMPT,
-    DEFAULT_PROMPTS,
-    MATH_PROMPT,
-    PromptSet,
-    PromptTemplate,
-)
 from tracedistill.teachers.replay import ReplayLayout, ReplayTeacher
 from tracedistill.teachers.tinker import TinkerTeacher
 

@@ -31,6 +31,7 @@ from tracedistill.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
+from tracedistill.prompts import DEFAULT_PROMPTS, PromptSet
 from tracedistill.records import (
     FinishReason,
     Message,
@@ -42,7 +43,6 @@ from tracedistill.records import (
     request_key,
 )
 from tracedistill.teachers.cost import Pricing
-from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
 
 __all__ = [
     "BatchStatus",

@@ -23,6 +23,7 @@ import httpx
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.ratelimit import RateInfo, parse_rate_headers
 from tracedistill.errors import ConfigurationError, ProviderError
+from tracedistill.prompts import PromptSet, PromptTemplate
 from tracedistill.records import Problem, SamplingParams
 from tracedistill.teachers.anthropic import ANTHROPIC_BASE_URL, AnthropicTeacher, MessageStream
 from tracedistill.teachers.base import TeacherRequest
@@ -31,7 +32,6 @@ from tracedistill.teachers.openai_compat import (
     ChatStream,
     OpenAICompatTeacher,
 )
-from tracedistill.teachers.prompts import PromptSet, PromptTemplate
 
 __all__ = ["DoctorConfig", "run_doctor"]
 

@@ -28,6 +28,7 @@ from tracedistill.errors import (
     ProblemSourceError,
     RecordError,
 )
+from tracedistill.prompts import PromptSet
 from tracedistill.records import (
     THINK_CLOSE,
     CodeTests,
@@ -40,7 +41,6 @@ from tracedistill.records import (
     split_completion,
 )
 from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
-from tracedistill.teachers.prompts import PromptSet
 
 __all__ = [
     "OPENCODEREASONING",
