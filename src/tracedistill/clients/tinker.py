@@ -193,6 +193,19 @@ class TinkerConnection:
         self.own_service = self.own_service or created
         return client
 
+    async def aclose(self) -> None:
+        """End the service session this connection opened, if any (idempotent)."""
+        service, own = self.service, self.own_service
+        if own and service is not None:
+            self.service, self.own_service = None, False
+
+            def close() -> None:
+                service.close("success").result()
+
+            # Closing only ends the session's heartbeats: never let it hold up the caller.
+            with anyio.move_on_after(10, shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
+
 
 def tinker_error(exc: BaseException, what: str) -> ProviderError | None:
     """The provider error a tinker SDK exception stands for (None: not an API error)."""
@@ -399,16 +412,7 @@ class TinkerSampler(Sampler):
         """
         self._client = None
         self._release()
-        service, own = self.connection.service, self.connection.own_service
-        if own and service is not None:
-            self.connection.service, self.connection.own_service = None, False
-
-            def close() -> None:
-                service.close("success").result()
-
-            # Closing only ends the session's heartbeats: never let it hold up the caller.
-            with anyio.move_on_after(10, shield=True), contextlib.suppress(Exception):
-                await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
+        await self.connection.aclose()
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:

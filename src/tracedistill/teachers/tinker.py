@@ -203,6 +203,9 @@ class TinkerTeacher(Teacher):
         )
 
     async def aclose(self) -> None:
-        """Drop the sampling client and any start failure (idempotent)."""
+        """Drop the sampling client and any start failure, and end the service session the
+        teacher opened (idempotent).
+        """
         self._client = None
         self._start_error = None
+        await self.connection.aclose()
