@@ -81,8 +81,8 @@ from tracedistill.training import Checkpoint, TrainConfig, Trainer, TrainingResu
 from tracedistill.verifiers import CodeVerifier, MathVerifier, Verifier
 
 if TYPE_CHECKING:
-    from tracedistill.evaluation.samplers.local import LocalSampler
-    from tracedistill.evaluation.samplers.tinker import TinkerSampler
+    from tracedistill.clients.local import LocalSampler
+    from tracedistill.clients.tinker import TinkerSampler
     from tracedistill.teachers.tinker import TinkerTeacher
     from tracedistill.training.local import LocalTrainer
     from tracedistill.training.tinker import TinkerTrainer
@@ -90,9 +90,9 @@ if TYPE_CHECKING:
 # Backends that pull in torch or the tinker SDK load on first use, so `import tracedistill`
 # stays light: name -> module.
 _LAZY = {
-    "LocalSampler": "tracedistill.evaluation.samplers.local",
+    "LocalSampler": "tracedistill.clients.local",
     "LocalTrainer": "tracedistill.training.local",
-    "TinkerSampler": "tracedistill.evaluation.samplers.tinker",
+    "TinkerSampler": "tracedistill.clients.tinker",
     "TinkerTeacher": "tracedistill.teachers.tinker",
     "TinkerTrainer": "tracedistill.training.tinker",
 }

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tracedistill.chat import ChatFormat, ChatRenderer, ChatTokenizer
+from tracedistill.clients.local import LocalSampler
 from tracedistill.errors import CheckpointError, ConfigurationError
 from tracedistill.evaluation import Evaluator, greedy
 from tracedistill.evaluation.samplers import make_sampler
-from tracedistill.evaluation.samplers.local import LocalSampler
 from tracedistill.records import FinishReason, Message, SamplingParams
 from tracedistill.training.base import Checkpoint
 

@@ -15,12 +15,12 @@ import pytest
 import tinker
 
 from tracedistill.chat import ChatFormat, ChatRenderer, ChatTokenizer
+from tracedistill.clients.retry import RetryPolicy
+from tracedistill.clients.tinker import LiveSamplerLimit, TinkerSampler
 from tracedistill.errors import CheckpointError, ConfigurationError
 from tracedistill.evaluation import SamplerError, greedy
 from tracedistill.evaluation.samplers import make_sampler
-from tracedistill.evaluation.samplers.tinker import LiveSamplerLimit, TinkerSampler
 from tracedistill.records import FinishReason, Message
-from tracedistill.teachers.retry import RetryPolicy
 from tracedistill.training.base import Checkpoint
 
 

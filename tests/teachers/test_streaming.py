@@ -13,10 +13,10 @@ import pytest
 from tests.servers.anthropic_server import AnthropicServer
 from tests.servers.openai_server import Fault, OpenAIServer, Reply
 from tracedistill import FinishReason, JsonlTraceStore, Problem, ReasoningKind, SamplingParams
+from tracedistill.clients.ratelimit import RateInfo
+from tracedistill.clients.sse import SSEDecoder
 from tracedistill.errors import InsufficientCreditsError
 from tracedistill.teachers import AnthropicTeacher, RetryPolicy, generate
-from tracedistill.teachers._sse import SSEDecoder
-from tracedistill.teachers.ratelimit import RateInfo
 
 from .conftest import FAST_RETRY, KEY, math_problems, openai_teacher
 

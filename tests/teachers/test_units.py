@@ -10,6 +10,15 @@ import anyio
 import pytest
 
 from tracedistill import CodeTests, Problem, SamplingParams
+from tracedistill.clients.ratelimit import (
+    LimiterClosed,
+    Permit,
+    TokenBucket,
+    parse_rate_headers,
+    parse_reset,
+    parse_retry_after,
+)
+from tracedistill.clients.retry import error_for_status
 from tracedistill.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -30,15 +39,6 @@ from tracedistill.teachers import (
     RateLimits,
     RetryPolicy,
 )
-from tracedistill.teachers.ratelimit import (
-    LimiterClosed,
-    Permit,
-    TokenBucket,
-    parse_rate_headers,
-    parse_reset,
-    parse_retry_after,
-)
-from tracedistill.teachers.retry import error_for_status
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ print(base.compare(step).summary())   # paired difference, Newcombe interval, ex
 ```
 """
 
-from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError, greedy
+from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, greedy
 from tracedistill.evaluation.benchmarks import (
     Benchmark,
     PromptMode,

@@ -10,7 +10,7 @@ Built in:
   chat-format students and evalplus's completion prompt for base models.
 - :func:`custom_benchmark`: any list of :class:`~tracedistill.records.Problem`.
 
-Chat prompts are the teachers' templates (:mod:`tracedistill.teachers.prompts`), so a student
+Chat prompts are the teachers' templates (:mod:`tracedistill.prompts`), so a student
 is evaluated with the prompt its training data was generated with. Every benchmark records the
 sha256 of the file it was read from (or of its rows, for a Hub dataset) so that results on
 different files are never compared as if they were the same.
@@ -29,11 +29,11 @@ from typing import Any
 import attrs
 import orjson
 
+from tracedistill.clients.base import Prompt
 from tracedistill.errors import ConfigurationError, DatasetUnavailableError, ProblemSourceError
-from tracedistill.evaluation.base import Prompt
 from tracedistill.problems.rows import HubRows, iter_jsonl
+from tracedistill.prompts import CODE_PROMPT, MATH_PROMPT, PromptTemplate
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind
-from tracedistill.teachers.prompts import CODE_PROMPT, MATH_PROMPT, PromptTemplate
 from tracedistill.verifiers.base import Verifier
 
 __all__ = [

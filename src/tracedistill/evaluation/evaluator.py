@@ -20,8 +20,8 @@ import attrs
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from tracedistill._progress import Progress
+from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, greedy
 from tracedistill.errors import ConfigurationError, EvaluationError
-from tracedistill.evaluation.base import Completion, Prompt, Sampler, SamplerError, greedy
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.results import (
     EvalLog,
@@ -45,11 +45,14 @@ from tracedistill.records import (
 )
 from tracedistill.verifiers.base import CheckResult, Verifier
 
-__all__ = ["Evaluator", "answer_text", "request_key_of"]
+__all__ = ["CheckpointSamplerFactory", "Evaluator", "answer_text", "request_key_of"]
 
 log = logging.getLogger(__name__)
 
-SamplerFactory = Callable[[Any], Sampler]
+#: Makes the sampler of one checkpoint (what :class:`Evaluator` calls per checkpoint).
+CheckpointSamplerFactory = Callable[[Any], Sampler]
+#: Deprecated alias of :data:`CheckpointSamplerFactory` (kept one release).
+SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
 
@@ -106,7 +109,7 @@ class Evaluator:
         run_dir: str | Path | None = None,
         *,
         verifiers: Mapping[TaskKind | str, Verifier] | None = None,
-        sampler_factory: SamplerFactory | None = None,
+        sampler_factory: CheckpointSamplerFactory | None = None,
         confidence: float = 0.95,
         on_error: OnError = "raise",
         progress: bool | None = None,
@@ -320,111 +323,14 @@ class Evaluator:
         grader: str,
         memory_only: bool,
     ) -> tuple[list[ProblemOutcome], dict[str, str]]:
-        outcomes: dict[str, ProblemOutcome] = {}
-        to_sample: list[_Job] = []
-        to_grade: list[_Job] = []
-        for job in jobs:
-            sample = log_.sample_for(job.problem.id, job.key)
-            if sample is None:
-                to_sample.append(job)
-                continue
-            job.sample = sample
-            grade = log_.grade_for(job.problem.id, job.key, grader)
-            if grade is None:
-                to_grade.append(job)
-            else:
-                outcomes[job.problem.id] = outcome_of(sample, grade)
-        if outcomes or to_grade:
-            log.info(
-                "%s on %s: %d problems already graded, %d sampled and waiting for a grade",
-                log_.header.get("label"),
-                benchmark.name,
-                len(outcomes),
-                len(to_grade),
-            )
-        failures: dict[str, str] = {}
-        correct = sum(o.passed for o in outcomes.values())
-        total = len(benchmark)
+        evaluation = _EvalPass(self, sampler, benchmark, params, log_, grader, memory_only)
+        to_sample, to_grade = evaluation.resume(jobs)
         desc = f"eval {log_.header.get('label')} {benchmark.name}"
-        with Progress(total, desc, unit="problem", enabled=self.progress) as bar:
-            bar.advance(len(outcomes))
-            send: ObjectSendStream[_Job]
-            receive: ObjectReceiveStream[_Job]
-            send, receive = anyio.create_memory_object_stream[_Job](math.inf)
-            for job in to_grade:
-                send.send_nowait(job)
-
-            async def sample_lane(queue: list[_Job], out: ObjectSendStream[_Job]) -> None:
-                async with out:
-                    while queue:
-                        job = queue.pop()
-                        try:
-                            completion = await sampler.sample(job.prompt, params)
-                        except SamplerError as exc:
-                            if exc.fatal:
-                                raise
-                            failures[job.problem.id] = str(exc)
-                            log.warning("%s: %s", job.problem.id, exc)
-                            continue
-                        job.sample = (
-                            _memory_sample(job, completion)
-                            if memory_only
-                            else log_.add_sample(job.problem.id, job.key, completion)
-                        )
-                        if memory_only:
-                            log_.samples[job.problem.id] = job.sample
-                        await out.send(job)
-
-            async def grade_lane(inbox: ObjectReceiveStream[_Job]) -> None:
-                nonlocal correct
-                async with inbox:
-                    async for job in inbox:
-                        assert job.sample is not None
-                        text = str(job.sample["text"])
-                        finish = FinishReason(job.sample["finish_reason"])
-                        result = await self.grade(benchmark, job.problem, text, finish)
-                        flags = format_flags(text, benchmark.kind)
-                        record = {
-                            "type": "grade",
-                            "problem_id": job.problem.id,
-                            "key": job.key,
-                            "grader": grader,
-                            "passed": result.passed,
-                            "reason": str(result.reason),
-                            "details": result.details,
-                            "format": flags,
-                            "elapsed_s": result.elapsed_s,
-                        }
-                        if not memory_only:
-                            log_.add_grade(
-                                job.problem.id,
-                                job.key,
-                                grader=grader,
-                                passed=result.passed,
-                                reason=result.reason,
-                                details=result.details,
-                                format=flags,
-                                elapsed_s=result.elapsed_s,
-                            )
-                        outcomes[job.problem.id] = outcome_of(job.sample, record)
-                        correct += result.passed
-                        done = len(outcomes)
-                        bar.advance(1, correct=correct, acc=f"{100 * correct / done:.1f}%")
-
-            # Sample in benchmark order (lanes pop from the end of a reversed list).
-            queue = list(reversed(to_sample))
-            try:
-                async with anyio.create_task_group() as tg, send:
-                    lanes = min(sampler.max_concurrency, len(queue))
-                    for _ in range(lanes):
-                        tg.start_soon(sample_lane, queue, send.clone())
-                    for _ in range(max(1, verifier.default_concurrency)):
-                        tg.start_soon(grade_lane, receive.clone())
-                    await receive.aclose()
-            except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+        with Progress(len(benchmark), desc, unit="problem", enabled=self.progress) as bar:
+            await evaluation.run(bar, to_sample, to_grade, verifier.default_concurrency)
         order = {pid: i for i, pid in enumerate(benchmark.ids)}
-        return sorted(outcomes.values(), key=lambda o: order[o.problem_id]), failures
+        outcomes = sorted(evaluation.outcomes.values(), key=lambda o: order[o.problem_id])
+        return outcomes, evaluation.failures
 
     async def aclose(self) -> None:
         """Stop the graders this evaluator started (idempotent)."""
@@ -437,6 +343,140 @@ class Evaluator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _EvalPass:
+    """One pass of a sampler over a benchmark: what is stored is reused, the rest is sampled
+    by ``max_concurrency`` lanes and graded by the verifier's lanes as samples arrive.
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        sampler: Sampler,
+        benchmark: Benchmark,
+        params: SamplingParams,
+        log_: EvalLog,
+        grader: str,
+        memory_only: bool,
+    ) -> None:
+        self.evaluator = evaluator
+        self.sampler = sampler
+        self.benchmark = benchmark
+        self.params = params
+        self.log = log_
+        self.grader = grader
+        self.memory_only = memory_only
+        self.outcomes: dict[str, ProblemOutcome] = {}
+        self.failures: dict[str, str] = {}
+        self.correct = 0
+
+    def resume(self, jobs: list[_Job]) -> tuple[list[_Job], list[_Job]]:
+        """Take the stored outcomes; return the jobs left to sample and those left to grade."""
+        to_sample: list[_Job] = []
+        to_grade: list[_Job] = []
+        for job in jobs:
+            sample = self.log.sample_for(job.problem.id, job.key)
+            if sample is None:
+                to_sample.append(job)
+                continue
+            job.sample = sample
+            grade = self.log.grade_for(job.problem.id, job.key, self.grader)
+            if grade is None:
+                to_grade.append(job)
+            else:
+                self.outcomes[job.problem.id] = outcome_of(sample, grade)
+        if self.outcomes or to_grade:
+            log.info(
+                "%s on %s: %d problems already graded, %d sampled and waiting for a grade",
+                self.log.header.get("label"),
+                self.benchmark.name,
+                len(self.outcomes),
+                len(to_grade),
+            )
+        self.correct = sum(o.passed for o in self.outcomes.values())
+        return to_sample, to_grade
+
+    async def run(
+        self, bar: Progress, to_sample: list[_Job], to_grade: list[_Job], graders: int
+    ) -> None:
+        """Sample ``to_sample`` and grade it with ``to_grade``; the first fatal error stops all."""
+        bar.advance(len(self.outcomes))
+        send: ObjectSendStream[_Job]
+        receive: ObjectReceiveStream[_Job]
+        send, receive = anyio.create_memory_object_stream[_Job](math.inf)
+        for job in to_grade:
+            send.send_nowait(job)
+        # Sample in benchmark order (lanes pop from the end of a reversed list).
+        queue = list(reversed(to_sample))
+        try:
+            async with anyio.create_task_group() as tg, send:
+                for _ in range(min(self.sampler.max_concurrency, len(queue))):
+                    tg.start_soon(self.sample_lane, queue, send.clone())
+                for _ in range(max(1, graders)):
+                    tg.start_soon(self.grade_lane, receive.clone(), bar)
+                await receive.aclose()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def sample_lane(self, queue: list[_Job], out: ObjectSendStream[_Job]) -> None:
+        """Sample jobs from ``queue`` until it is empty, sending each sampled one to ``out``."""
+        async with out:
+            while queue:
+                job = queue.pop()
+                try:
+                    completion = await self.sampler.sample(job.prompt, self.params)
+                except SamplerError as exc:
+                    if exc.fatal:
+                        raise
+                    self.failures[job.problem.id] = str(exc)
+                    log.warning("%s: %s", job.problem.id, exc)
+                    continue
+                if self.memory_only:
+                    job.sample = _memory_sample(job, completion)
+                    self.log.samples[job.problem.id] = job.sample
+                else:
+                    job.sample = self.log.add_sample(job.problem.id, job.key, completion)
+                await out.send(job)
+
+    async def grade_lane(self, inbox: ObjectReceiveStream[_Job], bar: Progress) -> None:
+        """Grade the sampled jobs from ``inbox`` and store each grade."""
+        async with inbox:
+            async for job in inbox:
+                assert job.sample is not None
+                text = str(job.sample["text"])
+                finish = FinishReason(job.sample["finish_reason"])
+                result = await self.evaluator.grade(self.benchmark, job.problem, text, finish)
+                record = self._store_grade(job, result, format_flags(text, self.benchmark.kind))
+                self.outcomes[job.problem.id] = outcome_of(job.sample, record)
+                self.correct += result.passed
+                acc = f"{100 * self.correct / len(self.outcomes):.1f}%"
+                bar.advance(1, correct=self.correct, acc=acc)
+
+    def _store_grade(self, job: _Job, result: CheckResult, flags: dict[str, Any]) -> dict[str, Any]:
+        """Append the grade to the log (unless in memory only); return its record."""
+        if not self.memory_only:
+            self.log.add_grade(
+                job.problem.id,
+                job.key,
+                grader=self.grader,
+                passed=result.passed,
+                reason=result.reason,
+                details=result.details,
+                format=flags,
+                elapsed_s=result.elapsed_s,
+            )
+        return {
+            "type": "grade",
+            "problem_id": job.problem.id,
+            "key": job.key,
+            "grader": self.grader,
+            "passed": result.passed,
+            "reason": str(result.reason),
+            "details": result.details,
+            "format": flags,
+            "elapsed_s": result.elapsed_s,
+        }
 
 
 def _memory_sample(job: _Job, completion: Completion) -> dict[str, Any]:

@@ -27,8 +27,8 @@ import attrs
 
 from tracedistill._html import fields_html, fields_text
 from tracedistill._jsonl import JsonlFile
+from tracedistill.clients.base import Completion
 from tracedistill.errors import EvaluationError, StoreCorruptError
-from tracedistill.evaluation.base import Completion
 from tracedistill.evaluation.stats import (
     Interval,
     PairedCounts,

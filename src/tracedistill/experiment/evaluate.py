@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from tracedistill.errors import ConfigurationError
-from tracedistill.evaluation.base import Sampler
+from tracedistill.clients.base import Sampler
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator
 from tracedistill.experiment.config import Run, SamplerFactory

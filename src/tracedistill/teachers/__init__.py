@@ -7,29 +7,31 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
-from tracedistill.teachers._http import HttpTeacher, default_transport
-from tracedistill.teachers.anthropic import AnthropicTeacher
-from tracedistill.teachers.base import (
-    BatchStatus,
-    Completion,
-    SupportsBatch,
-    Teacher,
-    TeacherRequest,
-)
-from tracedistill.teachers.batch import generate_batch
-from tracedistill.teachers.cost import Budget, Pricing
-from tracedistill.teachers.engine import GenerationSummary, generate
-from tracedistill.teachers.openai_compat import OpenAICompatTeacher, OpenRouterTeacher
-from tracedistill.teachers.prompts import (
+from tracedistill.clients.http import default_transport
+from tracedistill.clients.ratelimit import RateLimiter, RateLimits
+from tracedistill.clients.retry import RetryPolicy
+from tracedistill.prompts import (
     CODE_PROMPT,
     DEFAULT_PROMPTS,
     MATH_PROMPT,
     PromptSet,
     PromptTemplate,
 )
-from tracedistill.teachers.ratelimit import RateLimiter, RateLimits
+from tracedistill.teachers.anthropic import AnthropicTeacher
+from tracedistill.teachers.base import (
+    BatchStatus,
+    Completion,
+    SupportsBatch,
+    Teacher,
+    TeacherCompletion,
+    TeacherRequest,
+)
+from tracedistill.teachers.batch import generate_batch
+from tracedistill.teachers.cost import Budget, Pricing
+from tracedistill.teachers.engine import GenerationSummary, generate
+from tracedistill.teachers.http import HttpTeacher
+from tracedistill.teachers.openai_compat import OpenAICompatTeacher, OpenRouterTeacher
 from tracedistill.teachers.replay import ReplayLayout, ReplayTeacher
-from tracedistill.teachers.retry import RetryPolicy
 from tracedistill.teachers.tinker import TinkerTeacher
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "SupportsBatch",
     "Teacher",
+    "TeacherCompletion",
     "TeacherRequest",
     "TinkerTeacher",
     "default_transport",

@@ -15,18 +15,18 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import event_object
 from tracedistill.errors import ConfigurationError, ProviderError, ProviderUnavailableError
 from tracedistill.records import FinishReason, ReasoningKind, SamplingParams, TokenUsage
-from tracedistill.teachers._http import HttpTeacher
-from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Completion,
     Observer,
+    TeacherCompletion,
     TeacherRequest,
 )
-from tracedistill.teachers.retry import error_for_status
+from tracedistill.teachers.http import HttpTeacher
 
 __all__ = ["ANTHROPIC_BASE_URL", "AnthropicTeacher", "MessageStream"]
 
@@ -80,7 +80,7 @@ class AnthropicTeacher(HttpTeacher):
             is never cut. Off by default, like the OpenAI-compatible teacher, so the two
             behave alike; Anthropic recommends it for long requests (large ``max_tokens``).
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.teachers.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 
@@ -142,7 +142,7 @@ class AnthropicTeacher(HttpTeacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Make one Messages API request and normalize its answer."""
         body = self.body(request)
         if self.stream:
@@ -191,7 +191,7 @@ class AnthropicTeacher(HttpTeacher):
             results.append((str(record.get("custom_id")), self._batch_outcome(record)))
         return results
 
-    def _batch_outcome(self, record: Mapping[str, Any]) -> Completion | ProviderError:
+    def _batch_outcome(self, record: Mapping[str, Any]) -> TeacherCompletion | ProviderError:
         result = record.get("result")
         if not isinstance(result, Mapping):
             return ProviderUnavailableError(f"{self.name}: batch result without a result")
@@ -210,7 +210,7 @@ class AnthropicTeacher(HttpTeacher):
                 return exc
         return ProviderUnavailableError(f"{self.name}: batch request {kind}")
 
-    def parse(self, data: Mapping[str, Any]) -> Completion:
+    def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a Messages API response body (an error body raises its error)."""
         if data.get("type") == "error" or isinstance(data.get("error"), Mapping):
             error = data.get("error") or {}
@@ -266,7 +266,7 @@ class AnthropicTeacher(HttpTeacher):
             kind_out = ReasoningKind.SUMMARY if self.summarized_thinking else ReasoningKind.RAW
         else:
             kind_out = ReasoningKind.NONE
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer="".join(text),
             reasoning_kind=kind_out,

@@ -1,7 +1,7 @@
 """The Teacher interface: a problem (plus prompt template and sampling parameters) in, a trace out.
 
 A backend implements one method, :meth:`Teacher.complete`, which makes exactly one attempt and
-either returns a :class:`Completion` or raises a :class:`~tracedistill.errors.ProviderError`.
+either returns a :class:`TeacherCompletion` or raises a :class:`~tracedistill.errors.ProviderError`.
 Everything else is shared here: building the messages and the request key, retries by error
 class, rate limiting, timing and costing, and turning the outcome into a
 :class:`~tracedistill.records.Trace` (a failed request becomes a trace with
@@ -21,6 +21,9 @@ from typing import Any, Protocol, Self, runtime_checkable
 import anyio
 import attrs
 
+from tracedistill.clients.base import Observer
+from tracedistill.clients.ratelimit import Permit, RateLimiter
+from tracedistill.clients.retry import RetryPolicy
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
@@ -28,6 +31,7 @@ from tracedistill.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
+from tracedistill.prompts import DEFAULT_PROMPTS, PromptSet
 from tracedistill.records import (
     FinishReason,
     Message,
@@ -39,16 +43,18 @@ from tracedistill.records import (
     request_key,
 )
 from tracedistill.teachers.cost import Pricing
-from tracedistill.teachers.prompts import DEFAULT_PROMPTS, PromptSet
-from tracedistill.teachers.ratelimit import Permit, RateInfo, RateLimiter
-from tracedistill.teachers.retry import RetryPolicy
 
-__all__ = ["BatchStatus", "Completion", "Observer", "SupportsBatch", "Teacher", "TeacherRequest"]
+__all__ = [
+    "BatchStatus",
+    "Completion",
+    "Observer",
+    "SupportsBatch",
+    "Teacher",
+    "TeacherCompletion",
+    "TeacherRequest",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Called with what each response's headers say about rate limits.
-Observer = Callable[[RateInfo], None]
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -63,7 +69,7 @@ class TeacherRequest:
 
 
 @attrs.frozen(slots=True, kw_only=True)
-class Completion:
+class TeacherCompletion:
     """What one successful attempt returned, normalized to reasoning plus answer."""
 
     reasoning: str = ""
@@ -74,6 +80,11 @@ class Completion:
     #: the provider's own cost figure in USD, when it reports one
     cost_usd: float | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
+
+
+#: Deprecated alias of :class:`TeacherCompletion` (kept one release; the name
+#: :class:`~tracedistill.records.Completion` is a model's answer to a prompt).
+Completion = TeacherCompletion
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -95,7 +106,7 @@ class BatchStatus:
     handles: dict[str, Any] = attrs.field(factory=dict)
 
 
-BatchResult = tuple[str, "Completion | ProviderError"]
+BatchResult = tuple[str, "TeacherCompletion | ProviderError"]
 
 
 @runtime_checkable
@@ -215,7 +226,7 @@ class Teacher(abc.ABC):
     @abc.abstractmethod
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Make one attempt at ``request``.
 
         Raises:
@@ -291,7 +302,7 @@ class Teacher(abc.ABC):
         limiter: RateLimiter | None,
         input_estimate: int,
         output_reserve: int,
-    ) -> Completion:
+    ) -> TeacherCompletion:
         if limiter is None:
             return await self._timed(request, None)
         async with limiter.slot() as lease:
@@ -320,7 +331,7 @@ class Teacher(abc.ABC):
             )
             return completion
 
-    async def _timed(self, request: TeacherRequest, observe: Observer | None) -> Completion:
+    async def _timed(self, request: TeacherRequest, observe: Observer | None) -> TeacherCompletion:
         scope = anyio.fail_after(self.timeout) if self.timeout else contextlib.nullcontext()
         try:
             with scope:
@@ -339,7 +350,7 @@ class Teacher(abc.ABC):
             ) from None
 
     def _trace(
-        self, request: TeacherRequest, completion: Completion, attempts: int, latency: float
+        self, request: TeacherRequest, completion: TeacherCompletion, attempts: int, latency: float
     ) -> Trace:
         cost = completion.cost_usd
         estimated = False

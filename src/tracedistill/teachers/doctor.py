@@ -2,7 +2,7 @@
 the library relies on from a provider.
 
 It reports the rate-limit headers the provider sends (names and values, the key redacted), the
-limiter's reading of them (:func:`~tracedistill.teachers.ratelimit.parse_rate_headers`), where
+limiter's reading of them (:func:`~tracedistill.clients.ratelimit.parse_rate_headers`), where
 reasoning arrives (a separate field, an inline ``<think>`` block, a summary, or nowhere), whether
 each response reports its cost, the finish reasons (``stop`` and a forced ``length``), and whether
 streaming works. The cap is printed before anything is sent; every request's worst case (its
@@ -21,7 +21,9 @@ import attrs
 import httpx
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.ratelimit import RateInfo, parse_rate_headers
 from tracedistill.errors import ConfigurationError, ProviderError
+from tracedistill.prompts import PromptSet, PromptTemplate
 from tracedistill.records import Problem, SamplingParams
 from tracedistill.teachers.anthropic import ANTHROPIC_BASE_URL, AnthropicTeacher, MessageStream
 from tracedistill.teachers.base import TeacherRequest
@@ -30,8 +32,6 @@ from tracedistill.teachers.openai_compat import (
     ChatStream,
     OpenAICompatTeacher,
 )
-from tracedistill.teachers.prompts import PromptSet, PromptTemplate
-from tracedistill.teachers.ratelimit import RateInfo, parse_rate_headers
 
 __all__ = ["DoctorConfig", "run_doctor"]
 

@@ -24,12 +24,12 @@ from anyio.abc import ObjectReceiveStream
 
 from tracedistill._html import fields_html
 from tracedistill._progress import Progress
+from tracedistill.clients.ratelimit import LimiterClosed, LimiterState, RateLimiter, RateLimits
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
 from tracedistill.records import Problem, Trace
 from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
-from tracedistill.teachers.ratelimit import LimiterClosed, LimiterState, RateLimiter, RateLimits
 
 __all__ = ["GenerationSummary", "StopReason", "generate"]
 

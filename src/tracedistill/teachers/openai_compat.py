@@ -15,6 +15,10 @@ import attrs
 import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.http import TransportFactory
+from tracedistill.clients.openai_compat import FINISH_REASONS, message_reasoning, text_of_parts
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import event_object
 from tracedistill.errors import ProviderError, ProviderUnavailableError
 from tracedistill.records import (
     THINK_CLOSE,
@@ -25,32 +29,19 @@ from tracedistill.records import (
     TokenUsage,
     split_completion,
 )
-from tracedistill.teachers._http import HttpTeacher, TransportFactory
-from tracedistill.teachers._sse import event_object
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Completion,
     Observer,
+    TeacherCompletion,
     TeacherRequest,
 )
-from tracedistill.teachers.retry import error_for_status
+from tracedistill.teachers.http import HttpTeacher
 
 __all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
 
 #: OpenRouter's API root (``/chat/completions`` is appended).
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-
-#: OpenAI-style ``finish_reason`` values (shared with the OpenAI-compatible sampler).
-FINISH_REASONS = {
-    "stop": FinishReason.STOP,
-    "eos": FinishReason.STOP,
-    "end_turn": FinishReason.STOP,
-    "stop_sequence": FinishReason.STOP,
-    "length": FinishReason.LENGTH,
-    "max_tokens": FinishReason.LENGTH,
-    "content_filter": FinishReason.CONTENT_FILTER,
-}
 
 DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
 
@@ -77,7 +68,7 @@ class OpenAICompatTeacher(HttpTeacher):
             and every OpenAI-compatible server speaks it; turn it on for long reasoning answers
             from providers that stall. The request key does not depend on it.
         idle_timeout: with ``stream=True``, the longest silence between two events (seconds).
-        **kwargs: :class:`~tracedistill.teachers._http.HttpTeacher` and
+        **kwargs: :class:`~tracedistill.teachers.http.HttpTeacher` and
             :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts, pricing,
             retry, timeout, transport, headers).
     """
@@ -134,7 +125,7 @@ class OpenAICompatTeacher(HttpTeacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Make one chat-completions request and normalize its answer."""
         body = self.body(request)
         if self.stream:
@@ -146,7 +137,7 @@ class OpenAICompatTeacher(HttpTeacher):
         data, _headers = await self._post_json("/chat/completions", body, observe=observe)
         return self.parse(data)
 
-    def parse(self, data: Mapping[str, Any]) -> Completion:
+    def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a chat-completions response body (an error body raises its error)."""
         error = data.get("error")
         if error is not None:
@@ -186,7 +177,7 @@ class OpenAICompatTeacher(HttpTeacher):
                 metadata[field] = value
         if finish is FinishReason.OTHER and raw_finish is not None:
             metadata.setdefault("native_finish_reason", str(raw_finish))
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=content,
             reasoning_kind=kind if reasoning else ReasoningKind.NONE,
@@ -263,7 +254,7 @@ class OpenAICompatTeacher(HttpTeacher):
                 results.append((str(record.get("custom_id")), self._batch_outcome(record)))
         return results
 
-    def _batch_outcome(self, record: Mapping[str, Any]) -> Completion | ProviderError:
+    def _batch_outcome(self, record: Mapping[str, Any]) -> TeacherCompletion | ProviderError:
         response = record.get("response")
         error = record.get("error")
         if isinstance(response, Mapping):
@@ -473,47 +464,6 @@ def _body_error(name: str, error: Any, redact: Any) -> Exception:
         f"{name}: error {status} in response body: {message[:500]}",
         provider_message=message,
     )
-
-
-def text_of_parts(parts: Any) -> str:
-    """The text of a message's ``content``: a string, or a list of content parts."""
-    if parts is None:
-        return ""
-    if isinstance(parts, list):
-        return "".join(
-            str(p.get("text", ""))
-            for p in parts
-            if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    return str(parts)
-
-
-def message_reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
-    """A message's separate reasoning (``reasoning``, ``reasoning_content`` or
-    ``reasoning_details``) and whether it is the raw text or a summary.
-    """
-    details = message.get("reasoning_details")
-    text_parts: list[str] = []
-    summary_parts: list[str] = []
-    if isinstance(details, list):
-        for item in details:
-            if not isinstance(item, Mapping):
-                continue
-            kind = item.get("type")
-            if kind == "reasoning.text" and isinstance(item.get("text"), str):
-                text_parts.append(item["text"])
-            elif kind == "reasoning.summary" and isinstance(item.get("summary"), str):
-                summary_parts.append(item["summary"])
-    for field in ("reasoning", "reasoning_content"):
-        value = message.get(field)
-        if isinstance(value, str) and value:
-            kind = ReasoningKind.SUMMARY if summary_parts and not text_parts else ReasoningKind.RAW
-            return value, kind
-    if text_parts:
-        return "".join(text_parts), ReasoningKind.RAW
-    if summary_parts:
-        return "\n\n".join(summary_parts), ReasoningKind.SUMMARY
-    return "", ReasoningKind.NONE
 
 
 def _inline_think(content: str) -> tuple[str, str]:

@@ -28,6 +28,7 @@ from tracedistill.errors import (
     ProblemSourceError,
     RecordError,
 )
+from tracedistill.prompts import PromptSet
 from tracedistill.records import (
     THINK_CLOSE,
     CodeTests,
@@ -39,8 +40,7 @@ from tracedistill.records import (
     TokenUsage,
     split_completion,
 )
-from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
-from tracedistill.teachers.prompts import PromptSet
+from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
 
 __all__ = [
     "OPENCODEREASONING",
@@ -499,7 +499,7 @@ class ReplayTeacher(Teacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Return the stored trace for the request's problem and sample index."""
         index = await self._ensure_index()
         rows = index.get(request.problem.id)
@@ -520,7 +520,7 @@ class ReplayTeacher(Teacher):
             stripped = sample.text.lstrip()
             unclosed = stripped.startswith("<think>") and THINK_CLOSE not in stripped
             finish = FinishReason.LENGTH if unclosed else FinishReason.STOP
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
             reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,

@@ -14,18 +14,17 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from tracedistill._secrets import Secret, resolve_secret
+from tracedistill._secrets import Secret
 from tracedistill._tinker import (
     chat_stop,
-    create_sampling_client,
     resolve_future,
     tinker_sampling_params,
 )
-from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
+from tracedistill.chat import ChatFormat, ChatRenderer
+from tracedistill.clients.tinker import TinkerConnection, tinker_error
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
 )
 from tracedistill.records import (
@@ -35,8 +34,7 @@ from tracedistill.records import (
     TokenUsage,
     split_completion,
 )
-from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
-from tracedistill.teachers.retry import error_for_status
+from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
 
 __all__ = ["TinkerTeacher"]
 
@@ -45,15 +43,8 @@ DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
 
 def _provider_error(exc: BaseException, what: str) -> ProviderError:
     """The provider error an SDK exception stands for (unknown ones are retryable)."""
-    status = getattr(exc, "status_code", None)
-    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
-    if isinstance(status, int):
-        return error_for_status(
-            status, f"{what}: HTTP {status}: {detail}", provider_message=str(exc)[:500]
-        )
-    if "Timeout" in type(exc).__name__:
-        return ProviderTimeoutError(f"{what}: {detail}")
-    return ProviderUnavailableError(f"{what}: {detail}")
+    error = tinker_error(exc, what)
+    return error or ProviderUnavailableError(f"{what}: {type(exc).__name__}: {exc!s:.300}")
 
 
 class TinkerTeacher(Teacher):
@@ -101,12 +92,17 @@ class TinkerTeacher(Teacher):
         super().__init__(model=model_path or base_model, params=params or DEFAULT_PARAMS, **kwargs)
         self.base_model = base_model
         self.model_path = model_path
-        self.chat_format = ChatFormat(chat_format)
-        self._renderer = renderer
-        self._tokenizer_source = tokenizer
-        self._service = service_client
-        self._base_url = base_url
-        self._api_key = resolve_secret(api_key, "TINKER_API_KEY")
+        self.connection = TinkerConnection(
+            base_model=base_model,
+            model_path=model_path,
+            renderer=renderer,
+            chat_format=chat_format,
+            tokenizer=tokenizer,
+            service_client=service_client,
+            base_url=base_url,
+            api_key=api_key,
+        )
+        self.chat_format = self.connection.chat_format
         self.start_timeout_s = start_timeout_s
         self._client: Any = None
         self._start_lock: anyio.Lock | None = None
@@ -117,26 +113,10 @@ class TinkerTeacher(Teacher):
         return {
             **super().describe(),
             "base_model": self.base_model,
-            "chat_format": str(
-                self._renderer.format if self._renderer is not None else self.chat_format
-            ),
+            "chat_format": str(self.connection.renderer_format),
         }
 
     # --- start ---------------------------------------------------------------------------------
-
-    def _build_renderer(self) -> ChatRenderer:
-        source = self._tokenizer_source if self._tokenizer_source is not None else self.base_model
-        return ChatRenderer(load_tokenizer(source), self.chat_format)
-
-    def _create_client(self) -> Any:
-        self._service, client, _created = create_sampling_client(
-            self._service,
-            base_url=self._base_url,
-            api_key=self._api_key,
-            model_path=self.model_path,
-            base_model=self.base_model,
-        )
-        return client
 
     async def start(self) -> None:
         """Build the renderer and create the sampling client (once; later calls return).
@@ -152,13 +132,9 @@ class TinkerTeacher(Teacher):
                 return
             if self._start_error is not None:
                 raise self._start_error  # requests queued behind a failed start fail the same
-            if self._renderer is None:
-                self._renderer = await anyio.to_thread.run_sync(self._build_renderer)
+            await self.connection.load_renderer()
             try:
-                with anyio.fail_after(self.start_timeout_s):
-                    client = await anyio.to_thread.run_sync(
-                        self._create_client, abandon_on_cancel=True
-                    )
+                client = await self.connection.create_client(self.start_timeout_s)
             except TimeoutError:
                 error: ProviderError = ProviderUnavailableError(
                     f"{self.name}: no Tinker sampling client for {self.model} after "
@@ -177,7 +153,7 @@ class TinkerTeacher(Teacher):
 
     def _prepare(self, request: TeacherRequest) -> tuple[list[int], Any]:
 
-        renderer = self._renderer
+        renderer = self.connection.renderer
         if renderer is None:
             raise RuntimeError("TinkerTeacher used before start()")
         generation = renderer.generation_prompt(request.messages)
@@ -187,7 +163,7 @@ class TinkerTeacher(Teacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Sample one completion for ``request`` on Tinker."""
         import tinker
 
@@ -205,9 +181,9 @@ class TinkerTeacher(Teacher):
             raise _provider_error(exc, f"{self.name}: sample {self.model}") from None
         return await anyio.to_thread.run_sync(self.parse, response, len(tokens))
 
-    def parse(self, response: Any, prompt_tokens: int) -> Completion:
-        """Turn an SDK sample response into a :class:`Completion`."""
-        renderer = self._renderer
+    def parse(self, response: Any, prompt_tokens: int) -> TeacherCompletion:
+        """Turn an SDK sample response into a :class:`TeacherCompletion`."""
+        renderer = self.connection.renderer
         if renderer is None:
             raise RuntimeError("TinkerTeacher used before start()")
         sequences = getattr(response, "sequences", None)
@@ -218,7 +194,7 @@ class TinkerTeacher(Teacher):
         finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
         text = renderer.parse_response(out).content
         reasoning, answer = split_completion(text)
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
             reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
@@ -227,6 +203,9 @@ class TinkerTeacher(Teacher):
         )
 
     async def aclose(self) -> None:
-        """Drop the sampling client and any start failure (idempotent)."""
+        """Drop the sampling client and any start failure, and end the service session the
+        teacher opened (idempotent).
+        """
         self._client = None
         self._start_error = None
+        await self.connection.aclose()

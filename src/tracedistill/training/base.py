@@ -38,8 +38,7 @@ import attrs
 
 from tracedistill.chat import ChatExample, ChatRenderer, ChatTokenizer, load_tokenizer
 from tracedistill.errors import TrainingError
-from tracedistill.records import utcnow
-from tracedistill.training.checkpoints import Checkpoint, SamplerWeights, TrainingState
+from tracedistill.records import Checkpoint, SamplerWeights, TrainingState, utcnow
 from tracedistill.training.config import LRSchedule, TrainConfig, learning_rate_at
 from tracedistill.training.data import (
     DataReport,

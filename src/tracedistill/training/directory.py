@@ -26,12 +26,15 @@ import orjson
 from tracedistill._html import fields_html, fields_text
 from tracedistill._jsonl import JsonlFile, write_json_atomic
 from tracedistill.errors import CheckpointError
-from tracedistill.records import utcnow
-from tracedistill.training.checkpoints import Checkpoint, _time
+from tracedistill.records import Checkpoint, utcnow
 from tracedistill.training.config import TrainConfig
 from tracedistill.training.data import DataReport
 
 __all__ = ["StepMetrics", "TrainingDirectory", "TrainingResult"]
+
+
+def _as_datetime(value: _dt.datetime | str) -> _dt.datetime:
+    return value if isinstance(value, _dt.datetime) else _dt.datetime.fromisoformat(value)
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -50,7 +53,7 @@ class StepMetrics:
     loss_tokens: int
     learning_rate: float
     seconds: float
-    created_at: _dt.datetime = attrs.field(factory=utcnow, converter=_time)
+    created_at: _dt.datetime = attrs.field(factory=utcnow, converter=_as_datetime)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""

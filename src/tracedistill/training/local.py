@@ -34,7 +34,7 @@ from tracedistill.errors import (
     ModelNotAvailableError,
     TrainingError,
 )
-from tracedistill.records import Message
+from tracedistill.records import Message, SamplerWeights, TrainingState
 from tracedistill.training.base import (
     PendingStep,
     SavedWeights,
@@ -44,7 +44,6 @@ from tracedistill.training.base import (
     Trainer,
     TrainingSession,
 )
-from tracedistill.training.checkpoints import SamplerWeights, TrainingState
 from tracedistill.training.config import TrainConfig
 
 if TYPE_CHECKING:

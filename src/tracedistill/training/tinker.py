@@ -43,6 +43,7 @@ from tracedistill.errors import (
     TraceDistillError,
     TrainingError,
 )
+from tracedistill.records import SamplerWeights, TrainingState
 from tracedistill.training.base import (
     PendingStep,
     RecoverableTrainingError,
@@ -53,7 +54,6 @@ from tracedistill.training.base import (
     Trainer,
     TrainingSession,
 )
-from tracedistill.training.checkpoints import SamplerWeights, TrainingState
 from tracedistill.training.config import TrainConfig
 
 __all__ = ["TinkerTrainer", "to_datum"]

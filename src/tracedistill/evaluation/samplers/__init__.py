@@ -1,7 +1,7 @@
 """Sampler backends: OpenAI-compatible servers, Tinker, and local transformers models.
 
 The Tinker and local backends import heavy libraries, so they are imported from their modules
-(``tracedistill.evaluation.samplers.tinker``, ``tracedistill.evaluation.samplers.local``) and
+(``tracedistill.clients.tinker``, ``tracedistill.clients.local``) and
 not here. :func:`make_sampler` picks the backend for a checkpoint or a path.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tracedistill.clients.base import Sampler
+from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.errors import ConfigurationError
-from tracedistill.evaluation.base import Sampler
-from tracedistill.evaluation.samplers.openai_compat import OpenAICompatibleSampler
-from tracedistill.training.base import Checkpoint, SamplerWeights
+from tracedistill.records import Checkpoint, SamplerWeights
 
 __all__ = ["OpenAICompatibleSampler", "make_sampler"]
 
@@ -48,16 +48,16 @@ def make_sampler(model: Any, **kwargs: Any) -> Sampler:
     if isinstance(model, str) and model.startswith("tinker://"):
         model = SamplerWeights(model)  # a weights/ path fails here, with the fix in the message
     if isinstance(model, SamplerWeights) and model.is_tinker:
-        from tracedistill.evaluation.samplers.tinker import TinkerSampler
+        from tracedistill.clients.tinker import TinkerSampler
 
         return TinkerSampler(model, base_model=base_model, **kwargs)
     path = Path(str(model.path if isinstance(model, SamplerWeights) else model)).expanduser()
     if (path / "adapter_config.json").is_file():
-        from tracedistill.evaluation.samplers.local import LocalSampler
+        from tracedistill.clients.local import LocalSampler
 
         return LocalSampler(base_model, adapter=path, **kwargs)
     if (path / "config.json").is_file():
-        from tracedistill.evaluation.samplers.local import LocalSampler
+        from tracedistill.clients.local import LocalSampler
 
         return LocalSampler(path, **kwargs)
     raise ConfigurationError(

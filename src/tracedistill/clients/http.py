@@ -19,13 +19,13 @@ import httpx
 import orjson
 
 from tracedistill._secrets import Secret
+from tracedistill.clients.base import Observer
+from tracedistill.clients.ratelimit import parse_rate_headers, parse_retry_after
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import SSEDecoder
 from tracedistill.errors import ConfigurationError, ProviderTimeoutError, ProviderUnavailableError
-from tracedistill.teachers._sse import SSEDecoder
-from tracedistill.teachers.base import Observer, Teacher
-from tracedistill.teachers.ratelimit import parse_rate_headers, parse_retry_after
-from tracedistill.teachers.retry import error_for_status
 
-__all__ = ["EventSink", "HttpTeacher", "default_transport"]
+__all__ = ["EventSink", "HttpClient", "TransportFactory", "default_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,12 @@ class EventSink(Protocol):
         """Whether the answer is whole although the stream closed without its final event."""
 
 
-class HttpTeacher(Teacher):
-    """A teacher that POSTs JSON to an HTTP API (base of the OpenAI-compatible and Anthropic ones).
+class HttpClient:
+    """JSON POSTs (plain or streamed) to an HTTP API, with errors mapped to their classes.
+
+    A cooperative base: the class it is combined with (a
+    :class:`~tracedistill.teachers.Teacher`) sets ``name`` and ``timeout`` and takes the other
+    keyword arguments.
 
     Args:
         base_url: the API root.
@@ -97,8 +101,13 @@ class HttpTeacher(Teacher):
             events is never cut, however long it takes.
         idle_timeout: with ``stream=True``, the longest silence (seconds) between two events or
             keep-alive comments before the attempt counts as stalled and is retried.
-        **kwargs: the :class:`~tracedistill.teachers.base.Teacher` arguments.
+        **kwargs: the arguments of the class combined with this one.
     """
+
+    #: the name errors are reported under (set by the combined class)
+    name: str
+    #: seconds an attempt may take, None for no limit (set by the combined class)
+    timeout: float | None
 
     def __init__(
         self,
@@ -461,7 +470,7 @@ class _AiohttpPoster:
         return cls(session, AiohttpTransport(limits=limits, client=session))
 
     async def post(
-        self, teacher: HttpTeacher, url: str, content: bytes, headers: dict[str, str]
+        self, teacher: HttpClient, url: str, content: bytes, headers: dict[str, str]
     ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
         """POST; return the status, the raw headers and the body."""
         import aiohttp

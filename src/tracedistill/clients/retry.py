@@ -1,0 +1,95 @@
+"""Retries by error class: which provider errors are retried, and how long to wait between tries.
+
+- 408, 429, 5xx, 529, connection errors and timeouts: retried with exponential backoff, jitter
+  and a cap (or exactly the wait the provider asked for with ``Retry-After``), a bounded number
+  of times, then recorded as a failed trace.
+- 400 and other client errors: never retried; recorded with the provider's message.
+- 401, 402, 403: fatal; the whole run stops (see :mod:`tracedistill.teachers.engine`).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from tracedistill.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+
+__all__ = ["RetryPolicy", "error_for_status"]
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class RetryPolicy:
+    """How retryable failures are retried.
+
+    Args:
+        max_attempts: attempts per request, the first included (1 = never retry).
+        base_delay: the first back-off, in seconds; it doubles with each attempt.
+        max_delay: the longest back-off between two attempts.
+        max_retry_after: the longest ``Retry-After`` honoured (longer waits are capped).
+        jitter: randomize each back-off between half and all of its value, so that requests
+            that failed together do not come back together.
+    """
+
+    max_attempts: int = attrs.field(default=6, validator=_positive)
+    base_delay: float = attrs.field(default=1.0, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_positive)
+    max_retry_after: float = attrs.field(default=300.0, validator=_positive)
+    jitter: bool = True
+
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        rand = rng.random() if rng is not None else random.random()
+        if retry_after is not None and retry_after >= 0:
+            # The provider said when: honour it, plus a little spread so waiters do not stampede.
+            wait = min(retry_after, self.max_retry_after)
+            return wait + (0.1 * min(wait, self.base_delay) * rand if self.jitter else 0.0)
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1))
+        return backoff * (0.5 + 0.5 * rand) if self.jitter else backoff
+
+    def should_retry(self, error: ProviderError, attempt: int) -> bool:
+        """Whether to try again after ``error`` ended attempt number ``attempt``."""
+        return error.retryable and not error.fatal and attempt < self.max_attempts
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    provider_message: str | None = None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """Return the exception that an HTTP status (or a status in an error body) stands for."""
+    cls: type[ProviderError]
+    if status in (401, 403):
+        cls = AuthenticationError
+        message += " (check the API key and its permissions; the run stops)"
+    elif status == 402:
+        cls = InsufficientCreditsError
+        message += " (add credits to the provider account; the run stops)"
+    elif status == 408:
+        cls = ProviderTimeoutError
+    elif status == 429:
+        cls = RateLimitError
+    elif status >= 500 or status == 529:
+        cls = ProviderUnavailableError
+    else:
+        cls = InvalidRequestError
+    return cls(message, status=status, provider_message=provider_message, retry_after=retry_after)

@@ -1,0 +1,421 @@
+"""A sampler on Tinker (or any server that speaks the Tinker API): checkpoints or base models.
+
+Prompts are rendered by the chat renderer shared with training (:mod:`tracedistill.chat`), so a
+checkpoint is sampled on exactly the token sequence it was trained to continue. Greedy is sent as
+``temperature=0.0, top_k=1``. The SDK's first call does blocking HTTP with long retries, so the
+sampling client is created in a worker thread under a time limit. Tinker rate-limits concurrent
+LoRA samplers, so the number of live :class:`TinkerSampler` s in the process is bounded
+(:class:`LiveSamplerLimit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from tracedistill._secrets import Secret, resolve_secret
+from tracedistill._tinker import (
+    chat_stop,
+    create_sampling_client,
+    resolve_future,
+    tinker_sampling_params,
+)
+from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
+from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError
+from tracedistill.clients.retry import RetryPolicy, error_for_status
+from tracedistill.errors import (
+    CheckpointError,
+    ConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
+
+__all__ = [
+    "DEFAULT_LIVE_SAMPLERS",
+    "LiveSamplerLimit",
+    "TinkerConnection",
+    "TinkerSampler",
+    "tinker_error",
+]
+
+log = logging.getLogger(__name__)
+
+
+class LiveSamplerLimit:
+    """A process-wide bound on how many Tinker samplers hold a sampling client at once.
+
+    A sampler takes a slot when it starts and gives it back when closed; a sampler that finds
+    no free slot waits. Works across event loops and threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ConfigurationError(f"live sampler limit must be >= 1, got {limit}")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self.peak = 0
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken now."""
+        return self._in_use
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free."""
+        with self._lock:
+            if self._in_use >= self.limit:
+                return False
+            self._in_use += 1
+            self.peak = max(self.peak, self._in_use)
+            return True
+
+    async def acquire(self, poll_s: float = 0.05) -> None:
+        """Wait for a free slot and take it."""
+        # Polled: an anyio primitive belongs to one event loop, and the slots are shared by
+        # samplers on any loop or thread of the process.
+        while not self.try_acquire():  # noqa: ASYNC110
+            await anyio.sleep(poll_s)
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self._in_use = max(0, self._in_use - 1)
+
+
+#: The default bound on live Tinker samplers in one process.
+DEFAULT_LIVE_SAMPLERS = LiveSamplerLimit(4)
+
+
+def _sampler_path(model_path: str | SamplerWeights | Checkpoint | None) -> tuple[str | None, str]:
+    """The sampler-weights path to sample, and the base model a checkpoint names."""
+    if model_path is None:
+        return None, ""
+    if isinstance(model_path, Checkpoint):
+        if model_path.sampler is None:
+            raise CheckpointError(
+                f"checkpoint at step {model_path.step} has no sampler weights to sample"
+            )
+        return model_path.sampler.path, model_path.base_model
+    weights = model_path if isinstance(model_path, SamplerWeights) else SamplerWeights(model_path)
+    if not weights.is_tinker:
+        raise CheckpointError(
+            f"{weights.path} is not a Tinker path (tinker://.../sampler_weights/...): sample a "
+            "local adapter directory with LocalSampler"
+        )
+    return weights.path, ""
+
+
+class TinkerConnection:
+    """What a Tinker sampling client is made from, and making it (shared by the sampler and
+    :class:`~tracedistill.teachers.TinkerTeacher`).
+
+    The chat renderer is built and the client created in worker threads: the tokenizer load and
+    the SDK's first call block.
+
+    Args:
+        base_model: the base model (its tokenizer renders prompts unless ``tokenizer`` says).
+        model_path: the sampler weights to sample, or None for ``base_model`` itself.
+        renderer: a ready chat renderer (default: built from ``chat_format`` and the tokenizer).
+        chat_format: the chat format when no renderer is given.
+        tokenizer: a tokenizer source for :func:`load_tokenizer` (default: ``base_model``).
+        service_client: a ``tinker.ServiceClient`` (default: one built from ``base_url`` and
+            ``api_key``).
+        base_url: the Tinker API root (default: ``TINKER_BASE_URL`` or the SDK's default).
+        api_key: the key (default: ``TINKER_API_KEY``).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_model: str | None,
+        model_path: str | None,
+        renderer: ChatRenderer | None = None,
+        chat_format: ChatFormat | str = ChatFormat.QWEN3,
+        tokenizer: Any = None,
+        service_client: Any = None,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+    ) -> None:
+        self.base_model = base_model
+        self.model_path = model_path
+        self.chat_format = ChatFormat(chat_format)
+        self.renderer = renderer
+        self.service = service_client
+        #: whether :attr:`service` was built here (and so is this connection's to close)
+        self.own_service = False
+        self._tokenizer_source = tokenizer
+        self._base_url = base_url
+        self._api_key = resolve_secret(api_key, "TINKER_API_KEY")
+
+    @property
+    def renderer_format(self) -> ChatFormat:
+        """The chat format prompts are rendered in."""
+        return self.renderer.format if self.renderer is not None else self.chat_format
+
+    async def load_renderer(self) -> ChatRenderer:
+        """The chat renderer, built in a worker thread on first use."""
+        if self.renderer is None:
+            self.renderer = await anyio.to_thread.run_sync(self._build_renderer)
+        return self.renderer
+
+    def _build_renderer(self) -> ChatRenderer:
+        source = self._tokenizer_source if self._tokenizer_source is not None else self.base_model
+        return ChatRenderer(load_tokenizer(source), self.chat_format)
+
+    async def create_client(self, timeout_s: float) -> Any:
+        """A new sampling client, created in a worker thread.
+
+        Raises:
+            TimeoutError: not created within ``timeout_s`` seconds.
+            Exception: what the SDK raised (see :func:`tinker_error`).
+        """
+        with anyio.fail_after(timeout_s):
+            return await anyio.to_thread.run_sync(self._create_client, abandon_on_cancel=True)
+
+    def _create_client(self) -> Any:
+        service, client, created = create_sampling_client(
+            self.service,
+            base_url=self._base_url,
+            api_key=self._api_key,
+            model_path=self.model_path,
+            base_model=self.base_model,
+        )
+        self.service = service
+        self.own_service = self.own_service or created
+        return client
+
+    async def aclose(self) -> None:
+        """End the service session this connection opened, if any (idempotent)."""
+        service, own = self.service, self.own_service
+        if own and service is not None:
+            self.service, self.own_service = None, False
+
+            def close() -> None:
+                service.close("success").result()
+
+            # Closing only ends the session's heartbeats: never let it hold up the caller.
+            with anyio.move_on_after(10, shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
+
+
+def tinker_error(exc: BaseException, what: str) -> ProviderError | None:
+    """The provider error a tinker SDK exception stands for (None: not an API error)."""
+    status = getattr(exc, "status_code", None)
+    message = f"{what}: {type(exc).__name__}: {exc!s:.300}"
+    if isinstance(status, int):
+        message = f"{what}: HTTP {status}: {type(exc).__name__}: {exc!s:.300}"
+        return error_for_status(status, message, provider_message=str(exc)[:500])
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return ProviderTimeoutError(message)
+    if "Connection" in name:
+        return ProviderUnavailableError(message)
+    return None
+
+
+class TinkerSampler(Sampler):
+    """Samples a Tinker checkpoint (``tinker://.../sampler_weights/...``) or a base model.
+
+    Args:
+        model_path: the sampler weights (a path, :class:`SamplerWeights` or a training
+            :class:`Checkpoint`); None samples ``base_model`` itself. A training-state path
+            (``.../weights/...``) is refused with a message saying which path to use.
+        base_model: the base model (needed for the tokenizer when ``model_path`` is None or
+            the checkpoint does not name it).
+        renderer: the chat renderer the student was trained with (default: ``chat_format``
+            with the base model's tokenizer, found offline by :func:`load_tokenizer`).
+        chat_format: the chat format when no renderer is given.
+        tokenizer: a tokenizer source for :func:`load_tokenizer` (default: ``base_model``).
+        service_client: a ``tinker.ServiceClient`` (default: one built from ``base_url`` and
+            ``api_key``).
+        base_url: the Tinker API root (default: ``TINKER_BASE_URL`` or the SDK's default).
+        api_key: the key (default: ``TINKER_API_KEY``).
+        max_concurrency: requests in flight at once.
+        live_samplers: the bound on live samplers this one counts against.
+        start_timeout_s: the limit on creating the sampling client.
+        retry: how rate-limited or failed requests are retried.
+    """
+
+    name = "tinker"
+
+    def __init__(
+        self,
+        model_path: str | SamplerWeights | Checkpoint | None = None,
+        *,
+        base_model: str | None = None,
+        renderer: ChatRenderer | None = None,
+        chat_format: ChatFormat | str = ChatFormat.QWEN3,
+        tokenizer: Any = None,
+        service_client: Any = None,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+        max_concurrency: int = 32,
+        live_samplers: LiveSamplerLimit | None = None,
+        start_timeout_s: float = 300.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency)
+        path, checkpoint_base = _sampler_path(model_path)
+        self.model_path = path
+        self.base_model = base_model or checkpoint_base or None
+        if self.model_path is None and self.base_model is None:
+            raise ConfigurationError("TinkerSampler needs a sampler-weights path or a base_model")
+        self.model = self.model_path or str(self.base_model)
+        self.connection = TinkerConnection(
+            base_model=self.base_model,
+            model_path=self.model_path,
+            renderer=renderer,
+            chat_format=chat_format,
+            tokenizer=tokenizer,
+            service_client=service_client,
+            base_url=base_url,
+            api_key=api_key,
+        )
+        self.chat_format = self.connection.chat_format
+        self.live_samplers = live_samplers or DEFAULT_LIVE_SAMPLERS
+        self.start_timeout_s = start_timeout_s
+        self.retry = retry or RetryPolicy(max_attempts=8, base_delay=2.0)
+        self._client: Any = None
+        self._holding_slot = False
+        self._start_lock: anyio.Lock | None = None
+
+    def describe(self) -> Mapping[str, Any]:
+        """Backend, path, base model and chat format."""
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_model": self.base_model,
+            "chat_format": str(self.renderer_format),
+        }
+
+    @property
+    def renderer_format(self) -> ChatFormat:
+        """The chat format prompts are rendered in."""
+        return self.connection.renderer_format
+
+    async def start(self) -> None:
+        """Take a live-sampler slot, build the renderer and create the sampling client."""
+        if self._start_lock is None:
+            self._start_lock = anyio.Lock()
+        async with self._start_lock:
+            if self._client is not None:
+                return
+            await self.connection.load_renderer()
+            if not self._holding_slot:
+                await self.live_samplers.acquire()
+                self._holding_slot = True
+            try:
+                self._client = await self.connection.create_client(self.start_timeout_s)
+            except TimeoutError:
+                self._release()
+                raise SamplerError(
+                    f"tinker: no sampling client for {self.model} after "
+                    f"{self.start_timeout_s:g}s (is the Tinker service reachable?)",
+                    fatal=True,
+                ) from None
+            except Exception as exc:
+                self._release()
+                error = tinker_error(exc, f"tinker: cannot sample {self.model}")
+                raise SamplerError(
+                    str(error)
+                    if error is not None
+                    else f"tinker: cannot sample {self.model}: {type(exc).__name__}: {exc!s:.300}",
+                    fatal=True,
+                ) from exc
+
+    def _release(self) -> None:
+        if self._holding_slot:
+            self._holding_slot = False
+            self.live_samplers.release()
+
+    def request(self, prompt: Prompt, params: SamplingParams) -> tuple[list[int], Any]:
+        """The prompt tokens and the SDK sampling parameters of one request."""
+        renderer = self.connection.renderer
+        if renderer is None:
+            raise SamplerError("TinkerSampler used before start()")
+        stop: list[int] | list[str]
+        if isinstance(prompt, str):
+            tokens = renderer.tokenizer.encode(prompt)
+            stop = [*params.stop, "<|endoftext|>", "<|im_end|>"]
+        else:
+            generation = renderer.generation_prompt(prompt)
+            tokens = list(generation.tokens)
+            stop = chat_stop(params, generation)
+        return tokens, tinker_sampling_params(params, stop)
+
+    async def _sample(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        import tinker
+
+        if self._client is None:
+            await self.start()
+        tokens, sampling = self.request(prompt, params)
+        model_input = tinker.types.ModelInput.from_ints(tokens)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await resolve_future(
+                    self._client.sample(prompt=model_input, num_samples=1, sampling_params=sampling)
+                )
+                break
+            except Exception as exc:
+                error = tinker_error(exc, f"tinker sample {self.model}")
+                if error is None:
+                    raise SamplerError(
+                        f"tinker sample {self.model}: {type(exc).__name__}: {exc!s:.300}"
+                    ) from exc
+                if not self.retry.should_retry(error, attempt):
+                    raise SamplerError(
+                        f"{error} (after {attempt} attempt(s))", fatal=error.fatal
+                    ) from exc
+                await anyio.sleep(self.retry.delay(attempt, error.retry_after, random.Random()))
+        return self.parse(prompt, params, response, len(tokens))
+
+    def parse(
+        self, prompt: Prompt, params: SamplingParams, response: Any, prompt_tokens: int
+    ) -> Completion:
+        """Turn an SDK sample response into a :class:`Completion`."""
+        renderer = self.connection.renderer
+        assert renderer is not None
+        sequences = getattr(response, "sequences", None)
+        if not sequences:
+            raise SamplerError(f"tinker sample {self.model}: the response holds no sequence")
+        sequence = sequences[0]
+        out = [int(t) for t in sequence.tokens]
+        finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
+        if isinstance(prompt, str):
+            text = renderer.tokenizer.decode(out, skip_special_tokens=True)
+        else:
+            text = renderer.parse_response(out).content
+        text, cut = _cut_at_stop(text, params.stop)
+        if cut:
+            finish = FinishReason.STOP
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(out),
+        )
+
+    async def aclose(self) -> None:
+        """Drop the sampling client, free the live-sampler slot, and close the session this
+        sampler opened (idempotent).
+        """
+        self._client = None
+        self._release()
+        await self.connection.aclose()
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to its first stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,145 @@
+"""Prompt templates: how a problem becomes the chat messages sent to a teacher.
+
+The same templates are used by the evaluator and the trainer, so a student is evaluated with the
+prompt it was trained on. Templates are attrs records; override them per task with
+:meth:`PromptSet.with_template` or by building your own :class:`PromptTemplate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from tracedistill.errors import ConfigurationError
+from tracedistill.records import Message, Problem, TaskKind
+
+__all__ = [
+    "CODE_PROMPT",
+    "DEFAULT_PROMPTS",
+    "MATH_PROMPT",
+    "PromptSet",
+    "PromptTemplate",
+]
+
+#: Placeholders a template may use; each is replaced literally (no other brace is special, so
+#: ``\boxed{}`` needs no escaping).
+PLACEHOLDERS = ("{prompt}", "{entry_point}", "{source}", "{id}")
+
+
+def _check_user(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:
+    if "{prompt}" not in value:
+        raise ConfigurationError(
+            f"a prompt template's user text must contain the placeholder {{prompt}}; "
+            f"got {value!r:.120}"
+        )
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class PromptTemplate:
+    """A chat prompt for one kind of task.
+
+    Args:
+        user: the user message; ``{prompt}`` is replaced by the problem text. ``{entry_point}``
+            (a code problem's function name, or empty), ``{source}`` and ``{id}`` may be used too.
+        system: an optional system message (same placeholders).
+        name: a short label, stored nowhere but useful in logs.
+    """
+
+    user: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_user])
+    system: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str))
+    )
+    name: str = "custom"
+
+    def render(self, problem: Problem) -> tuple[Message, ...]:
+        """Return the messages for ``problem``."""
+        values = _values(problem)
+        messages: list[Message] = []
+        if self.system:
+            messages.append(Message("system", _fill(self.system, values)))
+        messages.append(Message("user", _fill(self.user, values)))
+        return tuple(messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {"user": self.user, "system": self.system, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptTemplate:
+        """Build from :meth:`to_dict`'s output."""
+        return cls(user=data["user"], system=data.get("system"), name=data.get("name", "custom"))
+
+
+def _values(problem: Problem) -> dict[str, str]:
+    entry = ""
+    if problem.tests is not None and problem.tests.function is not None:
+        entry = problem.tests.function.entry_point
+    return {
+        "{prompt}": problem.prompt,
+        "{entry_point}": entry,
+        "{source}": problem.source,
+        "{id}": problem.id,
+    }
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    # One pass over the placeholders, so a problem text that itself contains "{id}" is kept as is.
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        j = text.find("{", i)
+        if j < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:j])
+        for name, value in values.items():
+            if text.startswith(name, j):
+                out.append(value)
+                i = j + len(name)
+                break
+        else:
+            out.append("{")
+            i = j + 1
+    return "".join(out)
+
+
+MATH_PROMPT = PromptTemplate(
+    name="math-boxed",
+    user=("{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}."),
+)
+
+CODE_PROMPT = PromptTemplate(
+    name="code-python",
+    user=(
+        "{prompt}\n\nWrite a complete, self-contained Python 3 solution. Think the problem "
+        "through first, then give your final solution in a single ```python code block."
+    ),
+)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class PromptSet:
+    """One template per task kind: what a teacher (or a sampler) sends for each problem."""
+
+    math: PromptTemplate = MATH_PROMPT
+    code: PromptTemplate = CODE_PROMPT
+
+    def for_kind(self, kind: TaskKind | str) -> PromptTemplate:
+        """Return the template of a task kind."""
+        return self.math if TaskKind(kind) is TaskKind.MATH else self.code
+
+    def render(self, problem: Problem) -> tuple[Message, ...]:
+        """Return the messages for ``problem`` with its kind's template."""
+        return self.for_kind(problem.kind).render(problem)
+
+    def with_template(self, kind: TaskKind | str, template: PromptTemplate | str) -> PromptSet:
+        """Return a copy with ``kind``'s template replaced (a string is the user text)."""
+        if isinstance(template, str):
+            template = PromptTemplate(user=template)
+        return attrs.evolve(self, **{str(TaskKind(kind)): template})
+
+
+#: The templates used when none is given.
+DEFAULT_PROMPTS = PromptSet()

@@ -1,0 +1,97 @@
+"""Chat messages, sampling parameters and the request key of one sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self, cast
+
+import attrs
+
+from tracedistill.errors import RecordError
+from tracedistill.records.base import (
+    _build,
+    _frozen_mapping,
+    _non_negative,
+    _to_tuple,
+    content_hash,
+)
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One chat message."""
+
+    role: str = attrs.field(validator=attrs.validators.in_(("system", "user", "assistant")))
+    content: str = attrs.field(validator=attrs.validators.instance_of(str))
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the OpenAI-style ``{"role", "content"}`` dict."""
+        return {"role": self.role, "content": self.content}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from a ``{"role", "content"}`` dict."""
+        try:
+            return cls(role=data["role"], content=data["content"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"Message: {exc!r} in {dict(data)!r:.200}") from exc
+
+
+def _messages(value: Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+    return tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in _to_tuple(value))
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class SamplingParams:
+    """How a model is sampled. ``temperature=0`` means greedy."""
+
+    max_tokens: int = attrs.field(
+        validator=[attrs.validators.instance_of(int), attrs.validators.gt(0)]
+    )
+    temperature: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
+    top_p: float = attrs.field(
+        default=1.0, converter=float, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)]
+    )
+    top_k: int | None = attrs.field(default=None)
+    seed: int | None = attrs.field(default=None)
+    stop: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    #: Backend-specific request fields (e.g. OpenRouter's ``reasoning``), part of the request key.
+    extra: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from :meth:`to_dict`'s output."""
+        return cast(Self, _build(cls, data))
+
+
+def request_key(
+    model: str,
+    messages: Sequence[Message],
+    params: SamplingParams | None,
+    sample_index: int = 0,
+) -> str:
+    """Return the key that identifies one paid request: same inputs, same key, bought once.
+
+    The key hashes the model, the messages, the sampling parameters and the sample index, so
+    asking for a second sample of the same prompt gets a new key while a rerun does not.
+    """
+    return content_hash(
+        {
+            "model": model,
+            "messages": [m.to_dict() for m in messages],
+            "params": None if params is None else params.to_dict(),
+            "sample": sample_index,
+        }
+    )

@@ -1,0 +1,263 @@
+"""Traces: one teacher answer with its reasoning, usage and cost."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any, Self, cast
+
+import attrs
+
+from tracedistill.records.base import (
+    SCHEMA_VERSION,
+    FinishReason,
+    ReasoningKind,
+    _build,
+    _frozen_mapping,
+    _non_negative,
+    _parse_time,
+    utcnow,
+)
+from tracedistill.records.messages import Message, SamplingParams, _messages, request_key
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class TokenUsage:
+    """Tokens billed for one response, as the provider counted them."""
+
+    prompt_tokens: int = attrs.field(default=0, validator=_non_negative)
+    completion_tokens: int = attrs.field(default=0, validator=_non_negative)
+    reasoning_tokens: int = attrs.field(default=0, validator=_non_negative)
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens (reasoning tokens are part of the completion)."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        """Return a JSON-compatible dict."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+def _usage(value: TokenUsage | Mapping[str, int]) -> TokenUsage:
+    return value if isinstance(value, TokenUsage) else TokenUsage(**value)
+
+
+def _sampling_params(value: SamplingParams | Mapping[str, Any] | None) -> SamplingParams | None:
+    if value is None or isinstance(value, SamplingParams):
+        return value
+    return SamplingParams.from_dict(value)
+
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Trace:
+    """One teacher response to one problem, normalized to reasoning plus answer.
+
+    A trace whose ``finish_reason`` is :attr:`FinishReason.ERROR` records a request that
+    produced no usable response (``error`` says why); it is kept so the spend and the failure
+    are not forgotten, and a later successful response for the same key supersedes it.
+    """
+
+    problem_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    teacher: str = attrs.field(validator=attrs.validators.min_len(1))
+    model: str = attrs.field(validator=attrs.validators.min_len(1))
+    prompt: tuple[Message, ...] = attrs.field(converter=_messages)
+    reasoning: str = ""
+    answer: str = ""
+    reasoning_kind: ReasoningKind = attrs.field(default=ReasoningKind.RAW, converter=ReasoningKind)
+    finish_reason: FinishReason = attrs.field(default=FinishReason.STOP, converter=FinishReason)
+    usage: TokenUsage = attrs.field(factory=TokenUsage, converter=_usage)
+    cost_usd: float | None = attrs.field(default=None, validator=_non_negative)
+    #: True when ``cost_usd`` was computed from configured prices, False when the provider said.
+    cost_estimated: bool = False
+    latency_s: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    attempts: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    sample_index: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    params: SamplingParams | None = attrs.field(default=None, converter=_sampling_params)
+    error: str | None = None
+    created_at: _dt.datetime = attrs.field(factory=utcnow, converter=_parse_time)
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    key: str = attrs.field(validator=attrs.validators.min_len(1))
+
+    @key.default
+    def _default_key(self) -> str:
+        return request_key(self.model, self.prompt, self.params, self.sample_index)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.prompt:
+            raise ValueError("a trace needs the prompt messages it answered")
+        if self.finish_reason is FinishReason.ERROR and not self.error:
+            raise ValueError("a trace with finish_reason 'error' needs an error message")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the request produced a response (possibly truncated)."""
+        return self.finish_reason is not FinishReason.ERROR
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the response stopped at ``max_tokens``."""
+        return self.finish_reason is FinishReason.LENGTH
+
+    @property
+    def completion(self) -> str:
+        r"""The assistant turn as the student is trained on it.
+
+        ``<think>\n{reasoning}\n</think>\n\n{answer}``, or the bare answer when there is no
+        reasoning.
+        """
+        if not self.reasoning:
+            return self.answer
+        return f"{THINK_OPEN}\n{self.reasoning}\n{THINK_CLOSE}\n\n{self.answer}"
+
+    def messages(self) -> tuple[Message, ...]:
+        """The training view: the prompt messages followed by the assistant turn."""
+        return (*self.prompt, Message("assistant", self.completion))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict."""
+        # The first four fields are a fixed header that stores index without a full parse.
+        return {
+            "schema": SCHEMA_VERSION,
+            "key": self.key,
+            "finish_reason": str(self.finish_reason),
+            "cost_usd": self.cost_usd,
+            "problem_id": self.problem_id,
+            "teacher": self.teacher,
+            "model": self.model,
+            "sample_index": self.sample_index,
+            "prompt": [m.to_dict() for m in self.prompt],
+            "params": None if self.params is None else self.params.to_dict(),
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "reasoning_kind": str(self.reasoning_kind),
+            "usage": self.usage.to_dict(),
+            "cost_estimated": self.cost_estimated,
+            "latency_s": self.latency_s,
+            "attempts": self.attempts,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from :meth:`to_dict`'s output."""
+        return cast(Self, _build(cls, data))
+
+
+_SLOT_SETTERS: dict[type, tuple[Any, ...]] = {}
+_REASONING_KINDS = {str(k): k for k in ReasoningKind}
+_FINISH_REASONS = {str(k): k for k in FinishReason}
+
+
+def _trusted(cls: type[Any], *values: Any) -> Any:
+    # Bypasses converters and validators: only for records this library wrote itself. Slot
+    # descriptors set the (frozen) attributes directly, in field order, as attrs' __init__ does.
+    setters = _SLOT_SETTERS.get(cls)
+    if setters is None:
+        setters = _SLOT_SETTERS[cls] = tuple(
+            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
+        )
+    inst = object.__new__(cls)
+    for setter, value in zip(setters, values, strict=True):
+        setter(inst, value)
+    return inst
+
+
+def _setters(cls: type[Any]) -> tuple[Any, ...]:
+    setters = _SLOT_SETTERS.get(cls)
+    if setters is None:
+        setters = _SLOT_SETTERS[cls] = tuple(
+            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
+        )
+    return setters
+
+
+def trace_from_stored(data: dict[str, Any]) -> Trace:
+    """Rebuild a Trace from a dict that :meth:`Trace.to_dict` wrote, without re-validating.
+
+    Reading a large store is dominated by validation that already ran when each trace was
+    written; this skips it. Raises KeyError/TypeError/ValueError on a structurally wrong dict.
+    """
+    if data.get("schema") != SCHEMA_VERSION:
+        return Trace.from_dict(data)
+    new = object.__new__
+    set_role, set_content = _setters(Message)
+    prompt = []
+    for m in data["prompt"]:
+        msg = new(Message)
+        set_role(msg, m["role"])
+        set_content(msg, m["content"])
+        prompt.append(msg)
+    u = data["usage"]
+    usage = new(TokenUsage)
+    for setter, value in zip(
+        _setters(TokenUsage),
+        (u["prompt_tokens"], u["completion_tokens"], u["reasoning_tokens"]),
+        strict=True,
+    ):
+        setter(usage, value)
+    p = data["params"]
+    params = None
+    if p is not None:
+        params = _trusted(
+            SamplingParams,
+            p["max_tokens"],
+            float(p["temperature"]),
+            float(p["top_p"]),
+            p["top_k"],
+            p["seed"],
+            tuple(p["stop"]),
+            p["extra"],
+        )
+    # Positional, in Trace's field order (problem_id ... key). Enum lookups by value map: the
+    # same members as calling the enum, without its slow __call__.
+    return cast(
+        Trace,
+        _trusted(
+            Trace,
+            data["problem_id"],
+            data["teacher"],
+            data["model"],
+            tuple(prompt),
+            data["reasoning"],
+            data["answer"],
+            _REASONING_KINDS[data["reasoning_kind"]],
+            _FINISH_REASONS[data["finish_reason"]],
+            usage,
+            data["cost_usd"],
+            data["cost_estimated"],
+            float(data["latency_s"]),
+            data["attempts"],
+            data["sample_index"],
+            params,
+            data["error"],
+            _dt.datetime.fromisoformat(data["created_at"]),
+            data["metadata"],
+            data["key"],
+        ),
+    )
+
+
+def split_completion(text: str) -> tuple[str, str]:
+    """Split an assistant turn into ``(reasoning, answer)`` at its ``<think>`` block.
+
+    Text without a closed think block is all answer (an unclosed block is all reasoning).
+    """
+    stripped = text.lstrip()
+    if not stripped.startswith(THINK_OPEN):
+        return "", text
+    body = stripped[len(THINK_OPEN) :]
+    head, sep, tail = body.partition(THINK_CLOSE)
+    if not sep:
+        return body.strip("\n"), ""
+    return head.strip("\n"), tail.lstrip("\n")
