@@ -6,7 +6,8 @@
 - no private name (``_x``) is imported from another folder;
 - no hidden edge: no ``importlib.import_module("tracedistill...")``;
 - no import cycle between modules (imports inside functions count too: they are edges a reader
-  has to know about even when they break a cycle at run time).
+  has to know about even when they break a cycle at run time; imports under
+  ``if TYPE_CHECKING:`` never run and do not count for cycles, only for the floor rules).
 """
 
 from __future__ import annotations
@@ -29,24 +30,6 @@ UPPER = frozenset(
     {"teachers", "evaluation", "training", "problems", "verifiers", "experiment", "report", "demo"}
 )
 
-#: Known edges other work removes; each is expected to fail its rule until then.
-KNOWN = {
-    ("tracedistill.problems.math", "tracedistill.verifiers.math"): (
-        "problems/math.py reaches verifiers.math through importlib (removed on another branch)"
-    ),
-    ("tracedistill.evaluation.benchmarks", "tracedistill.problems._io"): (
-        "evaluation/benchmarks.py uses problems._io privates (made public on another branch)"
-    ),
-    ("tracedistill.training.base", "tracedistill.training.data"): (
-        "training/base.py and training/data.py import each other (the Trainer redesign, #15 "
-        "item 2, removes the cycle)"
-    ),
-    ("tracedistill._plots", "tracedistill.report"): (
-        "_plots.py imports report.py for types (TYPE_CHECKING) and report.py imports _plots.py "
-        "(the report split on another branch)"
-    ),
-}
-
 
 @attrs.frozen
 class Edge:
@@ -57,6 +40,7 @@ class Edge:
     names: tuple[str, ...]
     line: int
     hidden: bool = False  # through importlib
+    type_only: bool = False  # under `if TYPE_CHECKING:`
 
     def __str__(self) -> str:
         how = "importlib" if self.hidden else "import"
@@ -82,9 +66,28 @@ def _resolve(base: str, name: str) -> str:
     return f"{base}.{name}" if f"{base}.{name}" in MODULES else base
 
 
+def _type_only_lines(tree: ast.AST) -> set[int]:
+    """The line numbers of imports under ``if TYPE_CHECKING:``."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", "")
+        if name == "TYPE_CHECKING":
+            for inner in node.body:  # type: ignore[attr-defined]
+                lines.update(n.lineno for n in ast.walk(inner) if hasattr(n, "lineno"))
+    return lines
+
+
 def _edges_of(module: str, path: Path) -> Iterator[Edge]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = _type_only_lines(tree)
+    for edge in _all_edges_of(module, path, tree):
+        yield attrs.evolve(edge, type_only=edge.line in type_only)
+
+
+def _all_edges_of(module: str, path: Path, tree: ast.AST) -> Iterator[Edge]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -166,7 +169,7 @@ def _cycles() -> list[list[str]]:
     """Every strongly connected group of modules with more than one member (Tarjan)."""
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for edge in EDGES:
-        if edge.target in graph and edge.target != edge.importer:
+        if edge.target in graph and edge.target != edge.importer and not edge.type_only:
             graph[edge.importer].add(edge.target)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -201,10 +204,6 @@ def _cycles() -> list[list[str]]:
     return groups
 
 
-def _is_known(edge: Edge) -> bool:
-    return (edge.importer, edge.target) in KNOWN
-
-
 def test_the_source_is_read() -> None:
     # A rule over no edges passes vacuously: make sure the walk sees the package.
     assert "tracedistill.clients.base" in MODULES
@@ -214,22 +213,13 @@ def test_the_source_is_read() -> None:
 
 @pytest.mark.parametrize("rule", ["sibling", "upward", "private", "hidden"])
 def test_imports_point_down(rule: str) -> None:
-    bad = [str(e) for e in _violations()[rule] if not _is_known(e)]
+    bad = [str(e) for e in _violations()[rule]]
     assert not bad, f"{rule} imports:\n" + "\n".join(bad)
 
 
 def test_no_import_cycle() -> None:
-    known = {frozenset(pair) for pair in KNOWN}
-    cycles = [c for c in _cycles() if frozenset(c) not in known]
+    cycles = _cycles()
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
-
-
-@pytest.mark.parametrize("pair", sorted(KNOWN), ids=lambda p: f"{p[0]}->{p[1]}")
-def test_known_edges_are_gone(pair: tuple[str, str]) -> None:
-    present = [e for e in EDGES if (e.importer, e.target) == pair]
-    if present:
-        pytest.xfail(KNOWN[pair])
-    assert not present
 
 
 def test_the_rules_catch_what_they_name() -> None:

@@ -8,13 +8,13 @@ from typing import Any
 
 import attrs
 
-from tracedistill.errors import ConfigurationError
 from tracedistill.clients.base import Sampler
+from tracedistill.clients.ratelimit import RateLimits
+from tracedistill.errors import ConfigurationError
 from tracedistill.experiment.select import Filters
 from tracedistill.problems.base import ProblemSource
 from tracedistill.records import Problem, TaskKind
 from tracedistill.teachers.base import Teacher
-from tracedistill.clients.ratelimit import RateLimits
 from tracedistill.training.base import TrainConfig
 
 __all__ = ["STAGES", "Generation", "Run", "SamplerFactory"]

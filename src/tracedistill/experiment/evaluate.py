@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 
-from tracedistill.errors import ConfigurationError
 from tracedistill.clients.base import Sampler
+from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator
 from tracedistill.experiment.config import Run, SamplerFactory
