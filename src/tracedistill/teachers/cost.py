@@ -128,6 +128,10 @@ class Budget:
             event = self._changed
             await event.wait()
 
+    def charge(self, actual_usd: float) -> None:
+        """Count spend that had no reservation (results of a batch submitted by an earlier run)."""
+        self.spent_usd += actual_usd
+
     def settle(self, reservation: Reservation, actual_usd: float | None) -> None:
         """Replace a reservation with what the request really cost (None: nothing known)."""
         if reservation.settled:
