@@ -11,7 +11,6 @@ class, rate limiting, timing and costing, and turning the outcome into a
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -317,10 +316,13 @@ class Teacher(abc.ABC):
             return completion
 
     async def _timed(self, request: TeacherRequest, observe: Observer | None) -> Completion:
-        scope = anyio.fail_after(self.timeout) if self.timeout else contextlib.nullcontext()
         try:
-            with scope:
+            if not self.timeout:
                 return await self.complete(request, observe=observe)
+            # A bare cancel scope with a deadline: what fail_after does, at less cost per call.
+            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):
+                return await self.complete(request, observe=observe)
+            raise TimeoutError  # the deadline passed: the scope swallowed its cancellation
         except TimeoutError:
             raise ProviderTimeoutError(
                 f"{self.name}: no complete response within {self.timeout:g}s"

@@ -143,5 +143,7 @@ class Budget:
             self.spent_usd += actual_usd
             if self.max_seen_usd is None or actual_usd > self.max_seen_usd:
                 self.max_seen_usd = actual_usd
+        if self.limit_usd is None and not self._closed.is_set():
+            return  # without a cap nobody waits for room (a new Event per request is costly)
         event, self._changed = self._changed, anyio.Event()
         event.set()
