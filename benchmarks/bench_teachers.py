@@ -421,6 +421,46 @@ class Scenario:
     concurrency: int = 64
     timeout: float = 30.0
     baseline: bool = False  # also run without faults: the ratio is to that rate
+    # the simulator in its own process, so that its CPU does not share the client's GIL
+    own_process: bool = False
+
+
+def _serve_in_child(anthropic: bool, options: dict[str, Any], conn: Any) -> None:
+    import asyncio
+
+    from tests.servers.provider import AnthropicProvider, OpenAIProvider
+
+    server = (AnthropicProvider if anthropic else OpenAIProvider)(**options)
+    asyncio.run(server.serve(conn.send))
+
+
+class _ChildServer:
+    """The provider simulator in a spawned process; ``stats`` is read over ``GET /_stats``."""
+
+    def __init__(self, anthropic: bool, options: dict[str, Any]) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=_serve_in_child, args=(anthropic, options, child), daemon=True
+        )
+        self.proc.start()
+        if not parent.poll(60):
+            raise RuntimeError("simulator process did not start")
+        self.url = f"http://127.0.0.1:{parent.recv()}"
+        self.stats: Any = None
+
+    def start(self) -> None:
+        """Already serving."""
+
+    def stop(self) -> None:
+        import types
+
+        data = httpx.get(self.url + "/_stats", timeout=60).json()
+        self.stats = types.SimpleNamespace(**data)
+        self.proc.terminate()
+        self.proc.join(10)
 
 
 def matrix(quick: bool) -> list[Scenario]:
@@ -490,6 +530,17 @@ def matrix(quick: bool) -> list[Scenario]:
             concurrency=256,
         ),
         Scenario(
+            name="faults-told-own-process",
+            doc="same, the simulator in its own process (its CPU off the client's GIL)",
+            limits=(Limit("requests", 600 * scale, w5, "sliding"),),
+            told=RateLimits(requests_per_minute=600 / 5.0 * 60),
+            provider={**faults, **bare},
+            pool=int(2000 * (1.0 if not quick else 0.5)),
+            latency=0.05,
+            concurrency=256,
+            own_process=True,
+        ),
+        Scenario(
             name="overload-529",
             doc="no rate limit, 3% random 529 (ratio to the fault-free rate)",
             provider={"overload_rate": 0.03},
@@ -553,7 +604,12 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
     options = dict(scenario.provider) if faults else {}
     if not faults:
         options = {k: v for k, v in scenario.provider.items() if k in ("retry_after",)}
-    server = cls(limits=scenario.limits, latency=scenario.latency, seed=1, **options)
+    server: Any
+    if scenario.own_process:
+        kwargs = {"limits": scenario.limits, "latency": scenario.latency, "seed": 1, **options}
+        server = _ChildServer(scenario.anthropic, kwargs)
+    else:
+        server = cls(limits=scenario.limits, latency=scenario.latency, seed=1, **options)
     server.start()
     try:
         if scenario.anthropic:
@@ -575,7 +631,7 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         count = scenario.pool or 1_000_000
         limiter = RateLimiter(scenario.told, max_concurrency=scenario.concurrency)
         with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
-            t0 = time.monotonic()
+            t0, cpu0, own0 = time.monotonic(), time.process_time(), time.thread_time()
             with anyio.move_on_after(scenario.seconds if scenario.pool is None else 600):
                 pool = problems(count, f"{scenario.name}{faults}")
                 if "limiter" in inspect.signature(generate).parameters:
@@ -585,6 +641,11 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
                         t, pool, store, concurrency=scenario.concurrency, limits=scenario.told
                     )
             elapsed = time.monotonic() - t0
+            # CPU seconds per second of wall time: the whole process (the client, its worker
+            # threads and the simulator's thread, all under one GIL) and the event loop's
+            # thread alone (engine, client and store).
+            process_cpu = (time.process_time() - cpu0) / elapsed
+            loop_cpu = (time.thread_time() - own0) / elapsed
             stored = len(store)
         await t.aclose()
     finally:
@@ -593,6 +654,12 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
     answers = sorted(stats.answer_times)
     span = (answers[-1] - stats.arrivals[0]) if answers else elapsed
     gaps = [b - a for a, b in itertools.pairwise(answers)]
+    # The bulk of the run (up to the 95th-percentile answer): the tail is the few requests that
+    # failed several times in a row and wait out their back-off one after another.
+    t95 = answers[int(0.95 * (len(answers) - 1))] if answers else 0.0
+    bulk_sent = sum(1 for t in stats.arrivals if t <= t95)
+    bulk_sent -= sum(1 for t in stats.throttle_times if t <= t95)  # admitted, not refused
+    bulk_span = t95 - stats.arrivals[0] if answers else 0.0
     limit = _limit_rate(scenario)
     state = limiter.state() if hasattr(limiter, "state") else None  # None: older tracedistill
     return {
@@ -604,6 +671,10 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         "sent_of_limit": (
             (stats.requests - stats.throttled) / span / limit if limit and span > 0 else math.nan
         ),
+        "bulk_sent_of_limit": (
+            bulk_sent / bulk_span / limit if limit and bulk_span > 0 else math.nan
+        ),
+        "tail_s": (answers[-1] - t95) if answers else math.nan,
         "share_429": stats.throttled / max(1, stats.requests),
         "n_429": float(stats.throttled),
         "longest_gap_s": max(gaps, default=0.0),
@@ -613,6 +684,9 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         "paused_s": state.paused_s if state else math.nan,
         "cuts": float(state.cuts) if state else math.nan,
         "min_allowed_rpm": (state.request_rate_min if state else None) or math.nan,
+        "process_cpu": process_cpu,
+        "loop_cpu": loop_cpu,
+        "attempts_per_answer": stats.requests / max(1, stats.answered),
     }
 
 
@@ -653,6 +727,13 @@ async def run_matrix(quick: bool, reps: int, only: list[str] | None) -> None:
         if scenario.pool:
             figures.insert(0, ("answered", "answered"))
             figures.insert(2, ("admitted/limit", "sent_of_limit"))
+            figures.insert(3, ("admitted/limit to the 95th-pct answer", "bulk_sent_of_limit"))
+            figures.insert(4, ("last 5% of answers took s", "tail_s"))
+            figures += [
+                ("attempts/answer", "attempts_per_answer"),
+                ("process CPU s/s", "process_cpu"),
+                ("loop thread CPU s/s", "loop_cpu"),
+            ]
         print(
             "    " + "; ".join(f"{label} {_spread([r[k] for r in runs])}" for label, k in figures)
         )

@@ -15,8 +15,8 @@ from tracedistill.evaluation import (
     mbpp_plus,
 )
 from tracedistill.evaluation.benchmarks import MATH500_LOCAL_SHA256, MBPP_PLUS_LOCAL_SHA256
+from tracedistill.prompts import CODE_PROMPT, MATH_PROMPT
 from tracedistill.records import Message, Problem, TaskKind
-from tracedistill.teachers.prompts import CODE_PROMPT, MATH_PROMPT
 
 
 def test_math500_local(math500_path: Path) -> None:

@@ -194,6 +194,7 @@ class Stats:
             "status": {str(k): v for k, v in self.status.items()},
             "answer_times": self.answer_times,
             "throttle_times": self.throttle_times,
+            "arrivals": self.arrivals,
         }
 
 

@@ -17,7 +17,9 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
   (``1s``, ``6m0s``, ``20ms``); Anthropic ``anthropic-ratelimit-{requests,input-tokens,
   output-tokens,tokens}-{limit,remaining,reset}`` with RFC 3339 resets; OpenRouter
   ``X-RateLimit-{Limit,Remaining,Reset}`` with the reset in epoch milliseconds (also copied into
-  the 429 body's ``error.metadata.headers``, as OpenRouter does);
+  the 429 body's ``error.metadata.headers``, as OpenRouter does; ``header_style=
+  "openrouter-upstream"`` sends them only there, as for a limit of the provider behind
+  OpenRouter);
 - 429s not tied to this client's load (shared upstream capacity), 529/503 overloads at random
   or in bursts, stalls (a request accepted and never answered), bodies cut off mid-way, plus the
   base server's faults (5xx, resets, malformed JSON, 200-with-error bodies, truncations).
@@ -230,10 +232,12 @@ class _ProviderMixin:
                 )
         headers.update(self.rate_headers_now(now))
         body = self.error_body(429, f"Rate limit exceeded ({reason})")  # type: ignore[attr-defined]
-        if self.header_style == "openrouter":
-            body["error"].setdefault("metadata", {})["headers"] = {
-                k: v for k, v in headers.items() if k.startswith("X-RateLimit")
-            }
+        if self.header_style in ("openrouter", "openrouter-upstream"):
+            # OpenRouter passes the limiting provider's headers on inside the error body
+            # ({"error": {"code": 429, "metadata": {"headers": {"X-RateLimit-Limit": "50",
+            # ...}}}}); for an upstream limit they are not HTTP headers of the response at all.
+            body["error"]["code"] = 429
+            body["error"].setdefault("metadata", {})["headers"] = self._openrouter_headers(now)
         return 429, body, headers
 
     def _next_fault(self, prompt: str) -> Fault | None:
@@ -292,17 +296,25 @@ class _ProviderMixin:
                 )
                 headers["anthropic-ratelimit-tokens-reset"] = _rfc3339(meter.reset(now))
         elif style == "openrouter":
-            meter = by_dim.get("requests")
-            if meter is not None:
-                headers["X-RateLimit-Limit"] = f"{meter.limit.amount:g}"
-                headers["X-RateLimit-Remaining"] = str(max(0, int(meter.remaining(now))))
-                reset_at = time.time() + meter.reset(now)
-                headers["X-RateLimit-Reset"] = str(int(reset_at * 1000))
+            headers.update(self._openrouter_headers(now))
         return headers
+
+    def _openrouter_headers(self, now: float) -> dict[str, str]:
+        """OpenRouter's ``X-RateLimit-*`` (reset in epoch milliseconds) for the request limit."""
+        meter = next((m for m in self._meters if m.limit.dimension == "requests"), None)
+        if meter is None:
+            return {}
+        reset_at = time.time() + meter.reset(now)
+        return {
+            "X-RateLimit-Limit": f"{meter.limit.amount:g}",
+            "X-RateLimit-Remaining": str(max(0, int(meter.remaining(now)))),
+            "X-RateLimit-Reset": str(int(reset_at * 1000)),
+        }
 
 
 class OpenAIProvider(_ProviderMixin, OpenAIServer):
-    """An OpenAI-compatible provider (``header_style`` ``openai`` or ``openrouter``)."""
+    """An OpenAI-compatible provider (``header_style`` ``openai``, ``openrouter`` or
+    ``openrouter-upstream``)."""
 
     header_style = "openai"
 

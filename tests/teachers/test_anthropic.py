@@ -10,8 +10,8 @@ from tracedistill.errors import (
     InsufficientCreditsError,
     ProviderUnavailableError,
 )
+from tracedistill.prompts import PromptTemplate
 from tracedistill.teachers import AnthropicTeacher, Pricing, RateLimits, generate
-from tracedistill.teachers.prompts import PromptTemplate
 
 from .conftest import FAST_RETRY, KEY, math_problems
 

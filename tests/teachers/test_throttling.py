@@ -19,6 +19,7 @@ import pytest
 from tests.servers.base import Fault
 from tests.servers.provider import AnthropicProvider, Limit, OpenAIProvider
 from tracedistill import JsonlTraceStore, SamplingParams
+from tracedistill.errors import RateLimitError
 from tracedistill.teachers import (
     AnthropicTeacher,
     RateLimiter,
@@ -203,6 +204,39 @@ async def test_http_date_retry_after_fixed_window(store: JsonlTraceStore) -> Non
     assert summary.done == 60 and summary.failed == 0
     assert server.stats.throttled > 0  # the date form was parsed and waited for
     assert summary.limiter is not None and summary.limiter.paused_s > 0
+
+
+async def test_openrouter_limit_headers_inside_the_429_body() -> None:
+    # OpenRouter passes an upstream provider's limit on only inside the 429 body
+    # (error.metadata.headers, reset in epoch ms); no Retry-After, no header on the response.
+    limits = (Limit("requests", 5, 2.0, "fixed"),)
+    seen: list[Any] = []
+    with provider(limits=limits, retry_after=None, header_style="openrouter-upstream") as server:
+        teacher = openai_teacher(server, retry=RetryPolicy(max_attempts=1))
+        requests = [teacher.request(p) for p in math_problems(6, "orb-")]
+        for request in requests[:5]:
+            await teacher.complete(request, observe=seen.append)
+        assert seen == []  # answers carry no rate header in this layout
+        with pytest.raises(RateLimitError):
+            await teacher.complete(requests[5], observe=seen.append)
+        await teacher.aclose()
+    (info,) = seen
+    assert info.key_limit == 5 and info.key_remaining == 0
+    assert info.key_reset is not None and 0 < info.key_reset <= 2.5
+    assert info.exhausted() == [("key", info.key_reset)]
+
+
+async def test_openrouter_body_headers_pause_the_run(store: JsonlTraceStore) -> None:
+    limits = (Limit("requests", 10, 1.0, "fixed"),)
+    with provider(limits=limits, retry_after=None, header_style="openrouter-upstream") as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(40), store, limiter=limiter)
+        await teacher.aclose()
+    assert summary.done == 40 and summary.failed == 0
+    # the used-up limit read from the bodies paused every request until its reset
+    assert limiter.state().paused_s > 0
+    assert server.stats.throttled <= 20  # about a window's worth of concurrency, not a retry storm
 
 
 async def test_anthropic_headers_and_token_limits(

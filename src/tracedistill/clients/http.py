@@ -48,6 +48,7 @@ def default_transport(max_connections: int = 1024) -> httpx.AsyncBaseTransport:
 
 
 _LIMIT_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"retry-after")
+_LIMIT_PREFIXES_TEXT = tuple(prefix.decode() for prefix in _LIMIT_PREFIXES)
 
 
 def _limit_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -57,6 +58,30 @@ def _limit_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
         lowered = key.lower()
         if lowered.startswith(_LIMIT_PREFIXES):
             found[lowered.decode("latin-1")] = value.decode("latin-1")
+    return found
+
+
+def _body_limit_headers(parsed: Any) -> dict[str, str]:
+    """Rate-limit headers inside an error body, lower-cased (else empty).
+
+    OpenRouter passes the limiting provider's headers on as ``error.metadata.headers`` in a 429
+    body (``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` in epoch ms),
+    often without sending them as headers of the response.
+    """
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    metadata = error.get("metadata") if isinstance(error, dict) else None
+    headers = metadata.get("headers") if isinstance(metadata, dict) else None
+    if not isinstance(headers, dict):
+        return {}
+    found: dict[str, str] = {}
+    for key, value in headers.items():
+        if not isinstance(key, str) or isinstance(value, bool):
+            continue
+        if not isinstance(value, str | int | float):
+            continue
+        lowered = key.lower()
+        if lowered.startswith(_LIMIT_PREFIXES_TEXT):
+            found[lowered] = str(value)
     return found
 
 
@@ -251,13 +276,17 @@ class HttpClient:
     def _check_parts(
         self, status: int, limits: dict[str, str], content: bytes, observe: Observer | None
     ) -> None:
+        parsed: Any = None
+        if status >= 400:
+            try:
+                parsed = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                parsed = None
+            # The response's own headers win over the copies an error body carries.
+            limits = {**_body_limit_headers(parsed), **limits}
         if observe is not None and limits:
             observe(parse_rate_headers(limits))
         if status >= 400:
-            try:
-                parsed: Any = orjson.loads(content)
-            except orjson.JSONDecodeError:
-                parsed = None
             text = content.decode("utf-8", "replace")
             provider_message = self._redact(self._error_message(parsed, text))
             raise error_for_status(

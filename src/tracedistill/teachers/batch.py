@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -33,10 +32,15 @@ from tracedistill.errors import (
 from tracedistill.records import Problem, Trace
 from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import BatchStatus, SupportsBatch, Teacher, TeacherRequest
-from tracedistill.teachers.cost import Budget
-from tracedistill.teachers.engine import GenerationSummary, StopReason, _aiter_batches
+from tracedistill.teachers.cost import Reservation
+from tracedistill.teachers.engine import (
+    Generation,
+    GenerationSummary,
+    StopReason,
+    iter_problem_batches,
+)
 
-__all__ = ["BatchState", "generate_batch"]
+__all__ = ["BatchGeneration", "BatchState", "generate_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,181 @@ def _state_path(store: TraceStore, teacher: Teacher, state_path: str | Path | No
     return Path(root) / f"batches-{safe}.jsonl"
 
 
+class BatchGeneration(Generation):
+    """One :func:`generate_batch` call: chunks of requests submitted, watched and collected.
+
+    The arguments are :func:`generate_batch`'s (see there); :meth:`run` does the work once.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        store: TraceStore,
+        *,
+        n: int = 1,
+        batch_size: int = 5000,
+        poll_interval: float = 30.0,
+        budget_usd: float | None = None,
+        state_path: str | Path | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        if not isinstance(teacher, SupportsBatch):
+            raise ConfigurationError(
+                f"{teacher.name!r} ({type(teacher).__name__}) has no batch API"
+            )
+        if n < 1 or batch_size < 1 or poll_interval <= 0:
+            raise ConfigurationError("n and batch_size must be >= 1 and poll_interval > 0")
+        if budget_usd is not None and teacher.pricing is None:
+            raise ConfigurationError(
+                "budget_usd with a batch API needs the teacher's pricing= (batch results carry "
+                "no cost)"
+            )
+        super().__init__(teacher, store, n=n, budget_usd=budget_usd)
+        self.batcher = cast(SupportsBatch, teacher)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.capped = budget_usd is not None
+        self.state_file = _state_path(store, teacher, state_path)
+        self.state: BatchState | None = None
+        self.bar = Progress(None, f"batch {teacher.name}", unit="req", enabled=progress)
+        self.reservations: dict[str, Reservation] = {}
+
+    async def run(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> GenerationSummary:
+        """Submit every request still needed, wait for every batch and store its results."""
+        self.state = state = await anyio.to_thread.run_sync(BatchState, self.state_file)
+        try:
+            async with anyio.create_task_group() as tg:
+                for batch_id in list(state.pending):
+                    logger.info("resuming batch %s", batch_id)
+                    tg.start_soon(self._watch, batch_id)
+                await self._submit_pool(problems, state.pending_keys(), tg)
+        finally:
+            self.bar.close()
+        self.attempts = self.done + self.failed
+        return self.summary()
+
+    async def _submit_pool(
+        self,
+        problems: Iterable[Problem] | AsyncIterable[Problem],
+        pending: set[str],
+        tg: TaskGroup,
+    ) -> None:
+        chunk: list[TeacherRequest] = []
+        async for problems_batch in iter_problem_batches(problems):
+            await self.add_problems(problems_batch)
+            for problem in problems_batch:
+                for index in range(self.n):
+                    request = self.teacher.request(problem, index)
+                    if self.store.has(request.key) or request.key in pending:
+                        self.skipped += 1
+                        continue
+                    pending.add(request.key)
+                    chunk.append(request)
+                    if len(chunk) >= self.batch_size:
+                        await self._submit(chunk, tg)
+                        chunk = []
+            if self.stopped:
+                return
+        if chunk:
+            await self._submit(chunk, tg)
+
+    async def _submit(self, chunk: list[TeacherRequest], tg: TaskGroup) -> None:
+        """Submit a chunk, halving it while its worst case does not fit the budget."""
+        teacher, batcher = self.teacher, self.batcher
+        worst = [teacher.worst_case_cost(r) for r in chunk]
+        while chunk:
+            total = sum(w or 0.0 for w in worst[: len(chunk)]) * batcher.batch_discount
+            try:
+                reservation = await self.budget.reserve(total if self.capped else None)
+            except BudgetExceededError as exc:
+                if len(chunk) == 1:
+                    if self.stopped is None:
+                        self.stopped, self.error = StopReason.BUDGET, exc
+                    return
+                rest = chunk[len(chunk) // 2 :]
+                chunk = chunk[: len(chunk) // 2]
+                await self._submit(chunk, tg)
+                chunk, worst = rest, [teacher.worst_case_cost(r) for r in rest]
+                continue
+            batch_id = await _retrying(teacher, batcher.submit_batch, chunk)
+            assert self.state is not None
+            await anyio.to_thread.run_sync(self.state.submitted, batch_id, chunk)
+            self.reservations[batch_id] = reservation
+            self.requested += len(chunk)
+            logger.info("submitted batch %s (%d requests)", batch_id, len(chunk))
+            tg.start_soon(self._watch, batch_id)
+            return
+
+    async def _watch(self, batch_id: str) -> None:
+        while True:
+            status = await _retrying(self.teacher, self.batcher.poll_batch, batch_id)
+            if status.done:
+                await self._collect(status)
+                return
+            await anyio.sleep(self.poll_interval)
+
+    async def _collect(self, status: BatchStatus) -> None:
+        """Store a finished batch's results, settle its reservation, mark it finished."""
+        state = self.state
+        assert state is not None
+        entries = state.pending.get(status.id, [])
+        results = dict(await self.batcher.batch_results(status))
+        spent = 0.0
+        for key, problem_id, sample_index in entries:
+            request = self._request_for(status, key, problem_id, sample_index)
+            if request is None:
+                continue
+            outcome = results.get(key)
+            if outcome is None:
+                outcome = ProviderUnavailableError(
+                    f"{self.teacher.name}: batch {status.id} ({status.status}) returned no result"
+                )
+            trace = self._scaled(self.teacher.outcome_trace(request, outcome))
+            with anyio.CancelScope(shield=True):
+                written = await self.store.add_trace(trace)
+            if written:
+                spent += trace.cost_usd or 0.0
+                self.record(trace, attempts=0)
+        reservation = self.reservations.pop(status.id, None)
+        if reservation is not None:
+            self.budget.settle(reservation, spent)
+        else:
+            self.budget.charge(spent)
+        await anyio.to_thread.run_sync(state.finished, status.id)
+        self.bar.advance(
+            len(entries),
+            done=self.done,
+            failed=self.failed,
+            trunc=self.truncated,
+            **{"$": self.spend_usd},
+        )
+
+    def _request_for(
+        self, status: BatchStatus, key: str, problem_id: str, sample_index: int
+    ) -> TeacherRequest | None:
+        """The request a recorded batch entry stands for, or None when it no longer matches."""
+        problem = self.store.problem(problem_id)
+        if problem is None:
+            logger.warning("batch %s: problem %s is not in the store", status.id, problem_id)
+            return None
+        request = self.teacher.request(problem, sample_index)
+        if request.key != key:
+            logger.warning(
+                "batch %s: request %s no longer matches the teacher's prompt or parameters; "
+                "its result is ignored",
+                status.id,
+                key,
+            )
+            return None
+        return request
+
+    def _scaled(self, trace: Trace) -> Trace:
+        """A trace costed at list prices, at the batch discount."""
+        if trace.cost_usd is None or not trace.cost_estimated:
+            return trace
+        return attrs.evolve(trace, cost_usd=trace.cost_usd * self.batcher.batch_discount)
+
+
 async def generate_batch(
     teacher: Teacher,
     problems: Iterable[Problem] | AsyncIterable[Problem],
@@ -131,168 +310,17 @@ async def generate_batch(
     Returns:
         A :class:`GenerationSummary` once every batch is finished and stored.
     """
-    if not isinstance(teacher, SupportsBatch):
-        raise ConfigurationError(f"{teacher.name!r} ({type(teacher).__name__}) has no batch API")
-    if n < 1 or batch_size < 1 or poll_interval <= 0:
-        raise ConfigurationError("n and batch_size must be >= 1 and poll_interval > 0")
-    if budget_usd is not None and teacher.pricing is None:
-        raise ConfigurationError(
-            "budget_usd with a batch API needs the teacher's pricing= (batch results carry no cost)"
-        )
-    batcher = cast(SupportsBatch, teacher)
-    state = await anyio.to_thread.run_sync(BatchState, _state_path(store, teacher, state_path))
-    budget = Budget(budget_usd, spent_usd=store.spend_usd())
-    spent_before = budget.spent_usd
-    counters = {
-        "problems": 0,
-        "requested": 0,
-        "skipped": 0,
-        "done": 0,
-        "truncated": 0,
-        "failed": 0,
-        "input": 0,
-        "output": 0,
-    }
-    stopped: list[str] = []
-    started = time.monotonic()
-    bar = Progress(None, f"batch {teacher.name}", unit="req", enabled=progress)
-    reservations: dict[str, Any] = {}
-
-    def scaled(trace: Trace) -> Trace:
-        if trace.cost_usd is None or not trace.cost_estimated:
-            return trace
-        return attrs.evolve(trace, cost_usd=trace.cost_usd * batcher.batch_discount)
-
-    async def collect(status: BatchStatus) -> None:
-        entries = state.pending.get(status.id, [])
-        results = dict(await batcher.batch_results(status))
-        spent = 0.0
-        for key, problem_id, sample_index in entries:
-            problem = store.problem(problem_id)
-            if problem is None:
-                logger.warning("batch %s: problem %s is not in the store", status.id, problem_id)
-                continue
-            request = teacher.request(problem, sample_index)
-            if request.key != key:
-                logger.warning(
-                    "batch %s: request %s no longer matches the teacher's prompt or parameters; "
-                    "its result is ignored",
-                    status.id,
-                    key,
-                )
-                continue
-            outcome = results.get(key)
-            if outcome is None:
-                outcome = ProviderUnavailableError(
-                    f"{teacher.name}: batch {status.id} ({status.status}) returned no result"
-                )
-            if isinstance(outcome, ProviderError):
-                trace = teacher._error_trace(request, outcome, 1, 0.0)
-            else:
-                trace = scaled(teacher._trace(request, outcome, 1, 0.0))
-            with anyio.CancelScope(shield=True):
-                written = await store.add_trace(trace)
-            if written:
-                spent += trace.cost_usd or 0.0
-                counters["input"] += trace.usage.prompt_tokens
-                counters["output"] += trace.usage.completion_tokens
-                if not trace.ok:
-                    counters["failed"] += 1
-                else:
-                    counters["done"] += 1
-                    counters["truncated"] += trace.truncated
-        reservation = reservations.pop(status.id, None)
-        if reservation is not None:
-            budget.settle(reservation, spent)
-        else:
-            budget.spent_usd += spent
-        await anyio.to_thread.run_sync(state.finished, status.id)
-        bar.advance(
-            len(entries),
-            done=counters["done"],
-            failed=counters["failed"],
-            trunc=counters["truncated"],
-            **{"$": budget.spent_usd - spent_before},
-        )
-
-    async def watch(batch_id: str) -> None:
-        while True:
-            status = await _retrying(teacher, batcher.poll_batch, batch_id)
-            if status.done:
-                await collect(status)
-                return
-            await anyio.sleep(poll_interval)
-
-    async def submit(chunk: list[TeacherRequest], tg: TaskGroup) -> None:
-        worst = [teacher.worst_case_cost(r) for r in chunk]
-        while chunk:
-            total = sum(w or 0.0 for w in worst[: len(chunk)]) * batcher.batch_discount
-            try:
-                reservation = await budget.reserve(total if budget_usd is not None else None)
-            except BudgetExceededError as exc:
-                if len(chunk) == 1:
-                    stopped.append(str(exc))
-                    return
-                rest = chunk[len(chunk) // 2 :]
-                chunk = chunk[: len(chunk) // 2]
-                await submit(chunk, tg)
-                chunk, worst = rest, [teacher.worst_case_cost(r) for r in rest]
-                continue
-            batch_id = await _retrying(teacher, batcher.submit_batch, chunk)
-            await anyio.to_thread.run_sync(state.submitted, batch_id, chunk)
-            reservations[batch_id] = reservation
-            counters["requested"] += len(chunk)
-            logger.info("submitted batch %s (%d requests)", batch_id, len(chunk))
-            tg.start_soon(watch, batch_id)
-            return
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for batch_id in list(state.pending):
-                logger.info("resuming batch %s", batch_id)
-                tg.start_soon(watch, batch_id)
-            pending = state.pending_keys()
-            chunk: list[TeacherRequest] = []
-            async for problems_batch in _aiter_batches(problems):
-                await store.add_problems(problems_batch)
-                counters["problems"] += len(problems_batch)
-                for problem in problems_batch:
-                    for index in range(n):
-                        request = teacher.request(problem, index)
-                        if store.has(request.key) or request.key in pending:
-                            counters["skipped"] += 1
-                            continue
-                        pending.add(request.key)
-                        chunk.append(request)
-                        if len(chunk) >= batch_size:
-                            await submit(chunk, tg)
-                            chunk = []
-                if stopped:
-                    break
-            if chunk and not stopped:
-                await submit(chunk, tg)
-    finally:
-        bar.close()
-    return GenerationSummary(
-        teacher=teacher.name,
-        model=teacher.model,
-        problems=counters["problems"],
-        requested=counters["requested"],
-        skipped=counters["skipped"],
-        done=counters["done"],
-        truncated=counters["truncated"],
-        failed=counters["failed"],
-        resampled=0,
-        attempts=counters["done"] + counters["failed"],
-        throttled=0,
-        input_tokens=counters["input"],
-        output_tokens=counters["output"],
-        spend_usd=budget.spent_usd - spent_before,
-        total_spend_usd=store.spend_usd(),
-        elapsed_s=time.monotonic() - started,
-        stopped=StopReason.BUDGET if stopped else None,
-        error=stopped[0] if stopped else None,
+    generation = BatchGeneration(
+        teacher,
+        store,
+        n=n,
+        batch_size=batch_size,
+        poll_interval=poll_interval,
+        budget_usd=budget_usd,
+        state_path=state_path,
+        progress=progress,
     )
+    return await generation.run(problems)
 
 
 async def _retrying(teacher: Teacher, call: Any, *args: Any) -> Any:

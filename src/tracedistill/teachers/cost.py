@@ -128,6 +128,10 @@ class Budget:
             event = self._changed
             await event.wait()
 
+    def charge(self, actual_usd: float) -> None:
+        """Count spend that had no reservation (results of a batch submitted by an earlier run)."""
+        self.spent_usd += actual_usd
+
     def settle(self, reservation: Reservation, actual_usd: float | None) -> None:
         """Replace a reservation with what the request really cost (None: nothing known)."""
         if reservation.settled:
@@ -139,5 +143,7 @@ class Budget:
             self.spent_usd += actual_usd
             if self.max_seen_usd is None or actual_usd > self.max_seen_usd:
                 self.max_seen_usd = actual_usd
+        if self.limit_usd is None and not self._closed.is_set():
+            return  # without a cap nobody waits for room (a new Event per request is costly)
         event, self._changed = self._changed, anyio.Event()
         event.set()

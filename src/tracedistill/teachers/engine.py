@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from itertools import islice
@@ -20,7 +19,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import attrs
-from anyio.abc import ObjectReceiveStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tracedistill._html import fields_html
 from tracedistill._progress import Progress
@@ -31,7 +31,14 @@ from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
 
-__all__ = ["GenerationSummary", "StopReason", "generate"]
+__all__ = [
+    "Generation",
+    "GenerationSummary",
+    "StopReason",
+    "StreamingGeneration",
+    "generate",
+    "iter_problem_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,52 +144,10 @@ class GenerationSummary:
         )
 
 
-class _Run:
-    """Mutable counters and the stop switch of one generate call."""
-
-    def __init__(self, limiter: RateLimiter, budget: Budget) -> None:
-        self.limiter = limiter
-        self.budget = budget
-        self.stopping = anyio.Event()
-        self.stopped: str | None = None
-        self.error: BaseException | None = None
-        self.inflight: set[str] = set()
-        self.problems = self.requested = self.skipped = 0
-        self.done = self.truncated = self.failed = self.resampled = 0
-        self.attempts = self.input_tokens = self.output_tokens = 0
-        self.shown = 0  # progress-bar position already shown
-
-    def stop(self, reason: str, error: BaseException) -> None:
-        if self.stopped is None:
-            self.stopped = reason
-            self.error = error
-            logger.warning("generation stopping (%s): %s", reason, error)
-        self.stopping.set()
-        self.budget.close()
-        if reason == StopReason.FATAL:
-            self.limiter.close()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep between attempts; wake and give up when the run stops for a fatal error."""
-        with anyio.move_on_after(seconds):
-            await self.stopping.wait()
-        if self.limiter.closed:
-            raise LimiterClosed("the run is stopping; no new request starts")
-
-    def record(self, trace: Trace) -> None:
-        self.attempts += trace.attempts
-        self.input_tokens += trace.usage.prompt_tokens
-        self.output_tokens += trace.usage.completion_tokens
-        if not trace.ok:
-            self.failed += 1
-        else:
-            self.done += 1
-            self.truncated += trace.truncated
-
-
-async def _aiter_batches(
+async def iter_problem_batches(
     problems: Iterable[Problem] | AsyncIterable[Problem],
 ) -> AsyncIterator[list[Problem]]:
+    """Yield the problems in lists of up to 256, reading a sync iterable in a worker thread."""
     if isinstance(problems, AsyncIterable):
         batch: list[Problem] = []
         async for problem in problems:
@@ -204,6 +169,384 @@ async def _aiter_batches(
         if not batch:
             return
         yield batch
+
+
+class Generation:
+    """What every way of generating shares: counters, the budget, the stop switch, the summary.
+
+    One object per call. :class:`StreamingGeneration` (behind :func:`generate`) sends one request
+    per sample; the batch path (:func:`~tracedistill.teachers.batch.generate_batch`) submits
+    provider-side batches. Both store problems with :meth:`add_problems`, count each stored
+    trace with :meth:`record` and end with :meth:`summary`.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        store: TraceStore,
+        *,
+        n: int = 1,
+        budget_usd: float | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ConfigurationError(f"n must be an integer >= 1, got {n!r}")
+        self.teacher = teacher
+        self.store = store
+        self.n = n
+        self.limiter = limiter
+        self.budget = Budget(budget_usd, spent_usd=store.spend_usd())
+        self.spent_before = self.budget.spent_usd
+        self.started = time.monotonic()
+        self.stopping = anyio.Event()
+        self.stopped: str | None = None
+        self.error: BaseException | None = None
+        self.problems = self.requested = self.skipped = 0
+        self.done = self.truncated = self.failed = self.resampled = 0
+        self.attempts = self.input_tokens = self.output_tokens = 0
+
+    @property
+    def spend_usd(self) -> float:
+        """What this call spent so far."""
+        return self.budget.spent_usd - self.spent_before
+
+    def stop(self, reason: str, error: BaseException) -> None:
+        """Start no new request (``reason`` is a :class:`StopReason` value); keep the first."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.error = error
+            logger.warning("generation stopping (%s): %s", reason, error)
+        self.stopping.set()
+        self.budget.close()
+        if reason == StopReason.FATAL and self.limiter is not None:
+            self.limiter.close()
+
+    async def add_problems(self, batch: list[Problem]) -> None:
+        """Store a batch of problems read from the pool (those already stored are skipped)."""
+        await self.store.add_problems(batch)
+        self.problems += len(batch)
+
+    def record(self, trace: Trace, *, attempts: int | None = None) -> None:
+        """Count a stored trace (``attempts`` overrides the trace's own count)."""
+        self.attempts += trace.attempts if attempts is None else attempts
+        self.input_tokens += trace.usage.prompt_tokens
+        self.output_tokens += trace.usage.completion_tokens
+        if not trace.ok:
+            self.failed += 1
+        else:
+            self.done += 1
+            self.truncated += trace.truncated
+
+    def summary(self) -> GenerationSummary:
+        """What this call did so far."""
+        limiter = self.limiter
+        state = None if limiter is None else limiter.state()
+        return GenerationSummary(
+            teacher=self.teacher.name,
+            model=self.teacher.model,
+            problems=self.problems,
+            requested=self.requested,
+            skipped=self.skipped,
+            done=self.done,
+            truncated=self.truncated,
+            failed=self.failed,
+            resampled=self.resampled,
+            attempts=self.attempts,
+            throttled=0 if limiter is None else limiter.throttled,
+            overloaded=0 if limiter is None else limiter.overloaded,
+            cuts=0 if limiter is None else limiter.cuts,
+            paused_s=0.0 if state is None else state.paused_s,
+            limiter=state,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            spend_usd=self.spend_usd,
+            total_spend_usd=self.store.spend_usd(),
+            elapsed_s=time.monotonic() - self.started,
+            stopped=self.stopped,
+            error=None if self.error is None else str(self.error),
+        )
+
+
+class StreamingGeneration(Generation):
+    """One :func:`generate` call: a producer reads the pool, workers run one request each.
+
+    The arguments are :func:`generate`'s (see there); :meth:`run` does the work once.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        store: TraceStore,
+        *,
+        n: int = 1,
+        concurrency: int = 64,
+        budget_usd: float | None = None,
+        limits: RateLimits | None = None,
+        resample_truncated: bool | int = False,
+        retry_failed: bool = True,
+        progress: bool | None = None,
+        total: int | None = None,
+        fatal_grace_s: float = 10.0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if budget_usd is not None and not teacher.can_cost:
+            raise ConfigurationError(
+                f"budget_usd needs a cost per response, but {teacher.name!r} reports none and "
+                f"has no pricing: pass pricing=Pricing(input_per_million=..., "
+                f"output_per_million=...) to the teacher"
+            )
+        max_resamples = int(resample_truncated) if resample_truncated is not True else 1
+        if max_resamples < 0:
+            raise ConfigurationError(f"resample_truncated must be >= 0, got {resample_truncated!r}")
+        if limiter is None:
+            limiter = RateLimiter(limits, max_concurrency=concurrency)
+        elif limits is not None:
+            raise ConfigurationError(
+                "pass limits= or limiter=, not both (the limiter has its limits)"
+            )
+        else:
+            concurrency = limiter.max_concurrency
+        super().__init__(teacher, store, n=n, budget_usd=budget_usd, limiter=limiter)
+        self.rate_limiter = limiter
+        self.concurrency = concurrency
+        self.max_resamples = max_resamples
+        self.retry_failed = retry_failed
+        self.fatal_grace_s = fatal_grace_s
+        self.bar = Progress(
+            None if total is None else total * n,
+            f"generate {teacher.name}",
+            unit="req",
+            enabled=progress,
+        )
+        self.inflight: set[str] = set()  # request keys sent to a worker and not finished
+        self.workers_alive = 0
+        self.shown = 0  # progress-bar position already shown
+        self.history: collections.deque[tuple[float, int, int]] = collections.deque()
+        self.watch = _Watch(limiter)
+        self._workers: TaskGroup | None = None
+        send, receive = anyio.create_memory_object_stream[TeacherRequest](concurrency)
+        self._send, self._receive = send, receive
+
+    async def run(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> GenerationSummary:
+        """Stream ``problems`` through the teacher into the store; return the summary.
+
+        Raises:
+            ProviderError: the fatal error that stopped the run (401/402/403).
+        """
+        if self.budget.limit_usd is not None and self.teacher.pricing is None:
+            # Without prices a request is reserved at the largest cost seen; a resumed run
+            # starts from what this teacher's stored traces cost rather than from nothing.
+            self.budget.max_seen_usd = await anyio.to_thread.run_sync(
+                _max_cost, self.store, self.teacher.name
+            )
+        try:
+            await self._run_tasks(problems)
+            self._show()
+        except BaseExceptionGroup as group:
+            # One failure (a store error, a bug) is raised as itself, not wrapped in a group.
+            single = _single(group)
+            if single is None:
+                raise
+            raise single from None
+        finally:
+            self.bar.close()
+        summary = self.summary()
+        logger.info("%s", summary)
+        if self.stopped == StopReason.FATAL and self.error is not None:
+            raise self.error
+        return summary
+
+    async def _run_tasks(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> None:
+        limiter = self.rate_limiter
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._tick)
+            try:
+                async with anyio.create_task_group() as workers:
+                    self._workers = workers
+                    outer.start_soon(self._stop_after_fatal, workers.cancel_scope)
+                    limiter.on_detach = self._add_worker
+                    for _ in range(self.concurrency):
+                        workers.start_soon(self._work, self._receive.clone())
+                    await self._produce(problems)
+            finally:
+                limiter.on_detach = None
+                self._workers = None
+                self._receive.close()
+            outer.cancel_scope.cancel()
+
+    def _add_worker(self) -> None:
+        # A stalled request gave its slot back: another worker takes the slot, so a stall
+        # holds one slot, never the run.
+        workers = self._workers
+        if workers is not None and self.workers_alive < self._worker_cap():
+            workers.start_soon(self._work, self._receive.clone())
+
+    def _worker_cap(self) -> int:
+        return self.concurrency + self.rate_limiter.detached
+
+    async def _produce(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> None:
+        send = self._send
+        with send:
+            async for batch in iter_problem_batches(problems):
+                if self.stopping.is_set():
+                    return
+                await self.add_problems(batch)
+                for problem in batch:
+                    for index in range(self.n):
+                        if self.stopping.is_set():
+                            return
+                        request = self.wanted(problem, index)
+                        if request is None:
+                            self.skipped += 1
+                            continue
+                        self.inflight.add(request.key)
+                        try:
+                            # Hands the request to a waiting worker without a trip through
+                            # the event loop; waits only while every worker is busy.
+                            send.send_nowait(request)
+                        except anyio.WouldBlock:
+                            await send.send(request)
+
+    def wanted(self, problem: Problem, index: int) -> TeacherRequest | None:
+        """The request still needed for sample ``index`` of ``problem``, or None."""
+        request = self.teacher.request(problem, index)
+        key = request.key
+        if key in self.inflight:
+            return None
+        if not self.store.has(key):
+            if not self.retry_failed and self.store.has_failure(key):
+                return None
+            return request
+        if not self.max_resamples:
+            return None
+        return self._replacement(problem, index, request)
+
+    def _replacement(
+        self, problem: Problem, index: int, request: TeacherRequest
+    ) -> TeacherRequest | None:
+        # A truncated response may be replaced by a new sample at index + n*k (k = 1, 2, ...),
+        # so reruns find the same replacements instead of buying new ones.
+        store = self.store
+        for k in range(self.max_resamples + 1):
+            if k:
+                request = self.teacher.request(problem, index + self.n * k)
+                if request.key in self.inflight:
+                    return None
+                if not store.has(request.key):
+                    if not self.retry_failed and store.has_failure(request.key):
+                        return None
+                    self.resampled += 1
+                    return request
+            stored = store.get(request.key)
+            if stored is None or not stored.truncated:
+                return None
+        return None
+
+    async def _work(self, requests: MemoryObjectReceiveStream[TeacherRequest]) -> None:
+        self.workers_alive += 1
+        try:
+            with requests:
+                while True:
+                    try:
+                        request = requests.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            request = await requests.receive()
+                        except anyio.EndOfStream:
+                            return
+                    except anyio.EndOfStream:
+                        return
+                    try:
+                        if not self.stopping.is_set():
+                            await self._handle(request)
+                    finally:
+                        self.inflight.discard(request.key)
+                    # A worker added for a stalled request leaves once that request ended.
+                    if self.workers_alive > self._worker_cap():
+                        return
+        finally:
+            self.workers_alive -= 1
+
+    async def _handle(self, request: TeacherRequest) -> None:
+        budget = self.budget
+        try:
+            reservation = await budget.reserve(self.teacher.worst_case_cost(request))
+        except BudgetExceededError as exc:
+            if self.stopped is None:
+                self.stop(StopReason.BUDGET, exc)
+            return
+        self.requested += 1
+        try:
+            trace = await self.teacher.run(
+                request, limiter=self.rate_limiter, retry_wait=self.sleep
+            )
+        except LimiterClosed:
+            budget.settle(reservation, None)
+            return
+        except ProviderError as exc:
+            budget.settle(reservation, None)
+            self.stop(StopReason.FATAL, exc)
+            return
+        except BaseException:
+            budget.settle(reservation, None)
+            raise
+        budget.settle(reservation, trace.cost_usd)
+        # Shielded: once answered, a trace is stored even if the run is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self.store.add_trace(trace)
+        self.record(trace)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep between attempts; wake and give up when the run stops for a fatal error."""
+        with anyio.move_on_after(seconds):
+            await self.stopping.wait()
+        if self.rate_limiter.closed:
+            raise LimiterClosed("the run is stopping; no new request starts")
+
+    async def _tick(self) -> None:
+        while True:
+            await anyio.sleep(0.25)
+            self.rate_limiter.reap()
+            self.watch.check()
+            self._show()
+
+    async def _stop_after_fatal(self, scope: anyio.CancelScope) -> None:
+        await self.stopping.wait()
+        if self.stopped == StopReason.FATAL:
+            await anyio.sleep(self.fatal_grace_s)
+            scope.cancel()
+
+    def _show(self) -> None:
+        now = time.monotonic()
+        finished = self.done + self.failed
+        tokens = self.input_tokens + self.output_tokens
+        history = self.history
+        history.append((now, finished, tokens))
+        while len(history) > 2 and now - history[0][0] > 30.0:
+            history.popleft()
+        t0, f0, k0 = history[0]
+        span = now - t0
+        counters: dict[str, Any] = {
+            "done": self.done,
+            "failed": self.failed,
+            "trunc": self.truncated,
+            "skip": self.skipped,
+        }
+        if span > 0:
+            counters["req/min"] = (finished - f0) * 60.0 / span
+            counters["tok/min"] = (tokens - k0) * 60.0 / span
+        counters["$"] = self.spend_usd
+        limiter = self.rate_limiter
+        rate = limiter.request_rate
+        counters["rate"] = "-" if rate is None else f"{rate * 60.0:,.0f}/min"
+        counters["conc"] = f"{limiter.inflight}/{limiter.concurrency}"
+        counters["429"] = limiter.throttled
+        counters["ovl"] = limiter.overloaded
+        position = self.skipped + finished
+        self.bar.advance(max(position - self.shown, 0), **counters)
+        self.shown = position
 
 
 async def generate(
@@ -258,211 +601,23 @@ async def generate(
         InsufficientCreditsError: the provider account ran out of credits (same).
         ConfigurationError: invalid arguments.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"n must be an integer >= 1, got {n!r}")
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-    if budget_usd is not None and not teacher.can_cost:
-        raise ConfigurationError(
-            f"budget_usd needs a cost per response, but {teacher.name!r} reports none and has "
-            f"no pricing: pass pricing=Pricing(input_per_million=..., output_per_million=...) "
-            f"to the teacher"
-        )
-    max_resamples = int(resample_truncated) if resample_truncated is not True else 1
-    if max_resamples < 0:
-        raise ConfigurationError(f"resample_truncated must be >= 0, got {resample_truncated!r}")
     if total is None and isinstance(problems, Sized):
         total = len(problems)
-    if limiter is None:
-        limiter = RateLimiter(limits, max_concurrency=concurrency)
-    elif limits is not None:
-        raise ConfigurationError("pass limits= or limiter=, not both (the limiter has its limits)")
-    else:
-        concurrency = limiter.max_concurrency
-    budget = Budget(budget_usd, spent_usd=store.spend_usd())
-    if budget_usd is not None and teacher.pricing is None:
-        # Without prices a request is reserved at the largest cost seen; a resumed run starts
-        # from what this teacher's stored traces cost rather than from nothing.
-        budget.max_seen_usd = await anyio.to_thread.run_sync(_max_cost, store, teacher.name)
-    spent_before = budget.spent_usd
-    run = _Run(limiter, budget)
-    started = time.monotonic()
-    bar = Progress(
-        None if total is None else total * n,
-        f"generate {teacher.name}",
-        unit="req",
-        enabled=progress,
+    generation = StreamingGeneration(
+        teacher,
+        store,
+        n=n,
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        limits=limits,
+        resample_truncated=resample_truncated,
+        retry_failed=retry_failed,
+        progress=progress,
+        total=total,
+        fatal_grace_s=fatal_grace_s,
+        limiter=limiter,
     )
-    send, receive = anyio.create_memory_object_stream[TeacherRequest](max_buffer_size=concurrency)
-
-    async def handle(request: TeacherRequest) -> None:
-        try:
-            reservation = await budget.reserve(teacher.worst_case_cost(request))
-        except BudgetExceededError as exc:
-            if run.stopped is None:
-                run.stop(StopReason.BUDGET, exc)
-            return
-        run.requested += 1
-        try:
-            trace = await teacher.run(request, limiter=limiter, retry_wait=run.sleep)
-        except LimiterClosed:
-            budget.settle(reservation, None)
-            return
-        except ProviderError as exc:
-            budget.settle(reservation, None)
-            run.stop(StopReason.FATAL, exc)
-            return
-        except BaseException:
-            budget.settle(reservation, None)
-            raise
-        budget.settle(reservation, trace.cost_usd)
-        # Shielded: once answered, a trace is stored even if the run is being cancelled.
-        with anyio.CancelScope(shield=True):
-            await store.add_trace(trace)
-        run.record(trace)
-
-    workers_alive = 0
-
-    async def worker(requests: ObjectReceiveStream[TeacherRequest]) -> None:
-        nonlocal workers_alive
-        workers_alive += 1
-        try:
-            async with requests:
-                async for request in requests:
-                    try:
-                        if not run.stopping.is_set():
-                            await handle(request)
-                    finally:
-                        run.inflight.discard(request.key)
-                    # A worker added for a stalled request leaves once that request ended.
-                    if workers_alive > concurrency + limiter.detached:
-                        return
-        finally:
-            workers_alive -= 1
-
-    def wanted(problem: Problem, index: int) -> TeacherRequest | None:
-        """The request still needed for sample ``index`` of ``problem``, or None."""
-        request = teacher.request(problem, index)
-        key = request.key
-        if key in run.inflight:
-            return None
-        if not store.has(key):
-            if not retry_failed and store.has_failure(key):
-                return None
-            return request
-        if not max_resamples:
-            return None
-        # A truncated response may be replaced by a new sample at index + n*k (k = 1, 2, ...),
-        # so reruns find the same replacements instead of buying new ones.
-        for k in range(max_resamples + 1):
-            if k:
-                request = teacher.request(problem, index + n * k)
-                if request.key in run.inflight:
-                    return None
-                if not store.has(request.key):
-                    if not retry_failed and store.has_failure(request.key):
-                        return None
-                    run.resampled += 1
-                    return request
-            stored = store.get(request.key)
-            if stored is None or not stored.truncated:
-                return None
-        return None
-
-    async def produce() -> None:
-        async with send:
-            async for batch in _aiter_batches(problems):
-                if run.stopping.is_set():
-                    return
-                await store.add_problems(batch)
-                run.problems += len(batch)
-                for problem in batch:
-                    for index in range(n):
-                        if run.stopping.is_set():
-                            return
-                        request = wanted(problem, index)
-                        if request is None:
-                            run.skipped += 1
-                            continue
-                        run.inflight.add(request.key)
-                        await send.send(request)
-
-    history: collections.deque[tuple[float, int, int]] = collections.deque()
-
-    watch = _Watch(limiter)
-
-    async def ticker() -> None:
-        while True:
-            await anyio.sleep(0.25)
-            limiter.reap()
-            watch.check()
-            _show(bar, run, budget, spent_before, history)
-
-    async def stop_after_fatal(scope: anyio.CancelScope) -> None:
-        await run.stopping.wait()
-        if run.stopped == StopReason.FATAL:
-            await anyio.sleep(fatal_grace_s)
-            scope.cancel()
-
-    try:
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(ticker)
-            try:
-                async with anyio.create_task_group() as workers:
-                    outer.start_soon(stop_after_fatal, workers.cancel_scope)
-
-                    def add_worker() -> None:
-                        # A stalled request gave its slot back: another worker takes the slot,
-                        # so a stall holds one slot, never the run.
-                        if workers_alive < concurrency + limiter.detached:
-                            workers.start_soon(worker, receive.clone())
-
-                    limiter.on_detach = add_worker
-                    for _ in range(concurrency):
-                        workers.start_soon(worker, receive.clone())
-                    await produce()
-            finally:
-                limiter.on_detach = None
-                receive.close()
-            outer.cancel_scope.cancel()
-        _show(bar, run, budget, spent_before, history)
-    except BaseExceptionGroup as group:
-        # One failure (a store error, a bug) is raised as itself, not wrapped in a group.
-        single = _single(group)
-        if single is None:
-            raise
-        raise single from None
-    finally:
-        bar.close()
-    state = limiter.state()
-    summary = GenerationSummary(
-        teacher=teacher.name,
-        model=teacher.model,
-        problems=run.problems,
-        requested=run.requested,
-        skipped=run.skipped,
-        done=run.done,
-        truncated=run.truncated,
-        failed=run.failed,
-        resampled=run.resampled,
-        attempts=run.attempts,
-        throttled=limiter.throttled,
-        overloaded=limiter.overloaded,
-        cuts=limiter.cuts,
-        paused_s=state.paused_s,
-        limiter=state,
-        input_tokens=run.input_tokens,
-        output_tokens=run.output_tokens,
-        spend_usd=budget.spent_usd - spent_before,
-        total_spend_usd=store.spend_usd(),
-        elapsed_s=time.monotonic() - started,
-        stopped=run.stopped,
-        error=None if run.error is None else str(run.error),
-    )
-    logger.info("%s", summary)
-    if run.stopped == StopReason.FATAL and run.error is not None:
-        raise run.error
-    return summary
+    return await generation.run(problems)
 
 
 class _Watch:
@@ -514,41 +669,3 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
 def _max_cost(store: TraceStore, teacher: str) -> float | None:
     costs = [t.cost_usd for t in store.traces(teacher=teacher) if t.cost_usd]
     return max(costs) if costs else None
-
-
-def _show(
-    bar: Progress,
-    run: _Run,
-    budget: Budget,
-    spent_before: float,
-    history: collections.deque[tuple[float, int, int]],
-) -> None:
-    now = time.monotonic()
-    finished = run.done + run.failed
-    tokens = run.input_tokens + run.output_tokens
-    history.append((now, finished, tokens))
-    while len(history) > 2 and now - history[0][0] > 30.0:
-        history.popleft()
-    t0, f0, k0 = history[0]
-    span = now - t0
-    rpm = (finished - f0) * 60.0 / span if span > 0 else math.nan
-    tpm = (tokens - k0) * 60.0 / span if span > 0 else math.nan
-    counters: dict[str, Any] = {
-        "done": run.done,
-        "failed": run.failed,
-        "trunc": run.truncated,
-        "skip": run.skipped,
-    }
-    if span > 0:
-        counters["req/min"] = rpm
-        counters["tok/min"] = tpm
-    counters["$"] = budget.spent_usd - spent_before
-    limiter = run.limiter
-    rate = limiter.request_rate
-    counters["rate"] = "-" if rate is None else f"{rate * 60.0:,.0f}/min"
-    counters["conc"] = f"{limiter.inflight}/{limiter.concurrency}"
-    counters["429"] = limiter.throttled
-    counters["ovl"] = limiter.overloaded
-    position = run.skipped + finished
-    bar.advance(max(position - run.shown, 0), **counters)
-    run.shown = position
