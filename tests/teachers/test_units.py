@@ -367,6 +367,31 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
     assert RetryPolicy(max_retry_after=10).delay(1, retry_after=1e6, rng=rng) <= 10.2
 
 
+def test_isolated_failures_retry_without_growing_backoff() -> None:
+    policy = RetryPolicy(base_delay=0.25, max_delay=8.0)
+    rng = random.Random(2)
+    # one request's bad luck (the provider answers most others): the wait never doubles
+    assert all(policy.delay(a, rng=rng, isolated=True) <= 0.25 for a in range(1, 7))
+    assert policy.delay(5, rng=rng) >= 2.0  # a broad failure still backs off
+    assert policy.delay(5, retry_after=3.0, rng=rng, isolated=True) >= 3.0  # told when
+
+
+def test_failing_broadly_reads_the_share_of_overloads() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(requests_per_minute=6000), max_concurrency=32, clock=clock)
+    for i in range(200):  # a quarter of the answers are overloads: isolated bad luck
+        clock.now += 0.01
+        limiter.on_overload() if i % 4 == 0 else limiter.on_success()
+    assert not limiter.failing_broadly()
+    for _ in range(100):  # then nearly everything fails
+        clock.now += 0.01
+        limiter.on_overload()
+    assert limiter.failing_broadly()
+    clock.now += 2.5  # the burst has passed out of the window
+    limiter.on_success()
+    assert not limiter.failing_broadly()
+
+
 @pytest.mark.parametrize(
     ("status", "cls", "retryable", "fatal"),
     [

@@ -790,6 +790,17 @@ class RateLimiter:
             self._conc = max(floor, self._conc * 0.8)
             self._apply_concurrency()
 
+    def failing_broadly(self) -> bool:
+        """Whether overloads are at least half of the last two seconds' answers: a provider
+        failing broadly, which a retry should back off from (see :meth:`RetryPolicy.delay`).
+        """
+        horizon = self._clock() - 2.0
+        while self._overloads and self._overloads[0] < horizon:
+            self._overloads.popleft()
+        while self._answers and self._answers[0] < horizon:
+            self._answers.popleft()
+        return len(self._overloads) >= 0.5 * max(1, len(self._answers))
+
     def _restore_concurrency(self, now: float) -> None:
         if self._conc < self.max_concurrency and now - self._last_overload >= 3.0:
             self._conc = float(self.max_concurrency)

@@ -53,15 +53,27 @@ class RetryPolicy:
     jitter: bool = True
 
     def delay(
-        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+        self,
+        attempt: int,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+        *,
+        isolated: bool = False,
     ) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``isolated`` says the failure is one request's bad luck while the provider answers
+        most others (a random 5xx, a dropped connection): the wait stays at ``base_delay``
+        instead of doubling, since doubling protects a provider that is failing broadly, not
+        one that is not.
+        """
         rand = rng.random() if rng is not None else random.random()
         if retry_after is not None and retry_after >= 0:
             # The provider said when: honour it, plus a little spread so waiters do not stampede.
             wait = min(retry_after, self.max_retry_after)
             return wait + (0.1 * min(wait, self.base_delay) * rand if self.jitter else 0.0)
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1))
+        exponent = 0 if isolated else max(0, attempt - 1)
+        backoff = min(self.max_delay, self.base_delay * 2.0**exponent)
         return backoff * (0.5 + 0.5 * rand) if self.jitter else backoff
 
     def should_retry(self, error: ProviderError, attempt: int) -> bool:

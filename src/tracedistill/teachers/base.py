@@ -285,7 +285,7 @@ class Teacher(abc.ABC):
                     "request %s failed after %d attempt(s): %s", request.key, attempt, error
                 )
                 return self._error_trace(request, error, attempt, time.monotonic() - started)
-            delay = self.retry.delay(attempt, error.retry_after)
+            delay = self.retry.delay(attempt, error.retry_after, isolated=_isolated(error, limiter))
             logger.debug(
                 "attempt %d of %s failed (%s); retrying in %.2fs",
                 attempt,
@@ -435,3 +435,10 @@ class Teacher(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} model={self.model!r}>"
+
+
+def _isolated(error: ProviderError, limiter: RateLimiter | None) -> bool:
+    """Whether ``error`` is one request's bad luck (an overload while most answers succeed)."""
+    if limiter is None or isinstance(error, RateLimitError) or error.status == 408:
+        return False
+    return error.retryable and not limiter.failing_broadly()
