@@ -117,3 +117,18 @@ async def test_batch_needs_a_batch_api(tmp_path: Path) -> None:
 
     with JsonlTraceStore(tmp_path / "s") as store, pytest.raises(ConfigurationError):
         await generate_batch(ReplayTeacher([], "openr1-math"), [], store)
+
+
+def test_state_after_a_torn_line_keeps_later_records(tmp_path: Path) -> None:
+    """A submission record torn by a crash is cut before the next append, so the "done" record
+    written after it is read back (glued onto the torn line it would be lost, and the batch
+    would stay pending forever)."""
+    path = tmp_path / "batches-t.jsonl"
+    path.write_bytes(
+        b'{"batch": "a", "requests": [["k1", "p1", 0]]}\n{"batch": "b", "requests": [["k2"'
+    )
+    state = BatchState(path)
+    assert set(state.pending) == {"a"}
+    state.finished("a")
+    assert not BatchState(path).pending
+    assert path.with_name(path.name + ".torn").exists()  # the cut bytes are kept aside

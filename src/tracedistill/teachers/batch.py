@@ -19,9 +19,9 @@ from typing import Any, cast
 import anyio
 import anyio.to_thread
 import attrs
-import orjson
 from anyio.abc import TaskGroup
 
+from tracedistill._jsonl import JsonlFile
 from tracedistill._progress import Progress
 from tracedistill.errors import (
     BudgetExceededError,
@@ -55,26 +55,19 @@ class BatchState:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.pending: dict[str, list[tuple[str, str, int]]] = {}
-        if self.path.exists():
-            for number, line in enumerate(self.path.read_bytes().splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    logger.warning("%s:%d: torn line ignored", self.path, number)
-                    continue
-                if record.get("done"):
-                    self.pending.pop(record["batch"], None)
-                else:
-                    self.pending[record["batch"]] = [tuple(r) for r in record["requests"]]
+        # The shared JSONL file cuts a torn last line before the next append, so a later
+        # "done" record is never glued onto it (and its batch left pending forever); salvage
+        # reads records an older writer glued that way.
+        self._file = JsonlFile(self.path)
+        for record in self._file.records(salvage=True):
+            if record.get("done"):
+                self.pending.pop(record["batch"], None)
+            else:
+                self.pending[record["batch"]] = [tuple(r) for r in record["requests"]]
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as fh:
-            fh.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-            fh.flush()
-            os.fsync(fh.fileno())
+        with self._file:  # opened for this append, closed after it: the state file stays free
+            self._file.append(record, sync=True)
 
     def submitted(self, batch_id: str, requests: list[TeacherRequest]) -> None:
         """Record a submitted batch (fsynced before this returns)."""
