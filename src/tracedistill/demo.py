@@ -40,6 +40,7 @@ __all__ = [
     "DEMO_SIZES",
     "SyntheticTeacher",
     "build_demo_student",
+    "demo_train_config",
     "run_demo",
     "synthetic_problems",
 ]
@@ -291,7 +292,7 @@ def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0)
     return directory
 
 
-def _demo_train_config(student: Path, dims: dict[str, int]) -> TrainConfig:
+def demo_train_config(student: Path, dims: dict[str, int]) -> TrainConfig:
     """The LoRA recipe of the demo's runs (full rank at the student's width)."""
     from tracedistill.training.base import TrainConfig
 
@@ -362,7 +363,7 @@ async def run_demo(
                 task=kind,
                 teacher=teacher,
                 problems=pool,
-                train=_demo_train_config(student, dims),
+                train=demo_train_config(student, dims),
                 # Pool and held-out problems are distinct by construction, but every prompt of a
                 # kind shares its template's wording, which 8-gram decontamination would flag.
                 filters=Filters(decontaminate=False),
