@@ -76,6 +76,7 @@ def test_teacher_is_right_or_wrong_on_purpose(kind: TaskKind) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two 300-step LoRA runs and ten evaluations on a shared CPU
 def test_demo_shows_distillation_working(tmp_path: Path) -> None:
     """``python -m tracedistill demo`` at CI size: both in-domain gains are significant.
 

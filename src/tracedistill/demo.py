@@ -190,7 +190,7 @@ class SyntheticTeacher(Teacher):
 #: steps and the checkpoint interval; ``warmup``: full-parameter warm-up steps of the base.
 DEMO_SIZES: dict[str, dict[str, int]] = {
     "full": {"pool": 512, "eval": 100, "steps": 400, "every": 100, "warmup": 0},
-    "ci": {"pool": 512, "eval": 50, "steps": 300, "every": 150, "warmup": 0},
+    "ci": {"pool": 512, "eval": 100, "steps": 300, "every": 150, "warmup": 0},
 }
 
 
