@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,12 +33,14 @@ from tracedistill.teachers.prompts import PromptSet, PromptTemplate
 if TYPE_CHECKING:
     from tracedistill.chat import ChatRenderer, ChatTokenizer
     from tracedistill.report import Results
+    from tracedistill.training.base import TrainConfig
 
 __all__ = [
     "DEMO_PROMPTS",
     "DEMO_SIZES",
     "SyntheticTeacher",
     "build_demo_student",
+    "demo_train_config",
     "run_demo",
     "synthetic_problems",
 ]
@@ -48,68 +51,84 @@ DEMO_PROMPTS = PromptSet(
     code=PromptTemplate(user="{prompt}\nAnswer with a Python code block."),
 )
 
-_CODE_TASKS = (
-    ("add_{k}", "returns x plus {k}", "x + {k}"),
-    ("times_{k}", "returns x times {k}", "x * {k}"),
-    ("minus_{k}", "returns x minus {k}", "x - {k}"),
-    ("max_{k}", "returns the larger of x and {k}", "max(x, {k})"),
-    ("min_{k}", "returns the smaller of x and {k}", "min(x, {k})"),
-    ("mod_{k}", "returns x modulo {k}", "x % {k}"),
-    ("square_plus_{k}", "returns x squared plus {k}", "x * x + {k}"),
-    ("dist_{k}", "returns the distance between x and {k}", "abs(x - {k})"),
-)
+#: Words of the code task's operations and the Python operator each one stands for.
+_CODE_OPS = {"plus": "+", "minus": "-", "times": "*"}
+
+
+def _math_problem(a: int, b: int) -> Problem:
+    return Problem(
+        kind=TaskKind.MATH,
+        prompt=f"What is {a} + {b}?",
+        answer=str(a + b),
+        source="synthetic-addition",
+        metadata={"a": a, "b": b, "op": "+"},
+    )
+
+
+def _code_problem(w1: str, k1: int, w2: str, k2: int) -> Problem:
+    expr = f"x {_CODE_OPS[w1]} {k1} {_CODE_OPS[w2]} {k2}"
+    asserts = [f"assert f({x}) == {eval(expr, {'x': x})}" for x in (0, 1, 5, -3)]
+    return Problem(
+        kind=TaskKind.CODE,
+        prompt=f"Write a Python function f(x) that returns x {w1} {k1} {w2} {k2}.",
+        tests={"asserts": asserts},
+        source="synthetic-functions",
+        metadata={"name": "f", "expr": expr, "steps": [[w1, k1], [w2, k2]]},
+    )
 
 
 def synthetic_problems(kind: TaskKind | str, n: int, *, seed: int = 0) -> list[Problem]:
     """Return ``n`` distinct synthetic problems of one kind, the same for the same seed.
 
-    Math: small additions, subtractions and multiplications ("What is 3 + 4?"). Code: one-line
-    Python functions ("Write a Python function add_3(x) that returns x plus 3."), with assert
-    tests.
+    Math: additions of two 2-digit numbers ("What is 47 + 85?"; 8,100 exist). Code: a one-line
+    Python function of two operations ("Write a Python function f(x) that returns x times 7
+    plus 3."; 729 exist), checked by assert tests. Every prompt of a kind has the same shape,
+    so the operands sit at the same token positions: a tiny student needs to learn what to do
+    with them, not where to find them.
     """
     kind = TaskKind(kind)
     rng = random.Random(f"{kind}-{seed}")
-    seen: set[str] = set()
-    out: list[Problem] = []
-    limit = 1000 * max(n, 1)
-    while len(out) < n and limit:
-        limit -= 1
-        if kind is TaskKind.MATH:
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
-            op = rng.choice("+*-")
-            if op == "-" and b > a:
-                a, b = b, a
-            prompt = f"What is {a} {op} {b}?"
-            if prompt in seen:
-                continue
-            answer = a + b if op == "+" else a * b if op == "*" else a - b
-            problem = Problem(
-                kind=kind,
-                prompt=prompt,
-                answer=str(answer),
-                source="synthetic-arithmetic",
-                metadata={"a": a, "b": b, "op": op},
-            )
-        else:
-            name_t, desc_t, expr_t = rng.choice(_CODE_TASKS)
-            k = rng.randint(1, 50)
-            name, expr = name_t.format(k=k), expr_t.format(k=k)
-            prompt = f"Write a Python function {name}(x) that {desc_t.format(k=k)}."
-            if prompt in seen:
-                continue
-            asserts = [f"assert {name}({x}) == {eval(expr, {'x': x})}" for x in (0, 1, 5, -3)]
-            problem = Problem(
-                kind=kind,
-                prompt=prompt,
-                tests={"asserts": asserts},
-                source="synthetic-functions",
-                metadata={"name": name, "expr": expr},
-            )
-        seen.add(prompt)
-        out.append(problem)
-    if len(out) < n:
-        raise ValueError(f"only {len(out)} distinct synthetic {kind} problems exist, asked {n}")
-    return out
+    if kind is TaskKind.MATH:
+        combos: list[tuple[object, ...]] = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    else:
+        words = sorted(_CODE_OPS)
+        combos = [
+            (w1, k1, w2, k2)
+            for w1 in words
+            for k1 in range(1, 10)
+            for w2 in words
+            for k2 in range(1, 10)
+        ]
+    if n > len(combos):
+        raise ValueError(f"only {len(combos)} distinct synthetic {kind} problems exist, asked {n}")
+    picked = rng.sample(combos, n)
+    if kind is TaskKind.MATH:
+        return [_math_problem(int(c[0]), int(c[1])) for c in picked]  # type: ignore[call-overload]
+    return [_code_problem(*c) for c in picked]  # type: ignore[arg-type]
+
+
+def math_steps(a: int, b: int, *, slip: int = 0) -> tuple[str, int]:
+    """Column addition of ``a + b`` written one column a line, and the result.
+
+    For 47 + 85 the lines are ``7+5=12`` and ``4+8+1=13``: each line adds one column and the
+    carry of the line before, and writes its sum with two digits (the first is the next carry),
+    so every line has the same shape. ``slip`` is added to the ones column's sum (a teacher's
+    mistake, carried through to the result).
+    """
+    ones = a % 10 + b % 10 + slip
+    tens = a // 10 + b // 10 + ones // 10
+    lines = f"{a % 10}+{b % 10}={ones:02d}\n{a // 10}+{b // 10}+{ones // 10}={tens:02d}"
+    return lines, tens * 10 + ones % 10
+
+
+def code_steps(steps: list[tuple[str, int]]) -> tuple[str, str]:
+    """One line per operation of a code problem ("times 7: x * 7"), and the final expression."""
+    expr = "x"
+    lines = []
+    for word, k in steps:
+        expr = f"{expr} {_CODE_OPS[word]} {k}"
+        lines.append(f"{word} {k}: {expr}")
+    return "\n".join(lines), expr
 
 
 class SyntheticTeacher(Teacher):
@@ -144,19 +163,16 @@ class SyntheticTeacher(Teacher):
         wrong = digest[0] / 256 < self.error_rate
         meta = problem.metadata
         if problem.kind is TaskKind.MATH:
-            a, b, op = int(meta["a"]), int(meta["b"]), str(meta["op"])
-            value = a + b if op == "+" else a * b if op == "*" else a - b
-            if wrong:
-                value += 1 + digest[1] % 3
-            word = {"+": "add", "*": "multiply", "-": "subtract"}[op]
-            reasoning = f"We {word} {a} and {b}. {a} {op} {b} = {value}."
-            answer = f"The answer is \\boxed{{{value}}}."
+            a, b = int(meta["a"]), int(meta["b"])
+            reasoning, value = math_steps(a, b, slip=1 + digest[1] % 3 if wrong else 0)
+            answer = f"\\boxed{{{value}}}"
         else:
-            name, expr = str(meta["name"]), str(meta["expr"])
-            if wrong:
-                expr = expr.replace("x", "(x + 1)", 1)
-            reasoning = f"The function {name} takes x and returns {expr}."
-            answer = f"```python\ndef {name}(x):\n    return {expr}\n```"
+            steps = [(str(w), int(k)) for w, k in meta["steps"]]
+            if wrong:  # one constant off by one: the asserts catch it
+                i = digest[1] % 2
+                steps[i] = (steps[i][0], steps[i][1] + 1)
+            reasoning, expr = code_steps(steps)
+            answer = f"```python\ndef f(x):\n    return {expr}\n```"
         completion_tokens = (len(reasoning) + len(answer)) // 4
         prompt_tokens = sum(len(m.content) for m in request.messages) // 4
         return Completion(
@@ -169,10 +185,12 @@ class SyntheticTeacher(Teacher):
         )
 
 
-#: Sizes of the demo: the README command runs "full"; the tests run "ci".
+#: Sizes of the demo: the README command runs "full"; the tests run "ci". ``pool``: problems the
+#: teacher answers per task; ``eval``: held-out problems per task; ``steps`` and ``every``: LoRA
+#: steps and the checkpoint interval; ``warmup``: full-parameter warm-up steps of the base.
 DEMO_SIZES: dict[str, dict[str, int]] = {
-    "full": {"pool": 256, "eval": 64, "steps": 400, "every": 100, "warmup": 150},
-    "ci": {"pool": 64, "eval": 16, "steps": 150, "every": 75, "warmup": 100},
+    "full": {"pool": 512, "eval": 100, "steps": 400, "every": 100, "warmup": 0},
+    "ci": {"pool": 512, "eval": 100, "steps": 300, "every": 150, "warmup": 0},
 }
 
 
@@ -180,14 +198,18 @@ _SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</
 
 
 def _corpus(seed: int) -> list[str]:
-    """Text of the demo's domain: every synthetic prompt and a worked answer to each."""
-    texts: list[str] = []
+    """Text of the demo's domain: synthetic prompts and worked answers (not the held-out ones)."""
+    texts: list[str] = ["user\n", "assistant\n"] * 50
     for kind in TaskKind:
         for problem in synthetic_problems(kind, 200, seed=seed + 1000):
             texts.append(DEMO_PROMPTS.render(problem)[-1].content)
-    sums = (f"We add {a} and {b}. {a} + {b} = {a + b}." for a in range(13) for b in (0, 7))
-    texts.append(" ".join(sums))
-    texts.append("The answer is \\boxed{12}. ```python\ndef f(x):\n    return max(x, 3)\n```")
+            if kind is TaskKind.MATH:
+                texts.append(math_steps(int(problem.metadata["a"]), int(problem.metadata["b"]))[0])
+                texts.append(f"\\boxed{{{problem.answer}}}")
+            else:
+                steps = [(str(w), int(k)) for w, k in problem.metadata["steps"]]
+                lines, expr = code_steps(steps)
+                texts += [lines, f"```python\ndef f(x):\n    return {expr}\n```"]
     return texts
 
 
@@ -204,7 +226,13 @@ def demo_tokenizer(seed: int = 0) -> ChatTokenizer:
     from tracedistill.chat import ChatTokenizer
 
     tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit: numbers are read digit by digit, as column arithmetic needs.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600,
@@ -234,13 +262,14 @@ def _warmup_texts(renderer: ChatRenderer, n: int, seed: int) -> list[str]:
     return texts
 
 
-def build_demo_student(directory: Path, *, warmup_steps: int, seed: int = 0) -> Path:
-    """Build the demo's tiny Qwen3 student (random weights, then a short warm-up); blocking.
+def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0) -> Path:
+    """Build the demo's tiny Qwen3 student (random weights, optionally warmed up); blocking.
 
-    The student has 4 layers of width 128 and the demo's small tokenizer. The warm-up is
-    full-parameter training on chat-formatted chit-chat: it makes the random model a usable
-    base for LoRA without teaching it the think-block or answer format that distillation is
-    meant to teach.
+    The student has 2 layers of width 64 and the demo's small tokenizer (one token per digit).
+    Distillation trains it with LoRA of rank 64 on every linear layer, which at this width is
+    as expressive as full fine-tuning of those layers, while the embeddings stay the random
+    ones. ``warmup_steps`` > 0 first trains all its weights on chat-formatted chit-chat (the
+    chat structure, not the tasks' formats).
     """
     from tracedistill.chat import ChatFormat, ChatRenderer
     from tracedistill.training.local import build_tiny_model, warm_up_full
@@ -248,18 +277,47 @@ def build_demo_student(directory: Path, *, warmup_steps: int, seed: int = 0) -> 
     if (directory / "config.json").is_file() and (directory / "warmed_up").is_file():
         return directory
     tokenizer = demo_tokenizer(seed)
-    build_tiny_model(directory, tokenizer=tokenizer, hidden_size=128, num_layers=4, seed=seed)
-    renderer = ChatRenderer(tokenizer, ChatFormat.QWEN3)
-    warm_up_full(
-        directory,
-        _warmup_texts(renderer, 512, seed),
-        tokenizer=tokenizer,
-        steps=warmup_steps,
-        batch_size=16,
-        learning_rate=3e-3,
-    )
+    build_tiny_model(directory, tokenizer=tokenizer, hidden_size=64, num_layers=2, seed=seed)
+    if warmup_steps > 0:
+        renderer = ChatRenderer(tokenizer, ChatFormat.QWEN3)
+        warm_up_full(
+            directory,
+            _warmup_texts(renderer, 512, seed),
+            tokenizer=tokenizer,
+            steps=warmup_steps,
+            batch_size=16,
+            learning_rate=3e-3,
+        )
     (directory / "warmed_up").write_text("ok\n")
     return directory
+
+
+def demo_train_config(student: Path, dims: dict[str, int]) -> TrainConfig:
+    """The LoRA recipe of the demo's runs (full rank at the student's width)."""
+    from tracedistill.training.base import TrainConfig
+
+    return TrainConfig(
+        base_model=str(student),
+        lora_rank=64,
+        batch_size=32,
+        learning_rate=2e-3,
+        max_length=128,
+        epochs=None,
+        max_steps=dims["steps"],
+        checkpoint_every=dims["every"],
+    )
+
+
+def _one_torch_thread() -> None:
+    """On a machine with two cores or fewer, torch runs on one thread.
+
+    Measured on a loaded 2-core machine: the tiny student's steps ran 6-8x faster on one thread
+    than on torch's default two, which contend with the event loop and the code sandbox.
+    """
+    import torch
+
+    if (os.cpu_count() or 1) <= 2:
+        torch.set_num_threads(1)
 
 
 async def run_demo(
@@ -273,13 +331,13 @@ async def run_demo(
     ``report.html`` into ``directory``. Returns the results.
     """
     from tracedistill.evaluation.benchmarks import custom_benchmark
-    from tracedistill.experiment import Experiment, Run
-    from tracedistill.training.base import TrainConfig
+    from tracedistill.experiment import Experiment, Filters, Run
     from tracedistill.training.local import LocalTrainer
 
     if size not in DEMO_SIZES:
         raise ValueError(f"size must be one of {sorted(DEMO_SIZES)}, got {size!r}")
     dims = DEMO_SIZES[size]
+    _one_torch_thread()
     root = Path(directory)
     await anyio.Path(root).mkdir(parents=True, exist_ok=True)
     student = await anyio.to_thread.run_sync(
@@ -305,16 +363,10 @@ async def run_demo(
                 task=kind,
                 teacher=teacher,
                 problems=pool,
-                train=TrainConfig(
-                    base_model=str(student),
-                    lora_rank=32,
-                    batch_size=8,
-                    learning_rate=1e-2,
-                    max_length=160,
-                    epochs=None,
-                    max_steps=dims["steps"],
-                    checkpoint_every=dims["every"],
-                ),
+                train=demo_train_config(student, dims),
+                # Pool and held-out problems are distinct by construction, but every prompt of a
+                # kind shares its template's wording, which 8-gram decontamination would flag.
+                filters=Filters(decontaminate=False),
             )
         )
     experiment = Experiment(

@@ -14,7 +14,7 @@ import anyio
 import orjson
 import pytest
 
-from tracedistill.demo import SyntheticTeacher, build_demo_student, run_demo, synthetic_problems
+from tracedistill.demo import SyntheticTeacher, build_demo_student, synthetic_problems
 from tracedistill.errors import ConfigurationError
 from tracedistill.experiment import STAGES, Experiment, Run
 from tracedistill.store import JsonlTraceStore
@@ -92,33 +92,6 @@ def test_resume_after_sigkill_at_each_stage(tmp_path: Path, student: Path) -> No
     provenance = orjson.loads((directory / "experiment.json").read_bytes())
     assert provenance["runs"]["math"]["stages"]["stages"].keys() == set(STAGES)
     assert provenance["benchmarks"][0]["sha256"]
-
-
-@pytest.mark.slow
-def test_demo_end_to_end(tmp_path: Path) -> None:
-    """The README's main command (``python -m tracedistill demo``), at CI size."""
-    results = anyio.run(lambda: run_demo(tmp_path / "demo", size="ci", progress=False))
-    assert (tmp_path / "demo" / "report.md").read_text().startswith("Accuracies in percent")
-    html = (tmp_path / "demo" / "report.html").read_text()
-    assert "Pareto frontier" in html
-    assert html.count("data:image/png;base64,") == 3  # steps, format compliance, Pareto
-    assert set(results.run_names) == {"synthetic-math", "synthetic-code"}
-    for run, bench in (("synthetic-math", "synthetic-math"), ("synthetic-code", "synthetic-code")):
-        assert results.steps(run) == [75, 150]
-        # Distillation visibly changes the format: the base student never closes a think
-        # block before a boxed answer / code block; the trained one does (the demo's claim).
-        base, last = results.base(bench), results.score(run, 150, bench)
-        assert base is not None and last is not None
-        assert base.format_compliance == 0.0
-        assert last.format_compliance is not None and last.format_compliance > 0.2
-    tables = results.tables()
-    assert "Trace quality" in tables and len(tables["Trace quality"]) == 2
-    quality = {row["task"]: row for row in tables["Trace quality"]}
-    # The synthetic teacher is wrong on purpose for about a quarter of its answers.
-    assert quality["math"]["pass rate"] != "100.0%"
-    # A second call redoes nothing and gives the same numbers.
-    again = anyio.run(lambda: run_demo(tmp_path / "demo", size="ci", progress=False))
-    assert again.to_markdown() == results.to_markdown()
 
 
 def test_dry_run_plan_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
