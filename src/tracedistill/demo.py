@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
+from tracedistill.prompts import PromptSet, PromptTemplate
 from tracedistill.records import (
     FinishReason,
     Message,
@@ -27,8 +28,7 @@ from tracedistill.records import (
     TaskKind,
     TokenUsage,
 )
-from tracedistill.teachers.base import Completion, Observer, Teacher, TeacherRequest
-from tracedistill.teachers.prompts import PromptSet, PromptTemplate
+from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
 
 if TYPE_CHECKING:
     from tracedistill.chat import ChatRenderer, ChatTokenizer
@@ -156,7 +156,7 @@ class SyntheticTeacher(Teacher):
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> Completion:
+    ) -> TeacherCompletion:
         """Solve one synthetic problem (wrongly, for ``error_rate`` of the requests)."""
         problem = request.problem
         digest = hashlib.sha256(request.key.encode()).digest()
@@ -175,7 +175,7 @@ class SyntheticTeacher(Teacher):
             answer = f"```python\ndef f(x):\n    return {expr}\n```"
         completion_tokens = (len(reasoning) + len(answer)) // 4
         prompt_tokens = sum(len(m.content) for m in request.messages) // 4
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
             reasoning_kind=ReasoningKind.RAW,
