@@ -59,12 +59,13 @@ from tracedistill.verifiers._checks import (
     failure_of,
     judge_stdio,
     layers,
-    parse_records,
+    read_records,
     stdout_matches,
 )
 from tracedistill.verifiers._evalplus import (
     EvalplusComparator,
     FunctionInputs,
+    evalplus_loaded,
     evalplus_version,
     load_evalplus,
     output_mode,
@@ -411,7 +412,8 @@ class CodeVerifier(Verifier):
     # --- function tests (evalplus) -------------------------------------------------------------
 
     async def _check_function(self, problem: Problem, fn: FunctionTests, code: str) -> CheckResult:
-        await anyio.to_thread.run_sync(load_evalplus)
+        if not evalplus_loaded():  # the first import takes seconds; then no thread hop
+            await anyio.to_thread.run_sync(load_evalplus)
         meta = problem.metadata.get(EVALPLUS_METADATA_KEY) or {}
         dataset = str(meta.get("dataset", ""))
         base_inputs, plus_inputs = await self._inputs.get(fn, meta)
@@ -684,7 +686,7 @@ class CodeVerifier(Verifier):
         report: dict[str, Any] = outcome.value
         if own:
             _note_spent(float(report["wall_s"]))
-        records = await anyio.to_thread.run_sync(parse_records, report["data"])
+        records = await read_records(report["data"])
         return Run(records, failure_of(report, records), float(report["wall_s"]))
 
 
