@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +39,12 @@ sys.path.insert(0, str(ROOT))
 from tests.verifiers.helpers import load_math500_problems, load_mbppplus_problems  # noqa: E402
 from tests.verifiers.mutants import (  # noqa: E402
     evalplus_ground_truth,
+    evalplus_pool,
     evalplus_task,
+    evalplus_verdict_cache,
     grade_with_evalplus,
+    program_key,
+    read_verdicts,
     selection,
 )
 
@@ -65,9 +67,7 @@ def run_evalplus(
     truth_s = time.perf_counter() - start
     start = time.perf_counter()
     statuses: dict[str, tuple[str, str]] = {}
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
+    with evalplus_pool(workers) as pool:
         futures = [
             pool.submit(
                 check_correctness,
@@ -127,12 +127,21 @@ async def grade_ours(
 
 
 def run_mutants(
-    items: list[tuple[Problem, dict[str, Any]]], workers: int, cache: Path, light: bool = False
+    items: list[tuple[Problem, dict[str, Any]]],
+    workers: int,
+    cache: Path,
+    *,
+    light: bool = False,
+    limit: int | None = None,
+    verdicts: Path | None = None,
 ) -> dict[str, Any]:
     """Grade the mutants with both checkers; print agreement and every disagreement.
 
     ``light``: only the tasks whose canonical solution computes for under 50 ms (evalplus's
     ground-truth timing), which leaves out the few whose mutants take minutes on both sides.
+    ``limit``: the first ``limit`` mutants only. ``verdicts``: evalplus's verdicts cached
+    there (JSONL; a rerun grades only what is new there), evalplus's side first, so that an
+    interrupted run leaves its verdicts for the next.
     """
     if light:
         heavy = []
@@ -143,12 +152,16 @@ def run_mutants(
         items = [(p, row) for p, row in items if p.id not in heavy]
         print(f"mbpp+ mutants: light tasks only, {len(items)} (left out: {', '.join(heavy)})")
     by_id = {p.id: p for p, _ in items}
-    chosen = selection([row for _, row in items])
+    chosen = selection([row for _, row in items])[:limit]
+    print(f"mbpp+ mutants: {len(chosen)} of {len({row['task_id'] for row, _ in chosen})} tasks")
     pairs = [(by_id[row["task_id"]], code) for row, (_, code) in chosen]
-    ours, ours_s = anyio.run(grade_ours, pairs, workers, cache)
+    known = len(_cached(verdicts, chosen))
     start = time.perf_counter()
-    theirs = grade_with_evalplus([(row, code) for row, (_, code) in chosen], workers)
+    theirs = grade_with_evalplus(
+        [(row, code) for row, (_, code) in chosen], workers, cache=verdicts
+    )
     theirs_s = time.perf_counter() - start
+    ours, ours_s = anyio.run(grade_ours, pairs, workers, cache)
     differ = [
         i for i, (mine, other) in enumerate(zip(ours, theirs, strict=True)) if mine[0] != other[0]
     ]
@@ -161,10 +174,11 @@ def run_mutants(
             ours[i], theirs[i] = mine, other
         differ = [i for i in differ if ours[i][0] != theirs[i][0]]
     passed = sum(p for p, _ in theirs)
+    speed = f"{theirs_s / ours_s:.1f}x" if not known else f"n/a, {known} verdicts from the cache"
     print(
         f"mbpp+ mutants: {len(chosen)} (evalplus passes {passed}), graded in {ours_s:.1f}s "
-        f"(tracedistill) vs {theirs_s:.1f}s (evalplus) on {workers} workers: "
-        f"{theirs_s / ours_s:.1f}x; verdicts identical {len(chosen) - len(differ)}/{len(chosen)}"
+        f"(tracedistill) vs {theirs_s:.1f}s (evalplus) on {workers} workers: {speed}; "
+        f"verdicts identical {len(chosen) - len(differ)}/{len(chosen)}"
         f" (regraded after a timeout: {len(timed_out)})"
     )
     for i in differ:
@@ -176,8 +190,16 @@ def run_mutants(
     return {
         "mutants": len(chosen),
         "mutants_identical": len(chosen) - len(differ),
-        "mutants_speedup": round(theirs_s / ours_s, 2),
+        "mutants_speedup": round(theirs_s / ours_s, 2) if not known else None,
     }
+
+
+def _cached(verdicts: Path | None, chosen: list[Any]) -> list[str]:
+    """The keys of ``chosen``'s mutants whose evalplus verdict is in the cache already."""
+    if verdicts is None:
+        return []
+    found = read_verdicts(verdicts)
+    return [key for row, (_, code) in chosen if (key := program_key(row, code)) in found]
 
 
 def _passed(status: tuple[str, str]) -> bool:
@@ -318,6 +340,16 @@ def main() -> None:
         "--only", choices=["math", "mbpp", "mutants"], help="run one part of the benchmark"
     )
     parser.add_argument(
+        "--tasks", help="mutants: these MBPP+ tasks only (comma-separated, e.g. Mbpp/2,Mbpp/3)"
+    )
+    parser.add_argument("--limit", type=int, help="mutants: the first LIMIT mutants only")
+    parser.add_argument(
+        "--no-verdict-cache",
+        action="store_true",
+        help="mutants: grade every mutant with evalplus again (default: reuse the verdicts "
+        "cached under ~/.cache/tracedistill/evalplus-verdicts)",
+    )
+    parser.add_argument(
         "--light-mutants",
         action="store_true",
         help="mutants of the tasks whose canonical solution computes for under 50 ms only",
@@ -339,17 +371,28 @@ def main() -> None:
     if args.only in (None, "mbpp"):
         summary.update(bench_mbpp(mbpp_path, args))
     if args.only in (None, "mutants"):
-        items = load_mbppplus_problems(mbpp_path)
-        with tempfile.TemporaryDirectory() as cache:
-            summary.update(
-                run_mutants(
-                    items[:12] if args.quick else items,
-                    args.workers,
-                    Path(cache),
-                    light=args.light_mutants,
-                )
-            )
+        summary.update(bench_mutants(mbpp_path, args))
     print(json.dumps(summary))
+
+
+def bench_mutants(mbpp_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """MBPP+ mutants graded by tracedistill and evalplus (evalplus's verdicts cached)."""
+    items = load_mbppplus_problems(mbpp_path)
+    if args.tasks:
+        wanted = set(args.tasks.split(","))
+        items = [(p, row) for p, row in items if p.id in wanted]
+    elif args.quick:
+        items = items[:12]
+    verdicts = None if args.no_verdict_cache else evalplus_verdict_cache()
+    with tempfile.TemporaryDirectory() as cache:
+        return run_mutants(
+            items,
+            args.workers,
+            Path(cache),
+            light=args.light_mutants,
+            limit=args.limit,
+            verdicts=verdicts,
+        )
 
 
 def bench_math(math_path: Path, args: argparse.Namespace) -> dict[str, Any]:

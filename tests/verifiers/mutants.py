@@ -12,11 +12,28 @@ mutants, in the same order. Used by ``test_fidelity.py`` and ``benchmarks/bench_
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
+import hashlib
+import json
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
-__all__ = ["WRAPPERS", "Mutant", "mutants"]
+__all__ = [
+    "WRAPPERS",
+    "Mutant",
+    "evalplus_pool",
+    "evalplus_verdict_cache",
+    "grade_with_evalplus",
+    "mutants",
+    "program_key",
+    "read_verdicts",
+    "selection",
+]
 
 Mutant = tuple[str, str]  # (kind, full program)
 
@@ -318,25 +335,99 @@ def evalplus_passes(task: dict[str, Any], code: str, truth: dict[str, Any]) -> t
     return base == "pass" and plus == "pass", f"{base}/{plus}"
 
 
-def grade_with_evalplus(
-    items: list[tuple[dict[str, Any], str]], workers: int
-) -> list[tuple[bool, str]]:
-    """evalplus's verdicts on ``(row, program)`` pairs, on ``workers`` processes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def evalplus_verdict_cache() -> Path:
+    """Where evalplus's verdicts on programs are kept between runs (one file per evalplus
+    version): ``~/.cache/tracedistill/evalplus-verdicts/<version>.jsonl``."""
+    from importlib.metadata import version
 
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "tracedistill" / "evalplus-verdicts" / f"{version('evalplus')}.jsonl"
+
+
+def program_key(row: dict[str, Any], code: str) -> str:
+    """A verdict's key: the task, its tests and the program (all of what evalplus sees)."""
+    digest = hashlib.sha256()
+    for part in (row["task_id"], row["canonical_solution"], row["base_input"], row["plus_input"]):
+        digest.update(json.dumps(part, sort_keys=True).encode() + b"\0")
+    digest.update(code.encode())
+    return f"{row['task_id']}:{digest.hexdigest()[:24]}"
+
+
+def read_verdicts(path: Path) -> dict[str, tuple[bool, str]]:
+    """The verdicts cached in ``path`` by key (none if it does not exist)."""
+    if not path.exists():
+        return {}
+    found: dict[str, tuple[bool, str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            found[row["key"]] = (bool(row["passed"]), str(row["status"]))
+        except (ValueError, KeyError, TypeError):  # a line cut by a killed run
+            continue
+    return found
+
+
+def _fork_inside() -> None:
+    """In a spawned worker: evalplus's own child processes fork again, as in evalplus."""
+    multiprocessing.set_start_method("fork", force=True)
+
+
+def evalplus_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes to run evalplus's checker in.
+
+    The workers are spawned, not forked: the calling process has threads (the event loop's
+    workers), and a child forked while one of them holds a lock can hang forever (it did, in
+    CI). A spawned worker inherits the spawn start method, under which evalplus's per-program
+    process would start a fresh interpreter (seconds, past its time limit: every program
+    "timed out"); the workers themselves have one thread, so they fork it as evalplus does.
+    """
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_fork_inside)
+
+
+def grade_with_evalplus(
+    items: list[tuple[dict[str, Any], str]], workers: int, *, cache: Path | None = None
+) -> list[tuple[bool, str]]:
+    """evalplus's verdicts on ``(row, program)`` pairs, on ``workers`` spawned processes.
+
+    ``cache``: a JSONL file of verdicts already known (see :func:`evalplus_verdict_cache`);
+    each new verdict is appended as soon as it comes, so an interrupted run keeps its work.
+    """
+    from concurrent.futures import as_completed
+
+    keys = [program_key(row, code) for row, code in items]
+    known = read_verdicts(cache) if cache is not None else {}
+    todo = [i for i, key in enumerate(keys) if key not in known]
     tasks: dict[str, dict[str, Any]] = {}
     truth: dict[str, dict[str, Any]] = {}
-    for row, _ in items:
+    for i in todo:  # ground truth only for the tasks with something left to grade
+        row = items[i][0]
         if row["task_id"] not in tasks:
             tasks[row["task_id"]] = evalplus_task(row)
             truth[row["task_id"]] = evalplus_ground_truth(tasks[row["task_id"]])
-    # Spawned, not forked: the test process has threads (the event loop's workers), and a
-    # child forked while one of them holds a lock can hang forever (it did, in CI).
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(evalplus_passes, tasks[row["task_id"]], code, truth[row["task_id"]])
-            for row, code in items
-        ]
-        return [future.result() for future in futures]
+    if todo:
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            evalplus_pool(workers) as pool,
+            contextlib.ExitStack() as stack,
+        ):
+            sink = stack.enter_context(cache.open("a", encoding="utf-8")) if cache else None
+            futures = {
+                pool.submit(
+                    evalplus_passes,
+                    tasks[items[i][0]["task_id"]],
+                    items[i][1],
+                    truth[items[i][0]["task_id"]],
+                ): i
+                for i in todo
+            }
+            for future in as_completed(futures):
+                i = futures[future]
+                known[keys[i]] = future.result()
+                if sink is not None:
+                    passed, status = known[keys[i]]
+                    record = {"key": keys[i], "passed": passed, "status": status}
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+    return [known[key] for key in keys]

@@ -19,6 +19,14 @@ from tracedistill.verifiers import CodeVerifier, MathVerifier, SandboxLimits
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reference-output cache for the module: the MBPP+ tasks these tests share have their
+    reference solutions run once, not once per test (the checks themselves are all redone)."""
+    return tmp_path_factory.mktemp("fidelity-references")
+
+
 PERTURB = """
 
 _td_original = {entry}
@@ -75,10 +83,10 @@ async def test_math500_golds_verify_against_themselves() -> None:
 
 @needs_mbpp
 @pytest.mark.slow
-async def test_mbppplus_canonical_pass_and_wrong_fail(tmp_path: Path) -> None:
+async def test_mbppplus_canonical_pass_and_wrong_fail(reference_cache: Path) -> None:
     items = load_mbppplus_problems()
     assert len(items) == 378
-    async with CodeVerifier(workers=2, cache_dir=tmp_path) as verifier:
+    async with CodeVerifier(workers=2, cache_dir=reference_cache) as verifier:
         canonical = await verifier.check_many(
             [(p, row["prompt"] + row["canonical_solution"]) for p, row in items], progress=False
         )
@@ -120,7 +128,7 @@ SAMPLE = [
 
 
 @needs_mbpp
-async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
+async def test_verdicts_agree_with_evalplus_checker(reference_cache: Path) -> None:
     from tests.verifiers.mutants import grade_with_evalplus
 
     items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
@@ -131,7 +139,7 @@ async def test_verdicts_agree_with_evalplus_checker(tmp_path: Path) -> None:
         samples.append((problem, row, row["prompt"] + row["canonical_solution"]))
         samples.append((problem, row, wrong_solution(row)))
         samples.append((problem, row, f"def {row['entry_point']}(*args):\n    return None\n"))
-    async with CodeVerifier(workers=2, cache_dir=tmp_path) as verifier:
+    async with CodeVerifier(workers=2, cache_dir=reference_cache) as verifier:
         ours = await verifier.check_many([(p, code) for p, _, code in samples], progress=False)
     theirs = [
         passed
@@ -161,7 +169,7 @@ MUTANT_TASKS = sorted(
 
 
 async def _grade_both(
-    items: list[tuple[Problem, dict[str, Any], str]], tmp_path: Path
+    items: list[tuple[Problem, dict[str, Any], str]], reference_cache: Path
 ) -> list[tuple[bool, str, bool, str]]:
     """(ours passed, our reason, evalplus passed, evalplus statuses) per program; a program
     that timed out on either side and disagrees is graded once more by both (CPU load)."""
@@ -169,7 +177,7 @@ async def _grade_both(
 
     async def ours(batch: list[tuple[Problem, dict[str, Any], str]]) -> list[Any]:
         async with CodeVerifier(
-            workers=2, cache_dir=tmp_path, limits=SandboxLimits(memory_mb=2048)
+            workers=2, cache_dir=reference_cache, limits=SandboxLimits(memory_mb=2048)
         ) as verifier:
             return await verifier.check_many([(p, code) for p, _, code in batch], progress=False)
 
@@ -194,7 +202,7 @@ async def _grade_both(
 
 
 @needs_mbpp
-async def test_iterator_and_numeric_returns_agree_with_evalplus(tmp_path: Path) -> None:
+async def test_iterator_and_numeric_returns_agree_with_evalplus(reference_cache: Path) -> None:
     """Returns evalplus treats specially: iterators and views under set equality, numeric
     conversions under float tolerance (fast: a few tasks, real evalplus checker)."""
     from tests.verifiers.mutants import mutants
@@ -225,7 +233,7 @@ async def test_iterator_and_numeric_returns_agree_with_evalplus(tmp_path: Path) 
         problem, row = items[task_id]
         for _kind, code in mutants(row, wrappers=wrappers, per_kind=0):
             chosen.append((problem, row, code))
-    graded = await _grade_both(chosen, tmp_path)
+    graded = await _grade_both(chosen, reference_cache)
     differ = [
         (p.id, code.splitlines()[-1], g)
         for (p, _, code), g in zip(chosen, graded, strict=True)
@@ -237,14 +245,14 @@ async def test_iterator_and_numeric_returns_agree_with_evalplus(tmp_path: Path) 
 
 @needs_mbpp
 @pytest.mark.slow
-async def test_mutants_agree_with_evalplus(tmp_path: Path) -> None:
+async def test_mutants_agree_with_evalplus(reference_cache: Path) -> None:
     from tests.verifiers.mutants import selection
 
     items = {p.id: (p, row) for p, row in load_mbppplus_problems()}
     rows = [items[task_id][1] for task_id in MUTANT_TASKS]
     chosen = [(items[row["task_id"]][0], row, code) for row, (_, code) in selection(rows)]
     assert len(chosen) >= 200
-    graded = await _grade_both(chosen, tmp_path)
+    graded = await _grade_both(chosen, reference_cache)
     differ = [
         (p.id, code.splitlines()[-1], g)
         for (p, _, code), g in zip(chosen, graded, strict=True)

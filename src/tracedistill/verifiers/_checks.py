@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import attrs
 
 from tracedistill.records import StdioCase, VerdictReason
@@ -28,6 +29,7 @@ __all__ = [
     "layers",
     "parse_records",
     "plain_equal",
+    "read_records",
     "short_repr",
     "stdout_matches",
 ]
@@ -74,6 +76,20 @@ def parse_records(data: bytes) -> list[Record]:
         if isinstance(record, dict):
             records.append(record)  # type: ignore[arg-type]
     return records
+
+
+#: Records up to this size are parsed on the event loop (well under a millisecond).
+_INLINE_PARSE_BYTES = 32 * 1024
+
+
+async def read_records(data: bytes) -> list[Record]:
+    """:func:`parse_records`, in a worker thread when ``data`` is large.
+
+    A light sample's few records parse in microseconds, less than a thread hop costs.
+    """
+    if len(data) < _INLINE_PARSE_BYTES:
+        return parse_records(data)
+    return await anyio.to_thread.run_sync(parse_records, data)
 
 
 def layers(records: Sequence[Record]) -> str:

@@ -27,6 +27,7 @@ from tracedistill.verifiers._protocol import OutputMode
 __all__ = [
     "EvalplusComparator",
     "FunctionInputs",
+    "evalplus_loaded",
     "evalplus_version",
     "load_evalplus",
     "output_mode",
@@ -55,6 +56,11 @@ def load_evalplus() -> dict[str, Any]:
                 is_floats=is_floats,
             )
         return _LOADED
+
+
+def evalplus_loaded() -> bool:
+    """Whether :func:`load_evalplus` has run (then calling it again costs nothing)."""
+    return bool(_LOADED)
 
 
 def evalplus_version() -> str:

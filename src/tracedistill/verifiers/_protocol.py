@@ -28,7 +28,6 @@ __all__ = [
     "OutputMode",
     "Record",
     "Status",
-    "split_groups",
     "step_budgets",
 ]
 
@@ -157,38 +156,3 @@ def step_budgets(job: Job) -> list[float]:
         steps.extend([float(job["test_timeout"])] * len(job["stdin"]))
     steps.append(startup)  # after "done": exit
     return steps
-
-
-def split_groups(groups: list[Group], times: list[list[float]], count: int) -> list[list[Group]]:
-    """Cut test groups into at most ``count`` consecutive parts of about equal reference time.
-
-    ``times`` holds each test's reference time, per group. Each slice keeps its group's id and
-    the index of its first test there, so that results map back to the whole.
-    """
-    total = sum(sum(t) for t in times)
-    share = total / count
-    parts: list[list[Group]] = []
-    current: list[Group] = []
-    spent = 0.0  # reference time of the parts already closed and the current one
-
-    def cut(group: Group, begin: int, end: int) -> Group:
-        return {
-            "id": group["id"],
-            "start": group["start"] + begin,
-            "inputs": group["inputs"][begin:end],
-            "limits": group["limits"][begin:end],
-        }
-
-    for group, group_times in zip(groups, times, strict=True):
-        begin = 0
-        for index, t in enumerate(group_times):
-            spent += t
-            if spent >= share * (len(parts) + 1) and len(parts) < count - 1:
-                current.append(cut(group, begin, index + 1))
-                parts.append(current)
-                current, begin = [], index + 1
-        if begin < len(group_times):
-            current.append(cut(group, begin, len(group_times)))
-    if current:
-        parts.append(current)
-    return parts

@@ -8,9 +8,10 @@ fakes success (exits early, rigs ``__eq__``, patches builtins) cannot pass a tes
 solve. Reference outputs are computed once, in the sandbox, and cached on disk.
 
 The parts live in private modules: the message protocol (``_protocol``), the value codec
-(``_codec``), the harness in the child (``_harness``), verdicts from runs (``_checks``),
-evalplus's comparison (``_evalplus``), the reference cache (``_references``), assert plans
-(``_asserts``) and the isolation itself (``sandbox``, ``_bubblewrap``).
+(``_codec``), the harness in the child (``_harness``), test groups and their split across
+runners (``_parts``), verdicts from runs (``_checks``), evalplus's comparison (``_evalplus``),
+the reference cache (``_references``), assert plans (``_asserts``) and the isolation itself
+(``sandbox``, ``_bubblewrap``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import ast
 import contextvars
 import hashlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -59,17 +59,19 @@ from tracedistill.verifiers._checks import (
     failure_of,
     judge_stdio,
     layers,
-    parse_records,
+    read_records,
     stdout_matches,
 )
 from tracedistill.verifiers._evalplus import (
     EvalplusComparator,
     FunctionInputs,
+    evalplus_loaded,
     evalplus_version,
     load_evalplus,
     output_mode,
 )
-from tracedistill.verifiers._protocol import Group, Job, OutputMode, Record, split_groups
+from tracedistill.verifiers._parts import function_groups, plan_parts, test_owners
+from tracedistill.verifiers._protocol import Group, Job, OutputMode, Record
 from tracedistill.verifiers._references import Reference, ReferenceCache, default_cache_dir
 from tracedistill.verifiers.base import CheckResult, Verifier
 from tracedistill.verifiers.extract import CodeExtraction, extract_code
@@ -410,14 +412,21 @@ class CodeVerifier(Verifier):
     # --- function tests (evalplus) -------------------------------------------------------------
 
     async def _check_function(self, problem: Problem, fn: FunctionTests, code: str) -> CheckResult:
-        await anyio.to_thread.run_sync(load_evalplus)
+        if not evalplus_loaded():  # the first import takes seconds; then no thread hop
+            await anyio.to_thread.run_sync(load_evalplus)
         meta = problem.metadata.get(EVALPLUS_METADATA_KEY) or {}
         dataset = str(meta.get("dataset", ""))
         base_inputs, plus_inputs = await self._inputs.get(fn, meta)
         reference = await self._reference(problem, fn, base_inputs, plus_inputs, dataset)
         if isinstance(reference, CheckResult):
             return reference
-        groups, costs = self._function_groups(base_inputs, plus_inputs, reference)
+        groups, costs = function_groups(
+            (base_inputs, reference.base_time),
+            (plus_inputs, reference.plus_time),
+            min_limit_s=self.min_time_limit_s,
+            factor=self.time_limit_factor,
+            default_s=self.test_timeout_s,
+        )
         parts = self._split(groups, costs)
         mode = output_mode(dataset, fn.entry_point, reference=False)
         jobs = [
@@ -447,12 +456,7 @@ class CodeVerifier(Verifier):
         for part_failure in failures:
             if part_failure is not None and part_failure.reason is VerdictReason.SANDBOX_VIOLATION:
                 return part_failure
-        owner = {
-            (group["id"], group["start"] + offset): part_index
-            for part_index, part in enumerate(parts)
-            for group in part
-            for offset in range(len(group["inputs"]))
-        }
+        owner = test_owners(parts)
         expected_groups = [
             (group_id, name, inputs, expected)
             for group_id, (name, inputs, expected) in enumerate(
@@ -471,48 +475,9 @@ class CodeVerifier(Verifier):
             {"base": "pass", "plus": "pass" if plus_inputs else None, "sandbox": layers(records)}
         )
 
-    def _function_groups(
-        self, base_inputs: list[Any], plus_inputs: list[Any], reference: Reference
-    ) -> tuple[list[Group], list[list[float] | None]]:
-        """The groups to run with each test's time limit, and the reference's times."""
-        groups: list[Group] = []
-        costs: list[list[float] | None] = []
-        for group_index, (inputs, times) in enumerate(
-            ((base_inputs, reference.base_time), (plus_inputs, reference.plus_time))
-        ):
-            if not inputs:
-                continue
-            limits = (
-                [
-                    max(self.min_time_limit_s, self.time_limit_factor * t)
-                    if t is not None
-                    else self.test_timeout_s
-                    for t in times
-                ]
-                if times
-                else [self.test_timeout_s] * len(inputs)
-            )
-            groups.append({"id": group_index, "start": 0, "inputs": inputs, "limits": limits})
-            costs.append(list(times) if times and None not in times else None)
-        return groups, costs
-
     def _split(self, groups: list[Group], costs: list[list[float] | None]) -> list[list[Group]]:
-        """Cut the test groups into consecutive parts of about equal reference time.
-
-        Splits only when every test's reference time is known, their sum is over
-        ``split_above_s`` and there is more than one runner; at most two parts per runner, and
-        none much shorter than a second (each part pays for a process and loading the code).
-        """
-        known = [c for c in costs if c is not None]
-        total = sum(sum(c) for c in known)
-        if (
-            self.split_above_s is None
-            or self.workers < 2
-            or len(known) != len(groups)
-            or total <= self.split_above_s
-        ):
-            return [groups]
-        return split_groups(groups, known, min(2 * self.workers, max(2, math.ceil(total))))
+        """Cut the test groups into parts for several runners (see :func:`plan_parts`)."""
+        return plan_parts(groups, costs, split_above_s=self.split_above_s, workers=self.workers)
 
     async def _run_parts(self, jobs: list[Job]) -> list[_Report | None]:
         """Run the parts of one sample at once; a failed part cancels the parts after it.
@@ -721,7 +686,7 @@ class CodeVerifier(Verifier):
         report: dict[str, Any] = outcome.value
         if own:
             _note_spent(float(report["wall_s"]))
-        records = await anyio.to_thread.run_sync(parse_records, report["data"])
+        records = await read_records(report["data"])
         return Run(records, failure_of(report, records), float(report["wall_s"]))
 
 
