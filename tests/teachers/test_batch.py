@@ -132,3 +132,15 @@ def test_state_after_a_torn_line_keeps_later_records(tmp_path: Path) -> None:
     state.finished("a")
     assert not BatchState(path).pending
     assert path.with_name(path.name + ".torn").exists()  # the cut bytes are kept aside
+
+
+def test_state_records_from_many_threads_at_once(tmp_path: Path) -> None:
+    """Batches are recorded from worker threads concurrently: every record lands, whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "batches-t.jsonl"
+    state = BatchState(path)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(state.finished, [f"b{i}" for i in range(200)]))
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 200 and all(line.endswith(b"}") for line in lines)

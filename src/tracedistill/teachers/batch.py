@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -59,6 +60,7 @@ class BatchState:
         # "done" record is never glued onto it (and its batch left pending forever); salvage
         # reads records an older writer glued that way.
         self._file = JsonlFile(self.path)
+        self._lock = threading.Lock()
         for record in self._file.records(salvage=True):
             if record.get("done"):
                 self.pending.pop(record["batch"], None)
@@ -66,7 +68,9 @@ class BatchState:
                 self.pending[record["batch"]] = [tuple(r) for r in record["requests"]]
 
     def _append(self, record: dict[str, Any]) -> None:
-        with self._file:  # opened for this append, closed after it: the state file stays free
+        # Batches are recorded from worker threads, several at once: one append at a time, the
+        # file opened for it and closed after it.
+        with self._lock, self._file:
             self._file.append(record, sync=True)
 
     def submitted(self, batch_id: str, requests: list[TeacherRequest]) -> None:
