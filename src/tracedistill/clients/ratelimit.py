@@ -628,8 +628,7 @@ class RateLimiter:
     def _accept(self, now: float) -> None:
         """Count an answer the provider's rate limiter let through (any answer but a 429)."""
         self._answers.append(now)
-        while self._answers and self._answers[0] < now - 2.0:
-            self._answers.popleft()
+        self._forget_before(now - 2.0)
 
     def on_success(self, permit: Permit | None = None, *, latency: float | None = None) -> None:
         """Record an answer (pass the permit with the tokens really used, and the latency)."""
@@ -644,12 +643,15 @@ class RateLimiter:
         """Record an attempt that failed for another reason than a 429 or an overload."""
         self._accept(self._clock())
 
+    def _forget_before(self, horizon: float) -> None:
+        """Drop 429s, overloads and answers older than ``horizon`` (the 2 s share window)."""
+        for times in (self._throttles, self._overloads, self._answers):
+            while times and times[0] < horizon:
+                times.popleft()
+
     def _cluster(self, now: float) -> bool:
         """Whether 429s are a large share of the last two seconds' answers (saturation)."""
-        while self._throttles and self._throttles[0] < now - 2.0:
-            self._throttles.popleft()
-        while self._answers and self._answers[0] < now - 2.0:
-            self._answers.popleft()
+        self._forget_before(now - 2.0)
         recent = len(self._throttles)
         return recent >= 3 and recent >= 0.25 * (recent + len(self._answers))
 
@@ -773,11 +775,7 @@ class RateLimiter:
         self.overloaded += 1
         self._accept(now)
         self._overloads.append(now)
-        horizon = now - 2.0
-        while self._overloads and self._overloads[0] < horizon:
-            self._overloads.popleft()
-        while self._answers and self._answers[0] < horizon:
-            self._answers.popleft()
+        self._forget_before(now - 2.0)
         if not self.limits.adaptive:
             return
         recent = len(self._overloads)
@@ -794,11 +792,7 @@ class RateLimiter:
         """Whether overloads are at least half of the last two seconds' answers: a provider
         failing broadly, which a retry should back off from (see :meth:`RetryPolicy.delay`).
         """
-        horizon = self._clock() - 2.0
-        while self._overloads and self._overloads[0] < horizon:
-            self._overloads.popleft()
-        while self._answers and self._answers[0] < horizon:
-            self._answers.popleft()
+        self._forget_before(self._clock() - 2.0)
         return len(self._overloads) >= 0.5 * max(1, len(self._answers))
 
     def _restore_concurrency(self, now: float) -> None:
