@@ -123,6 +123,23 @@ def test_dry_run_plan_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not (tmp_path / "traces").exists()  # a dry run touches nothing
 
 
+def test_plan_marks_a_run_too_small_to_train(tmp_path: Path) -> None:
+    # 5 problems at the default 0.7 pass rate expect 3 examples: less than a batch of 10. The
+    # dry run still prints, with the run's training figures unknown and the reason noted.
+    run = Run(
+        name="tiny",
+        task="math",
+        teacher=SyntheticTeacher(),
+        problems=synthetic_problems("math", 5),
+        train=TrainConfig(base_model="x", batch_size=10),
+    )
+    plan = Experiment(tmp_path, [run], trainer=LocalTrainer()).plan()
+    row = plan.rows[0]
+    assert (row.requests, row.train_examples) == (5, 3)
+    assert (row.train_steps, row.checkpoints, row.eval_requests) == (None, None, 0)
+    assert "cannot train: 3 examples do not fill one batch of 10" in str(plan)
+
+
 def test_plan_counts_what_is_already_stored(tmp_path: Path) -> None:
     teacher = SyntheticTeacher()
     problems = synthetic_problems("math", 20)

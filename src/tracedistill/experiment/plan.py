@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from tracedistill._html import table_html, table_markdown
+from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.experiment.config import Run
 from tracedistill.experiment.rundir import ExperimentDirectory, read_problems
@@ -218,7 +219,7 @@ def plan_row(folders: ExperimentDirectory, run: Run, bench_size: int) -> PlanRow
         if expected_correct is None
         else min(expected_correct, run.train.num_samples or expected_correct)
     )
-    steps = None if examples is None else run.train.total_steps(max(examples, 1))
+    steps = _train_steps(run, examples, notes)
     every = run.train.checkpoint_every
     checkpoints = None if steps is None else math.ceil(steps / every) if every else 1
     expected_out = _expected_completion_tokens(run)
@@ -243,6 +244,18 @@ def plan_row(folders: ExperimentDirectory, run: Run, bench_size: int) -> PlanRow
         eval_requests=(checkpoints or 0) * bench_size,
         note="; ".join(notes),
     )
+
+
+def _train_steps(run: Run, examples: int | None, notes: list[str]) -> int | None:
+    """The run's training steps; None, with a note, when its examples would not train."""
+    if examples is None:
+        return None
+    try:
+        return run.train.total_steps(max(examples, 1))
+    except ConfigurationError as exc:
+        # A dry run shows the problem in its row; the real run raises it at the train stage.
+        notes.append(f"cannot train: {exc}")
+        return None
 
 
 def _plan_generation(folders: ExperimentDirectory, run: Run, notes: list[str]) -> _Generation:
