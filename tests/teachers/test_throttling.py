@@ -288,8 +288,8 @@ def test_warning_when_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
     from tracedistill.teachers.engine import _Watch
 
     limiter = RateLimiter(RateLimits(requests_per_minute=600))
-    limiter._learned["requests"] = 2.0  # 120/min: under half the configured 600/min
-    limiter._recompute("requests")
+    limiter._model.learned["requests"] = 2.0  # 120/min: under half the configured 600/min
+    limiter._model.recompute("requests")
     watch = _Watch(limiter)
     watch.PERIOD = 0.05
     with caplog.at_level(logging.WARNING):
