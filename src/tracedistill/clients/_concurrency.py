@@ -65,9 +65,17 @@ class Slots:
         on_detach: called with no argument when an attempt gives its slot back.
     """
 
-    #: a trim lowers the concurrency by this factor, at most once per TRIM_EVERY seconds
+    #: a burst: overloads are at least this share of the last two seconds' answers. Faults
+    #: spread at random (a quarter of the answers on a flaky provider) are no burst: the
+    #: failed requests back off on their own, and trimming on them only starves the run.
+    BURST_SHARE = 0.5
+    #: and at least this many overloads: a few answers early in a run are no evidence
+    BURST_MIN = 16
+    #: a trim lowers the concurrency by this factor, at most once per TRIM_EVERY seconds,
+    #: never below FLOOR of the maximum
     TRIM = 0.8
     TRIM_EVERY = 1.0
+    FLOOR = 0.75
     #: seconds without an overload burst after which the full concurrency comes back
     RESTORE_AFTER = 3.0
 
@@ -152,11 +160,11 @@ class Slots:
         return freed
 
     def trim(self, now: float) -> None:
-        """An overload burst is under way: lower the concurrency gently, never below half."""
+        """An overload burst is under way: lower the concurrency gently (never below FLOOR)."""
         self._last_burst = now
         if now - self._last_trim >= self.TRIM_EVERY:
             self._last_trim = now
-            floor = max(float(self.min_concurrency), self.max_concurrency / 2.0)
+            floor = max(float(self.min_concurrency), self.max_concurrency * self.FLOOR)
             self._conc = max(floor, self._conc * self.TRIM)
             self._apply()
 

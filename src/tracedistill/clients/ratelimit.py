@@ -28,8 +28,9 @@ What it believes about the provider, in order of trust:
    with no trusted limit, probes upward gently (+5%/s after 2 quiet seconds);
 5. **overload** (529, 503 and other 5xx, dropped connections) is not throttling: the failed
    request backs off (see :mod:`~tracedistill.clients.retry`); the shared concurrency is
-   trimmed only while overloads are a large share of recent answers (a burst), gently
-   (x0.8 per second, never below half) and restored after 3 quiet seconds;
+   trimmed only while overloads are at least half of recent answers (a burst; faults spread
+   at random are none), gently (x0.8 per second, never below three quarters) and restored
+   after 3 quiet seconds;
 6. a **stalled** request holds one slot, never the run: an attempt running far longer than
    recent answers took (``stall_after_s``, by default 4x their 95th percentile, at least 1 s)
    gives its slot back while it keeps running until its own timeout.
@@ -358,8 +359,8 @@ class RateLimiter:
     def on_overload(self, permit: Permit | None = None) -> None:
         """Record an overload (529, 503, other 5xx, a lost connection): not a rate signal.
 
-        Concurrency is trimmed (x0.8, at most once a second, never below half) only while
-        overloads are at least a quarter of the last two seconds' answers.
+        Concurrency is trimmed (x0.8, at most once a second, never below three quarters) only
+        in a burst: while overloads are at least half of the last two seconds' answers.
         """
         now = self._clock()
         self.overloaded += 1
@@ -367,8 +368,9 @@ class RateLimiter:
         if not self.limits.adaptive:
             return
         overloads, answers = self._recent.overload_share(now)  # answers include overloads
-        if overloads >= 3 and overloads >= 0.25 * answers:
-            self._slots.trim(now)
+        slots = self._slots
+        if overloads >= slots.BURST_MIN and overloads >= slots.BURST_SHARE * answers:
+            slots.trim(now)
 
     def failing_broadly(self) -> bool:
         """Whether overloads are at least half of the last two seconds' answers: a provider
