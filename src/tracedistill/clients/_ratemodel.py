@@ -56,6 +56,8 @@ class RateModel:
         self.header: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         self.learned: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
+        #: no bucket paces anything (no limit known): requests start without one
+        self.unpaced = True
         self.rate_min: float | None = None
         for name in DIMENSIONS:
             self.recompute(name)
@@ -81,7 +83,9 @@ class RateModel:
         allowed = self.allowed(name)
         if allowed is None:
             self.buckets[name] = None
+            self.unpaced = all(bucket is None for bucket in self.buckets.values())
             return
+        self.unpaced = False
         pace = allowed * (1.0 - self.limits.headroom)
         capacity = capacity_for(pace, self.limits.burst_seconds)
         bucket = self.buckets[name]

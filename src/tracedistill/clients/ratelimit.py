@@ -244,37 +244,58 @@ class RateLimiter:
         """
         if self._closed.is_set():
             raise LimiterClosed("the run is stopping; no new request starts")
-        amounts = {
-            "requests": 1.0,
-            "input": float(input_tokens),
-            "output": float(output_tokens),
-            "tokens": float(input_tokens + output_tokens),
-        }
-        buckets = self._model.buckets
-        first = buckets["requests"]
-        if not self._primed and first is not None:
-            # The run starts at the rate, not with a burst, and half a second late: the first
-            # requests wait for new connections and would reach the provider bunched together.
-            first.empty(1.0 - 0.5 * first.rate)
-        self._primed = True
+        if not self._primed:
+            self._prime()
+        # in the order of DIMENSIONS: requests, input, output, combined tokens
+        amounts = (
+            1.0,
+            float(input_tokens),
+            float(output_tokens),
+            float(input_tokens + output_tokens),
+        )
+        if not self._lock.locked():
+            # Nobody waits: a request nothing holds back starts at once. No await comes
+            # between the check and the reservation, so the order of requests still holds.
+            now = self._clock()
+            if self._wait_time(amounts, now) <= 0:
+                return self._start(now, amounts, input_tokens, output_tokens)
         # FIFO: anyio's Lock wakes waiters in order, so requests start in the order they asked.
         async with self._lock:
             while True:
                 if self._closed.is_set():
                     raise LimiterClosed("the run is stopping; no new request starts")
                 now = self._clock()
-                self._pauses.account(now)
-                self._model.recover(now)
-                wait = self._pauses.until - now
-                for name, amount in amounts.items():
-                    bucket = buckets[name]
-                    if bucket is not None and amount:
-                        wait = max(wait, bucket.wait_time(amount, now))
+                wait = self._wait_time(amounts, now)
                 if wait <= 0:
-                    break
+                    return self._start(now, amounts, input_tokens, output_tokens)
                 await self._sleep(wait)
-            for name, amount in amounts.items():
-                bucket = buckets[name]
+
+    def _prime(self) -> None:
+        # The run starts at the rate, not with a burst, and half a second late: the first
+        # requests wait for new connections and would reach the provider bunched together.
+        first = self._model.buckets["requests"]
+        if first is not None:
+            first.empty(1.0 - 0.5 * first.rate)
+        self._primed = True
+
+    def _wait_time(self, amounts: tuple[float, ...], now: float) -> float:
+        """Seconds until a request needing ``amounts`` may start (<= 0: now)."""
+        self._pauses.account(now)
+        model = self._model
+        model.recover(now)
+        wait = self._pauses.until - now
+        if not model.unpaced:
+            for bucket, amount in zip(model.buckets.values(), amounts, strict=True):
+                if bucket is not None and amount:
+                    wait = max(wait, bucket.wait_time(amount, now))
+        return wait
+
+    def _start(
+        self, now: float, amounts: tuple[float, ...], input_tokens: int, output_tokens: int
+    ) -> Permit:
+        """Reserve ``amounts`` for an attempt starting now, record it, and return its permit."""
+        if not self._model.unpaced:
+            for bucket, amount in zip(self._model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     bucket.take(amount)
         self._log.sent(now, float(input_tokens), float(output_tokens))
