@@ -179,9 +179,7 @@ def _send(
     for i in range(int(per_s * seconds)):
         clock.now += 1.0 / per_s
         permit = Permit(0, 0, clock.now)
-        limiter._sends.append((clock.now, 0.0, 0.0))
-        if limiter._first_send is None:
-            limiter._first_send = clock.now
+        limiter._log.sent(clock.now, 0.0, 0.0)
         if refuse and i % refuse == 0:
             limiter.on_throttled(None, permit=permit)
         else:
@@ -211,7 +209,7 @@ def test_lone_429_teaches_nothing() -> None:
     _send(limiter, clock, 20.0, 3.0)
     limiter.on_throttled(5.0, permit=Permit(0, 0, clock.now))  # e.g. shared upstream capacity
     assert limiter.request_rate is None and limiter.cuts == 0
-    assert limiter._pause_until < clock.now  # only that request waits: nobody else is paused
+    assert limiter._pauses.until < clock.now  # only that request waits: nobody else is paused
 
 
 def test_configured_limit_is_trusted_then_learned_down() -> None:
@@ -237,7 +235,7 @@ def test_retry_after_pause_is_not_a_rate_sample() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimits(), clock=clock)
     _send(limiter, clock, 20.0, 2.0)
-    limiter._pause(clock.now, 8.0)  # a long Retry-After pause: nothing sent meanwhile
+    limiter._pauses.pause(clock.now, 8.0)  # a long Retry-After pause: nothing sent meanwhile
     clock.now += 8.0
     _send(limiter, clock, 40.0, 0.5, refuse=1)
     rate = limiter.request_rate
@@ -257,15 +255,29 @@ def test_overload_is_not_throttling() -> None:
             limiter.on_success()
     assert limiter.concurrency == 32 and limiter.request_rate == pytest.approx(10.0)
     assert limiter.overloaded > 10 and limiter.throttled == 0
-    # a burst of 529s trims concurrency gently (never below half), and briefly
+    # a burst of 529s trims concurrency gently (never below three quarters), and briefly
     for _ in range(60):
         clock.now += 0.05
         limiter.on_overload()
-    assert 16 <= limiter.concurrency < 32
+    assert 24 <= limiter.concurrency < 32
     assert limiter.request_rate == pytest.approx(10.0)  # the rate is untouched
     clock.now += 3.5
     limiter.on_success()
     assert limiter.concurrency == 32
+
+
+def test_random_faults_are_no_overload_burst() -> None:
+    # A flaky provider: a quarter of the answers are faults (5xx, resets, bad bodies) spread at
+    # random. Their share of a two-second window often tops a quarter; that is no burst, and
+    # trimming on it halved a 256-wide run for good (the failed requests back off themselves).
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(requests_per_minute=7200), max_concurrency=256, clock=clock)
+    rng = random.Random(7)
+    for _ in range(6000):  # 60 s at 100 answers a second
+        clock.now += 0.01
+        limiter.on_overload() if rng.random() < 0.25 else limiter.on_success()
+    assert limiter.overloaded > 1000
+    assert limiter.state().concurrency_min == 256
 
 
 @pytest.mark.anyio
@@ -290,7 +302,7 @@ def test_retry_after_pauses_everyone() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimits(adaptive=False), clock=clock)
     limiter.on_throttled(retry_after=2.0)
-    assert limiter._pause_until == pytest.approx(clock.now + 2.0)
+    assert limiter._pauses.until == pytest.approx(clock.now + 2.0)
     assert limiter.concurrency == 64  # not adaptive: no cut
 
 
@@ -300,7 +312,7 @@ def test_clustered_429s_pause_everyone() -> None:
     for _ in range(10):
         clock.now += 0.05
         limiter.on_throttled(2.0, permit=Permit(0, 0, clock.now))
-    assert limiter._pause_until == pytest.approx(clock.now + 2.0)
+    assert limiter._pauses.until == pytest.approx(clock.now + 2.0)
     clock.now += 2.0
     assert 2.0 <= limiter.state().paused_s <= 2.5  # from the third 429 on, extended by each
 
@@ -323,7 +335,7 @@ def test_headers_set_unknown_limits_only() -> None:
         )
     )
     # a used-up limit on a successful answer pauses nobody: the bucket paces it
-    assert limiter._pause_until < clock.now
+    assert limiter._pauses.until < clock.now
     assert limiter.state().output_tokens_rate == pytest.approx(6000)
     # a 429 without Retry-After whose headers say a limit is used up waits for its reset
     info = parse_rate_headers(
@@ -331,7 +343,7 @@ def test_headers_set_unknown_limits_only() -> None:
     )
     for _ in range(3):
         limiter.on_throttled(None, info=info)
-    assert 7.0 < limiter._pause_until - clock.now <= 9.0
+    assert 7.0 < limiter._pauses.until - clock.now <= 9.0
 
 
 @pytest.mark.anyio
@@ -340,7 +352,7 @@ async def test_output_tokens_reserved_and_refunded() -> None:
         RateLimits(output_tokens_per_minute=600, burst_seconds=10, headroom=0.0)
     )  # cap 100
     permit = await limiter.acquire(output_tokens=100)
-    bucket = limiter._buckets["output"]
+    bucket = limiter._model.buckets["output"]
     assert bucket is not None and bucket.level == pytest.approx(0, abs=0.5)
     limiter.settle(permit, input_tokens=None, output_tokens=30)
     assert bucket.level == pytest.approx(70, abs=0.5)

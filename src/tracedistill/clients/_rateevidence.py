@@ -1,0 +1,185 @@
+"""What the limiter has seen: attempts sent and refused, pauses, recent answers.
+
+These are the limiter's evidence about the provider; :mod:`~tracedistill.clients._ratemodel`
+decides what it means. Every figure is kept only as long as a decision looks back.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from tracedistill.clients._rateheaders import RateInfo
+from tracedistill.clients._ratelimits import Permit
+
+__all__ = ["Pauses", "RecentAnswers", "SendLog", "dimension_of"]
+
+#: the span (seconds) over which 429s and overloads are compared with all answers
+SHARE_WINDOW = 2.0
+
+_Event = tuple[float, float, float]  # (sent at, input tokens, output tokens)
+
+
+class Pauses:
+    """Pauses every request keeps (``Retry-After`` under saturation, a used-up limit).
+
+    Attributes:
+        until: the end of the pause under way (in the past when none is).
+        held_s: seconds every request was held by a pause, counted up to the last
+            :meth:`account`.
+    """
+
+    __slots__ = ("_mark", "_spans", "held_s", "horizon", "until")
+
+    def __init__(self, now: float, horizon: float) -> None:
+        self.until = 0.0
+        self.held_s = 0.0
+        self.horizon = horizon
+        self._mark = now
+        self._spans: collections.deque[tuple[float, float]] = collections.deque()
+
+    def account(self, now: float) -> None:
+        """Count paused time (every request held) up to ``now``."""
+        held_until = min(now, self.until)
+        if held_until > self._mark:
+            self.held_s += held_until - self._mark
+        self._mark = max(self._mark, held_until)
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Hold every request for ``seconds`` (at most 10 minutes) from ``now``."""
+        self.account(now)
+        self._mark = max(self._mark, now)
+        until = now + min(seconds, 600.0)
+        if until <= self.until:
+            return
+        spans = self._spans
+        if spans and spans[-1][1] >= now:
+            spans[-1] = (spans[-1][0], until)  # extends the pause under way
+        else:
+            spans.append((now, until))
+        while spans and spans[0][1] < now - self.horizon:
+            spans.popleft()
+        self.until = until
+
+    def within(self, start: float, end: float) -> float:
+        """Seconds of [start, end] spent paused."""
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self._spans)
+
+
+class SendLog:
+    """Attempts sent, and those refused with a 429, over the last ``horizon`` seconds."""
+
+    __slots__ = ("_refused", "_sends", "first_send", "horizon")
+
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon
+        self.first_send: float | None = None
+        self._sends: collections.deque[_Event] = collections.deque()
+        self._refused: collections.deque[_Event] = collections.deque()
+
+    def sent(self, now: float, input_tokens: float, output_tokens: float) -> None:
+        """Record an attempt going on the wire at ``now``."""
+        if self.first_send is None:
+            self.first_send = now
+        sends = self._sends
+        sends.append((now, input_tokens, output_tokens))
+        while sends[0][0] < now - self.horizon - 1.0:
+            sends.popleft()
+
+    def refused(self, permit: Permit, now: float) -> None:
+        """Record that the attempt holding ``permit`` got a 429."""
+        refused = self._refused
+        refused.append((permit.sent_at, float(permit.input_tokens), float(permit.output_tokens)))
+        while refused and refused[0][0] < now - self.horizon - 1.0:
+            refused.popleft()
+
+    def accepted_rate(self, name: str, sent: float, pauses: Pauses | None) -> float | None:
+        """What the provider accepted per second in the span before ``sent`` (None: too early).
+
+        The span is at most ``horizon`` and never longer than the run: an early 429
+        overestimates (more 429s correct it), it never underestimates (which only slow probing
+        would undo). With ``pauses``, the time every request was paused is left out of it.
+        """
+        if self.first_send is None:
+            return None
+        span = max(0.05, min(self.horizon, sent - self.first_send))
+        start = sent - span
+        if pauses is not None:
+            span = max(0.05, span - pauses.within(start, sent))
+        # Attempts still in flight count as accepted: a 429 comes back at once, a success
+        # only after the answer is written, and waiting for it would underestimate.
+        sent_total = _sum_since(self._sends, name, start, sent)
+        refused = _sum_since(self._refused, name, start, sent)
+        return max(0.0, sent_total - refused) / span
+
+
+class RecentAnswers:
+    """429s, overloads and all answers of the last two seconds: the shares decisions use."""
+
+    __slots__ = ("answers", "overloads", "throttles")
+
+    def __init__(self) -> None:
+        self.throttles: collections.deque[float] = collections.deque()
+        self.overloads: collections.deque[float] = collections.deque()
+        self.answers: collections.deque[float] = collections.deque()  # includes overloads
+
+    def forget_before(self, horizon: float) -> None:
+        """Drop 429s, overloads and answers older than ``horizon``."""
+        for times in (self.throttles, self.overloads, self.answers):
+            while times and times[0] < horizon:
+                times.popleft()
+
+    def answer(self, now: float) -> None:
+        """Count an answer the provider's rate limiter let through (any answer but a 429)."""
+        self.answers.append(now)
+        self.forget_before(now - SHARE_WINDOW)
+
+    def throttle(self, now: float) -> None:
+        """Count a 429."""
+        self.throttles.append(now)
+
+    def overload(self, now: float) -> None:
+        """Count an overload (it is an answer too)."""
+        self.answers.append(now)
+        self.overloads.append(now)
+        self.forget_before(now - SHARE_WINDOW)
+
+    def saturated(self, now: float) -> bool:
+        """Whether 429s are a large share of the last two seconds' answers."""
+        self.forget_before(now - SHARE_WINDOW)
+        recent = len(self.throttles)
+        return recent >= 3 and recent >= 0.25 * (recent + len(self.answers))
+
+    def overload_share(self, now: float) -> tuple[int, int]:
+        """Overloads and answers of the last two seconds."""
+        self.forget_before(now - SHARE_WINDOW)
+        return len(self.overloads), len(self.answers)
+
+
+def _sum_since(events: collections.deque[_Event], name: str, start: float, end: float) -> float:
+    """The amount of dimension ``name`` in the events sent within [start, end]."""
+    total = 0.0
+    for at, tokens_in, tokens_out in reversed(events):
+        if at > end:
+            continue
+        if at < start:
+            break
+        if name == "requests":
+            total += 1.0
+        elif name == "input":
+            total += tokens_in
+        elif name == "output":
+            total += tokens_out
+        else:
+            total += tokens_in + tokens_out
+    return total
+
+
+def dimension_of(info: RateInfo | None) -> str:
+    """Which limit a 429 was about, from its headers (requests when they do not say)."""
+    if info is not None:
+        for name, _reset in info.exhausted():
+            if name in ("input", "output"):
+                return name
+            if name == "tokens" and info.combined_tokens:
+                return "tokens"
+    return "requests"

@@ -1,0 +1,206 @@
+"""The limiter's records and token buckets: what a client keeps to, what it reports, what one
+attempt holds. Re-exported by :mod:`tracedistill.clients.ratelimit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from tracedistill.errors import ConfigurationError, TeacherError
+
+__all__ = [
+    "DIMENSIONS",
+    "Clock",
+    "LimiterClosed",
+    "LimiterState",
+    "Permit",
+    "RateLimits",
+    "TokenBucket",
+    "capacity_for",
+    "per_second",
+]
+
+Clock = Callable[[], float]
+
+#: the paced dimensions: requests, prompt tokens, completion tokens, OpenAI's combined tokens
+DIMENSIONS = ("requests", "input", "output", "tokens")
+
+
+def _positive_or_none(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise ConfigurationError(f"RateLimits.{attribute.name} must be > 0 or None, got {value!r}")
+
+
+def _fraction(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int | float) or not 0 <= value < 0.5:
+        raise ConfigurationError(f"RateLimits.{attribute.name} must be in [0, 0.5), got {value!r}")
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class RateLimits:
+    """The limits a client keeps to. ``None`` means unknown (read from headers or learned).
+
+    Args:
+        requests_per_minute: requests started per minute.
+        input_tokens_per_minute: prompt tokens per minute (estimated before the request,
+            corrected from the reported usage after it).
+        output_tokens_per_minute: completion tokens per minute, reserved against ``max_tokens``.
+        tokens_per_minute: prompt plus completion tokens per minute (OpenAI's TPM).
+        burst_seconds: how many seconds' worth of each limit may be spent at once (the bucket
+            size). Request buckets start empty, so a run starts at the rate, not with a burst.
+        adaptive: learn from 429s and rate-limit headers. Off: keep to the configured limits
+            and honour ``Retry-After``, nothing else.
+        headroom: the fraction of a known limit left unused, so that jitter between the
+            client's clock and the provider's window does not cost 429s.
+        stall_after_s: an attempt running this long gives its slot back (it keeps running until
+            the teacher's timeout). None: 4x the 95th percentile of recent answer times, >= 1 s.
+    """
+
+    requests_per_minute: float | None = attrs.field(default=None, validator=_positive_or_none)
+    input_tokens_per_minute: float | None = attrs.field(default=None, validator=_positive_or_none)
+    output_tokens_per_minute: float | None = attrs.field(default=None, validator=_positive_or_none)
+    tokens_per_minute: float | None = attrs.field(default=None, validator=_positive_or_none)
+    burst_seconds: float = attrs.field(default=0.5, validator=_positive_or_none)
+    adaptive: bool = True
+    headroom: float = attrs.field(default=0.02, validator=_fraction)
+    stall_after_s: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class LimiterState:
+    """A snapshot of a :class:`RateLimiter`: what it allows now and what it went through.
+
+    Rates are per minute; None means no limit of that kind is known.
+
+    Attributes:
+        request_rate: the request rate allowed now (requests are paced ``headroom`` below).
+        request_rate_min: the lowest request rate allowed at any time of the run.
+        configured_rpm: the configured request limit.
+        header_rpm: the request limit the provider's headers announced.
+        learned_rpm: the request rate learned from 429s, while it is below the trusted limit.
+        input_tokens_rate / output_tokens_rate / tokens_rate: the token rates allowed now.
+        concurrency / max_concurrency / concurrency_min: the slots allowed now, at most, and at
+            the lowest point of the run.
+        inflight: requests in flight now; inflight_mean: their time-weighted mean.
+        throttled: 429 answers; overloaded: 529/503/5xx answers and lost connections.
+        cuts: times the allowed request rate was lowered; paused_s: seconds every request was
+            held by a pause (Retry-After, a used-up limit).
+        stalls: attempts that gave their slot back because they ran far longer than usual.
+    """
+
+    request_rate: float | None
+    request_rate_min: float | None
+    configured_rpm: float | None
+    header_rpm: float | None
+    learned_rpm: float | None
+    input_tokens_rate: float | None
+    output_tokens_rate: float | None
+    tokens_rate: float | None
+    concurrency: int
+    max_concurrency: int
+    concurrency_min: int
+    inflight: int
+    inflight_mean: float
+    throttled: int
+    overloaded: int
+    cuts: int
+    paused_s: float
+    stalls: int
+
+    def describe(self) -> str:
+        """One line for logs and summaries."""
+
+        def rate(value: float | None) -> str:
+            return "unlimited" if value is None else f"{value:,.0f}/min"
+
+        lowest = "" if self.request_rate_min is None else f" (lowest {rate(self.request_rate_min)})"
+        return (
+            f"allowed {rate(self.request_rate)}{lowest}, concurrency {self.concurrency}"
+            f"/{self.max_concurrency} (lowest {self.concurrency_min}, mean in flight "
+            f"{self.inflight_mean:.1f}), {self.throttled} 429s, {self.overloaded} overloads, "
+            f"{self.cuts} cuts, paused {self.paused_s:.1f}s, {self.stalls} stalls"
+        )
+
+
+class LimiterClosed(TeacherError):
+    """The run is stopping: no new request may start."""
+
+
+class TokenBucket:
+    """A weighted token bucket that allows debt.
+
+    ``rate`` tokens per second flow in up to ``capacity``. A request for more than the capacity
+    waits for a full bucket and then takes everything it asked (the level goes negative), so a
+    single large request is never blocked forever and the long-run rate still holds.
+    """
+
+    __slots__ = ("_clock", "_last", "capacity", "level", "rate")
+
+    def __init__(self, rate: float, capacity: float, *, clock: Clock = time.monotonic) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError(f"rate and capacity must be > 0, got {rate!r}, {capacity!r}")
+        self.rate = rate
+        self.capacity = capacity
+        self.level = capacity
+        self._clock = clock
+        self._last = clock()
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
+        self._last = now
+
+    def wait_time(self, amount: float, now: float | None = None) -> float:
+        """Seconds until ``amount`` (capped at the capacity) can be taken; 0 if now."""
+        now = self._clock() if now is None else now
+        self._refill(now)
+        need = min(amount, self.capacity)
+        if self.level >= need:
+            return 0.0
+        return (need - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        """Take ``amount`` tokens (the level may go negative)."""
+        self._refill(self._clock())
+        self.level -= amount
+
+    def refund(self, amount: float) -> None:
+        """Give back ``amount`` unused tokens (never above the capacity)."""
+        if amount > 0:
+            self._refill(self._clock())
+            self.level = min(self.capacity, self.level + amount)
+
+    def empty(self, level: float = 1.0) -> None:
+        """Start over at ``level`` (capped at the capacity) from now: no burst."""
+        self.level = min(level, self.capacity)
+        self._last = self._clock()
+
+    def set_rate(self, rate: float, capacity: float) -> None:
+        """Change the rate and capacity, keeping the tokens already accrued (capped)."""
+        self._refill(self._clock())
+        self.rate = rate
+        self.capacity = capacity
+        self.level = min(self.level, capacity)
+
+
+@attrs.frozen(slots=True)
+class Permit:
+    """What one started attempt holds: its token reservations and when it was sent."""
+
+    input_tokens: int
+    output_tokens: int
+    sent_at: float = 0.0
+
+
+def per_second(per_minute: float | None) -> float | None:
+    """A per-minute figure per second (None stays None)."""
+    return None if per_minute is None else per_minute / 60.0
+
+
+def capacity_for(rate: float, burst_seconds: float) -> float:
+    """The size of a bucket paced at ``rate`` holding ``burst_seconds`` of it (at least 1)."""
+    return max(1.0, rate * burst_seconds)

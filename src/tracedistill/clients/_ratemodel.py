@@ -1,0 +1,190 @@
+"""The limiter's belief about the provider's limits: configured, announced, learned.
+
+One :class:`RateModel` per limiter keeps, per paced dimension, the configured limit, the one
+the provider's headers announce, and a learned rate, and sets the token buckets to the rate
+allowed now. See :mod:`tracedistill.clients.ratelimit` for the model in words.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+
+from tracedistill.clients._rateevidence import Pauses, RecentAnswers, SendLog
+from tracedistill.clients._rateheaders import RateInfo
+from tracedistill.clients._ratelimits import (
+    DIMENSIONS,
+    Clock,
+    RateLimits,
+    TokenBucket,
+    capacity_for,
+    per_second,
+)
+
+__all__ = ["RateModel"]
+
+logger = logging.getLogger("tracedistill.clients.ratelimit")
+
+
+class RateModel:
+    """Per dimension: the trusted limit, a learned rate, and the bucket pacing the allowed one.
+
+    Attributes:
+        buckets: the token bucket of each dimension (None: unlimited).
+        learned: the rate (per second) learned from 429s, while it is below the trusted one.
+        rate_min: the lowest request rate (per second) allowed at any time of the run.
+        cuts: times an allowed rate was lowered.
+        last_429: when the last 429 came back.
+    """
+
+    #: 429 episodes below a trusted limit, within EVIDENCE_SPAN seconds, that lower it
+    EVIDENCE = 3
+    EVIDENCE_SPAN = 30.0
+    #: a trusted limit is "consistent" with a 429 when the provider accepted at least this share
+    CONSISTENT = 0.9
+
+    def __init__(self, limits: RateLimits, *, clock: Clock) -> None:
+        self.limits = limits
+        self._clock = clock
+        self.configured: dict[str, float | None] = {
+            "requests": per_second(limits.requests_per_minute),
+            "input": per_second(limits.input_tokens_per_minute),
+            "output": per_second(limits.output_tokens_per_minute),
+            "tokens": per_second(limits.tokens_per_minute),
+        }
+        self.header: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        self.learned: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
+        #: no bucket paces anything (no limit known): requests start without one
+        self.unpaced = True
+        self.rate_min: float | None = None
+        for name in DIMENSIONS:
+            self.recompute(name)
+        self._evidence: dict[str, collections.deque[float]] = {
+            name: collections.deque() for name in DIMENSIONS
+        }
+        self.cuts = 0
+        self.last_429 = -math.inf
+        self._last_raise = clock()
+
+    def trusted(self, name: str) -> float | None:
+        """The trusted limit (per second) of one dimension: configured, else from headers."""
+        configured = self.configured[name]
+        return configured if configured is not None else self.header[name]
+
+    def allowed(self, name: str) -> float | None:
+        """The rate (per second) allowed now: the learned one, else the trusted limit."""
+        learned = self.learned[name]
+        return learned if learned is not None else self.trusted(name)
+
+    def recompute(self, name: str) -> None:
+        """Set bucket ``name`` to the rate allowed now, ``headroom`` below it."""
+        allowed = self.allowed(name)
+        if allowed is None:
+            self.buckets[name] = None
+            self.unpaced = all(bucket is None for bucket in self.buckets.values())
+            return
+        self.unpaced = False
+        pace = allowed * (1.0 - self.limits.headroom)
+        capacity = capacity_for(pace, self.limits.burst_seconds)
+        bucket = self.buckets[name]
+        if bucket is None:
+            bucket = TokenBucket(pace, capacity, clock=self._clock)
+            if name == "requests":
+                bucket.level = min(1.0, capacity)  # start at the rate, not with a burst
+            self.buckets[name] = bucket
+        elif bucket.rate != pace:
+            bucket.set_rate(pace, capacity)
+        if name == "requests" and (self.rate_min is None or allowed < self.rate_min):
+            self.rate_min = allowed
+
+    def recover(self, now: float) -> None:
+        """Raise learned rates back once 429s stop (at most every 0.2 s)."""
+        if not self.limits.adaptive or now - self._last_raise < 0.2:
+            return
+        step = now - self._last_raise
+        self._last_raise = now
+        quiet = now - self.last_429
+        for name in DIMENSIONS:
+            learned = self.learned[name]
+            if learned is None:
+                continue
+            trusted = self.trusted(name)
+            if trusted is not None:
+                if quiet < 1.0:
+                    continue
+                raised = learned * (1.25**step)  # back to the trusted limit within seconds
+                self.learned[name] = None if raised >= trusted else raised
+            else:
+                if quiet < 2.0:
+                    continue
+                self.learned[name] = learned * (1.05**step)  # probe an unknown limit gently
+            self.recompute(name)
+
+    def adopt(self, info: RateInfo) -> None:
+        """Trust the per-minute limits a response's headers announce (where none is configured)."""
+        for name, limit in (
+            ("requests", info.requests_limit),
+            ("input", info.input_limit),
+            ("output", info.output_limit),
+            ("tokens", info.tokens_limit if info.combined_tokens else None),
+        ):
+            if limit and self.configured[name] is None:
+                rate = limit / 60.0  # OpenAI's and Anthropic's limits are per minute
+                if self.header[name] != rate:
+                    self.header[name] = rate
+                    learned = self.learned[name]
+                    if learned is not None and learned >= rate:
+                        self.learned[name] = None
+                    self.recompute(name)
+
+    def learn(
+        self,
+        name: str,
+        sent: float,
+        now: float,
+        *,
+        log: SendLog,
+        pauses: Pauses,
+        recent: RecentAnswers,
+    ) -> None:
+        """Learn from a 429 on dimension ``name`` (sent at ``sent``), if the evidence holds."""
+        measured = log.accepted_rate(name, sent, pauses)
+        if measured is None:
+            return
+        floor = 1.0 / 60.0 if name == "requests" else 1.0
+        measured = max(measured, floor)
+        trusted = self.trusted(name)
+        if trusted is not None:
+            # Against a trusted limit the evidence must be conservative: the provider's window
+            # includes the pauses it asked for.
+            measured = max(log.accepted_rate(name, sent, None) or measured, floor)
+            if measured >= self.CONSISTENT * trusted:
+                return  # the provider was accepting the trusted rate: nothing to learn
+            if self.learned[name] is None and not self._repeated(name, now):
+                return
+        allowed = self.allowed(name)
+        clustered = recent.saturated(now)
+        if allowed is None and not clustered:
+            return  # a lone 429 with no limit known: only that request waits
+        near = allowed is not None and measured >= allowed * (1.0 - self.limits.headroom - 0.04)
+        if near and (not clustered or measured >= (allowed or 0.0)):
+            return  # close to what is allowed: a lone 429 teaches nothing
+        self.learned[name] = measured
+        self.cuts += 1
+        self.recompute(name)
+        logger.info(
+            "rate limited: the provider accepted %.1f %s/min; keeping to that",
+            measured * 60.0,
+            "requests" if name == "requests" else f"{name} tokens",
+        )
+
+    def _repeated(self, name: str, now: float) -> bool:
+        """Count one 429 episode below a trusted limit; whether there were enough lately."""
+        evidence = self._evidence[name]
+        if not evidence or now - evidence[-1] >= 1.0:
+            evidence.append(now)
+        while evidence and evidence[0] < now - self.EVIDENCE_SPAN:
+            evidence.popleft()
+        return len(evidence) >= self.EVIDENCE
