@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import collections
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -77,11 +78,19 @@ async def test_crash_while_waiting_resumes_without_resubmitting(tmp_path: Path) 
         server.batch_polls = 10_000  # the batch never ends during the first run
         teacher = openai_teacher(server)
         problems = math_problems(10)
+        state_file = tmp_path / "s" / "batches-loop_model.jsonl"
         with JsonlTraceStore(tmp_path / "s") as store:
-            with anyio.move_on_after(0.5):
-                await generate_batch(teacher, problems, store, poll_interval=0.01)
+            # "Crash" once the submission is on disk: waiting for that instead of a fixed
+            # 0.5 s keeps the test meaningful on a loaded machine.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(generate_batch, poll_interval=0.01), teacher, problems, store)
+                with anyio.fail_after(60):
+                    while not (state_file.exists() and state_file.read_bytes().endswith(b"\n")):  # noqa: ASYNC110 - polls a file another task writes
+                        await anyio.sleep(0.01)
+                await anyio.sleep(0.05)  # a few polls of the never-ending batch
+                tg.cancel_scope.cancel()
             assert len(store) == 0 and server.stats.batches == 1
-        state = BatchState(tmp_path / "s" / "batches-loop_model.jsonl")
+        state = BatchState(state_file)
         assert len(state.pending) == 1
         server.finish_batches()
         with JsonlTraceStore(tmp_path / "s") as store:
