@@ -1,7 +1,7 @@
 """The base of the model clients behind an HTTP API (OpenAI-compatible, Anthropic).
 
-One transport path for everything that talks HTTP: :class:`~tracedistill.clients.http.
-HttpClient` (the fast aiohttp POST path, errors mapped to their classes, rate-limit headers,
+One transport path for everything that talks HTTP:
+:class:`~tracedistill.clients.http.HttpClient` (the fast aiohttp POST path, errors mapped to their classes, rate-limit headers,
 server-sent events), with retries by error class around each sample.
 """
 

@@ -1,4 +1,9 @@
-"""Anthropic's Messages API over httpx, with extended thinking.
+"""A Claude teacher over Anthropic's Messages API, with extended thinking.
+
+The protocol (request body, thinking blocks, usage, stop reasons, error bodies, streams) is
+:mod:`tracedistill.clients.anthropic`'s, shared with the model client
+:class:`~tracedistill.clients.anthropic.AnthropicClient`; this module adds what a teacher adds:
+prompts and request keys (from the base class), cost, traces and the Message Batches API.
 
 Thinking is enabled with a token budget (``thinking=4096``) or adaptively
 (``thinking="adaptive"``, newer models). Thinking blocks become the trace's reasoning, marked as
