@@ -1,8 +1,9 @@
 """The base of the model clients behind an HTTP API (OpenAI-compatible, Anthropic).
 
 One transport path for everything that talks HTTP:
-:class:`~tracedistill.clients.http.HttpClient` (the fast aiohttp POST path, errors mapped to their classes, rate-limit headers,
-server-sent events), with retries by error class around each sample.
+:class:`~tracedistill.clients.http.HttpClient` (the fast aiohttp POST path, errors mapped to
+their classes, rate-limit headers, server-sent events), with retries by error class around
+each sample.
 """
 
 from __future__ import annotations
