@@ -28,7 +28,7 @@ from tracedistill.evaluation import (
     math500,
     mbpp_plus,
 )
-from tracedistill.evaluation.samplers import OpenAICompatibleSampler
+from tracedistill.evaluation.samplers import AnthropicClient, OpenAICompatibleSampler
 from tracedistill.experiment import Experiment, Filters, Generation, Plan, Run
 from tracedistill.problems import (
     ProblemPool,
@@ -99,6 +99,7 @@ _LAZY = {
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnthropicClient",
     "AnthropicTeacher",
     "Benchmark",
     "Checkpoint",

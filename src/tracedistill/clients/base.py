@@ -20,15 +20,27 @@ import attrs
 
 from tracedistill.clients.ratelimit import RateInfo
 from tracedistill.errors import ConfigurationError, EvaluationError, ProviderError
-from tracedistill.records import Completion, Message, SamplingParams
+from tracedistill.records import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    Completion,
+    FinishReason,
+    Message,
+    ReasoningKind,
+    SamplingParams,
+    TokenUsage,
+)
 
 __all__ = [
     "Completion",
     "ModelClient",
     "Observer",
     "Prompt",
+    "Reply",
     "Sampler",
     "SamplerError",
+    "cut_at_stop",
+    "cut_completion",
     "greedy",
     "prompt_text",
 ]
@@ -54,6 +66,67 @@ class SamplerError(EvaluationError):
     def __init__(self, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+@attrs.frozen(slots=True, kw_only=True)
+class Reply:
+    """A provider's answer to one request, normalized: reasoning and answer apart.
+
+    What the provider parsers of this folder return. A teacher stores it as a trace (it is the
+    teachers' ``TeacherCompletion``); a model client joins it into a :class:`Completion`
+    (:meth:`completion`).
+
+    Attributes:
+        reasoning: the reasoning (separate fields, thinking blocks or an inline ``<think>``
+            block), empty if none.
+        answer: the visible answer.
+        reasoning_kind: whether ``reasoning`` is the raw chain of thought or a summary.
+        finish_reason: why generation stopped.
+        usage: the token counts the provider reported (zero when it did not say).
+        cost_usd: the provider's own cost figure in USD, when it reports one.
+        metadata: what else the response said (served model, response id, native finish
+            reason, redacted thinking blocks).
+    """
+
+    reasoning: str = ""
+    answer: str = ""
+    reasoning_kind: ReasoningKind = ReasoningKind.RAW
+    finish_reason: FinishReason = FinishReason.STOP
+    usage: TokenUsage = attrs.field(factory=TokenUsage)
+    cost_usd: float | None = None
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def completion(self, *, include_reasoning: bool = True) -> Completion:
+        """The whole assistant turn as one text: the reasoning (when kept) as a ``<think>``
+        block in front of the answer, with the reported token counts (None when not reported).
+        """
+        text = self.answer
+        if include_reasoning and self.reasoning:
+            text = f"{THINK_OPEN}\n{self.reasoning}\n{THINK_CLOSE}\n\n{text}"
+        usage = self.usage
+        return Completion(
+            text=text,
+            finish_reason=self.finish_reason,
+            prompt_tokens=usage.prompt_tokens or None,
+            completion_tokens=usage.completion_tokens or None,
+        )
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to its first stop string, and whether one was found.
+
+    For servers that return the stop string (or the text after it) with the completion.
+    """
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def cut_completion(completion: Completion, stops: Sequence[str]) -> Completion:
+    """``completion`` cut at its first stop string (then it finished with ``STOP``)."""
+    text, cut = cut_at_stop(completion.text, stops)
+    if not cut:
+        return completion
+    return attrs.evolve(completion, text=text, finish_reason=FinishReason.STOP)
 
 
 def greedy(max_tokens: int, *, stop: Sequence[str] = (), **extra: Any) -> SamplingParams:

@@ -18,7 +18,7 @@ import attrs
 import orjson
 
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
-from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError
+from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, cut_at_stop
 from tracedistill.errors import CheckpointError, ConfigurationError, ModelNotAvailableError
 from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
 
@@ -221,9 +221,9 @@ class LocalSampler(Sampler):
         else:
             text = self._renderer.parse_response(out).content
         finish = request.finish
-        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], FinishReason.STOP
+        text, cut = cut_at_stop(text, params.stop)
+        if cut:
+            finish = FinishReason.STOP
         return Completion(
             text=text,
             finish_reason=finish,

@@ -1,46 +1,66 @@
-"""A sampler behind any OpenAI-compatible endpoint (vLLM, SGLang, OpenRouter, OpenAI).
+"""OpenAI-compatible APIs (vLLM, SGLang, OpenRouter, OpenAI): bodies, answers, streams, a client.
 
-Chat prompts go to ``POST {base_url}/chat/completions``, raw-text prompts to ``POST
-{base_url}/completions``. A LoRA adapter served by vLLM or SGLang is sampled by passing its
-served name as ``model``. Retries and error classes are the teachers' (:mod:`tracedistill.
-clients.retry`): 408/429/5xx and dropped connections are retried with back-off, 401/402/403
-stop the evaluation.
+The one parser of ``/chat/completions`` answers: :class:`OpenAICompatibleSampler` (evaluation)
+and :class:`~tracedistill.teachers.openai_compat.OpenAICompatTeacher` both build bodies with
+:func:`chat_body`, read answers with :func:`parse_chat` and assemble streams with
+:class:`ChatStream`. Reasoning is read from ``message.reasoning`` (OpenRouter),
+``message.reasoning_content`` (vLLM, SGLang, DeepSeek), ``message.reasoning_details`` (typed
+OpenRouter items), or from an inline ``<think>`` block in the content; OpenRouter's ``usage.cost``
+and its HTTP-200 error bodies (a failure after the model started) are read too.
+
+The sampler sends chat prompts to ``POST {base_url}/chat/completions`` and raw-text prompts to
+``POST {base_url}/completions``; a LoRA adapter served by vLLM or SGLang is sampled by passing
+its served name as ``model``. It talks through :class:`~tracedistill.clients.http.HttpClient`
+(the teachers' transport): 408/429/5xx and dropped connections are retried with back-off,
+401/402/403 stop the evaluation.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
-import logging
-import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio
 import attrs
-import httpx
-import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.chat import ChatRenderer
-from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError
-from tracedistill.clients.http import default_transport
-from tracedistill.clients.ratelimit import parse_retry_after
-from tracedistill.clients.retry import RetryPolicy, error_for_status
-from tracedistill.errors import (
-    ConfigurationError,
-    ProviderError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
+from tracedistill.clients.base import Completion, Prompt, Reply, cut_completion
+from tracedistill.clients.remote import RemoteModelClient
+from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.sse import event_object
+from tracedistill.errors import ProviderError, ProviderUnavailableError
+from tracedistill.records import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    FinishReason,
+    ReasoningKind,
+    SamplingParams,
+    TokenUsage,
+    split_completion,
 )
-from tracedistill.records import FinishReason, ReasoningKind, SamplingParams
 
-__all__ = ["FINISH_REASONS", "OpenAICompatibleSampler", "message_reasoning", "text_of_parts"]
+__all__ = [
+    "FINISH_REASONS",
+    "ChatStream",
+    "OpenAICompatibleSampler",
+    "body_error",
+    "chat_body",
+    "inline_think",
+    "message_reasoning",
+    "parse_chat",
+    "parse_text",
+    "text_of_parts",
+    "usage_of",
+]
 
-log = logging.getLogger(__name__)
+Redact = Callable[[str], str]
 
-#: OpenAI-style ``finish_reason`` values (the sampler's and the OpenAI-compatible teacher's).
+
+def _same(text: str) -> str:
+    return text
+
+
+#: OpenAI-style ``finish_reason`` values.
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "eos": FinishReason.STOP,
@@ -93,20 +113,328 @@ def message_reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
     return "", ReasoningKind.NONE
 
 
-def _finish(value: Any) -> FinishReason:
-    # Some local servers leave finish_reason out of a normal stop.
-    return (
-        FINISH_REASONS.get(str(value), FinishReason.OTHER)
-        if value is not None
-        else FinishReason.STOP
+def chat_body(
+    model: str,
+    prompt: Prompt,
+    params: SamplingParams | None,
+    *,
+    max_tokens_field: str = "max_tokens",
+    send_top_k: bool = True,
+    extra_body: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body for ``prompt``: ``messages`` (``/chat/completions``) or, for raw text,
+    ``prompt`` (``/completions``); then the sampling fields, ``extra_body`` and ``params.extra``.
+
+    Args:
+        model: the served model id.
+        prompt: chat messages or raw text.
+        params: the sampling parameters (None: only the model and the prompt).
+        max_tokens_field: the body field for ``max_tokens`` (OpenAI's newer models want
+            ``max_completion_tokens``).
+        send_top_k: send ``top_k`` (vLLM, SGLang and OpenRouter take it; OpenAI's own API
+            rejects it).
+        extra_body: fields merged into the body before ``params.extra``.
+    """
+    body: dict[str, Any] = {"model": model}
+    if isinstance(prompt, str):
+        body["prompt"] = prompt
+    else:
+        body["messages"] = [m.to_dict() for m in prompt]
+    if params is not None:
+        body[max_tokens_field] = params.max_tokens
+        body["temperature"] = params.temperature
+        if params.top_p != 1.0:
+            body["top_p"] = params.top_p
+        if params.top_k is not None and send_top_k:
+            body["top_k"] = params.top_k
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+    if extra_body:
+        body.update(extra_body)
+    if params is not None:
+        body.update(params.extra)
+    return body
+
+
+def body_error(name: str, error: Any, redact: Redact = _same) -> ProviderError:
+    """The error an ``error`` object in a 2xx body (or a stream chunk) stands for: its ``code``
+    as an HTTP status when it is one, else a retryable :class:`ProviderUnavailableError`.
+    """
+    if isinstance(error, Mapping):
+        code = error.get("code")
+        message = str(error.get("message") or "error in response body")
+    else:
+        code, message = None, str(error)
+    message = redact(message)
+    status = code if isinstance(code, int) else None
+    if status is None and isinstance(code, str) and code.isdigit():
+        status = int(code)
+    if status is None:
+        return ProviderUnavailableError(
+            f"{name}: error in response body: {message[:500]}", provider_message=message
+        )
+    return error_for_status(
+        status,
+        f"{name}: error {status} in response body: {message[:500]}",
+        provider_message=message,
     )
 
 
-def _count(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
+def inline_think(content: str) -> tuple[str, str]:
+    """The reasoning and the answer of a content that holds a ``<think>`` block."""
+    if content.lstrip().startswith(THINK_OPEN):
+        return split_completion(content)
+    # Servers whose chat template opens the block in the prompt return only the closing tag.
+    head, _sep, tail = content.partition(THINK_CLOSE)
+    return head.strip("\n"), tail.lstrip("\n")
 
 
-class OpenAICompatibleSampler(Sampler):
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and value >= 0 else 0
+
+
+def usage_of(data: Any) -> TokenUsage:
+    """The token counts of a ``usage`` object (reasoning tokens from its details)."""
+    if not isinstance(data, Mapping):
+        return TokenUsage()
+    details = data.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
+    return TokenUsage(
+        prompt_tokens=_count(data.get("prompt_tokens")),
+        completion_tokens=_count(data.get("completion_tokens")),
+        reasoning_tokens=_count(reasoning),
+    )
+
+
+def _first_choice(data: Mapping[str, Any], name: str, redact: Redact) -> Mapping[str, Any]:
+    error = data.get("error")
+    if error is not None:
+        # An HTTP 200 whose body carries an error (OpenRouter, after the model started).
+        raise body_error(name, error, redact)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        raise ProviderUnavailableError(f"{name}: response has no choices")
+    choice = choices[0]
+    if isinstance(choice.get("error"), Mapping):
+        raise body_error(name, choice["error"], redact)
+    if choice.get("finish_reason") == "error":
+        raise ProviderUnavailableError(f"{name}: generation ended with an error")
+    return choice
+
+
+def _metadata(data: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for field, value in (
+        ("served_model", data.get("model")),
+        ("provider", data.get("provider")),
+        ("response_id", data.get("id")),
+        ("native_finish_reason", choice.get("native_finish_reason")),
+    ):
+        if isinstance(value, str) and value:
+            metadata[field] = value
+    return metadata
+
+
+def parse_chat(
+    data: Mapping[str, Any],
+    *,
+    name: str = "openai",
+    redact: Redact = _same,
+    split_inline: bool = True,
+    missing_finish: FinishReason = FinishReason.OTHER,
+) -> Reply:
+    """Normalize a chat-completions response body.
+
+    Args:
+        data: the response body.
+        name: the name errors are reported under.
+        redact: removes the key from error messages.
+        split_inline: take an inline ``<think>`` block out of the content as the reasoning
+            (when the server returned none separately); False leaves the content as written.
+        missing_finish: the finish reason of a choice without one (some local servers leave
+            it out of a normal stop).
+
+    Raises:
+        ProviderError: an error body or choice (the class its code stands for); a body without
+            choices or message, or a generation that ended with an error (retryable).
+    """
+    choice = _first_choice(data, name, redact)
+    message = choice.get("message")
+    if not isinstance(message, Mapping):
+        raise ProviderUnavailableError(f"{name}: response choice has no message")
+    raw_finish = choice.get("finish_reason")
+    if raw_finish is None:
+        finish = missing_finish
+    else:
+        finish = FINISH_REASONS.get(str(raw_finish), FinishReason.OTHER)
+    content = message.get("content") or ""
+    if not isinstance(content, str):
+        content = text_of_parts(content)
+    reasoning, kind = message_reasoning(message)
+    if split_inline and not reasoning and (THINK_OPEN in content or THINK_CLOSE in content):
+        reasoning, content = inline_think(content)
+        kind = ReasoningKind.RAW if reasoning else ReasoningKind.NONE
+    usage_data = data.get("usage") or {}
+    cost = usage_data.get("cost") if isinstance(usage_data, Mapping) else None
+    metadata = _metadata(data, choice)
+    if finish is FinishReason.OTHER and raw_finish is not None:
+        metadata.setdefault("native_finish_reason", str(raw_finish))
+    return Reply(
+        reasoning=reasoning,
+        answer=content,
+        reasoning_kind=kind if reasoning else ReasoningKind.NONE,
+        finish_reason=finish,
+        usage=usage_of(usage_data),
+        cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+        metadata=metadata,
+    )
+
+
+def parse_text(data: Mapping[str, Any], *, name: str = "openai", redact: Redact = _same) -> Reply:
+    """Normalize a (text) completions response body: its ``text`` is the answer, as written.
+
+    Raises:
+        ProviderError: as :func:`parse_chat`.
+    """
+    choice = _first_choice(data, name, redact)
+    raw_finish = choice.get("finish_reason")
+    finish = (
+        FINISH_REASONS.get(str(raw_finish), FinishReason.OTHER)
+        if raw_finish is not None
+        else FinishReason.STOP
+    )
+    return Reply(
+        answer=str(choice.get("text") or ""),
+        reasoning_kind=ReasoningKind.NONE,
+        finish_reason=finish,
+        usage=usage_of(data.get("usage")),
+        metadata=_metadata(data, choice),
+    )
+
+
+class ChatStream:
+    """Assembles a streamed chat completion (``chat.completion.chunk`` events) into the body a
+    non-streamed request would have returned, so one parser reads both.
+
+    Content, ``reasoning``/``reasoning_content`` and ``reasoning_details`` deltas are joined;
+    the finish reason comes from the last choice that has one and ``usage`` (with OpenRouter's
+    ``cost``) from the final chunk. An ``error`` object in a chunk (OpenRouter's mid-stream
+    errors) raises the error it stands for.
+
+    Args:
+        name: the name errors are reported under (or, deprecated, the teacher or client whose
+            ``name`` and ``_redact`` to use).
+        redact: removes the key from error messages.
+    """
+
+    def __init__(self, name: Any = "openai", redact: Redact | None = None) -> None:
+        if not isinstance(name, str):  # the teacher itself, as before
+            redact = redact or getattr(name, "_redact", None)
+            name = str(getattr(name, "name", "openai"))
+        self._name = name
+        self._redact: Redact = redact or _same
+        self.done = False
+        self._content: list[str] = []
+        self._reasoning: dict[str, list[str]] = {}
+        self._details: dict[str, list[str]] = {}
+        self._top: dict[str, Any] = {}
+        self._finish: Any = None
+        self._native_finish: Any = None
+        self._usage: Any = None
+        self.chunks = 0
+
+    def feed(self, event: str, data: bytes) -> None:
+        """Take one event's data (a JSON chunk, or ``[DONE]``)."""
+        if data == b"[DONE]":
+            self.done = True
+            return
+        if not data.strip():
+            return
+        chunk = event_object(self._name, event, data)
+        self.chunks += 1
+        if chunk.get("error") is not None:
+            raise body_error(self._name, chunk["error"], self._redact)
+        for field in ("id", "model", "provider"):
+            if field not in self._top and isinstance(chunk.get(field), str):
+                self._top[field] = chunk[field]
+        if isinstance(chunk.get("usage"), Mapping):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+            self._choice(choices[0])
+
+    def _choice(self, choice: Mapping[str, Any]) -> None:
+        if isinstance(choice.get("error"), Mapping):
+            raise body_error(self._name, choice["error"], self._redact)
+        if choice.get("finish_reason") is not None:
+            self._finish = choice["finish_reason"]
+            self._native_finish = choice.get("native_finish_reason")
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping):
+            return
+        content = delta.get("content")
+        if isinstance(content, str):
+            self._content.append(content)
+        elif isinstance(content, list):
+            self._content.append(text_of_parts(content))
+        for field in ("reasoning", "reasoning_content"):
+            value = delta.get(field)
+            if isinstance(value, str) and value:
+                self._reasoning.setdefault(field, []).append(value)
+        details = delta.get("reasoning_details")
+        if isinstance(details, list):
+            for item in details:
+                if isinstance(item, Mapping):
+                    kind = item.get("type")
+                    key = "summary" if kind == "reasoning.summary" else "text"
+                    if kind in ("reasoning.text", "reasoning.summary") and isinstance(
+                        item.get(key), str
+                    ):
+                        self._details.setdefault(str(kind), []).append(item[key])
+
+    def ended(self) -> bool:
+        """A stream closed without ``[DONE]`` is whole only if it finished and sent its usage."""
+        return self._finish is not None and self._usage is not None
+
+    def response(self) -> dict[str, Any]:
+        """The chat-completion body the stream amounts to.
+
+        Raises:
+            ProviderUnavailableError: the stream never said why it finished (it was cut).
+        """
+        if self._finish is None:
+            raise ProviderUnavailableError(
+                f"{self._name}: stream ended without a finish reason ({self.chunks} chunks)"
+            )
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
+        for field, parts in self._reasoning.items():
+            message[field] = "".join(parts)
+        details = []
+        if "reasoning.text" in self._details:
+            details.append(
+                {"type": "reasoning.text", "text": "".join(self._details["reasoning.text"])}
+            )
+        if "reasoning.summary" in self._details:
+            details.append(
+                {
+                    "type": "reasoning.summary",
+                    "summary": "".join(self._details["reasoning.summary"]),
+                }
+            )
+        if details:
+            message["reasoning_details"] = details
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self._finish}
+        if self._native_finish is not None:
+            choice["native_finish_reason"] = self._native_finish
+        body: dict[str, Any] = {**self._top, "choices": [choice]}
+        if self._usage is not None:
+            body["usage"] = self._usage
+        return body
+
+
+class OpenAICompatibleSampler(RemoteModelClient):
     """Samples a model served behind an OpenAI-compatible API.
 
     Args:
@@ -128,6 +456,8 @@ class OpenAICompatibleSampler(Sampler):
             with) and send them as text to ``/completions``, so the served model sees exactly
             the trained format instead of the server's own chat template.
         transport: an ``httpx.AsyncBaseTransport`` (tests) or None for the fastest available.
+        **kwargs: other :class:`~tracedistill.clients.remote.RemoteModelClient` arguments
+            (``stream`` for chat prompts, ``idle_timeout``, ``headers``).
     """
 
     name = "openai"
@@ -139,42 +469,30 @@ class OpenAICompatibleSampler(Sampler):
         base_url: str,
         api_key: str | Secret | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 32,
-        timeout_s: float = 600.0,
-        retry: RetryPolicy | None = None,
         send_top_k: bool = True,
         max_tokens_field: str = "max_tokens",
         include_reasoning: bool = True,
         extra_body: Mapping[str, Any] | None = None,
         renderer: ChatRenderer | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(max_concurrency=max_concurrency)
-        if not model:
-            raise ConfigurationError("OpenAICompatibleSampler needs a model name")
-        if not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"base_url must start with http:// or https://: {base_url!r}")
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self._api_key = resolve_secret(api_key, api_key_env)
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        super().__init__(
+            model, base_url=base_url, api_key=resolve_secret(api_key, api_key_env), **kwargs
+        )
         self.send_top_k = send_top_k
         self.max_tokens_field = max_tokens_field
         self.include_reasoning = include_reasoning
         self.extra_body = dict(extra_body or {})
         self.renderer = renderer
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: object = None
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._api_key is None:
+            return {}
+        return {"authorization": f"Bearer {self._api_key.reveal()}"}
 
     def describe(self) -> Mapping[str, Any]:
         """Backend, model and endpoint (never the key)."""
-        info: dict[str, Any] = {
-            "backend": self.name,
-            "model": self.model,
-            "base_url": self.base_url,
-        }
+        info = dict(super().describe())
         if self.renderer is not None:
             info["chat_format"] = str(self.renderer.format)
         return info
@@ -190,160 +508,56 @@ class OpenAICompatibleSampler(Sampler):
         )
         return generation.text, attrs.evolve(params, stop=stops)
 
-    def _redact(self, text: str) -> str:
-        return self._api_key.redact(text) if self._api_key is not None else text
-
-    def _get_client(self) -> httpx.AsyncClient:
-        try:
-            loop: object = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if self._client is not None and self._client_loop is loop:
-            return self._client
-        transport = self._transport or default_transport(max(self.max_concurrency, 8))
-        headers = {"content-type": "application/json"}
-        if self._api_key is not None:
-            headers["authorization"] = f"Bearer {self._api_key.reveal()}"
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout_s, connect=min(30.0, self.timeout_s)),
-        )
-        self._client_loop = loop
-        return self._client
-
-    async def start(self) -> None:
-        """Create the HTTP client now (importing its transport off the event loop)."""
-        if self._transport is None:
-            with contextlib.suppress(ImportError):
-                await anyio.to_thread.run_sync(importlib.import_module, "httpx_aiohttp")
-        self._get_client()
-
     def body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
         """The JSON body sent for one prompt."""
-        body: dict[str, Any] = {"model": self.model}
-        if isinstance(prompt, str):
-            body["prompt"] = prompt
-        else:
-            body["messages"] = [m.to_dict() for m in prompt]
-        body[self.max_tokens_field] = params.max_tokens
-        body["temperature"] = params.temperature
-        if params.top_p != 1.0:
-            body["top_p"] = params.top_p
-        if params.top_k is not None and self.send_top_k:
-            body["top_k"] = params.top_k
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.stop:
-            body["stop"] = list(params.stop)
-        body.update(self.extra_body)
-        body.update(params.extra)
-        return body
-
-    async def _sample(self, prompt: Prompt, params: SamplingParams) -> Completion:
-        prompt, params = self._rendered(prompt, params)
-        path = "/completions" if isinstance(prompt, str) else "/chat/completions"
-        body = orjson.dumps(self.body(prompt, params))
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                data = await self._post(path, body)
-                completion = self.parse(data, chat=not isinstance(prompt, str))
-                return _cut_at_stop(completion, params.stop)
-            except ProviderError as exc:
-                if not self.retry.should_retry(exc, attempt):
-                    raise SamplerError(
-                        f"{self.name} {self.model}: {exc} (after {attempt} attempt(s))",
-                        fatal=exc.fatal,
-                    ) from exc
-                wait = self.retry.delay(attempt, exc.retry_after, random.Random())
-                log.debug("%s: retry %d in %.2fs after %s", self.model, attempt, wait, exc)
-                await anyio.sleep(wait)
-
-    async def _post(self, path: str, body: bytes) -> dict[str, Any]:
-        client = self._get_client()
-        try:
-            response = await client.post(self.base_url + path, content=body)
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"request timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise ProviderUnavailableError(
-                f"connection error ({type(exc).__name__}: {self._redact(str(exc))[:200]})"
-            ) from None
-        try:
-            data: Any = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            data = None
-        status = response.status_code
-        if status >= 400:
-            message = self._redact(_error_message(data, response.text))
-            raise error_for_status(
-                status,
-                f"HTTP {status}: {message[:500]}",
-                provider_message=message,
-                retry_after=parse_retry_after(response.headers),
-            )
-        if not isinstance(data, dict):
-            raise ProviderUnavailableError(
-                f"HTTP {status} with a body that is not a JSON object ({len(response.content)} "
-                "bytes)"
-            )
-        error = data.get("error")
-        if error is not None:
-            # OpenRouter reports failures after the model started as HTTP 200 with an error body.
-            message = self._redact(_error_message(data, ""))
-            code = error.get("code") if isinstance(error, dict) else None
-            status = int(code) if isinstance(code, int | str) and str(code).isdigit() else 502
-            raise error_for_status(
-                status, f"error in response body: {message[:500]}", provider_message=message
-            )
-        return data
-
-    def parse(self, data: Mapping[str, Any], *, chat: bool = True) -> Completion:
-        """Normalize a (chat) completions response body."""
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise ProviderUnavailableError("response has no choices")
-        choice = choices[0]
-        if chat:
-            message = choice.get("message") or {}
-            text = text_of_parts(message.get("content"))
-            reasoning, _ = message_reasoning(message)
-            if self.include_reasoning and reasoning:
-                text = f"<think>\n{reasoning}\n</think>\n\n{text}"
-        else:
-            text = str(choice.get("text") or "")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        assert isinstance(usage, dict)
-        return Completion(
-            text=text,
-            finish_reason=_finish(choice.get("finish_reason")),
-            prompt_tokens=_count(usage.get("prompt_tokens")),
-            completion_tokens=_count(usage.get("completion_tokens")),
+        return chat_body(
+            self.model,
+            prompt,
+            params,
+            max_tokens_field=self.max_tokens_field,
+            send_top_k=self.send_top_k,
+            extra_body=self.extra_body,
         )
 
-    async def aclose(self) -> None:
-        """Close the HTTP client (idempotent)."""
-        client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
+    async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        prompt, params = self._rendered(prompt, params)
+        body = self.body(prompt, params)
+        chat = not isinstance(prompt, str)
+        if chat and self.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+            sink = ChatStream(self.name, self._redact)
+            await self._post_stream("/chat/completions", body, sink, observe=None)
+            data: Mapping[str, Any] = sink.response()
+        else:
+            path = "/chat/completions" if chat else "/completions"
+            data, _headers = await self._post_json(path, body, observe=None)
+        return cut_completion(self.parse(data, chat=chat), params.stop)
+
+    def parse(self, data: Mapping[str, Any], *, chat: bool = True) -> Completion:
+        """Normalize a (chat) completions response body into the completion's whole text."""
+        if chat:
+            reply = parse_chat(
+                data,
+                name=self.name,
+                redact=self._redact,
+                split_inline=False,
+                missing_finish=FinishReason.STOP,
+            )
+        else:
+            reply = parse_text(data, name=self.name, redact=self._redact)
+        text = reply.answer
+        if self.include_reasoning and reply.reasoning:
+            text = f"{THINK_OPEN}\n{reply.reasoning}\n{THINK_CLOSE}\n\n{text}"
+        usage = data.get("usage")
+        counts = usage if isinstance(usage, Mapping) else {}
+        return Completion(
+            text=text,
+            finish_reason=reply.finish_reason,
+            prompt_tokens=_reported(counts.get("prompt_tokens")),
+            completion_tokens=_reported(counts.get("completion_tokens")),
+        )
 
 
-def _error_message(data: Any, text: str) -> str:
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    return text.strip()[:500] or "(empty body)"
-
-
-def _cut_at_stop(completion: Completion, stops: tuple[str, ...]) -> Completion:
-    """Cut a completion at its first stop string (for servers that return it)."""
-    cut = min((i for i in (completion.text.find(s) for s in stops if s) if i >= 0), default=-1)
-    if cut < 0:
-        return completion
-    return attrs.evolve(completion, text=completion.text[:cut], finish_reason=FinishReason.STOP)
+def _reported(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 0 else None

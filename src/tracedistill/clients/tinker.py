@@ -27,7 +27,7 @@ from tracedistill._tinker import (
     tinker_sampling_params,
 )
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
-from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError
+from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, cut_at_stop
 from tracedistill.clients.retry import RetryPolicy, error_for_status
 from tracedistill.errors import (
     CheckpointError,
@@ -43,6 +43,7 @@ __all__ = [
     "LiveSamplerLimit",
     "TinkerConnection",
     "TinkerSampler",
+    "read_sample",
     "tinker_error",
 ]
 
@@ -386,24 +387,17 @@ class TinkerSampler(Sampler):
         """Turn an SDK sample response into a :class:`Completion`."""
         renderer = self.connection.renderer
         assert renderer is not None
-        sequences = getattr(response, "sequences", None)
-        if not sequences:
-            raise SamplerError(f"tinker sample {self.model}: the response holds no sequence")
-        sequence = sequences[0]
-        out = [int(t) for t in sequence.tokens]
-        finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
-        if isinstance(prompt, str):
-            text = renderer.tokenizer.decode(out, skip_special_tokens=True)
-        else:
-            text = renderer.parse_response(out).content
-        text, cut = _cut_at_stop(text, params.stop)
+        text, finish, out = read_sample(
+            renderer, response, raw=isinstance(prompt, str), what=f"tinker sample {self.model}"
+        )
+        text, cut = cut_at_stop(text, params.stop)
         if cut:
             finish = FinishReason.STOP
         return Completion(
             text=text,
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
-            completion_tokens=len(out),
+            completion_tokens=out,
         )
 
     async def aclose(self) -> None:
@@ -415,7 +409,24 @@ class TinkerSampler(Sampler):
         await self.connection.aclose()
 
 
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """``text`` up to its first stop string, and whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def read_sample(
+    renderer: ChatRenderer, response: Any, *, raw: bool = False, what: str = "tinker sample"
+) -> tuple[str, FinishReason, int]:
+    """The text, finish reason and completion token count of an SDK sample response's first
+    sequence: decoded as plain text (``raw``, a text prompt) or parsed as the chat format's
+    assistant turn.
+
+    Raises:
+        ProviderUnavailableError: the response holds no sequence.
+    """
+    sequences = getattr(response, "sequences", None)
+    if not sequences:
+        raise ProviderUnavailableError(f"{what}: the response holds no sequence")
+    sequence = sequences[0]
+    out = [int(t) for t in sequence.tokens]
+    finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
+    if raw:
+        text = renderer.tokenizer.decode(out, skip_special_tokens=True)
+    else:
+        text = renderer.parse_response(out).content
+    return text, finish, len(out)

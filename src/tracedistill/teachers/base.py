@@ -20,7 +20,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 import anyio
 import attrs
 
-from tracedistill.clients.base import Observer
+from tracedistill.clients.base import Observer, Reply
 from tracedistill.clients.ratelimit import Permit, RateLimiter
 from tracedistill.clients.retry import RetryPolicy
 from tracedistill.errors import (
@@ -35,9 +35,7 @@ from tracedistill.records import (
     FinishReason,
     Message,
     Problem,
-    ReasoningKind,
     SamplingParams,
-    TokenUsage,
     Trace,
     request_key,
 )
@@ -67,18 +65,9 @@ class TeacherRequest:
     key: str
 
 
-@attrs.frozen(slots=True, kw_only=True)
-class TeacherCompletion:
-    """What one successful attempt returned, normalized to reasoning plus answer."""
-
-    reasoning: str = ""
-    answer: str = ""
-    reasoning_kind: ReasoningKind = ReasoningKind.RAW
-    finish_reason: FinishReason = FinishReason.STOP
-    usage: TokenUsage = attrs.field(factory=TokenUsage)
-    #: the provider's own cost figure in USD, when it reports one
-    cost_usd: float | None = None
-    metadata: dict[str, Any] = attrs.field(factory=dict)
+#: What one successful attempt returned, normalized to reasoning plus answer: the provider
+#: parsers' :class:`~tracedistill.clients.base.Reply` (one record for clients and teachers).
+TeacherCompletion = Reply
 
 
 #: Deprecated alias of :class:`TeacherCompletion` (kept one release; the name

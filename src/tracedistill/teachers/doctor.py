@@ -21,17 +21,15 @@ import attrs
 import httpx
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.clients.anthropic import MessageStream
+from tracedistill.clients.openai_compat import ChatStream
 from tracedistill.clients.ratelimit import RateInfo, parse_rate_headers
 from tracedistill.errors import ConfigurationError, ProviderError
 from tracedistill.prompts import PromptSet, PromptTemplate
 from tracedistill.records import Problem, SamplingParams
-from tracedistill.teachers.anthropic import ANTHROPIC_BASE_URL, AnthropicTeacher, MessageStream
+from tracedistill.teachers.anthropic import ANTHROPIC_BASE_URL, AnthropicTeacher
 from tracedistill.teachers.base import TeacherRequest
-from tracedistill.teachers.openai_compat import (
-    OPENROUTER_BASE_URL,
-    ChatStream,
-    OpenAICompatTeacher,
-)
+from tracedistill.teachers.openai_compat import OPENROUTER_BASE_URL, OpenAICompatTeacher
 
 __all__ = ["DoctorConfig", "run_doctor"]
 
@@ -291,11 +289,11 @@ async def _check_stream(
     body["stream"] = True
     sink: ChatStream | MessageStream
     if isinstance(teacher, AnthropicTeacher):
-        sink = MessageStream(teacher)
+        sink = MessageStream(teacher.name, teacher._redact)
     else:
         assert isinstance(teacher, OpenAICompatTeacher)
         body["stream_options"] = {"include_usage": True}
-        sink = ChatStream(teacher)
+        sink = ChatStream(teacher.name, teacher._redact)
     started = anyio.current_time()
     try:
         await teacher._post_stream(path, body, sink, observe=None)

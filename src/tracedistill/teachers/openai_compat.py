@@ -1,9 +1,11 @@
-"""OpenAI-compatible chat completions over httpx, with OpenRouter as the default preset.
+"""An OpenAI-compatible teacher, with OpenRouter as the default preset.
 
 Works with OpenRouter, OpenAI, vLLM, SGLang and any server that speaks ``POST
-/chat/completions``. Reasoning is read from ``message.reasoning`` (OpenRouter),
-``message.reasoning_content`` (vLLM, SGLang, DeepSeek), ``message.reasoning_details`` (typed
-OpenRouter items), or from an inline ``<think>`` block in the content.
+/chat/completions``. The protocol (request body, answers with their reasoning fields or inline
+``<think>`` block, usage and OpenRouter's cost, HTTP-200 error bodies, streams) is
+:mod:`tracedistill.clients.openai_compat`'s, shared with the evaluation's sampler; this module
+adds what a teacher adds: prompts and request keys (from the base class), cost, traces and the
+OpenAI batch API.
 """
 
 from __future__ import annotations
@@ -16,19 +18,10 @@ import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.http import TransportFactory
-from tracedistill.clients.openai_compat import FINISH_REASONS, message_reasoning, text_of_parts
+from tracedistill.clients.openai_compat import ChatStream, chat_body, parse_chat
 from tracedistill.clients.retry import error_for_status
-from tracedistill.clients.sse import event_object
 from tracedistill.errors import ProviderError, ProviderUnavailableError
-from tracedistill.records import (
-    THINK_CLOSE,
-    THINK_OPEN,
-    FinishReason,
-    ReasoningKind,
-    SamplingParams,
-    TokenUsage,
-    split_completion,
-)
+from tracedistill.records import SamplingParams
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
@@ -38,7 +31,8 @@ from tracedistill.teachers.base import (
 )
 from tracedistill.teachers.http import HttpTeacher
 
-__all__ = ["OPENROUTER_BASE_URL", "OpenAICompatTeacher", "OpenRouterTeacher"]
+# ChatStream moved to tracedistill.clients.openai_compat (re-exported here for one release).
+__all__ = ["OPENROUTER_BASE_URL", "ChatStream", "OpenAICompatTeacher", "OpenRouterTeacher"]
 
 #: OpenRouter's API root (``/chat/completions`` is appended).
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -104,24 +98,9 @@ class OpenAICompatTeacher(HttpTeacher):
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [m.to_dict() for m in request.messages],
-        }
-        p = request.params
-        if p is not None:
-            body[self.max_tokens_field] = p.max_tokens
-            body["temperature"] = p.temperature
-            if p.top_p != 1.0:
-                body["top_p"] = p.top_p
-            if p.top_k is not None:
-                body["top_k"] = p.top_k
-            if p.seed is not None:
-                body["seed"] = p.seed
-            if p.stop:
-                body["stop"] = list(p.stop)
-            body.update(p.extra)
-        return body
+        return chat_body(
+            self.model, request.messages, request.params, max_tokens_field=self.max_tokens_field
+        )
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
@@ -131,7 +110,7 @@ class OpenAICompatTeacher(HttpTeacher):
         if self.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-            sink = ChatStream(self)
+            sink = ChatStream(self.name, self._redact)
             await self._post_stream("/chat/completions", body, sink, observe=observe)
             return self.parse(sink.response())
         data, _headers = await self._post_json("/chat/completions", body, observe=observe)
@@ -139,53 +118,7 @@ class OpenAICompatTeacher(HttpTeacher):
 
     def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a chat-completions response body (an error body raises its error)."""
-        error = data.get("error")
-        if error is not None:
-            # An HTTP 200 whose body carries an error (OpenRouter, after the model started).
-            raise _body_error(self.name, error, self._redact)
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-            raise ProviderUnavailableError(f"{self.name}: response has no choices")
-        choice = choices[0]
-        if isinstance(choice.get("error"), Mapping):
-            raise _body_error(self.name, choice["error"], self._redact)
-        message = choice.get("message")
-        if not isinstance(message, Mapping):
-            raise ProviderUnavailableError(f"{self.name}: response choice has no message")
-        raw_finish = choice.get("finish_reason")
-        if raw_finish == "error":
-            raise ProviderUnavailableError(f"{self.name}: generation ended with an error")
-        finish = FINISH_REASONS.get(str(raw_finish), FinishReason.OTHER)
-        content = message.get("content") or ""
-        if not isinstance(content, str):
-            content = text_of_parts(content)
-        reasoning, kind = message_reasoning(message)
-        if not reasoning and (THINK_OPEN in content or THINK_CLOSE in content):
-            reasoning, content = _inline_think(content)
-            kind = ReasoningKind.RAW if reasoning else ReasoningKind.NONE
-        usage_data = data.get("usage") or {}
-        usage = _usage(usage_data)
-        cost = usage_data.get("cost") if isinstance(usage_data, Mapping) else None
-        metadata: dict[str, Any] = {}
-        for field, value in (
-            ("served_model", data.get("model")),
-            ("provider", data.get("provider")),
-            ("response_id", data.get("id")),
-            ("native_finish_reason", choice.get("native_finish_reason")),
-        ):
-            if isinstance(value, str) and value:
-                metadata[field] = value
-        if finish is FinishReason.OTHER and raw_finish is not None:
-            metadata.setdefault("native_finish_reason", str(raw_finish))
-        return TeacherCompletion(
-            reasoning=reasoning,
-            answer=content,
-            reasoning_kind=kind if reasoning else ReasoningKind.NONE,
-            finish_reason=finish,
-            usage=usage,
-            cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
-            metadata=metadata,
-        )
+        return parse_chat(data, name=self.name, redact=self._redact)
 
     # --- batch API (OpenAI) ---------------------------------------------------------------------
 
@@ -332,159 +265,3 @@ class OpenAICompatTeacher(HttpTeacher):
 def OpenRouterTeacher(model: str, **kwargs: Any) -> OpenAICompatTeacher:
     """A teacher on OpenRouter; see :meth:`OpenAICompatTeacher.openrouter`."""
     return OpenAICompatTeacher.openrouter(model, **kwargs)
-
-
-class ChatStream:
-    """Assembles a streamed chat completion (``chat.completion.chunk`` events) into the body a
-    non-streamed request would have returned, so one parser reads both.
-
-    Content, ``reasoning``/``reasoning_content`` and ``reasoning_details`` deltas are joined;
-    the finish reason comes from the last choice that has one and ``usage`` (with OpenRouter's
-    ``cost``) from the final chunk. An ``error`` object in a chunk (OpenRouter's mid-stream
-    errors) raises the error it stands for.
-    """
-
-    def __init__(self, teacher: OpenAICompatTeacher) -> None:
-        self._teacher = teacher
-        self.done = False
-        self._content: list[str] = []
-        self._reasoning: dict[str, list[str]] = {}
-        self._details: dict[str, list[str]] = {}
-        self._top: dict[str, Any] = {}
-        self._finish: Any = None
-        self._native_finish: Any = None
-        self._usage: Any = None
-        self.chunks = 0
-
-    def feed(self, event: str, data: bytes) -> None:
-        """Take one event's data (a JSON chunk, or ``[DONE]``)."""
-        if data == b"[DONE]":
-            self.done = True
-            return
-        if not data.strip():
-            return
-        chunk = event_object(self._teacher.name, event, data)
-        self.chunks += 1
-        if chunk.get("error") is not None:
-            raise _body_error(self._teacher.name, chunk["error"], self._teacher._redact)
-        for field in ("id", "model", "provider"):
-            if field not in self._top and isinstance(chunk.get(field), str):
-                self._top[field] = chunk[field]
-        if isinstance(chunk.get("usage"), Mapping):
-            self._usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
-            self._choice(choices[0])
-
-    def _choice(self, choice: Mapping[str, Any]) -> None:
-        if isinstance(choice.get("error"), Mapping):
-            raise _body_error(self._teacher.name, choice["error"], self._teacher._redact)
-        if choice.get("finish_reason") is not None:
-            self._finish = choice["finish_reason"]
-            self._native_finish = choice.get("native_finish_reason")
-        delta = choice.get("delta")
-        if not isinstance(delta, Mapping):
-            return
-        content = delta.get("content")
-        if isinstance(content, str):
-            self._content.append(content)
-        elif isinstance(content, list):
-            self._content.append(text_of_parts(content))
-        for field in ("reasoning", "reasoning_content"):
-            value = delta.get(field)
-            if isinstance(value, str) and value:
-                self._reasoning.setdefault(field, []).append(value)
-        details = delta.get("reasoning_details")
-        if isinstance(details, list):
-            for item in details:
-                if isinstance(item, Mapping):
-                    kind = item.get("type")
-                    key = "summary" if kind == "reasoning.summary" else "text"
-                    if kind in ("reasoning.text", "reasoning.summary") and isinstance(
-                        item.get(key), str
-                    ):
-                        self._details.setdefault(str(kind), []).append(item[key])
-
-    def ended(self) -> bool:
-        """A stream closed without ``[DONE]`` is whole only if it finished and sent its usage."""
-        return self._finish is not None and self._usage is not None
-
-    def response(self) -> dict[str, Any]:
-        """The chat-completion body the stream amounts to.
-
-        Raises:
-            ProviderUnavailableError: the stream never said why it finished (it was cut).
-        """
-        if self._finish is None:
-            raise ProviderUnavailableError(
-                f"{self._teacher.name}: stream ended without a finish reason ({self.chunks} chunks)"
-            )
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
-        for field, parts in self._reasoning.items():
-            message[field] = "".join(parts)
-        details = []
-        if "reasoning.text" in self._details:
-            details.append(
-                {"type": "reasoning.text", "text": "".join(self._details["reasoning.text"])}
-            )
-        if "reasoning.summary" in self._details:
-            details.append(
-                {
-                    "type": "reasoning.summary",
-                    "summary": "".join(self._details["reasoning.summary"]),
-                }
-            )
-        if details:
-            message["reasoning_details"] = details
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self._finish}
-        if self._native_finish is not None:
-            choice["native_finish_reason"] = self._native_finish
-        body: dict[str, Any] = {**self._top, "choices": [choice]}
-        if self._usage is not None:
-            body["usage"] = self._usage
-        return body
-
-
-def _body_error(name: str, error: Any, redact: Any) -> Exception:
-    if isinstance(error, Mapping):
-        code = error.get("code")
-        message = str(error.get("message") or "error in response body")
-    else:
-        code, message = None, str(error)
-    message = redact(message)
-    status = code if isinstance(code, int) else None
-    if status is None and isinstance(code, str) and code.isdigit():
-        status = int(code)
-    if status is None:
-        return ProviderUnavailableError(
-            f"{name}: error in response body: {message[:500]}", provider_message=message
-        )
-    return error_for_status(
-        status,
-        f"{name}: error {status} in response body: {message[:500]}",
-        provider_message=message,
-    )
-
-
-def _inline_think(content: str) -> tuple[str, str]:
-    if content.lstrip().startswith(THINK_OPEN):
-        return split_completion(content)
-    # Servers whose chat template opens the block in the prompt return only the closing tag.
-    head, _sep, tail = content.partition(THINK_CLOSE)
-    return head.strip("\n"), tail.lstrip("\n")
-
-
-def _usage(data: Any) -> TokenUsage:
-    if not isinstance(data, Mapping):
-        return TokenUsage()
-    details = data.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
-
-    def count(value: Any) -> int:
-        return int(value) if isinstance(value, int | float) and value >= 0 else 0
-
-    return TokenUsage(
-        prompt_tokens=count(data.get("prompt_tokens")),
-        completion_tokens=count(data.get("completion_tokens")),
-        reasoning_tokens=count(reasoning),
-    )

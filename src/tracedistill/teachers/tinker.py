@@ -21,14 +21,13 @@ from tracedistill._tinker import (
     tinker_sampling_params,
 )
 from tracedistill.chat import ChatFormat, ChatRenderer
-from tracedistill.clients.tinker import TinkerConnection, tinker_error
+from tracedistill.clients.tinker import TinkerConnection, read_sample, tinker_error
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
     ProviderUnavailableError,
 )
 from tracedistill.records import (
-    FinishReason,
     ReasoningKind,
     SamplingParams,
     TokenUsage,
@@ -186,20 +185,14 @@ class TinkerTeacher(Teacher):
         renderer = self.connection.renderer
         if renderer is None:
             raise RuntimeError("TinkerTeacher used before start()")
-        sequences = getattr(response, "sequences", None)
-        if not sequences:
-            raise ProviderUnavailableError(f"{self.name}: the sample response holds no sequence")
-        sequence = sequences[0]
-        out = [int(t) for t in sequence.tokens]
-        finish = FinishReason.LENGTH if sequence.stop_reason == "length" else FinishReason.STOP
-        text = renderer.parse_response(out).content
+        text, finish, out = read_sample(renderer, response, what=self.name)
         reasoning, answer = split_completion(text)
         return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
             reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
             finish_reason=finish,
-            usage=TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
+            usage=TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=out),
         )
 
     async def aclose(self) -> None:

@@ -1,4 +1,4 @@
-"""Sampler backends: OpenAI-compatible servers, Tinker, and local transformers models.
+"""Sampler backends: OpenAI-compatible servers, Anthropic, Tinker, and local transformers models.
 
 The Tinker and local backends import heavy libraries, so they are imported from their modules
 (``tracedistill.clients.tinker``, ``tracedistill.clients.local``) and
@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tracedistill.clients.anthropic import AnthropicClient
 from tracedistill.clients.base import Sampler
 from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.errors import ConfigurationError
 from tracedistill.records import Checkpoint, SamplerWeights
 
-__all__ = ["OpenAICompatibleSampler", "make_sampler"]
+__all__ = ["AnthropicClient", "OpenAICompatibleSampler", "make_sampler"]
 
 
 def make_sampler(model: Any, **kwargs: Any) -> Sampler:
