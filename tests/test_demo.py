@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import anyio
@@ -10,14 +11,15 @@ import pytest
 from tracedistill.demo import (
     DEMO_PROMPTS,
     SyntheticTeacher,
+    build_demo_student,
     code_steps,
     math_steps,
     run_demo,
     synthetic_problems,
 )
-from tracedistill.records import TaskKind
+from tracedistill.records import ReasoningKind, TaskKind
 from tracedistill.report import compare
-from tracedistill.teachers.base import TeacherRequest
+from tracedistill.teachers.base import TeacherCompletion, TeacherRequest
 
 
 def test_math_steps_add_column_by_column() -> None:
@@ -73,6 +75,48 @@ def test_teacher_is_right_or_wrong_on_purpose(kind: TaskKind) -> None:
             f"return {p.metadata['expr']}\n" in a for a, p in zip(got, problems, strict=True)
         )
     assert 0.6 * 200 < right < 0.9 * 200
+
+
+@pytest.mark.parametrize("kind", list(TaskKind))
+def test_answer_only_teacher_gives_the_same_answers_without_steps(kind: TaskKind) -> None:
+    """The ablation's teacher: the same answers, slips included, and no reasoning."""
+    with_steps = SyntheticTeacher()
+    answer_only = SyntheticTeacher(name="synthetic-teacher-direct", steps=False)
+    problems = synthetic_problems(kind, 50, seed=2)
+
+    async def both() -> list[tuple[TeacherCompletion, TeacherCompletion]]:
+        out = []
+        for p in problems:
+            a = await with_steps.complete(with_steps.request(p))
+            b = await answer_only.complete(answer_only.request(p))
+            out.append((a, b))
+        return out
+
+    pairs = anyio.run(both)
+    assert all(a.answer == b.answer for a, b in pairs)
+    assert all(a.reasoning and not b.reasoning for a, b in pairs)
+    assert all(b.reasoning_kind is ReasoningKind.NONE for _, b in pairs)
+    # Same request keys, so the same problems are verified and kept in both runs.
+    assert [with_steps.request_key(p) for p in problems] == [
+        answer_only.request_key(p) for p in problems
+    ]
+
+
+def test_demo_student_trains_without_the_tied_embedding_warning(tmp_path: Path) -> None:
+    """The student's output layer is its own weight, so its LoRA adapter shares nothing."""
+    pytest.importorskip("peft")
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    student = build_demo_student(tmp_path / "student")
+    assert json.loads((student / "config.json").read_text())["tie_word_embeddings"] is False
+    model = AutoModelForCausalLM.from_pretrained(student)
+    config = LoraConfig(r=8, target_modules=["q_proj", "lm_head"], task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        get_peft_model(model, config)
 
 
 @pytest.mark.slow

@@ -110,7 +110,6 @@ def _quiet_third_parties() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    warnings.filterwarnings("ignore", message=r".*tie_word_embeddings.*", category=UserWarning)
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # the `local` extra is not installed; the demo will say so

@@ -13,7 +13,7 @@ import hashlib
 import os
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -32,14 +32,19 @@ from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, Tea
 
 if TYPE_CHECKING:
     from tracedistill.chat import ChatRenderer, ChatTokenizer
+    from tracedistill.clients.base import Sampler
+    from tracedistill.experiment import Run
+    from tracedistill.experiment.config import SamplerFactory
     from tracedistill.report import Results
     from tracedistill.training.base import TrainConfig
 
 __all__ = [
+    "DEMO_MAX_TOKENS",
     "DEMO_PROMPTS",
     "DEMO_SIZES",
     "SyntheticTeacher",
     "build_demo_student",
+    "demo_sampler_factory",
     "demo_train_config",
     "run_demo",
     "synthetic_problems",
@@ -136,14 +141,18 @@ class SyntheticTeacher(Teacher):
 
     It writes a short reasoning and the answer in the trained format; ``error_rate`` of its
     answers are wrong on purpose (chosen by a hash of the request key, so reruns agree), which
-    gives verification something to filter. It is also a worked example of a user-written
+    gives verification something to filter. With ``steps=False`` it writes the same answers
+    (the same slips on the same problems: the key does not depend on the teacher's name) with
+    no reasoning, the demo's answer-only ablation. It is also a worked example of a user-written
     :class:`Teacher`: one method, :meth:`complete`.
     """
 
     rate_limited = False
     reports_cost = True  # it says what each answer cost: nothing
 
-    def __init__(self, *, error_rate: float = 0.25, name: str = "synthetic-teacher") -> None:
+    def __init__(
+        self, *, error_rate: float = 0.25, name: str = "synthetic-teacher", steps: bool = True
+    ) -> None:
         super().__init__(
             model="rule-based-solver",
             name=name,
@@ -153,6 +162,7 @@ class SyntheticTeacher(Teacher):
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be in [0, 1], got {error_rate!r}")
         self.error_rate = error_rate
+        self.steps = steps
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
@@ -173,12 +183,14 @@ class SyntheticTeacher(Teacher):
                 steps[i] = (steps[i][0], steps[i][1] + 1)
             reasoning, expr = code_steps(steps)
             answer = f"```python\ndef f(x):\n    return {expr}\n```"
+        if not self.steps:
+            reasoning = ""  # the answer-only ablation: the same answer, no steps
         completion_tokens = (len(reasoning) + len(answer)) // 4
         prompt_tokens = sum(len(m.content) for m in request.messages) // 4
         return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
-            reasoning_kind=ReasoningKind.RAW,
+            reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
             finish_reason=FinishReason.STOP,
             usage=TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
             cost_usd=0.0,
@@ -187,11 +199,17 @@ class SyntheticTeacher(Teacher):
 
 #: Sizes of the demo: the README command runs "full"; the tests run "ci". ``pool``: problems the
 #: teacher answers per task; ``eval``: held-out problems per task; ``steps`` and ``every``: LoRA
-#: steps and the checkpoint interval; ``warmup``: full-parameter warm-up steps of the base.
+#: steps and the checkpoint interval; ``batch``: sequences per step; ``warmup``: full-parameter
+#: warm-up steps of the base.
 DEMO_SIZES: dict[str, dict[str, int]] = {
-    "full": {"pool": 512, "eval": 100, "steps": 400, "every": 100, "warmup": 0},
-    "ci": {"pool": 512, "eval": 100, "steps": 300, "every": 150, "warmup": 0},
+    "full": {"pool": 512, "eval": 100, "steps": 300, "every": 100, "batch": 32, "warmup": 0},
+    "ci": {"pool": 512, "eval": 100, "steps": 300, "every": 150, "batch": 32, "warmup": 0},
 }
+
+#: Evaluation ``max_tokens`` per task: the teacher's longest completion in the student's
+#: tokens (28 for math, 45 for code) plus its end token and a small margin. Every problem of a
+#: task has the same shape, so a longer answer is a wrong one; untrained students stop here.
+DEMO_MAX_TOKENS = {TaskKind.MATH: 32, TaskKind.CODE: 48}
 
 
 _SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -277,7 +295,16 @@ def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0)
     if (directory / "config.json").is_file() and (directory / "warmed_up").is_file():
         return directory
     tokenizer = demo_tokenizer(seed)
-    build_tiny_model(directory, tokenizer=tokenizer, hidden_size=64, num_layers=2, seed=seed)
+    # Untied output layer: LoRA adapts the output layer, and with tied weights that adapter
+    # would change the logits but not the input embeddings they share (PEFT warns about it).
+    build_tiny_model(
+        directory,
+        tokenizer=tokenizer,
+        hidden_size=64,
+        num_layers=2,
+        tie_word_embeddings=False,
+        seed=seed,
+    )
     if warmup_steps > 0:
         renderer = ChatRenderer(tokenizer, ChatFormat.QWEN3)
         warm_up_full(
@@ -299,7 +326,7 @@ def demo_train_config(student: Path, dims: dict[str, int]) -> TrainConfig:
     return TrainConfig(
         base_model=str(student),
         lora_rank=64,
-        batch_size=32,
+        batch_size=dims.get("batch", 32),
         learning_rate=2e-3,
         max_length=128,
         epochs=None,
@@ -320,18 +347,66 @@ def _one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
+def demo_sampler_factory(batch_size: int = 100) -> SamplerFactory:
+    """Evaluation samplers for the demo: local, greedy, ``batch_size`` prompts per ``generate``.
+
+    The held-out set of a task goes through the tiny student in one batch (with the KV cache,
+    stopping when every answer has ended) instead of the default batches of 8.
+    """
+
+    def factory(model: Any, run: Run | None) -> Sampler:
+        from tracedistill.evaluation.samplers import make_sampler
+
+        kwargs: dict[str, Any] = {"batch_size": batch_size}
+        if run is not None:
+            kwargs.update(chat_format=run.train.chat_format, base_model=run.train.base_model)
+        return make_sampler(model, **kwargs)
+
+    return factory
+
+
+def _demo_runs(
+    kind: TaskKind, pool: list[Problem], student: Path, dims: dict[str, int], *, ablation: bool
+) -> list[Run]:
+    """The run of one task, and with ``ablation`` its answer-only twin (same problems, budget)."""
+    from tracedistill.experiment import Filters, Run
+
+    teachers = [("", SyntheticTeacher())]
+    if ablation:
+        teachers.append(("-direct", SyntheticTeacher(name="synthetic-teacher-direct", steps=False)))
+    return [
+        Run(
+            name=f"synthetic-{kind}{suffix}",
+            task=kind,
+            teacher=teacher,
+            problems=pool,
+            train=demo_train_config(student, dims),
+            # Pool and held-out problems are distinct by construction, but every prompt of a
+            # kind shares its template's wording, which 8-gram decontamination would flag.
+            filters=Filters(decontaminate=False),
+        )
+        for suffix, teacher in teachers
+    ]
+
+
 async def run_demo(
-    directory: str | Path = "runs/demo", *, size: str = "full", progress: bool | None = None
+    directory: str | Path = "runs/demo",
+    *,
+    size: str = "full",
+    progress: bool | None = None,
+    ablation: bool = False,
 ) -> Results:
     """Run the whole pipeline offline on synthetic problems and write the report.
 
     Two runs (math and code) with :class:`SyntheticTeacher`: generate, verify, keep the
     correct traces, LoRA-train a tiny Qwen3 student on the CPU, evaluate the base student and
     every checkpoint on held-out synthetic problems, and write ``report.md`` and
-    ``report.html`` into ``directory``. Returns the results.
+    ``report.html`` into ``directory``. With ``ablation``, two more runs
+    (``synthetic-math-direct``, ``synthetic-code-direct``) train the same student on the same
+    verified answers without their reasoning steps, with the same budget. Returns the results.
     """
     from tracedistill.evaluation.benchmarks import custom_benchmark
-    from tracedistill.experiment import Experiment, Filters, Run
+    from tracedistill.experiment import Experiment
     from tracedistill.training.local import LocalTrainer
 
     if size not in DEMO_SIZES:
@@ -343,10 +418,9 @@ async def run_demo(
     student = await anyio.to_thread.run_sync(
         lambda: build_demo_student(root / "student-base", warmup_steps=dims["warmup"])
     )
-    teacher = SyntheticTeacher()
-    runs = []
+    runs: list[Run] = []
     benchmarks = []
-    for kind, max_tokens in ((TaskKind.MATH, 40), (TaskKind.CODE, 64)):
+    for kind in (TaskKind.MATH, TaskKind.CODE):
         problems = synthetic_problems(kind, dims["pool"] + dims["eval"], seed=0)
         pool, held_out = problems[: dims["pool"]], problems[dims["pool"] :]
         benchmarks.append(
@@ -354,27 +428,17 @@ async def run_demo(
                 f"synthetic-{kind}",
                 held_out,
                 template=DEMO_PROMPTS.for_kind(kind),
-                max_tokens=max_tokens,
+                max_tokens=DEMO_MAX_TOKENS[kind],
             )
         )
-        runs.append(
-            Run(
-                name=f"synthetic-{kind}",
-                task=kind,
-                teacher=teacher,
-                problems=pool,
-                train=demo_train_config(student, dims),
-                # Pool and held-out problems are distinct by construction, but every prompt of a
-                # kind shares its template's wording, which 8-gram decontamination would flag.
-                filters=Filters(decontaminate=False),
-            )
-        )
+        runs += _demo_runs(kind, pool, student, dims, ablation=ablation)
     experiment = Experiment(
         root,
         runs,
         trainer=LocalTrainer(device="cpu"),
         benchmarks=benchmarks,
         base_model=student,
+        sampler_factory=demo_sampler_factory(dims["eval"]),
         progress=progress,
     )
     results = await experiment.run()

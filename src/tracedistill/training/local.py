@@ -164,6 +164,11 @@ def _quiet_peft() -> Any:
         # PEFT warns about tied embeddings and target_parameters being experimental; both are
         # handled (the base weight stays frozen and shared).
         warnings.simplefilter("ignore", UserWarning)
+        # PEFT reads transformers 5's deprecated `is_gradient_checkpointing` alias: the note is
+        # for PEFT's maintainers, not for our users.
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
         yield
 
 
