@@ -23,7 +23,11 @@ Run: ``.venv/bin/python benchmarks/bench_verifiers.py [--quick]``. Data comes fr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,12 +169,14 @@ def run_mutants(
     differ = [
         i for i, (mine, other) in enumerate(zip(ours, theirs, strict=True)) if mine[0] != other[0]
     ]
-    # A disagreement where either side timed out is graded again by both, alone (CPU load).
-    timed_out = [i for i in differ if "timeout" in ours[i][1] or "timeout" in theirs[i][1]]
-    if timed_out:
-        again, _ = anyio.run(grade_ours, [pairs[i] for i in timed_out], 1, cache)
-        again_theirs = grade_with_evalplus([(chosen[i][0], chosen[i][1][1]) for i in timed_out], 1)
-        for i, mine, other in zip(timed_out, again, again_theirs, strict=True):
+    # Every disagreement is graded again by both, alone: a per-test time limit met under CPU
+    # load is a timeout here but a plain "fail" in evalplus's report, so it cannot be told
+    # from a wrong output by its status.
+    regraded = list(differ)
+    if regraded:
+        again, _ = anyio.run(grade_ours, [pairs[i] for i in regraded], 1, cache)
+        again_theirs = grade_with_evalplus([(chosen[i][0], chosen[i][1][1]) for i in regraded], 1)
+        for i, mine, other in zip(regraded, again, again_theirs, strict=True):
             ours[i], theirs[i] = mine, other
         differ = [i for i in differ if ours[i][0] != theirs[i][0]]
     passed = sum(p for p, _ in theirs)
@@ -179,7 +185,7 @@ def run_mutants(
         f"mbpp+ mutants: {len(chosen)} (evalplus passes {passed}), graded in {ours_s:.1f}s "
         f"(tracedistill) vs {theirs_s:.1f}s (evalplus) on {workers} workers: {speed}; "
         f"verdicts identical {len(chosen) - len(differ)}/{len(chosen)}"
-        f" (regraded after a timeout: {len(timed_out)})"
+        f" (after grading the {len(regraded)} disagreements again, alone)"
     )
     for i in differ:
         row, (kind, code) = chosen[i]
@@ -337,7 +343,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds: small subsets")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--only", choices=["math", "mbpp", "mutants"], help="run one part of the benchmark"
+        "--only",
+        choices=["math", "mbpp", "mutants", "cpu"],
+        help="run one part of the benchmark (cpu: only when asked)",
     )
     parser.add_argument(
         "--tasks", help="mutants: these MBPP+ tasks only (comma-separated, e.g. Mbpp/2,Mbpp/3)"
@@ -360,7 +368,17 @@ def main() -> None:
         default="auto",
         help="CodeVerifier's bubblewrap backend (auto: when bwrap is installed)",
     )
+    parser.add_argument(
+        "--baseline-src",
+        help="cpu: a src/ directory of other tracedistill code (e.g. an old commit's worktree) "
+        "to measure in alternation with this one",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="cpu: alternations")
+    parser.add_argument("--cpu-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_child:
+        anyio.run(cpu_child, json.loads(Path(args.cpu_child).read_text()))
+        return
     mbpp_path, math_path = DATA / "mbppplus_378.jsonl", DATA / "math500_test.jsonl"
     if not mbpp_path.exists() or not math_path.exists():
         sys.exit(f"benchmark data not found in {DATA}")
@@ -372,6 +390,8 @@ def main() -> None:
         summary.update(bench_mbpp(mbpp_path, args))
     if args.only in (None, "mutants"):
         summary.update(bench_mutants(mbpp_path, args))
+    if args.only == "cpu":
+        summary.update(bench_cpu(mbpp_path, args))
     print(json.dumps(summary))
 
 
@@ -393,6 +413,117 @@ def bench_mutants(mbpp_path: Path, args: argparse.Namespace) -> dict[str, Any]:
             limit=args.limit,
             verdicts=verdicts,
         )
+
+
+def bench_cpu(mbpp_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per light MBPP+ sample (the verifier's process, its runners and their samples), warm
+    check, this code and ``--baseline-src``'s in alternating child processes, in one session.
+    """
+    items = load_mbppplus_problems(mbpp_path)
+    if args.tasks:
+        light = args.tasks.split(",")
+    else:
+        light = [
+            p.id
+            for p, row in items[: 12 if args.quick else None]
+            if sum(sum(t) for t in _times(evalplus_ground_truth(evalplus_task(row)))) < 0.05
+        ]
+    sides = {"this": str(ROOT / "src")}
+    if args.baseline_src:
+        sides["baseline"] = str(Path(args.baseline_src).resolve())
+    totals: dict[str, list[float]] = {side: [0.0, 0.0, 0.0] for side in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "tasks.json"
+        spec.write_text(json.dumps({"tasks": light, "workers": args.workers}))
+        for _ in range(args.rounds):
+            for side, src in sides.items():
+                env = dict(os.environ, PYTHONPATH=src)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--cpu-child", str(spec)],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                parent, runners, samples = json.loads(out.strip().splitlines()[-1])
+                print(
+                    f"  {side}: parent {parent:.2f}s, runners {runners:.2f}s, samples "
+                    f"{samples:.2f}s (load average {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
+                for i, value in enumerate((parent, runners, samples)):
+                    totals[side][i] += value
+    n = len(light) * 2 * args.rounds
+    per = {side: sum(t) / n * 1000 for side, t in totals.items()}
+    print(
+        f"cpu per light sample ({len(light)} tasks): "
+        + ", ".join(f"{side} {ms:.1f} ms" for side, ms in per.items())
+    )
+    if "baseline" not in totals:
+        return {"cpu_ms_per_light_sample": round(per["this"], 2)}
+    ratio = [
+        t / b if b else float("nan")
+        for t, b in zip(totals["this"], totals["baseline"], strict=True)
+    ]
+    print(
+        f"  this/baseline: total {per['this'] / per['baseline']:.2f} (parent {ratio[0]:.2f}, "
+        f"runners {ratio[1]:.2f}, samples {ratio[2]:.2f})"
+    )
+    return {"cpu_this_over_baseline": round(per["this"] / per["baseline"], 3)}
+
+
+def _times(truth: dict[str, Any]) -> list[list[float]]:
+    return [truth["base_time"], truth["plus_time"]]
+
+
+async def cpu_child(spec: dict[str, Any]) -> None:
+    """In a child process (``--cpu-child``): two warm checks of the light tasks; prints the CPU
+    seconds of this process, of its runners and of their samples (from /proc).
+    """
+    wanted = set(spec["tasks"])
+    pairs = [
+        (p, row["prompt"] + row["canonical_solution"])
+        for p, row in load_mbppplus_problems(DATA / "mbppplus_378.jsonl")
+        if p.id in wanted
+    ]
+    used = [0.0, 0.0, 0.0]
+    with tempfile.TemporaryDirectory() as cache:
+        async with CodeVerifier(workers=int(spec["workers"]), cache_dir=cache) as verifier:
+            await verifier.check_many(pairs, progress=False)  # references, cached
+            for _ in range(2):
+                before, self_before = _tree_cpu(), resource.getrusage(resource.RUSAGE_SELF)
+                await verifier.check_many(pairs, progress=False)
+                after, self_after = _tree_cpu(), resource.getrusage(resource.RUSAGE_SELF)
+                used[0] += (self_after.ru_utime + self_after.ru_stime) - (
+                    self_before.ru_utime + self_before.ru_stime
+                )
+                for pid, (own, reaped) in after.items():
+                    own_0, reaped_0 = before.get(pid, (own, reaped))
+                    used[1] += own - own_0
+                    used[2] += reaped - reaped_0
+    print(json.dumps(used))
+
+
+def _tree_cpu() -> dict[int, tuple[float, float]]:
+    """Every process under this one: (its own CPU seconds, those of its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stats[int(entry)] = (
+                    Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                )
+    parents = {pid: int(fields[1]) for pid, fields in stats.items()}
+    me, tree = os.getpid(), {}
+    for pid, fields in stats.items():
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, me):
+            ancestor = parents.get(ancestor)
+        if ancestor == me:
+            own = (int(fields[11]) + int(fields[12])) / tick
+            tree[pid] = (own, (int(fields[13]) + int(fields[14])) / tick)
+    return tree
 
 
 def bench_math(math_path: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from tracedistill.records import CodeTests, FunctionTests, Problem, TaskKind, VerdictReason
 from tracedistill.verifiers import CodeVerifier, _codec, stdout_matches
 from tracedistill.verifiers._asserts import bound_names, plan_assert
+from tracedistill.verifiers._checks import parse_records
 from tracedistill.verifiers._evalplus import EvalplusComparator
 
 pytestmark = pytest.mark.anyio
@@ -216,6 +217,44 @@ def test_codec_round_trip_keeps_types() -> None:
     assert isinstance(digest, _codec.Digest)
     assert digest == _codec.decode(_codec.encode_output(list(range(100_000))))
     assert digest != _codec.decode(_codec.encode_output(list(range(1, 100_001))))
+
+
+def test_records_read_exactly_as_json_reads_them() -> None:
+    # The parent reads the child's lines with orjson where it agrees with json.loads; what
+    # orjson refuses or reads otherwise (huge integers as floats, lone surrogates, NaN, a BOM)
+    # still reads as json.loads reads it, and a torn last line ends the records.
+    lines = [
+        b'{"test":0,"status":"ok","out":["l",[1,2.5,"x",null,true]],"time":0.001}',
+        b'{"test":1,"out":18446744073709551616}',
+        b'{"test":2,"out":-9223372036854775809}',
+        b'{"test":3,"out":"\\ud800"}',
+        b'{"test":4,"out":NaN,"time":Infinity}',
+        b'\xef\xbb\xbf{"test":5}',
+        b'{"test":6,"out":1e400}',
+        b'{"a":1,"a":2}',
+        b'{"test":7,"out":"\\u00e9\xc3\xa9"}',
+    ]
+    records = parse_records(b"\n".join([*lines, b'{"test":8,"st']))
+    expected = [json.loads(line) for line in lines]
+    assert len(records) == len(expected)
+    for got, want in zip(records, expected, strict=True):
+        assert repr(got) == repr(want)  # repr: NaN != NaN, and int 2**64 == float 2**64
+    assert type(records[1]["out"]) is int and type(records[2]["out"]) is int
+    assert parse_records(b'{"test":0}\n[1,2]\n\xff\n{"test":1}') == [{"test": 0}]
+
+
+def test_decoding_fast_paths_keep_the_rules() -> None:
+    value = [[1, (2, [3.5, "t"])], (), [], ("l", "t"), ["t", [1]], {"k": (1,)}]
+    assert _codec.decode(_codec.encode(value)) == value
+    assert type(_codec.decode(_codec.encode(((1,),)))[0]) is tuple
+    with pytest.raises(ValueError):
+        _codec.decode(["l", [1], 2])  # not a (tag, body) pair
+    with pytest.raises(ValueError):
+        _codec.decode([1, [2]])  # a tag that is not a string
+    with pytest.raises(ValueError):
+        _codec.decode(["l", [{"a": 1}]])  # a JSON object where a value should be
+    with pytest.raises(ValueError):
+        _codec.decode(["?", []])
 
 
 def test_evalplus_comparison_rules() -> None:

@@ -244,13 +244,23 @@ def encode_output(value: Any) -> Any:
 
 def decode(data: Any) -> Any:
     """Rebuild a value from :func:`encode`'s output (plain data only: safe on any input)."""
-    if not isinstance(data, list):
+    kind = type(data)
+    if kind is not list:
+        if kind in _SCALARS:  # the bulk of a batch's values: no further checks
+            return data
+        if isinstance(data, list):
+            return decode(list(data))
         if isinstance(data, dict):
             raise ValueError("unexpected object in encoded value")
         return data
     if len(data) != 2 or not isinstance(data[0], str):
         raise ValueError("malformed encoded value")
     tag, body = data
+    # Lists and tuples inline: a batch decodes tens of thousands of them.
+    if tag == "l":
+        return [decode(v) for v in body]
+    if tag == "t":
+        return tuple([decode(v) for v in body])
     simple = _SIMPLE.get(tag)
     if simple is not None:
         return simple(body)
@@ -293,6 +303,7 @@ def _decode_range(body: Any) -> range:
     return range(start, stop, step)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _SIMPLE: dict[str, Any] = {
     "i": lambda body: int(body, 16),
     "x": lambda body: float(body),

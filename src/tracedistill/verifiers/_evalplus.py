@@ -83,11 +83,14 @@ def output_mode(dataset: str, entry_point: str, *, reference: bool) -> OutputMod
     return "plain"
 
 
+_NEVER_EQUAL = (Opaque, NotNone)
+
+
 def _equal(out: Any, exp: Any) -> Any:
     """``out == exp`` as evalplus computes it (unencodable outputs never equal anything)."""
-    if isinstance(out, Opaque | NotNone) or isinstance(exp, Opaque | NotNone):
+    if isinstance(out, _NEVER_EQUAL) or isinstance(exp, _NEVER_EQUAL):
         return False
-    if isinstance(out, Digest) != isinstance(exp, Digest):
+    if isinstance(out, Digest) is not isinstance(exp, Digest):
         return False
     return out == exp
 

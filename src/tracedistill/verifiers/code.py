@@ -55,8 +55,8 @@ from tracedistill.verifiers._bubblewrap import (
 )
 from tracedistill.verifiers._checks import (
     Run,
-    compare_outputs,
     failure_of,
+    judge_outputs,
     judge_stdio,
     layers,
     read_records,
@@ -441,7 +441,7 @@ class CodeVerifier(Verifier):
             for part in parts
         ]
         reports = await self._run_parts(jobs)
-        records: list[Any] = []
+        runs: list[Run] = []
         failures: list[CheckResult | None] = []
         for report in reports:
             if isinstance(report, CheckResult):
@@ -451,7 +451,7 @@ class CodeVerifier(Verifier):
             elif report is None:  # cancelled: an earlier part had failed already
                 failures.append(None)
             else:
-                records.extend(report.records)
+                runs.append(report)
                 failures.append(report.failure)
         for part_failure in failures:
             if part_failure is not None and part_failure.reason is VerdictReason.SANDBOX_VIOLATION:
@@ -465,14 +465,15 @@ class CodeVerifier(Verifier):
             if inputs
         ]
         compare = EvalplusComparator(fn.entry_point, fn.atol, dataset)
-        # Decoding and comparing thousands of outputs (numpy for floats) is CPU work: a thread.
-        verdict = await anyio.to_thread.run_sync(
-            compare_outputs, compare, expected_groups, records, failures, owner
-        )
+        verdict = await judge_outputs(compare, expected_groups, runs, failures, owner)
         if verdict is not None:
             return verdict
         return CheckResult.ok(
-            {"base": "pass", "plus": "pass" if plus_inputs else None, "sandbox": layers(records)}
+            {
+                "base": "pass",
+                "plus": "pass" if plus_inputs else None,
+                "sandbox": layers([r for run in runs for r in run.records]),
+            }
         )
 
     def _split(self, groups: list[Group], costs: list[list[float] | None]) -> list[list[Group]]:
@@ -687,7 +688,8 @@ class CodeVerifier(Verifier):
         if own:
             _note_spent(float(report["wall_s"]))
         records = await read_records(report["data"])
-        return Run(records, failure_of(report, records), float(report["wall_s"]))
+        failure = failure_of(report, records)
+        return Run(records, failure, float(report["wall_s"]), len(report["data"]))
 
 
 def _note_spent(seconds: float) -> None:

@@ -94,13 +94,22 @@ SYSTEM_PATHS = (
 )
 
 
+_READ_PATHS: list[str] | None = None
+
+
 def _read_paths() -> list[str]:
-    """What the child may read: the Python installation, its import path, system libraries."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
-    paths.update(SYSTEM_PATHS)
-    paths.update(["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
-    return sorted(p for p in paths if os.path.exists(p))
+    """What the child may read: the Python installation, its import path, system libraries.
+
+    Found once per runner (its import path does not change), not once per sample.
+    """
+    global _READ_PATHS
+    if _READ_PATHS is None:
+        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        paths.update(p for p in sys.path if p and os.path.isabs(p))
+        paths.update(SYSTEM_PATHS)
+        paths.update(["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
+        _READ_PATHS = sorted(p for p in paths if os.path.exists(p))
+    return _READ_PATHS
 
 
 def _wants_sample_namespaces(job: Job) -> bool:
