@@ -83,6 +83,9 @@ async def test_math500_golds_verify_against_themselves() -> None:
 
 @needs_mbpp
 @pytest.mark.slow
+# Runs all 378 canonical solutions (and their wrong twins): about 40 s quiet, past the default
+# 300 s limit at load 10 on 2 cores.
+@pytest.mark.timeout(900)
 async def test_mbppplus_canonical_pass_and_wrong_fail(reference_cache: Path) -> None:
     items = load_mbppplus_problems()
     assert len(items) == 378
