@@ -11,7 +11,7 @@ a stream's ``error`` event) raises the error its type stands for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +20,7 @@ from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.base import Completion, Prompt, Reply
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
-from tracedistill.clients.sse import event_object
+from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
 from tracedistill.errors import ConfigurationError, ProviderError, ProviderUnavailableError
 from tracedistill.records import FinishReason, Message, ReasoningKind, SamplingParams, TokenUsage
 
@@ -30,6 +30,7 @@ __all__ = [
     "FINISH_REASONS",
     "AnthropicClient",
     "MessageStream",
+    "auth_headers",
     "error_of",
     "messages_body",
     "parse_message",
@@ -62,12 +63,6 @@ _ERROR_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
-
-Redact = Callable[[str], str]
-
-
-def _same(text: str) -> str:
-    return text
 
 
 def thinking_config(
@@ -131,7 +126,7 @@ def messages_body(
     return body
 
 
-def error_of(name: str, error: Any, redact: Redact = _same) -> ProviderError:
+def error_of(name: str, error: Any, redact: Redact = keep_text) -> ProviderError:
     """The error an Anthropic error object (``{"type": ..., "message": ...}``) stands for."""
     kind = str(error.get("type", "api_error")) if isinstance(error, Mapping) else "api_error"
     message = redact(str(error.get("message", "")) if isinstance(error, Mapping) else str(error))
@@ -146,7 +141,7 @@ def parse_message(
     data: Mapping[str, Any],
     *,
     name: str = "anthropic",
-    redact: Redact = _same,
+    redact: Redact = keep_text,
     summarized_thinking: bool = True,
 ) -> Reply:
     """Normalize a Messages API response body.
@@ -210,6 +205,14 @@ def _usage(data: Any) -> TokenUsage:
     )
 
 
+def auth_headers(api_key: Secret | None, version: str) -> dict[str, str]:
+    """The Messages API's version and key headers (no key header without a key)."""
+    headers = {"anthropic-version": version}
+    if api_key is not None:
+        headers["x-api-key"] = api_key.reveal()
+    return headers
+
+
 class MessageStream:
     """Assembles a streamed Messages API answer into the message a non-streamed request would
     have returned, so one parser reads both.
@@ -224,11 +227,7 @@ class MessageStream:
     """
 
     def __init__(self, name: Any = "anthropic", redact: Redact | None = None) -> None:
-        if not isinstance(name, str):  # the teacher itself, as before
-            redact = redact or getattr(name, "_redact", None)
-            name = str(getattr(name, "name", "anthropic"))
-        self._name = name
-        self._redact: Redact = redact or _same
+        self._name, self._redact = stream_identity(name, redact, "anthropic")
         self.done = False
         self._message: dict[str, Any] = {}
         self._usage: dict[str, Any] = {}
@@ -343,10 +342,7 @@ class AnthropicClient(RemoteModelClient):
         self.anthropic_version = anthropic_version
 
     def _auth_headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": self.anthropic_version}
-        if self._api_key is not None:
-            headers["x-api-key"] = self._api_key.reveal()
-        return headers
+        return auth_headers(self._api_key, self.anthropic_version)
 
     def body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
         """The JSON body sent for one chat prompt."""

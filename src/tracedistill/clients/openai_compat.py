@@ -17,7 +17,7 @@ its served name as ``model``. It talks through :class:`~tracedistill.clients.htt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -27,7 +27,7 @@ from tracedistill.chat import ChatRenderer
 from tracedistill.clients.base import Completion, Prompt, Reply, cut_completion
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
-from tracedistill.clients.sse import event_object
+from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
 from tracedistill.errors import ProviderError, ProviderUnavailableError
 from tracedistill.records import (
     THINK_CLOSE,
@@ -43,6 +43,7 @@ __all__ = [
     "FINISH_REASONS",
     "ChatStream",
     "OpenAICompatibleSampler",
+    "bearer_headers",
     "body_error",
     "chat_body",
     "inline_think",
@@ -52,13 +53,6 @@ __all__ = [
     "text_of_parts",
     "usage_of",
 ]
-
-Redact = Callable[[str], str]
-
-
-def _same(text: str) -> str:
-    return text
-
 
 #: OpenAI-style ``finish_reason`` values.
 FINISH_REASONS = {
@@ -158,7 +152,7 @@ def chat_body(
     return body
 
 
-def body_error(name: str, error: Any, redact: Redact = _same) -> ProviderError:
+def body_error(name: str, error: Any, redact: Redact = keep_text) -> ProviderError:
     """The error an ``error`` object in a 2xx body (or a stream chunk) stands for: its ``code``
     as an HTTP status when it is one, else a retryable :class:`ProviderUnavailableError`.
     """
@@ -241,7 +235,7 @@ def parse_chat(
     data: Mapping[str, Any],
     *,
     name: str = "openai",
-    redact: Redact = _same,
+    redact: Redact = keep_text,
     split_inline: bool = True,
     missing_finish: FinishReason = FinishReason.OTHER,
 ) -> Reply:
@@ -292,7 +286,9 @@ def parse_chat(
     )
 
 
-def parse_text(data: Mapping[str, Any], *, name: str = "openai", redact: Redact = _same) -> Reply:
+def parse_text(
+    data: Mapping[str, Any], *, name: str = "openai", redact: Redact = keep_text
+) -> Reply:
     """Normalize a (text) completions response body: its ``text`` is the answer, as written.
 
     Raises:
@@ -314,6 +310,11 @@ def parse_text(data: Mapping[str, Any], *, name: str = "openai", redact: Redact 
     )
 
 
+def bearer_headers(api_key: Secret | None) -> dict[str, str]:
+    """The ``Authorization: Bearer`` header for ``api_key`` (none without a key)."""
+    return {} if api_key is None else {"authorization": f"Bearer {api_key.reveal()}"}
+
+
 class ChatStream:
     """Assembles a streamed chat completion (``chat.completion.chunk`` events) into the body a
     non-streamed request would have returned, so one parser reads both.
@@ -330,11 +331,7 @@ class ChatStream:
     """
 
     def __init__(self, name: Any = "openai", redact: Redact | None = None) -> None:
-        if not isinstance(name, str):  # the teacher itself, as before
-            redact = redact or getattr(name, "_redact", None)
-            name = str(getattr(name, "name", "openai"))
-        self._name = name
-        self._redact: Redact = redact or _same
+        self._name, self._redact = stream_identity(name, redact, "openai")
         self.done = False
         self._content: list[str] = []
         self._reasoning: dict[str, list[str]] = {}
@@ -486,9 +483,7 @@ class OpenAICompatibleSampler(RemoteModelClient):
         self.renderer = renderer
 
     def _auth_headers(self) -> dict[str, str]:
-        if self._api_key is None:
-            return {}
-        return {"authorization": f"Bearer {self._api_key.reveal()}"}
+        return bearer_headers(self._api_key)
 
     def describe(self) -> Mapping[str, Any]:
         """Backend, model and endpoint (never the key)."""

@@ -7,14 +7,34 @@ ignored, lines ending in LF, CRLF or CR, and a blank line dispatching the event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from tracedistill.errors import ProviderUnavailableError
 
-__all__ = ["SSEDecoder", "event_object"]
+__all__ = ["Redact", "SSEDecoder", "event_object", "keep_text", "stream_identity"]
+
+#: Removes secrets (the API key) from a text before it reaches an error message.
+Redact = Callable[[str], str]
+
+
+def keep_text(text: str) -> str:
+    """The text unchanged (the redaction used when there is no key to remove)."""
+    return text
+
+
+def stream_identity(name: Any, redact: Redact | None, default: str) -> tuple[str, Redact]:
+    """The name a stream assembler reports errors under, and its redaction.
+
+    ``name`` is a string, or (deprecated, the form of earlier releases) the teacher or client
+    whose ``name`` and ``_redact`` to use.
+    """
+    if not isinstance(name, str):
+        redact = redact or getattr(name, "_redact", None)
+        name = str(getattr(name, "name", default))
+    return name, redact or keep_text
 
 
 def event_object(teacher: str, event: str, data: bytes) -> Mapping[str, Any]:

@@ -24,6 +24,7 @@ from tracedistill.clients.anthropic import (
     ANTHROPIC_BASE_URL,
     ANTHROPIC_VERSION,
     MessageStream,
+    auth_headers,
     error_of,
     messages_body,
     parse_message,
@@ -98,10 +99,7 @@ class AnthropicTeacher(HttpTeacher):
         self.anthropic_version = anthropic_version
 
     def _auth_headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": self.anthropic_version}
-        if self._api_key is not None:
-            headers["x-api-key"] = self._api_key.reveal()
-        return headers
+        return auth_headers(self._api_key, self.anthropic_version)
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""

@@ -18,7 +18,7 @@ import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.http import TransportFactory
-from tracedistill.clients.openai_compat import ChatStream, chat_body, parse_chat
+from tracedistill.clients.openai_compat import ChatStream, bearer_headers, chat_body, parse_chat
 from tracedistill.clients.retry import error_for_status
 from tracedistill.errors import ProviderError, ProviderUnavailableError
 from tracedistill.records import SamplingParams
@@ -92,9 +92,7 @@ class OpenAICompatTeacher(HttpTeacher):
         self.reports_cost = reports_cost
 
     def _auth_headers(self) -> dict[str, str]:
-        if self._api_key is None:
-            return {}
-        return {"authorization": f"Bearer {self._api_key.reveal()}"}
+        return bearer_headers(self._api_key)
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""
