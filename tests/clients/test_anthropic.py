@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from tests.servers.anthropic_server import AnthropicServer, Fault
@@ -175,6 +176,115 @@ def test_stream_error_event_and_cut_stream() -> None:
         )
     with pytest.raises(ProviderUnavailableError, match="without a stop reason"):
         sink.message()
+
+
+# The event flow of Anthropic's streaming documentation for extended thinking, with the cases
+# our own server never sends: a redacted_thinking block (data, no deltas), a ping between
+# deltas, usage cumulative in message_delta, cache fields in message_start.
+_DOCUMENTED_STREAM = [
+    (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_01",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "claude-sonnet-4-5",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 0},
+            },
+        },
+    ),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    ),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "2 + 2 "},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "is 4."},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQBCgIYAh"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "redacted_thinking", "data": "EmwKAhgB"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}},
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "text_delta", "text": "The answer is "},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {"type": "text_delta", "text": "\\boxed{4}"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 15},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_documented_stream_with_a_redacted_block() -> None:
+    sink = MessageStream("anthropic")
+    for event, payload in _DOCUMENTED_STREAM:
+        sink.feed(event, orjson.dumps(payload))
+    reply = parse_message(sink.message())
+    assert reply.reasoning == "2 + 2 is 4."
+    assert reply.answer == "The answer is \\boxed{4}"
+    assert reply.finish_reason is FinishReason.STOP
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (25, 15)
+    assert reply.metadata["redacted_thinking_blocks"] == 1
+    assert reply.metadata["served_model"] == "claude-sonnet-4-5"
 
 
 def test_teacher_and_client_share_the_parser() -> None:
