@@ -176,3 +176,25 @@ async def test_a_sandboxed_program_starts_without_numpy_and_can_import_it(
     async with CodeVerifier(workers=1, cache_dir=tmp_path) as verifier:
         result = await verifier.check(NUMPY_IN_THE_SANDBOX, program)
     assert result.reason is VerdictReason.PASSED, result.details
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import tracedistill; value = tracedistill.TrainingRun",
+        "from tracedistill.training import RunDirectory as value",
+        "import tracedistill.training as t; value = t.TrainingRun",
+    ],
+)
+def test_a_deprecated_alias_resolves_first_thing_in_a_fresh_process(statement: str) -> None:
+    # Nothing imported beforehand: the alias's module loads through the package's fallback
+    # (which once recursed when the module was not loaded yet).
+    out = _run(
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    {statement}\n"
+        "print(value.__name__, [w.category.__name__ for w in caught])\n"
+    )
+    assert out.split(" ", 1)[0] in {"TrainingResult", "TrainingDirectory"}
+    assert "DeprecationWarning" in out

@@ -80,7 +80,9 @@ __all__ = [
 
 def _renamed(name: str) -> Any:
     # RunDirectory and TrainingRun: renamed, kept (with a DeprecationWarning) for one release.
-    from tracedistill.training import base
+    # Not `from tracedistill.training import base`: that asks this package for `base` first,
+    # which comes back here before the module is imported.
+    import tracedistill.training.base as base
 
     try:
         return base.__getattr__(name)
