@@ -1,7 +1,10 @@
 """Top-level names: every backend and preset imports from `tracedistill`; heavy ones lazily."""
 
+import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import tracedistill
 
@@ -21,3 +24,20 @@ def test_import_pulls_in_neither_torch_nor_tinker_until_a_backend_is_used() -> N
         "assert direct is LocalTrainer\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_study_imports_from_tracedistill_alone() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    study = [b for b in blocks if "Experiment(" in b]
+    assert study, "the README's study example is gone"
+    for block in study:
+        imports = [
+            n for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Import | ast.ImportFrom)
+        ]
+        assert imports
+        for node in imports:
+            assert isinstance(node, ast.ImportFrom) and node.module == "tracedistill", ast.unparse(
+                node
+            )
+            assert {a.name for a in node.names} <= set(tracedistill.__all__)

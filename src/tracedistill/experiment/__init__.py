@@ -31,10 +31,27 @@ The run directory::
 
 from __future__ import annotations
 
-from tracedistill.experiment.config import STAGES, Generation, Run, SamplerFactory
-from tracedistill.experiment.driver import Experiment
-from tracedistill.experiment.plan import Plan, PlanRow
-from tracedistill.experiment.select import Filters
+from typing import TYPE_CHECKING
+
+from tracedistill import _lazy
+
+if TYPE_CHECKING:
+    from tracedistill.experiment.config import STAGES, Generation, Run, SamplerFactory
+    from tracedistill.experiment.driver import Experiment
+    from tracedistill.experiment.plan import Plan, PlanRow
+    from tracedistill.experiment.select import Filters
+
+#: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``).
+_EXPORTS = {
+    "Experiment": "tracedistill.experiment.driver",
+    "Filters": "tracedistill.experiment.select",
+    "Generation": "tracedistill.experiment.config",
+    "Plan": "tracedistill.experiment.plan",
+    "PlanRow": "tracedistill.experiment.plan",
+    "Run": "tracedistill.experiment.config",
+    "STAGES": "tracedistill.experiment.config",
+    "SamplerFactory": "tracedistill.experiment.config",
+}
 
 __all__ = [
     "STAGES",
@@ -46,3 +63,6 @@ __all__ = [
     "Run",
     "SamplerFactory",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above instead
+    __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS, globals())

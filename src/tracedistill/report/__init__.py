@@ -13,9 +13,36 @@ table), ``results`` (:class:`Results`: the tables, text, HTML and plots).
 
 from __future__ import annotations
 
-from tracedistill.report.quality import TraceQuality, trace_quality
-from tracedistill.report.results import Results
-from tracedistill.report.scores import ALPHA, BASE, Comparison, RunInfo, Score, compare, parse_label
+from typing import TYPE_CHECKING
+
+from tracedistill import _lazy
+
+if TYPE_CHECKING:
+    from tracedistill.report.quality import TraceQuality, trace_quality
+    from tracedistill.report.results import Results
+    from tracedistill.report.scores import (
+        ALPHA,
+        BASE,
+        Comparison,
+        RunInfo,
+        Score,
+        compare,
+        parse_label,
+    )
+
+#: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``).
+_EXPORTS = {
+    "ALPHA": "tracedistill.report.scores",
+    "BASE": "tracedistill.report.scores",
+    "Comparison": "tracedistill.report.scores",
+    "Results": "tracedistill.report.results",
+    "RunInfo": "tracedistill.report.scores",
+    "Score": "tracedistill.report.scores",
+    "TraceQuality": "tracedistill.report.quality",
+    "compare": "tracedistill.report.scores",
+    "parse_label": "tracedistill.report.scores",
+    "trace_quality": "tracedistill.report.quality",
+}
 
 __all__ = [
     "ALPHA",
@@ -29,3 +56,6 @@ __all__ = [
     "parse_label",
     "trace_quality",
 ]
+
+if not TYPE_CHECKING:  # type checkers see the imports above instead
+    __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS, globals())

@@ -6,29 +6,54 @@ The backends import heavy, optional libraries, so they are imported from their m
 (``tracedistill.training.tinker``, ``tracedistill.training.local``) and not here.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tracedistill.training import base as _base
-from tracedistill.training.base import (
-    Checkpoint,
-    DataReport,
-    LRSchedule,
-    PendingStep,
-    RecoverableTrainingError,
-    SamplerWeights,
-    SavedWeights,
-    StepMetrics,
-    StepOutput,
-    StepPlan,
-    TrainConfig,
-    Trainer,
-    TrainingDirectory,
-    TrainingResult,
-    TrainingSession,
-    TrainingState,
-    learning_rate_at,
-)
-from tracedistill.training.data import PreparedData, prepare_examples
+from tracedistill import _lazy
+
+if TYPE_CHECKING:
+    from tracedistill.training.base import (
+        Checkpoint,
+        DataReport,
+        LRSchedule,
+        PendingStep,
+        RecoverableTrainingError,
+        SamplerWeights,
+        SavedWeights,
+        StepMetrics,
+        StepOutput,
+        StepPlan,
+        TrainConfig,
+        Trainer,
+        TrainingDirectory,
+        TrainingResult,
+        TrainingSession,
+        TrainingState,
+        learning_rate_at,
+    )
+    from tracedistill.training.data import PreparedData, prepare_examples
+
+#: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``).
+_EXPORTS = {
+    "Checkpoint": "tracedistill.training.base",
+    "DataReport": "tracedistill.training.base",
+    "LRSchedule": "tracedistill.training.base",
+    "PendingStep": "tracedistill.training.base",
+    "PreparedData": "tracedistill.training.data",
+    "RecoverableTrainingError": "tracedistill.training.base",
+    "SamplerWeights": "tracedistill.training.base",
+    "SavedWeights": "tracedistill.training.base",
+    "StepMetrics": "tracedistill.training.base",
+    "StepOutput": "tracedistill.training.base",
+    "StepPlan": "tracedistill.training.base",
+    "TrainConfig": "tracedistill.training.base",
+    "Trainer": "tracedistill.training.base",
+    "TrainingDirectory": "tracedistill.training.base",
+    "TrainingResult": "tracedistill.training.base",
+    "TrainingSession": "tracedistill.training.base",
+    "TrainingState": "tracedistill.training.base",
+    "learning_rate_at": "tracedistill.training.base",
+    "prepare_examples": "tracedistill.training.data",
+}
 
 __all__ = [
     "Checkpoint",
@@ -53,6 +78,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def _renamed(name: str) -> Any:
     # RunDirectory and TrainingRun: renamed, kept (with a DeprecationWarning) for one release.
-    return _base.__getattr__(name)
+    # Not `from tracedistill.training import base`: that asks this package for `base` first,
+    # which comes back here before the module is imported.
+    import tracedistill.training.base as base
+
+    try:
+        return base.__getattr__(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above instead
+    __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS, globals(), _renamed)
