@@ -109,18 +109,27 @@ async def test_cancel_during_a_waiting_store_still_stores_the_answer(
         assert len(list(store.traces())) == store.started
 
 
-async def test_a_store_that_writes_without_waiting_takes_no_shield(
-    openai_server: OpenAIServer, store: JsonlTraceStore, monkeypatch: pytest.MonkeyPatch
+class _CountingStore(JsonlTraceStore):
+    """A subclass that adds a step to add_trace (and knows nothing of add_trace_nowait)."""
+
+    seen = 0
+
+    async def add_trace(self, trace: Trace) -> bool:
+        self.seen += 1
+        return await super().add_trace(trace)
+
+
+async def test_a_subclass_add_trace_is_not_bypassed_by_the_fast_path(
+    openai_server: OpenAIServer, tmp_path: Path
 ) -> None:
-    waited: list[Trace] = []
-    original = JsonlTraceStore.add_trace
-
-    async def counting(self: JsonlTraceStore, trace: Trace) -> bool:
-        waited.append(trace)
-        return await original(self, trace)
-
-    monkeypatch.setattr(JsonlTraceStore, "add_trace", counting)
     teacher = openai_teacher(openai_server)
-    summary = await generate(teacher, math_problems(20, "nowait-"), store, concurrency=4)
+    with _CountingStore(tmp_path / "counting") as store:
+        summary = await generate(teacher, math_problems(20, "sub-"), store, concurrency=4)
+        assert summary.done == 20 and len(store) == 20 and store.seen == 20
     await teacher.aclose()
-    assert summary.done == 20 and len(store) == 20 and waited == []
+    with JsonlTraceStore(tmp_path / "plain") as plain:
+        await plain.add_problems(math_problems(1, "sub-"))
+        # the plain store writes without waiting (the engine then takes no shield)
+        trace = await teacher.generate(math_problems(1, "sub-")[0])
+        assert plain.add_trace_nowait(trace) is True
+    await teacher.aclose()

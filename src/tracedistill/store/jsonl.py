@@ -259,9 +259,10 @@ class JsonlTraceStore(TraceStore):
 
         Raises:
             anyio.WouldBlock: an fsync is due (``Durability.ALWAYS``, or ``INTERVAL`` once its
-                interval passed); nothing was written.
+                interval passed), or a subclass overrides :meth:`add_trace` (its own steps are
+                not skipped); nothing was written.
         """
-        if self._fsync_due():
+        if type(self).add_trace is not _ADD_TRACE or self._fsync_due():
             raise anyio.WouldBlock
         return self._write_trace(trace)
 
@@ -481,6 +482,9 @@ class JsonlTraceStore(TraceStore):
             f"<JsonlTraceStore {str(self.path)!r} {state}: {len(self._problems)} problems, "
             f"{len(self._traces)} traces, {len(self._verdict_ids)} verdicts>"
         )
+
+
+_ADD_TRACE = JsonlTraceStore.add_trace
 
 
 def _readable_schema(schema: object) -> bool:
