@@ -230,3 +230,80 @@ def test_unknown_field_is_rejected():
     data["typo"] = 1
     with pytest.raises(RecordError, match="typo"):
         Problem.from_dict(data)
+
+
+def _parts(**changes: object) -> dict[str, object]:
+    parts: dict[str, object] = {
+        "problem_id": "p1",
+        "teacher": "t",
+        "model": "m",
+        "prompt": (Message("user", "what is 2 + 2?"),),
+        "params": SamplingParams(max_tokens=32),
+        "sample_index": 1,
+        "reasoning": "add",
+        "answer": "4",
+        "reasoning_kind": ReasoningKind.RAW,
+        "finish_reason": FinishReason.STOP,
+        "usage": TokenUsage(prompt_tokens=3, completion_tokens=5),
+        "cost_usd": 0.25,
+        "cost_estimated": False,
+        "latency_s": 0.5,
+        "attempts": 2,
+        "metadata": {"response_id": "r"},
+        "key": "k1",
+    }
+    parts.update(changes)
+    return parts
+
+
+def test_assembled_trace_equals_the_validated_one() -> None:
+    from tracedistill.records.traces import assemble_trace
+
+    parts = _parts()
+    fast = assemble_trace(**parts)  # type: ignore[arg-type]
+    slow = Trace(**parts, created_at=fast.created_at)  # type: ignore[arg-type]
+    assert fast == slow and fast.to_dict() == slow.to_dict()
+    assert fast.metadata is not parts["metadata"]  # copied: the caller's dict stays the caller's
+    assert Trace.from_dict(fast.to_dict()) == fast
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"latency_s": -1.0}, "latency_s"),
+        ({"latency_s": float("nan")}, "latency_s"),
+        ({"cost_usd": float("nan")}, "cost_usd"),
+        ({"cost_usd": -0.5}, "cost_usd"),
+        ({"attempts": 0}, "attempts"),
+        ({"sample_index": -1}, "sample_index"),
+        ({"problem_id": ""}, "problem_id"),
+        ({"prompt": ()}, "prompt"),
+        ({"finish_reason": "nonsense"}, "nonsense"),
+        ({"finish_reason": FinishReason.ERROR}, "error message"),
+    ],
+)
+def test_assembled_trace_rejects_what_the_constructor_rejects(
+    change: dict[str, object], error: str
+) -> None:
+    from tracedistill.records.traces import assemble_trace
+
+    with pytest.raises((ValueError, TypeError), match=error):
+        assemble_trace(**_parts(**change))  # type: ignore[arg-type]
+
+
+def test_assembled_trace_converts_what_the_constructor_converts() -> None:
+    from tracedistill.records.traces import assemble_trace
+
+    trace = assemble_trace(
+        **_parts(
+            finish_reason="length",
+            reasoning_kind="summary",
+            prompt=[{"role": "user", "content": "hi"}],
+            usage={"prompt_tokens": 1},
+            latency_s=1,
+        )  # type: ignore[arg-type]
+    )
+    assert trace.finish_reason is FinishReason.LENGTH and trace.truncated
+    assert trace.reasoning_kind is ReasoningKind.SUMMARY
+    assert trace.prompt == (Message("user", "hi"),) and trace.usage.prompt_tokens == 1
+    assert isinstance(trace.latency_s, float)

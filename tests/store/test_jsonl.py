@@ -412,3 +412,38 @@ def test_integers_beyond_64_bits_round_trip_exactly(tmp_path: Path) -> None:
         assert isinstance(back.tests.function.expected_base[0], int)  # type: ignore[index]
         assert next(store.traces()).metadata == {"n": big}
         assert list(store.problems()) == [problem]
+
+
+def test_add_trace_nowait_writes_now_or_nothing(tmp_path: Path) -> None:
+    problems = [make_problem(i) for i in range(3)]
+
+    async def main() -> None:
+        with JsonlTraceStore(tmp_path / "p") as store:
+            await store.add_problems(problems)
+            t = make_trace(problems[0])
+            assert store.add_trace_nowait(t) is True and store.has(t.key)
+            assert store.add_trace_nowait(t) is False  # stored once, as add_trace would
+            assert await store.add_trace(t) is False
+            with pytest.raises(UnknownProblemError):
+                store.add_trace_nowait(make_trace(make_problem(99)))
+        with JsonlTraceStore(tmp_path / "a", durability=Durability.ALWAYS) as store:
+            await store.add_problems(problems)
+            # an fsync is due after every write: it must wait, so it writes nothing now
+            with pytest.raises(anyio.WouldBlock):
+                store.add_trace_nowait(make_trace(problems[1]))
+            assert len(store) == 0
+            assert await store.add_trace(make_trace(problems[1])) is True
+        with JsonlTraceStore(
+            tmp_path / "i", durability=Durability.INTERVAL, fsync_interval=3600
+        ) as store:
+            await store.add_problems(problems)
+            assert store.add_trace_nowait(make_trace(problems[2])) is True  # no fsync due yet
+
+    run(main)
+    with JsonlTraceStore(tmp_path / "p") as store:
+        assert [t.key for t in store.traces()] == [make_trace(problems[0]).key]
+    lines = (tmp_path / "p" / "traces.jsonl").read_bytes().splitlines(keepends=True)
+    with JsonlTraceStore(tmp_path / "p") as store:
+        trace = next(iter(store.traces()))
+    # the line written is exactly to_dict's JSON (what the header regex and readers expect)
+    assert lines == [orjson.dumps(trace.to_dict(), option=orjson.OPT_APPEND_NEWLINE)]

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.servers.openai_server import OpenAIServer
-from tracedistill import JsonlTraceStore, Problem
+from tracedistill import JsonlTraceStore, Problem, Trace
 from tracedistill.errors import ConfigurationError
-from tracedistill.teachers.engine import Generation, StreamingGeneration, iter_problem_batches
+from tracedistill.teachers.engine import (
+    Generation,
+    StreamingGeneration,
+    generate,
+    iter_problem_batches,
+)
 
 from .conftest import math_problems, openai_teacher
 
@@ -65,3 +72,64 @@ async def test_problem_batches_keep_order_and_size() -> None:
             sizes.append(len(batch))
             seen.extend(batch)
         assert sizes == [256, 256, 88] and seen == problems
+
+
+class _SlowStore(JsonlTraceStore):
+    """A store that must wait to write (as a remote store would): add_trace_nowait refuses."""
+
+    started = 0
+
+    def add_trace_nowait(self, trace: Trace) -> bool:
+        raise anyio.WouldBlock
+
+    async def add_trace(self, trace: Trace) -> bool:
+        self.started += 1
+        await anyio.sleep(0.05)  # a cancellation arrives here unless the engine shields it
+        return await super().add_trace(trace)
+
+
+async def test_cancel_during_a_waiting_store_still_stores_the_answer(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    teacher = openai_teacher(openai_server)
+    with _SlowStore(tmp_path / "slow") as store:
+        with anyio.move_on_after(30):
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_mid_store() -> None:
+                    while store.started < 5:  # noqa: ASYNC110 - polls the store's counter
+                        await anyio.sleep(0.005)
+                    tg.cancel_scope.cancel()  # several traces are inside add_trace now
+
+                tg.start_soon(cancel_mid_store)
+                await generate(teacher, math_problems(200, "slow-"), store, concurrency=8)
+        await teacher.aclose()
+        # every answer whose storing began was stored, none twice
+        assert store.started >= 5 and len(store) == store.started
+        assert len(list(store.traces())) == store.started
+
+
+class _CountingStore(JsonlTraceStore):
+    """A subclass that adds a step to add_trace (and knows nothing of add_trace_nowait)."""
+
+    seen = 0
+
+    async def add_trace(self, trace: Trace) -> bool:
+        self.seen += 1
+        return await super().add_trace(trace)
+
+
+async def test_a_subclass_add_trace_is_not_bypassed_by_the_fast_path(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    teacher = openai_teacher(openai_server)
+    with _CountingStore(tmp_path / "counting") as store:
+        summary = await generate(teacher, math_problems(20, "sub-"), store, concurrency=4)
+        assert summary.done == 20 and len(store) == 20 and store.seen == 20
+    await teacher.aclose()
+    with JsonlTraceStore(tmp_path / "plain") as plain:
+        await plain.add_problems(math_problems(1, "sub-"))
+        # the plain store writes without waiting (the engine then takes no shield)
+        trace = await teacher.generate(math_problems(1, "sub-")[0])
+        assert plain.add_trace_nowait(trace) is True
+    await teacher.aclose()

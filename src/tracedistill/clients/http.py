@@ -166,6 +166,7 @@ class HttpClient:
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str, httpx.URL] = {}
+        self._url_texts: dict[str, str] = {}
         # The JSON POSTs (the hot path) go straight to the client's transport when no proxy is
         # configured: httpx's client layer (request merging, auth and redirect flows, cookie
         # extraction) was most of the client's CPU per request and none of it is used here.
@@ -426,13 +427,23 @@ class HttpClient:
             ProviderError: by status; connection errors and timeouts as retryable errors.
         """
         content = orjson.dumps(body)
-        self._get_client()
+        client = self._get_client()
         poster = self._poster
         if poster is None:
             response = await self._send("POST", path, content=content, observe=observe)
             return self._json_object(response), response.headers
-        prebuilt = self._prebuilt_plain()
-        status, raw, payload = await poster.post(self, str(self._url(path)), content, prebuilt)
+        prebuilt = self._prebuilt_headers(client)
+        plain = prebuilt.plain
+        if plain is None:
+            plain = prebuilt.plain = dict(prebuilt.headers.items())
+        url = self._url_texts.get(path)
+        if url is None:
+            # Kept beside the parsed URL: turning an httpx.URL back into text costs a little
+            # on every request.
+            url = str(self._url(path))
+            if len(self._url_texts) < 64:
+                self._url_texts[path] = url
+        status, raw, payload = await poster.post(self, url, content, plain)
         limits = _limit_headers(raw)
         self._check_parts(status, limits, payload, observe)
         return self._json_of(status, payload), limits

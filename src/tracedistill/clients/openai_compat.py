@@ -195,10 +195,22 @@ def usage_of(data: Any) -> TokenUsage:
         return TokenUsage()
     details = data.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
+    prompt = data.get("prompt_tokens")
+    completion = data.get("completion_tokens")
+    # The usual counts are plain non-negative ints: taken as they are; anything else is
+    # cleaned by _count (floats truncated, negatives and junk read as 0).
     return TokenUsage(
-        prompt_tokens=_count(data.get("prompt_tokens")),
-        completion_tokens=_count(data.get("completion_tokens")),
-        reasoning_tokens=_count(reasoning),
+        prompt_tokens=prompt if type(prompt) is int and prompt >= 0 else _count(prompt),
+        completion_tokens=(
+            completion if type(completion) is int and completion >= 0 else _count(completion)
+        ),
+        reasoning_tokens=(
+            0
+            if reasoning is None
+            else reasoning
+            if type(reasoning) is int and reasoning >= 0
+            else _count(reasoning)
+        ),
     )
 
 
@@ -220,15 +232,23 @@ def _first_choice(data: Mapping[str, Any], name: str, redact: Redact) -> Mapping
 
 def _metadata(data: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
-    for field, value in (
-        ("served_model", data.get("model")),
-        ("provider", data.get("provider")),
-        ("response_id", data.get("id")),
-        ("native_finish_reason", choice.get("native_finish_reason")),
-    ):
-        if isinstance(value, str) and value:
-            metadata[field] = value
+    # Written out rather than looped over: this runs once per response on the hot path.
+    value = data.get("model")
+    if isinstance(value, str) and value:
+        metadata["served_model"] = value
+    value = data.get("provider")
+    if isinstance(value, str) and value:
+        metadata["provider"] = value
+    value = data.get("id")
+    if isinstance(value, str) and value:
+        metadata["response_id"] = value
+    value = choice.get("native_finish_reason")
+    if isinstance(value, str) and value:
+        metadata["native_finish_reason"] = value
     return metadata
+
+
+_NUMBER = (int, float)  # a tuple: ``int | float`` in a body builds a new union on every call
 
 
 def parse_chat(
@@ -281,7 +301,7 @@ def parse_chat(
         reasoning_kind=kind if reasoning else ReasoningKind.NONE,
         finish_reason=finish,
         usage=usage_of(usage_data),
-        cost_usd=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+        cost_usd=float(cost) if isinstance(cost, _NUMBER) and cost >= 0 else None,
         metadata=metadata,
     )
 

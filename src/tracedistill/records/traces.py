@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from typing import Any, Self, cast
 
 import attrs
+import orjson
 
+from tracedistill import _json
 from tracedistill.records.base import (
     SCHEMA_VERSION,
     FinishReason,
@@ -148,10 +150,53 @@ class Trace:
             "metadata": self.metadata,
         }
 
+    def to_jsonl(self) -> bytes:
+        """:meth:`to_dict` as one line of compact JSON (newline included), as a store writes it.
+
+        The enums and the time go to the encoder as they are (it writes them as ``to_dict``
+        does), which spares building a second dict per trace on the generation hot path.
+        """
+        usage = self.usage
+        params = self.params
+        data = {
+            "schema": SCHEMA_VERSION,
+            "key": self.key,
+            "finish_reason": self.finish_reason,
+            "cost_usd": self.cost_usd,
+            "problem_id": self.problem_id,
+            "teacher": self.teacher,
+            "model": self.model,
+            "sample_index": self.sample_index,
+            "prompt": [{"role": m.role, "content": m.content} for m in self.prompt],
+            "params": None if params is None else params.to_dict(),
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "reasoning_kind": self.reasoning_kind,
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+            },
+            "cost_estimated": self.cost_estimated,
+            "latency_s": self.latency_s,
+            "attempts": self.attempts,
+            "error": self.error,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+        }
+        try:
+            return orjson.dumps(data, option=_JSONL_OPTIONS)
+        except orjson.JSONEncodeError:
+            # Integers beyond 64 bits, a time zone the encoder does not know: the general path.
+            return _json.dumps(self.to_dict(), newline=True)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from :meth:`to_dict`'s output."""
         return cast(Self, _build(cls, data))
+
+
+_JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 _SLOT_SETTERS: dict[type, tuple[Any, ...]] = {}
@@ -162,11 +207,7 @@ _FINISH_REASONS = {str(k): k for k in FinishReason}
 def _trusted(cls: type[Any], *values: Any) -> Any:
     # Bypasses converters and validators: only for records this library wrote itself. Slot
     # descriptors set the (frozen) attributes directly, in field order, as attrs' __init__ does.
-    setters = _SLOT_SETTERS.get(cls)
-    if setters is None:
-        setters = _SLOT_SETTERS[cls] = tuple(
-            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
-        )
+    setters = _SLOT_SETTERS.get(cls) or _setters(cls)
     inst = object.__new__(cls)
     for setter, value in zip(setters, values, strict=True):
         setter(inst, value)
@@ -245,6 +286,110 @@ def trace_from_stored(data: dict[str, Any]) -> Trace:
             data["metadata"],
             data["key"],
         ),
+    )
+
+
+def assemble_trace(
+    *,
+    problem_id: str,
+    teacher: str,
+    model: str,
+    prompt: tuple[Message, ...],
+    params: SamplingParams | None,
+    sample_index: int,
+    reasoning: str,
+    answer: str,
+    reasoning_kind: ReasoningKind,
+    finish_reason: FinishReason,
+    usage: TokenUsage,
+    cost_usd: float | None,
+    cost_estimated: bool,
+    latency_s: float,
+    attempts: int,
+    metadata: Mapping[str, Any],
+    key: str,
+) -> Trace:
+    """Build the trace of an answered request, as ``Trace(...)`` would, at a fraction of its cost.
+
+    For the generation hot path: parts that already have the exact types a trace holds (a
+    validated request's messages and parameters, a parser's enums and :class:`TokenUsage`) and
+    lie in range skip attrs' converters and validators; anything else (a backend that returned
+    a plain string as the finish reason, a negative or NaN cost or latency, a list of dicts as
+    the prompt) goes through ``Trace(...)``, which converts it or rejects it as always.
+    """
+    if (
+        type(problem_id) is str
+        and type(teacher) is str
+        and type(model) is str
+        and type(key) is str
+        and problem_id
+        and teacher
+        and model
+        and key
+        and type(prompt) is tuple
+        and prompt
+        and all(type(m) is Message for m in prompt)
+        and (params is None or type(params) is SamplingParams)
+        and type(sample_index) is int
+        and sample_index >= 0
+        and type(reasoning) is str
+        and type(answer) is str
+        and type(reasoning_kind) is ReasoningKind
+        and type(finish_reason) is FinishReason
+        and finish_reason is not FinishReason.ERROR
+        and type(usage) is TokenUsage
+        and (cost_usd is None or (type(cost_usd) is float and cost_usd >= 0.0))
+        and type(cost_estimated) is bool
+        and type(latency_s) is float
+        and latency_s >= 0.0  # False for NaN
+        and type(attempts) is int
+        and attempts >= 1
+        and type(metadata) is dict
+    ):
+        # Positional, in Trace's field order; the metadata is copied as the converter would.
+        return cast(
+            Trace,
+            _trusted(
+                Trace,
+                problem_id,
+                teacher,
+                model,
+                prompt,
+                reasoning,
+                answer,
+                reasoning_kind,
+                finish_reason,
+                usage,
+                cost_usd,
+                cost_estimated,
+                latency_s,
+                attempts,
+                sample_index,
+                params,
+                None,
+                utcnow(),
+                dict(metadata),
+                key,
+            ),
+        )
+    return Trace(
+        problem_id=problem_id,
+        teacher=teacher,
+        model=model,
+        prompt=prompt,
+        params=params,
+        sample_index=sample_index,
+        reasoning=reasoning,
+        answer=answer,
+        reasoning_kind=reasoning_kind,
+        finish_reason=finish_reason,
+        usage=usage,
+        cost_usd=cost_usd,
+        cost_estimated=cost_estimated,
+        latency_s=latency_s,
+        attempts=attempts,
+        metadata=metadata,
+        key=key,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import attrs
 
 from tracedistill import _json
@@ -113,6 +114,20 @@ class TraceStore(abc.ABC):
         Raises:
             UnknownProblemError: the trace's problem is not in the store.
         """
+
+    def add_trace_nowait(self, trace: Trace) -> bool:
+        """Store a trace as :meth:`add_trace` does, without waiting, when this store can now.
+
+        A write that never waits cannot be interrupted half-way by a cancellation, so a caller
+        that must not lose a paid response (the generation engine) tries this first and shields
+        :meth:`add_trace` only when the store has to wait. The default always has to.
+
+        Raises:
+            anyio.WouldBlock: storing it now needs a wait (an fsync, a remote write); nothing
+                was written: call :meth:`add_trace`.
+            UnknownProblemError: the trace's problem is not in the store.
+        """
+        raise anyio.WouldBlock
 
     @abc.abstractmethod
     async def add_verdict(self, verdict: Verdict) -> bool:

@@ -39,6 +39,7 @@ from tracedistill.errors import (
 )
 from tracedistill.records import (
     SCHEMA_VERSION,
+    FinishReason,
     Problem,
     TaskKind,
     Trace,
@@ -194,14 +195,19 @@ class JsonlTraceStore(TraceStore):
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed")
 
+    def _fsync_due(self) -> bool:
+        durability = self.durability
+        if durability is Durability.PROCESS:
+            return False
+        if durability is Durability.ALWAYS:
+            return True
+        return time.monotonic() - self._last_fsync >= self.fsync_interval
+
     async def _after_write(self) -> None:
-        if self.durability is Durability.PROCESS:
-            return
-        now = time.monotonic()
-        if self.durability is Durability.INTERVAL and now - self._last_fsync < self.fsync_interval:
+        if not self._fsync_due():
             return
         async with self._fsync_lock:
-            self._last_fsync = now
+            self._last_fsync = time.monotonic()
             for log in self._logs.values():
                 await anyio.to_thread.run_sync(log.sync)
 
@@ -243,21 +249,40 @@ class JsonlTraceStore(TraceStore):
         A failed attempt is stored so its spend is remembered; a later response for the same key
         supersedes it. A failure never supersedes anything.
         """
+        written = self._write_trace(trace)
+        if written:
+            await self._after_write()
+        return written
+
+    def add_trace_nowait(self, trace: Trace) -> bool:
+        """Store a trace without waiting (see :meth:`TraceStore.add_trace_nowait`).
+
+        Raises:
+            anyio.WouldBlock: an fsync is due (``Durability.ALWAYS``, or ``INTERVAL`` once its
+                interval passed), or a subclass overrides :meth:`add_trace` (its own steps are
+                not skipped); nothing was written.
+        """
+        if type(self).add_trace is not _ADD_TRACE or self._fsync_due():
+            raise anyio.WouldBlock
+        return self._write_trace(trace)
+
+    def _write_trace(self, trace: Trace) -> bool:
+        # Synchronous from the check to the index update: nothing can interrupt it half-way.
         self._check_open()
         if trace.problem_id not in self._problems:
             raise UnknownProblemError(
                 f"{self.path}: trace {trace.key} is for problem {trace.problem_id!r}, which this "
                 f"store does not hold; add the problem first (store.add_problems)"
             )
-        current = self._traces.get(trace.key)
-        if current is not None and (current >= 0 or not trace.ok):
+        key = trace.key
+        current = self._traces.get(key)
+        ok = trace.finish_reason is not FinishReason.ERROR
+        if current is not None and (current >= 0 or not ok):
             return False
-        payload = _json.dumps(trace.to_dict(), newline=True)
-        offset = self._logs["traces"].append_bytes(payload)
-        self._traces[trace.key] = offset if trace.ok else -(offset + 1)
+        offset = self._logs["traces"].append_bytes(trace.to_jsonl())
+        self._traces[key] = offset if ok else -(offset + 1)
         if trace.cost_usd:
             self._spend += trace.cost_usd
-        await self._after_write()
         return True
 
     async def add_traces(self, traces: Iterable[Trace]) -> int:
@@ -295,7 +320,7 @@ class JsonlTraceStore(TraceStore):
             current = self._traces.get(trace.key)
             if current is not None and (current >= 0 or not trace.ok):
                 continue
-            payload = _json.dumps(trace.to_dict(), newline=True)
+            payload = trace.to_jsonl()
             staged[trace.key] = (size, trace.ok)
             batch.append(payload)
             size += len(payload)
@@ -457,6 +482,9 @@ class JsonlTraceStore(TraceStore):
             f"<JsonlTraceStore {str(self.path)!r} {state}: {len(self._problems)} problems, "
             f"{len(self._traces)} traces, {len(self._verdict_ids)} verdicts>"
         )
+
+
+_ADD_TRACE = JsonlTraceStore.add_trace
 
 
 def _readable_schema(schema: object) -> bool:

@@ -39,6 +39,7 @@ from tracedistill.records import (
     Trace,
     request_key,
 )
+from tracedistill.records.traces import assemble_trace
 from tracedistill.teachers.cost import Pricing
 
 __all__ = [
@@ -343,7 +344,8 @@ class Teacher(abc.ABC):
         estimated = False
         if cost is None and self.pricing is not None:
             cost, estimated = self.pricing.cost(completion.usage), True
-        return Trace(
+        # Checks types and ranges only: the request and the parsed reply were validated already.
+        return assemble_trace(
             problem_id=request.problem.id,
             teacher=self.name,
             model=self.model,

@@ -493,9 +493,14 @@ class StreamingGeneration(Generation):
             budget.settle(reservation, None)
             raise
         budget.settle(reservation, trace.cost_usd)
-        # Shielded: once answered, a trace is stored even if the run is being cancelled.
-        with anyio.CancelScope(shield=True):
-            await self.store.add_trace(trace)
+        # Once answered, a trace is stored even if the run is being cancelled: a store that can
+        # write it without waiting cannot be interrupted; one that must wait is shielded.
+        store = self.store
+        try:
+            store.add_trace_nowait(trace)
+        except anyio.WouldBlock:
+            with anyio.CancelScope(shield=True):
+                await store.add_trace(trace)
         self.record(trace)
 
     async def sleep(self, seconds: float) -> None:
