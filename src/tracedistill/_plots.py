@@ -24,6 +24,9 @@ BASE_COLOR = "0.35"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 #: Smallest span of an accuracy axis, in points: a flat line is shown as flat, not magnified.
 MIN_SPAN = 20.0
+#: Room left beyond 0% and 100% (a fraction of the axis span), so that markers and lines there
+#: are drawn whole and apart from the frame; the ticks stay within 0-100.
+EDGE = 0.045
 
 
 def _figure(size: tuple[float, float], cols: int, managed: bool) -> tuple[Any, list[Any]]:
@@ -53,6 +56,22 @@ def _limits(values: Sequence[float], pad: float = 4.0) -> tuple[float, float]:
     if high > 100:
         low, high = max(0.0, low - (high - 100)), 100.0
     return low, high
+
+
+def _percent_axis(ax: Any, axis: str, low: float, high: float) -> None:
+    """Show ``low``-``high`` (within 0-100) on ``ax``'s ``axis`` ("x" or "y").
+
+    An end at 0 or 100 gets a margin of EDGE of the span, so a point or the base line there is
+    not hidden under the frame; ticks outside 0-100 are dropped.
+    """
+    margin = EDGE * (high - low)
+    shown = (low - margin if low <= 0 else low, high + margin if high >= 100 else high)
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(*shown)
+    ticks = target.get_major_locator().tick_values(*shown)
+    # set_ticks widens the view to every tick: keep only those shown and within 0-100
+    within = (max(0.0, shown[0]) - 1e-9, min(100.0, shown[1]) + 1e-9)
+    target.set_ticks([t for t in ticks if within[0] <= t <= within[1]])
 
 
 def _dodge(results: Results, runs: Sequence[str]) -> dict[str, float]:
@@ -122,7 +141,7 @@ def steps_figure(results: Results, *, managed: bool = True) -> Any:
                 zorder=3,
             )
         seen += _base_line(ax, results.base(bench))
-        ax.set_ylim(*_limits(seen))
+        _percent_axis(ax, "y", *_limits(seen))
         ax.set_title(bench)
         ax.set_xlabel("training step")
         ax.set_ylabel("accuracy (%, 95% interval)")
@@ -164,7 +183,7 @@ def format_figure(results: Results, *, managed: bool = True) -> Any:
                 linestyle="--",
                 label="base model",
             )
-        ax.set_ylim(0, 100)
+        _percent_axis(ax, "y", 0.0, 100.0)
         ax.set_title(f"{bench}: format compliance")
         ax.set_xlabel("training step")
         ax.set_ylabel("responses in the trained format (%)")
@@ -223,8 +242,8 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
     for run, color in colors.items():  # legend entries: plain markers, whatever the points
         ax.scatter([], [], s=28, color=color, label=run)
     ax.scatter([], [], marker="*", s=140, color="black", label="base model")
-    ax.set_xlim(*_limits(xs, pad=2.0))
-    ax.set_ylim(*_limits(ys, pad=2.0))
+    _percent_axis(ax, "x", *_limits(xs, pad=2.0))
+    _percent_axis(ax, "y", *_limits(ys, pad=2.0))
     ax.set_xlabel(f"{x} accuracy (%)")
     ax.set_ylabel(f"{y} accuracy (%)")
     ax.set_title(f"{x} vs {y}: every checkpoint (label = step)")
