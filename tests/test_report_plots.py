@@ -8,6 +8,7 @@ would check: no text on top of other text (measured with the renderer), accuracy
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from itertools import combinations
@@ -132,6 +133,34 @@ def assert_percent_axis(ax: Any, axis: str) -> tuple[float, float]:
     return low, high
 
 
+def misleading_labels(fig: Any, ax: Any, margin_px: float = 3.0) -> list[str]:
+    """Point labels that are not plainly their own point's, with the distances measured.
+
+    A label's distance to a point is from the point's centre to the label's box (display
+    pixels); its own point (the one it annotates) must be nearer than every other point by
+    ``margin_px``. Points that coincide with its own are not counted (they cannot be told apart).
+    """
+    renderer = _renderer(fig)
+    points = [
+        tuple(xy)
+        for coll in ax.collections
+        if len(coll.get_offsets()) and len(getattr(coll, "get_sizes", list)())
+        for xy in ax.transData.transform(coll.get_offsets())
+    ]
+    wrong = []
+    for note in ax.texts:
+        box = note.get_window_extent(renderer)
+        own = ax.transData.transform(note.xy)
+
+        def gap(x: float, y: float, box: Any = box) -> float:
+            return math.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1))
+
+        others = [gap(*p) for p in points if math.dist(p, own) > 0.5]
+        if others and min(others) < gap(*own) + margin_px:
+            wrong.append(f"{note.get_text()}: own {gap(*own):.1f} px, other {min(others):.1f} px")
+    return wrong
+
+
 def _save(fig: Any, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     fig.savefig(path, dpi=110)
@@ -202,6 +231,9 @@ def test_pareto_plot_of_the_study(study: Results, tmp_path: Path) -> None:
         extent = note.get_window_extent(renderer)
         covered = [p for p in offsets if extent.contains(*p)]
         assert len(covered) <= 0, f"label {note.get_text()!r} covers a point"
+    # every label is plainly its own point's: nearer to it than to any other, by 3 px
+    assert misleading_labels(fig, ax) == []
+    assert len(ax.texts) >= 19
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "base model" in legend and "sonnet-code" in legend
     _close(fig)
@@ -324,6 +356,7 @@ def test_points_at_0_and_100_percent_are_drawn_whole_inside_the_frame(
         for axis in ("x", "y") if kind == "pareto" else ("y",):
             assert_percent_axis(ax, axis)
         base = [line for line in ax.get_lines() if line.get_label() == "base model"]
+        assert misleading_labels(fig, ax) == []
         if kind != "pareto":  # the base line at 0% is drawn clear of the x axis
             ((_, y),) = {tuple(ax.transData.transform((0, line.get_ydata()[0]))) for line in base}
             assert y - frame.y0 >= 6, "the base model's line is hidden under the x axis"
