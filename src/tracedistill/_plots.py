@@ -230,6 +230,13 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
             front_pts.append((px, py))
         color = "black" if model is None else colors[model]
         _pareto_point(ax, sx, sy, color=color, base=model is None, on_frontier=on)
+        same = [i for i, (_, lx, ly, _) in enumerate(labels) if (lx, ly) == (px, py)]
+        if model is not None and same and label_colors[same[0]] == color:
+            # a run's checkpoints with equal scores share one point: one label names them all
+            text, _, _, bold = labels[same[0]]
+            labels[same[0]] = (f"{text}, {step}", px, py, bold or on)
+            radii[same[0]] = max(radii[same[0]], _marker_area(False, on) ** 0.5 / 2 + 0.5)
+            continue
         labels.append(("base" if model is None else str(step), px, py, on or model is None))
         label_colors.append(color)
         radii.append(_marker_area(model is None, on) ** 0.5 / 2 + (0.5 if on else 0.0))
