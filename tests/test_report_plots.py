@@ -271,9 +271,7 @@ def test_a_flat_run_is_drawn_flat_with_its_interval(tmp_path: Path) -> None:
     low, high = assert_percent_axis(ax, "y")
     assert low < 0 and high >= 10
     (bars,) = [c for c in ax.containers if c.has_yerr]
-    assert (
-        bars.lines[0].get_clip_on() is False
-    )  # a line at 0% is drawn whole (not clipped by the frame)
+    assert bars.lines[0].get_clip_on() is False  # a line at 0% is never clipped
     (segments,) = bars.lines[2]
     for seg in segments.get_segments():
         (_, y0), (_, y1) = ax.transData.transform(seg)
