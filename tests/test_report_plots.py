@@ -8,6 +8,7 @@ would check: no text on top of other text (measured with the renderer), accuracy
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from itertools import combinations
@@ -122,6 +123,44 @@ def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
     return [(a, b) for (a, ea), (b, eb) in combinations(boxes, 2) if ea.overlaps(eb)]
 
 
+def assert_percent_axis(ax: Any, axis: str) -> tuple[float, float]:
+    """An accuracy axis: ticks within 0-100, the range beyond it by a small margin at most."""
+    low, high = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    ticks = [t for t in (ax.get_xticks() if axis == "x" else ax.get_yticks()) if low <= t <= high]
+    assert ticks and all(0 <= t <= 100 for t in ticks), ticks
+    margin = 0.06 * (high - low)
+    assert -margin <= low < high <= 100 + margin
+    return low, high
+
+
+def misleading_labels(fig: Any, ax: Any, margin_px: float = 3.0) -> list[str]:
+    """Point labels that are not plainly their own point's, with the distances measured.
+
+    A label's distance to a point is from the point's centre to the label's box (display
+    pixels); its own point (the one it annotates) must be nearer than every other point by
+    ``margin_px``. Points that coincide with its own are not counted (they cannot be told apart).
+    """
+    renderer = _renderer(fig)
+    points = [
+        tuple(xy)
+        for coll in ax.collections
+        if len(coll.get_offsets()) and len(getattr(coll, "get_sizes", list)())
+        for xy in ax.transData.transform(coll.get_offsets())
+    ]
+    wrong = []
+    for note in ax.texts:
+        box = note.get_window_extent(renderer)
+        own = ax.transData.transform(note.xy)
+
+        def gap(x: float, y: float, box: Any = box) -> float:
+            return math.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1))
+
+        others = [gap(*p) for p in points if math.dist(p, own) > 0.5]
+        if others and min(others) < gap(*own) + margin_px:
+            wrong.append(f"{note.get_text()}: own {gap(*own):.1f} px, other {min(others):.1f} px")
+    return wrong
+
+
 def _save(fig: Any, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     fig.savefig(path, dpi=110)
@@ -146,8 +185,7 @@ def test_steps_plot_of_the_study(study: Results, tmp_path: Path) -> None:
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["MATH-500", "MBPP+"]
     for ax, bench in zip(axes, SIZES, strict=True):
-        low, high = ax.get_ylim()
-        assert 0 <= low < high <= 100
+        assert_percent_axis(ax, "y")
         base = study.base(bench)
         assert base is not None
         base_lines = [
@@ -179,8 +217,8 @@ def test_pareto_plot_of_the_study(study: Results, tmp_path: Path) -> None:
     fig = study.plot_pareto(tmp_path / "pareto.png")
     assert overlapping_texts(fig) == []
     (ax,) = fig.axes
-    for low, high in (ax.get_xlim(), ax.get_ylim()):
-        assert 0 <= low < high <= 100
+    assert_percent_axis(ax, "x")
+    assert_percent_axis(ax, "y")
     notes = {t.get_text() for t in ax.texts}
     assert "base" in notes, "the base model is labelled"
     frontier_steps = {row["model"].split("@")[1] for row in study.pareto() if "@" in row["model"]}
@@ -193,6 +231,9 @@ def test_pareto_plot_of_the_study(study: Results, tmp_path: Path) -> None:
         extent = note.get_window_extent(renderer)
         covered = [p for p in offsets if extent.contains(*p)]
         assert len(covered) <= 0, f"label {note.get_text()!r} covers a point"
+    # every label is plainly its own point's: nearer to it than to any other, by 3 px
+    assert misleading_labels(fig, ax) == []
+    assert len(ax.texts) >= 19
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "base model" in legend and "sonnet-code" in legend
     _close(fig)
@@ -214,7 +255,8 @@ def test_format_plot_axes_are_percentages(study: Results, tmp_path: Path) -> Non
     assert overlapping_texts(fig) == []
     for ax in fig.axes:
         if ax.get_title():
-            assert ax.get_ylim() == (0, 100)
+            low, high = assert_percent_axis(ax, "y")
+            assert low < 0 and high > 100, "0% and 100% lie inside the frame"
     _close(fig)
 
 
@@ -226,10 +268,10 @@ def test_a_flat_run_is_drawn_flat_with_its_interval(tmp_path: Path) -> None:
     scores += [Score(model="run", benchmark="code", step=s, outcomes=zero) for s in (75, 150)]
     fig = Results(scores).plot_steps()
     (ax,) = [a for a in fig.axes if a.get_title()]
-    low, high = ax.get_ylim()
-    assert low == 0 and high >= 10
+    low, high = assert_percent_axis(ax, "y")
+    assert low < 0 and high >= 10
     (bars,) = [c for c in ax.containers if c.has_yerr]
-    assert bars.lines[0].get_clip_on() is False  # a line at 0% is drawn on the axis, whole
+    assert bars.lines[0].get_clip_on() is False  # a line at 0% is never clipped
     (segments,) = bars.lines[2]
     for seg in segments.get_segments():
         (_, y0), (_, y1) = ax.transData.transform(seg)
@@ -248,3 +290,77 @@ def test_html_report_creates_its_folder_and_embeds_the_plots(
     text = path.read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 2
     assert plt.get_fignums() == before, "writing a report leaves no pyplot figure open"
+
+
+def _markers(ax: Any) -> list[tuple[float, float, float]]:
+    """Every drawn marker of ``ax`` as (x, y, radius) in display pixels."""
+    px_per_pt = ax.figure.dpi / 72
+    found = []
+    for line in ax.get_lines():
+        if line.get_marker() in (None, "", "None", " ") or not line.get_visible():
+            continue
+        radius = line.get_markersize() / 2 * px_per_pt
+        for x, y in ax.transData.transform(line.get_xydata()):
+            found.append((x, y, radius))
+    for coll in ax.collections:
+        offsets = coll.get_offsets()
+        sizes = coll.get_sizes() if hasattr(coll, "get_sizes") else []
+        if len(offsets) == 0 or len(sizes) == 0:
+            continue  # legend-only scatters and error-bar segments carry no marker
+        for i, xy in enumerate(ax.transData.transform(offsets)):
+            radius = float(sizes[i % len(sizes)]) ** 0.5 / 2 * px_per_pt
+            found.append((float(xy[0]), float(xy[1]), radius))
+    return found
+
+
+def _extremes() -> Results:
+    """A demo-size result: accuracies of 0% and 100%, the base model at 0% on both tasks."""
+    n = 40
+    none = {f"p{i}": False for i in range(n)}
+    every = {f"p{i}": True for i in range(n)}
+    half = {f"p{i}": i < n // 2 for i in range(n)}
+    scores = [
+        Score(model=BASE, benchmark=b, outcomes=none, format_compliance=0.0)
+        for b in ("math", "code")
+    ]
+    for run, (m, c) in {"math-run": (every, none), "code-run": (half, every)}.items():
+        for step in (50, 100):
+            complied = 1.0 if step == 100 else 0.0
+            scores += [
+                Score(
+                    model=run, step=step, benchmark="math", outcomes=m, format_compliance=complied
+                ),
+                Score(
+                    model=run, step=step, benchmark="code", outcomes=c, format_compliance=complied
+                ),
+            ]
+    return Results(scores, benchmarks=["math", "code"])
+
+
+@pytest.mark.parametrize("kind", ["steps", "format", "pareto"])
+def test_points_at_0_and_100_percent_are_drawn_whole_inside_the_frame(
+    kind: str, tmp_path: Path
+) -> None:
+    results = _extremes()
+    fig = getattr(results, f"plot_{kind}")(tmp_path / f"{kind}.png")
+    _renderer(fig)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert axes
+    for ax in axes:
+        frame = ax.bbox
+        markers = _markers(ax)
+        assert markers
+        for x, y, radius in markers:
+            assert frame.x0 + radius <= x <= frame.x1 - radius, (kind, x, radius, frame)
+            assert frame.y0 + radius <= y <= frame.y1 - radius, (kind, y, radius, frame)
+        for axis in ("x", "y") if kind == "pareto" else ("y",):
+            assert_percent_axis(ax, axis)
+        base = [line for line in ax.get_lines() if line.get_label() == "base model"]
+        assert misleading_labels(fig, ax) == []
+        if kind == "pareto":  # a run's steps 50 and 100 score alike: one point, one label
+            assert sorted(t.get_text() for t in ax.texts) == ["50, 100", "50, 100", "base"]
+        else:  # the base line at 0% is drawn clear of the x axis
+            ((_, y),) = {tuple(ax.transData.transform((0, line.get_ydata()[0]))) for line in base}
+            assert y - frame.y0 >= 6, "the base model's line is hidden under the x axis"
+    assert overlapping_texts(fig) == []
+    _close(fig)
