@@ -156,7 +156,9 @@ class EvalResult:
 
     ``accuracy`` is ``correct / n`` over the graded problems, with its Wilson ``interval``.
     ``complete`` is False when some problems have no graded response yet (a partial or failed
-    run): the accuracy then covers only the graded ones.
+    run): the accuracy then covers only the graded ones. ``grader`` identifies the grader
+    (name, version, truncation and prompt settings) and ``protocol`` says which answers it
+    counts, in words (None when the grader does not say or an older log did not record it).
     """
 
     label: str
@@ -173,6 +175,8 @@ class EvalResult:
     format: FormatSummary
     path: Path | None = None
     created_at: _dt.datetime = attrs.field(factory=utcnow)
+    grader: str | None = None
+    protocol: str | None = None
 
     @property
     def n(self) -> int:
@@ -234,6 +238,7 @@ class EvalResult:
             "model": self.model,
             "sampler": self.sampler.get("backend", ""),
             "benchmark file": f"{self.benchmark_source} (sha256 {self.benchmark_sha256[:12]})",
+            "answers that count": self.protocol,
             "think block closed": None
             if fmt.think_closed_rate is None
             else f"{100 * fmt.think_closed_rate:.1f}%",
@@ -278,6 +283,8 @@ class EvalResult:
             "reasons": self.reasons(),
             "path": None if self.path is None else str(self.path),
             "created_at": self.created_at.isoformat(),
+            "grader": self.grader,
+            "protocol": self.protocol,
         }
         if outcomes:
             data["outcomes"] = [o.to_dict() for o in self.outcomes]
@@ -433,7 +440,9 @@ class EvalLog:
                         f"{header.get(key)!r}: use another label (or run directory) for a "
                         "different model or benchmark file. Nothing was changed."
                     )
-            if any(existing.get(k) != header.get(k) for k in ("request_keys", "grader")):
+            if any(
+                existing.get(k) != header.get(k) for k in ("request_keys", "grader", "protocol")
+            ):
                 # Another subset, sampling setting or grader: the latest header describes the
                 # evaluation being run (responses are matched by request key, grades by grader).
                 log_._append({"type": "header", "schema": EVAL_SCHEMA, **header})
@@ -587,6 +596,7 @@ def build_result(
         outcomes = sorted(outcomes, key=lambda o: rank.get(o.problem_id, len(rank)))
     correct = sum(o.passed for o in outcomes)
     created = header.get("created_at")
+    grader, protocol = header.get("grader"), header.get("protocol")
     return EvalResult(
         label=str(header.get("label", "")),
         benchmark=str(header.get("benchmark", "")),
@@ -602,6 +612,8 @@ def build_result(
         format=FormatSummary.of(outcomes),
         path=path,
         created_at=_dt.datetime.fromisoformat(created) if isinstance(created, str) else utcnow(),
+        grader=grader if isinstance(grader, str) else None,
+        protocol=protocol if isinstance(protocol, str) else None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -23,6 +23,9 @@ __all__ = ["collect_results", "in_domain"]
 
 logger = logging.getLogger(__name__)
 
+#: ``benchmark name -> (grader id, protocol)`` of the grader that would grade it now.
+GraderOf = Callable[[str], tuple[str, str | None]]
+
 #: What reading one evaluation log can raise: a corrupt or foreign file, a malformed record.
 _UNREADABLE = (TraceDistillError, OSError, KeyError, TypeError, ValueError)
 
@@ -40,9 +43,13 @@ def collect_results(
     runs: Sequence[Run],
     benchmarks: Sequence[Benchmark],
     *,
-    protocols: Mapping[str, str] | None = None,
+    grader_of: GraderOf | None = None,
 ) -> Results:
     """Every stored score, the runs' descriptions and the trace quality (blocking reads).
+
+    Each score states the protocol its evaluation recorded. An evaluation stored before
+    protocols were recorded gets the protocol of ``grader_of(benchmark)`` when it was graded
+    by that same grader (same id), and none ("not recorded") otherwise.
 
     An evaluation log that cannot be read (a corrupt line) is left out with a warning that
     names the file and line, and listed in the results' ``unreadable``; the rest of the report
@@ -54,16 +61,9 @@ def collect_results(
         for r in runs
         if (domain := in_domain(r, benchmarks))
     ]
-    scores, unreadable = _scores(folders, runs, bench_names)
+    scores, unreadable = _scores(folders, runs, bench_names, grader_of)
     quality = _quality(folders, runs, unreadable)
-    return Results(
-        scores,
-        infos,
-        benchmarks=bench_names,
-        quality=quality,
-        protocols=protocols,
-        unreadable=unreadable,
-    )
+    return Results(scores, infos, benchmarks=bench_names, quality=quality, unreadable=unreadable)
 
 
 def _evaluated(
@@ -79,7 +79,10 @@ def _evaluated(
 
 
 def _scores(
-    folders: ExperimentDirectory, runs: Sequence[Run], bench_names: Sequence[str]
+    folders: ExperimentDirectory,
+    runs: Sequence[Run],
+    bench_names: Sequence[str],
+    grader_of: GraderOf | None,
 ) -> tuple[list[Score], list[tuple[str, str]]]:
     scores: list[Score] = []
     unreadable: list[tuple[str, str]] = []
@@ -98,7 +101,15 @@ def _scores(
                 )
                 unreadable.append((f"{label} on {bench}", why))
                 continue
-            scores.append(Score.from_evaluation(result, model=model, step=step, samples=samples))
+            protocol = result.protocol
+            if protocol is None and result.grader is not None and grader_of is not None:
+                grader, current = grader_of(bench)
+                protocol = current if grader == result.grader else None
+            scores.append(
+                Score.from_evaluation(
+                    result, model=model, step=step, samples=samples, protocol=protocol
+                )
+            )
     return scores, unreadable
 
 

@@ -15,7 +15,7 @@ import anyio.to_thread
 from tracedistill._version import __version__
 from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
-from tracedistill.evaluation.evaluator import Evaluator
+from tracedistill.evaluation.evaluator import Evaluator, protocol_of
 from tracedistill.experiment.collect import collect_results
 from tracedistill.experiment.config import STAGES, Run, SamplerFactory
 from tracedistill.experiment.evaluate import (
@@ -52,8 +52,11 @@ class Experiment:
         benchmarks: what every checkpoint and the base model are evaluated on.
         base_model: what to evaluate as the base model (a Sampler, or anything the sampler
             factory takes); None skips the base evaluation.
-        verifiers: graders per task kind (default: MathVerifier and CodeVerifier); they verify
-            the traces and grade the evaluations.
+        verifiers: graders per task kind. They verify the traces (default: MathVerifier and
+            CodeVerifier) and, when given, grade the evaluations too, in place of each
+            benchmark's own grader; without one, a benchmark grades with its own
+            (``verifier_factory``, e.g. a boxed-only ``MathVerifier``). Each evaluation records
+            its grader's protocol, which the report shows.
         sampler_factory: ``(checkpoint or base model, run or None) -> Sampler`` (default:
             :func:`tracedistill.evaluation.samplers.make_sampler` with the run's chat format).
         progress: progress bars (default: on unless ``TRACEDISTILL_PROGRESS=0``).
@@ -177,22 +180,17 @@ class Experiment:
         A stored evaluation that cannot be read is left out with a warning naming its file
         and line, and listed in the results (``Results.unreadable``).
         """
-        protocols = {
-            b.name: protocol
-            for b in self.benchmarks
-            if (protocol := self._protocol(b.kind)) is not None
-        }
-        return collect_results(self.folders, self.runs, self.benchmarks, protocols=protocols)
+        graders: dict[str, tuple[str, str | None]] = {}
 
-    def _protocol(self, task: TaskKind) -> str | None:
-        """Which answers the grader of ``task`` counts, in words, when it says."""
-        verifier = self._given_verifiers.get(task) or self._verifiers.get(task)
-        if verifier is None and task is TaskKind.MATH:
-            from tracedistill.verifiers.math import MathVerifier
+        def grader_of(name: str) -> tuple[str, str | None]:
+            # Only for evaluations stored before protocols were recorded (built once each).
+            if name not in graders:
+                bench = next(b for b in self.benchmarks if b.name == name)
+                verifier = self._given_verifiers.get(bench.kind) or bench.make_verifier()
+                graders[name] = (Evaluator.grader_id(bench, verifier), protocol_of(verifier))
+            return graders[name]
 
-            verifier = MathVerifier()  # the default grader (it starts no process until used)
-        protocol = getattr(verifier, "protocol", None)
-        return protocol if isinstance(protocol, str) else None
+        return collect_results(self.folders, self.runs, self.benchmarks, grader_of=grader_of)
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -286,8 +284,9 @@ class Experiment:
 
     @contextlib.asynccontextmanager
     async def _evaluator(self) -> AsyncIterator[Evaluator]:
-        kinds = {b.kind for b in self.benchmarks}
-        verifiers: dict[TaskKind | str, Verifier] = {k: self._verifier(k) for k in kinds}
+        # Only the graders the user gave: otherwise each benchmark grades with its own (its
+        # verifier_factory, e.g. a boxed-only MathVerifier), which the evaluator closes.
+        verifiers: dict[TaskKind | str, Verifier] = {k: v for k, v in self._given_verifiers.items()}
         async with Evaluator(self.directory, verifiers=verifiers, progress=self.progress) as ev:
             yield ev
 

@@ -65,7 +65,8 @@ class Results:
         benchmarks: the benchmark order of the tables (default: order of first appearance).
         quality: trace-quality rows per teacher and task.
         protocols: per benchmark, which answers its grader counts, in words (e.g. a
-            ``MathVerifier``'s ``protocol``); shown in the grading-protocol table.
+            ``MathVerifier``'s ``protocol``), for scores that do not record it; the protocols
+            the scores record win. Shown in the grading-protocol table.
         unreadable: ``(what, why)`` for each stored evaluation that could not be read (a
             corrupt log); the text and HTML forms list them above the tables.
     """
@@ -81,7 +82,7 @@ class Results:
         unreadable: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.scores = list(scores)
-        self.protocols = dict(protocols or {})
+        self.protocols = _protocols(self.scores, protocols or {})
         self.unreadable = [(str(what), str(why)) for what, why in unreadable]
         self.runs = {r.name: r for r in runs}
         seen: list[str] = []
@@ -115,8 +116,9 @@ class Results:
         base model, ``<run>@<step>`` for a checkpoint (the labels an
         :class:`~tracedistill.Experiment` writes). ``samples`` maps a label to the training
         samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
-        ``EvalStore(directory).results()``. ``protocols`` states, per benchmark, which answers
-        the grader counted (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
+        ``EvalStore(directory).results()``. Each evaluation records which answers its grader
+        counted; ``protocols`` states it, per benchmark, for older evaluations that did not
+        (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
 
         Raises:
             ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
@@ -567,6 +569,21 @@ class Results:
             encoding="utf-8",
         )
         return path
+
+
+def _protocols(scores: Sequence[Score], given: Mapping[str, str]) -> dict[str, str]:
+    """Per benchmark: the protocol its scores record (all, when they differ), else the given."""
+    recorded: dict[str, list[str]] = {}
+    for s in scores:
+        if s.protocol is not None and s.protocol not in recorded.setdefault(s.benchmark, []):
+            recorded[s.benchmark].append(s.protocol)
+    out = dict(given)
+    for bench, found in recorded.items():
+        if len(found) == 1:
+            out[bench] = found[0]
+        elif found:
+            out[bench] = "differs between evaluations: " + " | ".join(found)
+    return out
 
 
 def _finish(fig: Any, path: str | Path | None) -> Any:

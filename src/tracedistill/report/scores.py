@@ -45,7 +45,8 @@ class Score:
     the problems two scores share. ``step`` is None for the base model. ``extractions``
     counts the passed responses by the answer extraction that graded them (a grade's
     ``details["extraction"]``: ``boxed``, ``answer_is``, ``last_math``, ...), when the grader
-    records it.
+    records it. ``protocol`` says which answers the grader counted, in words, when the
+    evaluation recorded it.
     """
 
     model: str
@@ -56,6 +57,7 @@ class Score:
     format_compliance: float | None = None
     mean_response_chars: float | None = None
     extractions: Mapping[str, int] = attrs.field(factory=dict, converter=_counts)
+    protocol: str | None = None
 
     @property
     def n(self) -> int:
@@ -98,6 +100,7 @@ class Score:
         model: str | None = None,
         step: int | None = None,
         samples: int | None = None,
+        protocol: str | None = None,
     ) -> Score:
         r"""The score of one :class:`~tracedistill.evaluation.EvalResult`.
 
@@ -105,7 +108,8 @@ class Score:
         :func:`parse_label`). Format compliance counts a response as compliant when it closes
         its think block and then answers in the trained form (a final ``\boxed{}`` answer the
         boxed extraction finds, or a fenced code block; see
-        :mod:`tracedistill.verifiers.compliance`).
+        :mod:`tracedistill.verifiers.compliance`). ``protocol`` defaults to the one the
+        evaluation recorded.
         """
         if model is None:
             model, parsed_step = parse_label(result.label)
@@ -125,6 +129,7 @@ class Score:
             format_compliance=sum(compliant) / len(compliant) if compliant else None,
             mean_response_chars=result.format.mean_chars if result.outcomes else None,
             extractions=dict(extractions),
+            protocol=result.protocol if protocol is None else protocol,
         )
 
 
