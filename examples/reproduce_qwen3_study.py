@@ -175,7 +175,7 @@ def build(directory: Path, data: Path | None = None) -> tuple[Experiment, dict[s
         runs,
         trainer=TinkerTrainer(),
         benchmarks=benchmarks,
-        base_model=TinkerSampler(base_model=BASE_MODEL),
+        baseline=TinkerSampler(base_model=BASE_MODEL),
     )
     return experiment, missing
 

@@ -72,7 +72,7 @@ def test_every_stage_through_the_driver_and_again_without_rework(tmp_path: Path)
         [run],
         trainer=trainer,  # type: ignore[arg-type]
         benchmarks=[bench],
-        base_model="base-model",
+        baseline="base-model",
         sampler_factory=factory,
         progress=False,
     )
@@ -129,7 +129,7 @@ def test_a_benchmarks_strict_grader_grades_inside_an_experiment(tmp_path: Path) 
         [],
         trainer=_SavingTrainer(),  # type: ignore[arg-type]
         benchmarks=[strict, lenient],
-        base_model=_AnswerSampler(answers),
+        baseline=_AnswerSampler(answers),
         progress=False,
     )
     results = anyio.run(lambda: exp.run(stages=["evaluate"]))
@@ -145,3 +145,20 @@ def test_a_benchmarks_strict_grader_grades_inside_an_experiment(tmp_path: Path) 
     # the protocol is stored in each evaluation, so results built from the logs state it too
     stored = Results.from_evaluations(EvalStore(tmp_path).results())
     assert stored.protocols == {"strict": boxed_only, "lenient": default}
+
+
+def test_base_model_is_a_deprecated_name_of_baseline(tmp_path: Path) -> None:
+    import pytest
+
+    from tracedistill.errors import ConfigurationError
+    from tracedistill.training.local import LocalTrainer
+
+    with pytest.warns(DeprecationWarning, match="baseline="):
+        old = Experiment(tmp_path, [], trainer=LocalTrainer(), base_model="student")
+    assert old.baseline == "student"
+    with pytest.warns(DeprecationWarning, match="baseline="):
+        assert old.base_model == "student"
+    new = Experiment(tmp_path, [], trainer=LocalTrainer(), baseline="student")
+    assert new.baseline == "student" and new.plan().base_eval_requests == 0  # no benchmarks
+    with pytest.raises(ConfigurationError, match="once"):
+        Experiment(tmp_path, [], trainer=LocalTrainer(), baseline="a", base_model="b")

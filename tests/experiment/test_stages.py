@@ -230,7 +230,7 @@ def test_a_corrupt_evaluation_log_is_reported_and_the_rest_still_shown(
     lines[3] = b'{"type": "grade", "problem_id": \n'  # a corrupt line in the middle
     bad.write_bytes(b"".join(lines))
     before = bad.read_bytes()
-    exp = Experiment(tmp_path, [run], trainer=LocalTrainer(), benchmarks=benches, base_model="m")
+    exp = Experiment(tmp_path, [run], trainer=LocalTrainer(), benchmarks=benches, baseline="m")
     with caplog.at_level(logging.WARNING, logger="tracedistill"):
         results = exp.results()
     good = results.base("good")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator, protocol_of
 from tracedistill.experiment.collect import collect_results
-from tracedistill.experiment.config import STAGES, Run, SamplerFactory
+from tracedistill.experiment.config import STAGES, Baseline, Run, SamplerFactory
 from tracedistill.experiment.evaluate import (
     checkpoint_label,
     evaluate_model,
@@ -43,23 +44,26 @@ logger = logging.getLogger(__name__)
 
 
 class Experiment:
-    """A distillation study: runs, their stages, the base-model evaluation and the report.
+    """A distillation study: runs, their stages, the baseline's evaluation and the report.
 
     Args:
         directory: the run directory (created if missing) that holds all state.
         runs: the runs of the study.
         trainer: the training backend (e.g. ``TinkerTrainer()`` or ``LocalTrainer()``).
-        benchmarks: what every checkpoint and the base model are evaluated on.
-        base_model: what to evaluate as the base model (a Sampler, or anything the sampler
-            factory takes); None skips the base evaluation.
+        benchmarks: what every checkpoint and the baseline are evaluated on.
+        baseline: the model evaluated as the study's baseline (the untrained student, under
+            the label ``base``): a Sampler, or a model name or path that ``sampler_factory``
+            (or the default backend) takes; None skips the baseline evaluation.
         verifiers: graders per task kind. They verify the traces (default: MathVerifier and
             CodeVerifier) and, when given, grade the evaluations too, in place of each
             benchmark's own grader; without one, a benchmark grades with its own
             (``verifier_factory``, e.g. a boxed-only ``MathVerifier``). Each evaluation records
             its grader's protocol, which the report shows.
-        sampler_factory: ``(checkpoint or base model, run or None) -> Sampler`` (default:
+        sampler_factory: ``(checkpoint or baseline, run or None) -> Sampler`` (default:
             :func:`tracedistill.evaluation.samplers.make_sampler` with the run's chat format).
         progress: progress bars (default: on unless ``TRACEDISTILL_PROGRESS=0``).
+        base_model: deprecated name of ``baseline`` (kept one release; it warns): not to be
+            confused with the student a run trains, ``TrainConfig.base_model``.
     """
 
     def __init__(
@@ -69,10 +73,11 @@ class Experiment:
         *,
         trainer: Trainer,
         benchmarks: Sequence[Benchmark] = (),
-        base_model: Any | None = None,
+        baseline: Baseline | None = None,
         verifiers: Mapping[TaskKind | str, Verifier] | None = None,
         sampler_factory: SamplerFactory | None = None,
         progress: bool | None = None,
+        base_model: Baseline | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.folders = ExperimentDirectory(self.directory)
@@ -86,12 +91,18 @@ class Experiment:
         bench_names = [b.name for b in self.benchmarks]
         if len(set(bench_names)) != len(bench_names):
             raise ConfigurationError(f"benchmark names must be unique: {bench_names}")
-        self.base_model = base_model
+        self.baseline = _baseline(baseline, base_model)
         self._given_verifiers = {TaskKind(k): v for k, v in (verifiers or {}).items()}
         self._verifiers: dict[TaskKind, Verifier] = {}
         self.sampler_factory = sampler_factory
         self.progress = progress
         self._stores: dict[Path, JsonlTraceStore] = {}
+
+    @property
+    def base_model(self) -> Baseline | None:
+        """Deprecated name of :attr:`baseline` (kept one release)."""
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.baseline
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -136,7 +147,7 @@ class Experiment:
                 async with self._evaluator() as evaluator:
                     for run in selected:
                         await self._run_one(run, wanted, evaluator)
-                    if "evaluate" in wanted and self.base_model is not None:
+                    if "evaluate" in wanted and self.baseline is not None:
                         await self._evaluate_base(evaluator)
             finally:
                 await self._close()
@@ -170,7 +181,7 @@ class Experiment:
             self.folders,
             self.runs,
             self.benchmarks,
-            evaluates_base=self.base_model is not None,
+            evaluates_base=self.baseline is not None,
             unavailable=unavailable,
         )
 
@@ -249,8 +260,8 @@ class Experiment:
     async def _evaluate_base(self, evaluator: Evaluator) -> None:
         if not self.benchmarks:
             return
-        logger.info("evaluating the base model")
-        sampler = make_sampler(self.base_model, None, self.sampler_factory)
+        logger.info("evaluating the baseline")
+        sampler = make_sampler(self.baseline, None, self.sampler_factory)
         await evaluate_model(evaluator, sampler, self.benchmarks, BASE)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -321,7 +332,26 @@ class Experiment:
         return await draw_pool(run, path, decontaminate=decontaminate, progress=self.progress)
 
     def _write_provenance(self) -> None:
-        self.folders.write_provenance(self.runs, self.benchmarks, self.base_model, self._stores)
+        self.folders.write_provenance(self.runs, self.benchmarks, self.baseline, self._stores)
+
+
+_RENAMED = (
+    "Experiment(base_model=...) is now Experiment(baseline=...) (the model evaluated as the "
+    "baseline, not the student a run trains, TrainConfig.base_model); base_model= goes away "
+    "in the next release"
+)
+
+
+def _baseline(baseline: Baseline | None, base_model: Baseline | None) -> Baseline | None:
+    """The baseline given under its name or under the deprecated ``base_model``."""
+    if base_model is None:
+        return baseline
+    if baseline is not None:
+        raise ConfigurationError(
+            "give the baseline once: baseline= (base_model= is its deprecated name)"
+        )
+    warnings.warn(_RENAMED, DeprecationWarning, stacklevel=3)
+    return base_model
 
 
 def _running_loop() -> str | None:
