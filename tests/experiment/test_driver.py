@@ -162,3 +162,34 @@ def test_base_model_is_a_deprecated_name_of_baseline(tmp_path: Path) -> None:
     assert new.baseline == "student" and new.plan().base_eval_requests == 0  # no benchmarks
     with pytest.raises(ConfigurationError, match="once"):
         Experiment(tmp_path, [], trainer=LocalTrainer(), baseline="a", base_model="b")
+
+
+def test_provenance_is_written_off_the_event_loop(tmp_path: Path, monkeypatch: Any) -> None:
+    import threading
+
+    from tracedistill.experiment.rundir import ExperimentDirectory
+
+    threads: list[int] = []
+    write = ExperimentDirectory.write_provenance
+
+    def recording(self: ExperimentDirectory, *args: Any) -> None:
+        threads.append(threading.get_ident())
+        write(self, *args)  # opens every trace store not open and scans it
+
+    monkeypatch.setattr(ExperimentDirectory, "write_provenance", recording)
+    problems = synthetic_problems("math", 6, seed=2)
+    run = Run(
+        name="r", task="math", teacher=SyntheticTeacher(), problems=problems,
+        train=TrainConfig(base_model="x"),
+    )  # fmt: skip
+    exp = Experiment(tmp_path, [run], trainer=_SavingTrainer(), progress=False)  # type: ignore[arg-type]
+
+    async def main() -> int:
+        await exp.run(stages=["generate", "verify"])
+        return threading.get_ident()
+
+    loop_thread = anyio.run(main)
+    assert len(threads) == 3  # after each stage, and once more at the end
+    assert loop_thread not in threads
+    provenance = orjson.loads((tmp_path / "experiment.json").read_bytes())
+    assert provenance["total_spend_usd"] >= 0 and "r" in provenance["runs"]

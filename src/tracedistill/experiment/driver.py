@@ -151,7 +151,8 @@ class Experiment:
                         await self._evaluate_base(evaluator)
             finally:
                 await self._close()
-                self._write_provenance()
+                with anyio.CancelScope(shield=True):  # written even when cancelled
+                    await self._write_provenance()
         return await anyio.to_thread.run_sync(self.results)
 
     def run_sync(self, **kwargs: Any) -> Results:
@@ -218,7 +219,7 @@ class Experiment:
             info = await self._stage(stage, run, evaluator)
             info["seconds"] = round(time.monotonic() - started, 3)
             status.finish(stage, info)
-            self._write_provenance()
+            await self._write_provenance()
 
     async def _stage(self, stage: str, run: Run, evaluator: Evaluator) -> dict[str, Any]:
         """Run one stage of one run through its module; return what it reports."""
@@ -331,8 +332,14 @@ class Experiment:
         decontaminate = self._decontaminator() if drawing else None
         return await draw_pool(run, path, decontaminate=decontaminate, progress=self.progress)
 
-    def _write_provenance(self) -> None:
-        self.folders.write_provenance(self.runs, self.benchmarks, self.baseline, self._stores)
+    async def _write_provenance(self) -> None:
+        """Rewrite ``experiment.json`` in a worker thread: it opens and scans every trace store
+        that is not open and reads each run's checkpoints, which would block the event loop.
+        """
+        stores = dict(self._stores)
+        await anyio.to_thread.run_sync(
+            lambda: self.folders.write_provenance(self.runs, self.benchmarks, self.baseline, stores)
+        )
 
 
 _RENAMED = (
