@@ -40,9 +40,9 @@ from tracedistill.records import (
     SamplingParams,
     TaskKind,
     VerdictReason,
-    content_hash,
     utcnow,
 )
+from tracedistill.records.messages import evaluation_request_key
 from tracedistill.verifiers.base import CheckResult, Verifier
 
 __all__ = [
@@ -62,10 +62,9 @@ SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
 
-def request_key_of(model: str, prompt: Prompt, params: SamplingParams) -> str:
-    """The key of one evaluation request: same model, prompt and parameters, same key."""
-    rendered: Any = prompt if isinstance(prompt, str) else [m.to_dict() for m in prompt]
-    return content_hash({"model": model, "prompt": rendered, "params": params.to_dict()})
+#: Deprecated name of :func:`tracedistill.records.messages.evaluation_request_key` (kept one
+#: release): the request keys have one home, beside the teachers' ``request_key``.
+request_key_of = evaluation_request_key
 
 
 def protocol_of(verifier: Verifier) -> str | None:
@@ -291,7 +290,8 @@ class Evaluator:
         jobs = []
         for problem in benchmark.problems:
             prompt = benchmark.prompt(problem)
-            jobs.append(_Job(problem, request_key_of(sampler.model, prompt, chosen), prompt))
+            key = evaluation_request_key(sampler.model, prompt, chosen)
+            jobs.append(_Job(problem, key, prompt))
         header: dict[str, Any] = {
             "label": label,
             "model": sampler.model,
