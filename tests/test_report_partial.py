@@ -86,3 +86,25 @@ def test_only_partial_checkpoints_leave_no_best() -> None:
     row = results.best_in_domain()[0]
     assert row["best A"] == "none complete (step 1 partial 1/4)" and row["A step"] is None
     assert results.cross_domain() == [] and results.recommended() == []
+
+
+def test_results_are_built_from_the_readable_logs_and_list_the_rest(tmp_path: Path) -> None:
+    import pytest
+
+    from tracedistill.errors import StoreCorruptError
+
+    store = EvalStore(tmp_path)
+    bad = _log(store, "base", "A", [True] * 4, 4)
+    lines = bad.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"type": "grade", \n'  # a corrupt line in the middle
+    bad.write_bytes(b"".join(lines))
+    _log(store, "base", "B", [True, False, True, False], 4)
+    with pytest.raises(StoreCorruptError):
+        list(store.results())  # strict by default, as before
+    errors: list[tuple[str, str]] = []
+    results = Results.from_evaluations(store.results(errors=errors), unreadable=errors)
+    good = results.base("B")
+    assert good is not None and good.accuracy == 0.5 and results.base("A") is None
+    assert [what for what, _ in results.unreadable] == [str(bad)]
+    assert f"{bad}:3" in results.unreadable[0][1]  # the file and the line
+    assert "Not included" in results.to_markdown()

@@ -28,7 +28,7 @@ import attrs
 from tracedistill._html import fields_html, fields_text
 from tracedistill._jsonl import JsonlFile
 from tracedistill.clients.base import Completion
-from tracedistill.errors import EvaluationError, StoreCorruptError
+from tracedistill.errors import EvaluationError, StoreCorruptError, TraceDistillError
 from tracedistill.evaluation.stats import (
     Interval,
     PairedCounts,
@@ -42,6 +42,7 @@ from tracedistill.verifiers.compliance import format_flags
 
 __all__ = [
     "EVAL_SCHEMA",
+    "UNREADABLE",
     "EvalLog",
     "EvalResult",
     "EvalStore",
@@ -57,6 +58,15 @@ log = logging.getLogger(__name__)
 
 #: Version of the evaluation file layout.
 EVAL_SCHEMA = 1
+
+#: What reading one stored evaluation can raise: a corrupt or foreign file, a malformed record.
+UNREADABLE: tuple[type[Exception], ...] = (
+    TraceDistillError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
 def slug(text: str) -> str:
@@ -660,13 +670,35 @@ class EvalStore:
             confidence=confidence,
         )
 
-    def results(self, *, confidence: float = 0.95) -> Iterator[EvalResult]:
-        """Every stored evaluation, by label then benchmark."""
+    def results(
+        self, *, confidence: float = 0.95, errors: list[tuple[str, str]] | None = None
+    ) -> Iterator[EvalResult]:
+        """Every stored evaluation, by label then benchmark.
+
+        Without ``errors``, the first log that cannot be read raises. With a list, such a log
+        is skipped with a warning and ``(file, why)`` appended to it, so the rest can still be
+        reported: ``Results.from_evaluations(store.results(errors=errs), unreadable=errs)``
+        lists them under "Not included".
+
+        Raises:
+            StoreCorruptError: a corrupt line (file and line named), when ``errors`` is None.
+            EvaluationError: a log of a newer schema or without a header, likewise.
+        """
         base = self.root / "evaluations"
         if not base.is_dir():
             return
         for path in sorted(base.glob("*/*.jsonl")):
-            yield self._load(path, confidence)
+            if errors is None:
+                yield self._load(path, confidence)
+                continue
+            try:
+                result = self._load(path, confidence)
+            except UNREADABLE as exc:
+                why = str(exc) if isinstance(exc, StoreCorruptError) else f"{path}: {exc!r}"
+                log.warning("evaluation %s skipped: %s", path, why)
+                errors.append((str(path), why))
+                continue
+            yield result
 
     def labels(self) -> list[str]:
         """The labels with stored evaluations (as stored in their headers)."""

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 from tracedistill.chat import LengthReport
-from tracedistill.errors import StoreCorruptError, TraceDistillError
+from tracedistill.errors import StoreCorruptError
 from tracedistill.evaluation.benchmarks import Benchmark
-from tracedistill.evaluation.results import EvalStore
+from tracedistill.evaluation.results import UNREADABLE, EvalStore
 from tracedistill.experiment.config import Run
 from tracedistill.experiment.evaluate import checkpoint_label
 from tracedistill.experiment.rundir import ExperimentDirectory
@@ -25,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: ``benchmark name -> (grader id, protocol)`` of the grader that would grade it now.
 GraderOf = Callable[[str], tuple[str, str | None]]
-
-#: What reading one evaluation log can raise: a corrupt or foreign file, a malformed record.
-_UNREADABLE = (TraceDistillError, OSError, KeyError, TypeError, ValueError)
 
 
 def in_domain(run: Run, benchmarks: Sequence[Benchmark]) -> str | None:
@@ -94,7 +91,7 @@ def _scores(
                 continue  # not evaluated (yet)
             try:
                 result = store.load(label, bench)
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 why = str(exc) if isinstance(exc, StoreCorruptError) else f"{path}: {exc!r}"
                 logger.warning(
                     "evaluation of %s on %s left out of the report: %s", label, bench, why
@@ -135,16 +132,21 @@ def _quality(
                     store,
                     teacher=run.teacher.name,
                     task=run.task,
-                    length=_length_report(folders, runs, run),
+                    length=_length_report(folders, runs, run, unreadable),
                 )
             )
     return rows
 
 
 def _length_report(
-    folders: ExperimentDirectory, runs: Sequence[Run], run: Run
+    folders: ExperimentDirectory,
+    runs: Sequence[Run],
+    run: Run,
+    unreadable: list[tuple[str, str]],
 ) -> LengthReport | None:
-    """What the trainer's length policy did to the run's data (student tokens), if known."""
+    """What the trainer's length policy did to the run's data (student tokens), if known; an
+    unreadable ``data.json`` is listed in ``unreadable``.
+    """
     for other in runs:
         if folders.store_dir(other) != folders.store_dir(run):
             continue
@@ -154,4 +156,5 @@ def _length_report(
                 return DataReport.from_dict(orjson.loads(path.read_bytes())).length
             except Exception as exc:  # a report must not fail on one unreadable file
                 logger.warning("data report %s unreadable: %s", path, exc)
+                unreadable.append((f"length report of {other.name}", f"{path}: {exc!r}"))
     return None

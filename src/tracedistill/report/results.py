@@ -111,6 +111,7 @@ class Results:
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
         protocols: Mapping[str, str] | None = None,
+        unreadable: Iterable[tuple[str, str]] = (),
     ) -> Results:
         """The study's tables from evaluations made with the :class:`Evaluator` directly.
 
@@ -120,7 +121,9 @@ class Results:
         samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
         ``EvalStore(directory).results()``. Each evaluation records which answers its grader
         counted; ``protocols`` states it, per benchmark, for older evaluations that did not
-        (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
+        (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``). ``unreadable``
+        lists what could not be read, ``(what, why)``, shown above the tables: pass the list
+        that ``EvalStore(directory).results(errors=errors)`` fills (read after the results).
 
         Raises:
             ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
@@ -135,7 +138,14 @@ class Results:
                     result, model=model, step=step, samples=samples.get(result.label)
                 )
             )
-        return cls(scores, runs, benchmarks=benchmarks, quality=quality, protocols=protocols)
+        return cls(
+            scores,
+            runs,
+            benchmarks=benchmarks,
+            quality=quality,
+            protocols=protocols,
+            unreadable=unreadable,
+        )
 
     # --- lookups ---------------------------------------------------------------------------
 
