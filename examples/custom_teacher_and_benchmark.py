@@ -94,7 +94,7 @@ async def main(directory: Path = Path("runs/custom")) -> None:
         [run],
         trainer=LocalTrainer(device="cpu"),
         benchmarks=[benchmark],
-        base_model=student,
+        baseline=student,
     )
     print(experiment.plan())
     results = await experiment.run()

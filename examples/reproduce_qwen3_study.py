@@ -8,7 +8,8 @@
 
 LoRA rank 32, batch 50, cosine LR, AdamW 0.9/0.95, 4,096 tokens, 25,000 samples, a checkpoint
 every 100 steps, on Tinker; MATH-500 and MBPP+ at temperature 0 for the base model and every
-checkpoint; then the study's tables, plots and an HTML report.
+checkpoint, MATH-500 graded by the study's protocol (only the final ``\\boxed{}`` answer
+counts; the report's grading table says so); then the study's tables, plots and an HTML report.
 
     python examples/reproduce_qwen3_study.py                  # dry run: plan and cost, no key
     python examples/reproduce_qwen3_study.py --data DIR       # benchmarks from local files
@@ -40,6 +41,7 @@ from tracedistill.experiment import Filters, Generation
 from tracedistill.problems import code_contests, openr1_math
 from tracedistill.teachers import OpenRouterTeacher, Pricing, ReplayTeacher
 from tracedistill.training.tinker import TinkerTrainer
+from tracedistill.verifiers import MathVerifier
 
 # The base model is a parameter: Tinker has announced the retirement of Qwen3-30B-A3B.
 BASE_MODEL = os.environ.get("STUDENT", "Qwen/Qwen3-30B-A3B-Base")
@@ -83,9 +85,17 @@ def train_config(lr: float, *, filter_length: bool = True) -> TrainConfig:
     )
 
 
+def boxed_only() -> MathVerifier:
+    """The study's grading protocol: only the final ``\\boxed{}`` answer counts."""
+    return MathVerifier(extraction="boxed")
+
+
 def load_benchmarks(data: Path | None, hub: bool) -> tuple[list, dict[str, str]]:
     """MATH-500 and MBPP+ from ``data`` (or the network); what could not be loaded, and why."""
-    loaders = {"MATH-500": math500, "MBPP+": mbpp_plus}
+    loaders = {
+        "MATH-500": lambda path: math500(path, verifier_factory=boxed_only),
+        "MBPP+": mbpp_plus,
+    }
     found, missing = [], {}
     for name, loader in loaders.items():
         files = [data / f for f in BENCHMARK_FILES[name]] if data is not None else []
@@ -165,7 +175,7 @@ def build(directory: Path, data: Path | None = None) -> tuple[Experiment, dict[s
         runs,
         trainer=TinkerTrainer(),
         benchmarks=benchmarks,
-        base_model=TinkerSampler(base_model=BASE_MODEL),
+        baseline=TinkerSampler(base_model=BASE_MODEL),
     )
     return experiment, missing
 

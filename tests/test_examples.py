@@ -85,7 +85,7 @@ def _describe(experiment: Any) -> Any:
         [r.describe() for r in experiment.runs],
         [b.name for b in experiment.benchmarks],
         experiment.trainer.name if hasattr(experiment.trainer, "name") else None,
-        str(experiment.base_model),
+        str(experiment.baseline),
     )
 
 

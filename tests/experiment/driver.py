@@ -40,7 +40,7 @@ def build(directory: Path, student: Path) -> Experiment:
         [run],
         trainer=LocalTrainer(device="cpu"),
         benchmarks=[bench],
-        base_model=student,
+        baseline=student,
         progress=False,
     )
 

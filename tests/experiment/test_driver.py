@@ -72,7 +72,7 @@ def test_every_stage_through_the_driver_and_again_without_rework(tmp_path: Path)
         [run],
         trainer=trainer,  # type: ignore[arg-type]
         benchmarks=[bench],
-        base_model="base-model",
+        baseline="base-model",
         sampler_factory=factory,
         progress=False,
     )
@@ -92,3 +92,104 @@ def test_every_stage_through_the_driver_and_again_without_rework(tmp_path: Path)
     trainer.seen = []
     again = anyio.run(exp.run)
     assert trainer.seen == [] and again.to_markdown() == results.to_markdown()
+
+
+class _AnswerSampler(Sampler):
+    """Answers each prompt correctly: boxed for half of the problems, in words for the rest."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        super().__init__(max_concurrency=4)
+        self.model = "answers"
+        self.answers = answers
+
+    async def _sample(self, prompt: Any, params: Any) -> Completion:
+        index, answer = next(
+            (i, a) for i, (p, a) in enumerate(self.answers.items()) if str(prompt) == p
+        )
+        final = f"\\boxed{{{answer}}}" if index % 2 == 0 else f"The answer is {answer}."
+        return Completion(text=f"<think>w</think>{final}", finish_reason=FinishReason.STOP)
+
+
+def test_a_benchmarks_strict_grader_grades_inside_an_experiment(tmp_path: Path) -> None:
+    from tracedistill.evaluation import EvalStore
+    from tracedistill.report import Results
+    from tracedistill.verifiers.math import MathVerifier
+
+    problems = synthetic_problems("math", 8, seed=11)
+    strict = custom_benchmark(
+        "strict",
+        problems,
+        template=DEMO_PROMPTS.math,
+        verifier_factory=lambda: MathVerifier(extraction="boxed", workers=1),
+    )
+    lenient = custom_benchmark("lenient", problems, template=DEMO_PROMPTS.math)
+    answers = {str(strict.prompt(p)): str(p.answer) for p in problems}
+    exp = Experiment(
+        tmp_path,
+        [],
+        trainer=_SavingTrainer(),  # type: ignore[arg-type]
+        benchmarks=[strict, lenient],
+        baseline=_AnswerSampler(answers),
+        progress=False,
+    )
+    results = anyio.run(lambda: exp.run(stages=["evaluate"]))
+    graded_strictly, graded_leniently = results.base("strict"), results.base("lenient")
+    assert graded_strictly is not None and graded_leniently is not None
+    # the unboxed correct answers count as wrong under the benchmark's boxed-only grader
+    assert (graded_strictly.correct, graded_leniently.correct) == (4, 8)
+    boxed_only, default = MathVerifier(extraction="boxed").protocol, MathVerifier().protocol
+    assert boxed_only != default
+    assert results.protocols == {"strict": boxed_only, "lenient": default}
+    table = {row["benchmark"]: row["answers that count"] for row in results.grading_table()}
+    assert table == {"strict": boxed_only, "lenient": default}
+    # the protocol is stored in each evaluation, so results built from the logs state it too
+    stored = Results.from_evaluations(EvalStore(tmp_path).results())
+    assert stored.protocols == {"strict": boxed_only, "lenient": default}
+
+
+def test_base_model_is_a_deprecated_name_of_baseline(tmp_path: Path) -> None:
+    import pytest
+
+    from tracedistill.errors import ConfigurationError
+    from tracedistill.training.local import LocalTrainer
+
+    with pytest.warns(DeprecationWarning, match="baseline="):
+        old = Experiment(tmp_path, [], trainer=LocalTrainer(), base_model="student")
+    assert old.baseline == "student"
+    with pytest.warns(DeprecationWarning, match="baseline="):
+        assert old.base_model == "student"
+    new = Experiment(tmp_path, [], trainer=LocalTrainer(), baseline="student")
+    assert new.baseline == "student" and new.plan().base_eval_requests == 0  # no benchmarks
+    with pytest.raises(ConfigurationError, match="once"):
+        Experiment(tmp_path, [], trainer=LocalTrainer(), baseline="a", base_model="b")
+
+
+def test_provenance_is_written_off_the_event_loop(tmp_path: Path, monkeypatch: Any) -> None:
+    import threading
+
+    from tracedistill.experiment.rundir import ExperimentDirectory
+
+    threads: list[int] = []
+    write = ExperimentDirectory.write_provenance
+
+    def recording(self: ExperimentDirectory, *args: Any) -> None:
+        threads.append(threading.get_ident())
+        write(self, *args)  # opens every trace store not open and scans it
+
+    monkeypatch.setattr(ExperimentDirectory, "write_provenance", recording)
+    problems = synthetic_problems("math", 6, seed=2)
+    run = Run(
+        name="r", task="math", teacher=SyntheticTeacher(), problems=problems,
+        train=TrainConfig(base_model="x"),
+    )  # fmt: skip
+    exp = Experiment(tmp_path, [run], trainer=_SavingTrainer(), progress=False)  # type: ignore[arg-type]
+
+    async def main() -> int:
+        await exp.run(stages=["generate", "verify"])
+        return threading.get_ident()
+
+    loop_thread = anyio.run(main)
+    assert len(threads) == 3  # after each stage, and once more at the end
+    assert loop_thread not in threads
+    provenance = orjson.loads((tmp_path / "experiment.json").read_bytes())
+    assert provenance["total_spend_usd"] >= 0 and "r" in provenance["runs"]

@@ -106,3 +106,11 @@ def test_quality_table_takes_student_lengths_from_the_data_report(tmp_path: Path
     assert (quality.over_max_length, quality.max_length) == (0.25, 96)
     (row,) = experiment.results().quality_table()
     assert row["over max_length (student tokens)"] == "25.0% > 96"
+    # an unreadable data report is listed in the results, not only logged
+    data = folder.path / "data.json"
+    data.write_bytes(b"{not json")
+    results = experiment.results()
+    (quality,) = results.quality
+    assert quality.over_max_length is None
+    assert [what for what, _ in results.unreadable] == [f"length report of {run.name}"]
+    assert str(data) in results.unreadable[0][1] and "Not included" in results.to_markdown()

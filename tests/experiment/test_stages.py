@@ -17,6 +17,7 @@ import pytest
 from tracedistill.demo import DEMO_PROMPTS, SyntheticTeacher, synthetic_problems
 from tracedistill.evaluation import Completion, EvalStore
 from tracedistill.evaluation.benchmarks import custom_benchmark
+from tracedistill.evaluation.evaluator import Evaluator
 from tracedistill.experiment import Experiment, Filters, Run
 from tracedistill.experiment.select import select_stage, select_traces
 from tracedistill.experiment.train import train_stage
@@ -185,14 +186,15 @@ def test_plan_prompt_tokens_are_the_teachers_estimate(tmp_path: Path) -> None:
 # --- a corrupt evaluation log is reported, not skipped ------------------------------------------
 
 
-def _write_log(store: EvalStore, bench: str, n: int) -> Path:
+def _write_log(store: EvalStore, bench: str, n: int, grader: str = "g") -> Path:
+    """An evaluation log as written before logs recorded their grader's protocol."""
     header = {
         "label": "base",
         "benchmark": bench,
         "kind": "math",
         "model": "m",
         "benchmark_sha256": "s",
-        "grader": "g",
+        "grader": grader,
         "request_keys": {f"p{i}": f"k{i}" for i in range(n)},
     }
     with store.open("base", bench, header) as log:
@@ -201,7 +203,7 @@ def _write_log(store: EvalStore, bench: str, n: int) -> Path:
             log.add_grade(
                 f"p{i}",
                 f"k{i}",
-                grader="g",
+                grader=grader,
                 passed=i % 2 == 0,
                 reason=VerdictReason.PASSED if i % 2 == 0 else VerdictReason.WRONG_ANSWER,
                 details={"extraction": "boxed"},
@@ -221,13 +223,14 @@ def test_a_corrupt_evaluation_log_is_reported_and_the_rest_still_shown(
         train=TrainConfig(base_model="x"),
     )  # fmt: skip
     store = EvalStore(tmp_path)
-    _write_log(store, "good", 4)
+    # graded by the grader the experiment uses now: the report states its protocol
+    _write_log(store, "good", 4, grader=Evaluator.grader_id(benches[0], MathVerifier()))
     bad = _write_log(store, "bad", 4)
     lines = bad.read_bytes().splitlines(keepends=True)
     lines[3] = b'{"type": "grade", "problem_id": \n'  # a corrupt line in the middle
     bad.write_bytes(b"".join(lines))
     before = bad.read_bytes()
-    exp = Experiment(tmp_path, [run], trainer=LocalTrainer(), benchmarks=benches, base_model="m")
+    exp = Experiment(tmp_path, [run], trainer=LocalTrainer(), benchmarks=benches, baseline="m")
     with caplog.at_level(logging.WARNING, logger="tracedistill"):
         results = exp.results()
     good = results.base("good")

@@ -40,12 +40,18 @@ from tracedistill.records import (
     SamplingParams,
     TaskKind,
     VerdictReason,
-    content_hash,
     utcnow,
 )
+from tracedistill.records.messages import evaluation_request_key
 from tracedistill.verifiers.base import CheckResult, Verifier
 
-__all__ = ["CheckpointSamplerFactory", "Evaluator", "answer_text", "request_key_of"]
+__all__ = [
+    "CheckpointSamplerFactory",
+    "Evaluator",
+    "answer_text",
+    "protocol_of",
+    "request_key_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +62,15 @@ SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
 
-def request_key_of(model: str, prompt: Prompt, params: SamplingParams) -> str:
-    """The key of one evaluation request: same model, prompt and parameters, same key."""
-    rendered: Any = prompt if isinstance(prompt, str) else [m.to_dict() for m in prompt]
-    return content_hash({"model": model, "prompt": rendered, "params": params.to_dict()})
+#: Deprecated name of :func:`tracedistill.records.messages.evaluation_request_key` (kept one
+#: release): the request keys have one home, beside the teachers' ``request_key``.
+request_key_of = evaluation_request_key
+
+
+def protocol_of(verifier: Verifier) -> str | None:
+    """Which answers ``verifier`` counts, in words, when it says (``MathVerifier.protocol``)."""
+    protocol = getattr(verifier, "protocol", None)
+    return protocol if isinstance(protocol, str) else None
 
 
 def answer_text(text: str) -> tuple[str | None, str]:
@@ -92,8 +103,10 @@ class Evaluator:
     Args:
         run_dir: where evaluations are stored (``{run_dir}/evaluations/...``); None keeps
             results in memory only (no resume).
-        verifiers: graders to use per task kind (yours to close); otherwise each benchmark
-            builds its own once and the evaluator closes it in :meth:`aclose`.
+        verifiers: graders to use per task kind (yours to close); they replace a benchmark's
+            own grader (its ``verifier_factory``), with a warning when it has one. Without one
+            for a kind, each benchmark builds its own once and the evaluator closes it in
+            :meth:`aclose`. The protocol of the grader used is stored in each evaluation.
         sampler_factory: turns what :meth:`evaluate` is given (a checkpoint, a path, a model
             name) into a :class:`Sampler`; default :func:`tracedistill.evaluation.samplers.
             make_sampler`.
@@ -119,6 +132,7 @@ class Evaluator:
         self.store = EvalStore(run_dir) if run_dir is not None else None
         self._given = {TaskKind(k): v for k, v in (verifiers or {}).items()}
         self._owned: dict[Any, Verifier] = {}
+        self._overridden: set[str] = set()
         self.sampler_factory = sampler_factory
         self.confidence = confidence
         self.on_error = on_error
@@ -130,6 +144,15 @@ class Evaluator:
         """The grader of a benchmark (shared by every evaluation on it, and its worker pool)."""
         given = self._given.get(benchmark.kind)
         if given is not None:
+            if benchmark.verifier_factory is not None and benchmark.name not in self._overridden:
+                self._overridden.add(benchmark.name)
+                log.warning(
+                    "%s: graded by the evaluator's %s verifier, not the benchmark's own "
+                    "(verifier_factory); its protocol: %s",
+                    benchmark.name,
+                    benchmark.kind,
+                    protocol_of(given) or "not stated",
+                )
             return given
         key = benchmark.verifier_factory or benchmark.kind
         verifier = self._owned.get(key)
@@ -267,7 +290,8 @@ class Evaluator:
         jobs = []
         for problem in benchmark.problems:
             prompt = benchmark.prompt(problem)
-            jobs.append(_Job(problem, request_key_of(sampler.model, prompt, chosen), prompt))
+            key = evaluation_request_key(sampler.model, prompt, chosen)
+            jobs.append(_Job(problem, key, prompt))
         header: dict[str, Any] = {
             "label": label,
             "model": sampler.model,
@@ -275,6 +299,8 @@ class Evaluator:
             **benchmark.describe(),
             "params": chosen.to_dict(),
             "grader": grader,
+            # Which answers the grader counts, in words (reports show it); None if unstated.
+            "protocol": protocol_of(verifier),
             "problems": len(benchmark),
             # Which response of each problem this evaluation counts (problem id -> request key).
             "request_keys": {job.problem.id: job.key for job in jobs},

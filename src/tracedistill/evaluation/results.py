@@ -28,7 +28,7 @@ import attrs
 from tracedistill._html import fields_html, fields_text
 from tracedistill._jsonl import JsonlFile
 from tracedistill.clients.base import Completion
-from tracedistill.errors import EvaluationError, StoreCorruptError
+from tracedistill.errors import EvaluationError, StoreCorruptError, TraceDistillError
 from tracedistill.evaluation.stats import (
     Interval,
     PairedCounts,
@@ -42,6 +42,7 @@ from tracedistill.verifiers.compliance import format_flags
 
 __all__ = [
     "EVAL_SCHEMA",
+    "UNREADABLE",
     "EvalLog",
     "EvalResult",
     "EvalStore",
@@ -57,6 +58,15 @@ log = logging.getLogger(__name__)
 
 #: Version of the evaluation file layout.
 EVAL_SCHEMA = 1
+
+#: What reading one stored evaluation can raise: a corrupt or foreign file, a malformed record.
+UNREADABLE: tuple[type[Exception], ...] = (
+    TraceDistillError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
 def slug(text: str) -> str:
@@ -156,7 +166,9 @@ class EvalResult:
 
     ``accuracy`` is ``correct / n`` over the graded problems, with its Wilson ``interval``.
     ``complete`` is False when some problems have no graded response yet (a partial or failed
-    run): the accuracy then covers only the graded ones.
+    run): the accuracy then covers only the graded ones. ``grader`` identifies the grader
+    (name, version, truncation and prompt settings) and ``protocol`` says which answers it
+    counts, in words (None when the grader does not say or an older log did not record it).
     """
 
     label: str
@@ -173,6 +185,8 @@ class EvalResult:
     format: FormatSummary
     path: Path | None = None
     created_at: _dt.datetime = attrs.field(factory=utcnow)
+    grader: str | None = None
+    protocol: str | None = None
 
     @property
     def n(self) -> int:
@@ -234,6 +248,7 @@ class EvalResult:
             "model": self.model,
             "sampler": self.sampler.get("backend", ""),
             "benchmark file": f"{self.benchmark_source} (sha256 {self.benchmark_sha256[:12]})",
+            "answers that count": self.protocol,
             "think block closed": None
             if fmt.think_closed_rate is None
             else f"{100 * fmt.think_closed_rate:.1f}%",
@@ -278,6 +293,8 @@ class EvalResult:
             "reasons": self.reasons(),
             "path": None if self.path is None else str(self.path),
             "created_at": self.created_at.isoformat(),
+            "grader": self.grader,
+            "protocol": self.protocol,
         }
         if outcomes:
             data["outcomes"] = [o.to_dict() for o in self.outcomes]
@@ -433,7 +450,9 @@ class EvalLog:
                         f"{header.get(key)!r}: use another label (or run directory) for a "
                         "different model or benchmark file. Nothing was changed."
                     )
-            if any(existing.get(k) != header.get(k) for k in ("request_keys", "grader")):
+            if any(
+                existing.get(k) != header.get(k) for k in ("request_keys", "grader", "protocol")
+            ):
                 # Another subset, sampling setting or grader: the latest header describes the
                 # evaluation being run (responses are matched by request key, grades by grader).
                 log_._append({"type": "header", "schema": EVAL_SCHEMA, **header})
@@ -587,6 +606,7 @@ def build_result(
         outcomes = sorted(outcomes, key=lambda o: rank.get(o.problem_id, len(rank)))
     correct = sum(o.passed for o in outcomes)
     created = header.get("created_at")
+    grader, protocol = header.get("grader"), header.get("protocol")
     return EvalResult(
         label=str(header.get("label", "")),
         benchmark=str(header.get("benchmark", "")),
@@ -602,6 +622,8 @@ def build_result(
         format=FormatSummary.of(outcomes),
         path=path,
         created_at=_dt.datetime.fromisoformat(created) if isinstance(created, str) else utcnow(),
+        grader=grader if isinstance(grader, str) else None,
+        protocol=protocol if isinstance(protocol, str) else None,
     )
 
 
@@ -648,13 +670,35 @@ class EvalStore:
             confidence=confidence,
         )
 
-    def results(self, *, confidence: float = 0.95) -> Iterator[EvalResult]:
-        """Every stored evaluation, by label then benchmark."""
+    def results(
+        self, *, confidence: float = 0.95, errors: list[tuple[str, str]] | None = None
+    ) -> Iterator[EvalResult]:
+        """Every stored evaluation, by label then benchmark.
+
+        Without ``errors``, the first log that cannot be read raises. With a list, such a log
+        is skipped with a warning and ``(file, why)`` appended to it, so the rest can still be
+        reported: ``Results.from_evaluations(store.results(errors=errs), unreadable=errs)``
+        lists them under "Not included".
+
+        Raises:
+            StoreCorruptError: a corrupt line (file and line named), when ``errors`` is None.
+            EvaluationError: a log of a newer schema or without a header, likewise.
+        """
         base = self.root / "evaluations"
         if not base.is_dir():
             return
         for path in sorted(base.glob("*/*.jsonl")):
-            yield self._load(path, confidence)
+            if errors is None:
+                yield self._load(path, confidence)
+                continue
+            try:
+                result = self._load(path, confidence)
+            except UNREADABLE as exc:
+                why = str(exc) if isinstance(exc, StoreCorruptError) else f"{path}: {exc!r}"
+                log.warning("evaluation %s skipped: %s", path, why)
+                errors.append((str(path), why))
+                continue
+            yield result
 
     def labels(self) -> list[str]:
         """The labels with stored evaluations (as stored in their headers)."""

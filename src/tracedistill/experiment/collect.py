@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
 from tracedistill.chat import LengthReport
-from tracedistill.errors import StoreCorruptError, TraceDistillError
+from tracedistill.errors import StoreCorruptError
 from tracedistill.evaluation.benchmarks import Benchmark
-from tracedistill.evaluation.results import EvalStore
+from tracedistill.evaluation.results import UNREADABLE, EvalStore
 from tracedistill.experiment.config import Run
 from tracedistill.experiment.evaluate import checkpoint_label
 from tracedistill.experiment.rundir import ExperimentDirectory
@@ -23,8 +23,8 @@ __all__ = ["collect_results", "in_domain"]
 
 logger = logging.getLogger(__name__)
 
-#: What reading one evaluation log can raise: a corrupt or foreign file, a malformed record.
-_UNREADABLE = (TraceDistillError, OSError, KeyError, TypeError, ValueError)
+#: ``benchmark name -> (grader id, protocol)`` of the grader that would grade it now.
+GraderOf = Callable[[str], tuple[str, str | None]]
 
 
 def in_domain(run: Run, benchmarks: Sequence[Benchmark]) -> str | None:
@@ -40,9 +40,13 @@ def collect_results(
     runs: Sequence[Run],
     benchmarks: Sequence[Benchmark],
     *,
-    protocols: Mapping[str, str] | None = None,
+    grader_of: GraderOf | None = None,
 ) -> Results:
     """Every stored score, the runs' descriptions and the trace quality (blocking reads).
+
+    Each score states the protocol its evaluation recorded. An evaluation stored before
+    protocols were recorded gets the protocol of ``grader_of(benchmark)`` when it was graded
+    by that same grader (same id), and none ("not recorded") otherwise.
 
     An evaluation log that cannot be read (a corrupt line) is left out with a warning that
     names the file and line, and listed in the results' ``unreadable``; the rest of the report
@@ -54,16 +58,9 @@ def collect_results(
         for r in runs
         if (domain := in_domain(r, benchmarks))
     ]
-    scores, unreadable = _scores(folders, runs, bench_names)
+    scores, unreadable = _scores(folders, runs, bench_names, grader_of)
     quality = _quality(folders, runs, unreadable)
-    return Results(
-        scores,
-        infos,
-        benchmarks=bench_names,
-        quality=quality,
-        protocols=protocols,
-        unreadable=unreadable,
-    )
+    return Results(scores, infos, benchmarks=bench_names, quality=quality, unreadable=unreadable)
 
 
 def _evaluated(
@@ -79,7 +76,10 @@ def _evaluated(
 
 
 def _scores(
-    folders: ExperimentDirectory, runs: Sequence[Run], bench_names: Sequence[str]
+    folders: ExperimentDirectory,
+    runs: Sequence[Run],
+    bench_names: Sequence[str],
+    grader_of: GraderOf | None,
 ) -> tuple[list[Score], list[tuple[str, str]]]:
     scores: list[Score] = []
     unreadable: list[tuple[str, str]] = []
@@ -91,14 +91,22 @@ def _scores(
                 continue  # not evaluated (yet)
             try:
                 result = store.load(label, bench)
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 why = str(exc) if isinstance(exc, StoreCorruptError) else f"{path}: {exc!r}"
                 logger.warning(
                     "evaluation of %s on %s left out of the report: %s", label, bench, why
                 )
                 unreadable.append((f"{label} on {bench}", why))
                 continue
-            scores.append(Score.from_evaluation(result, model=model, step=step, samples=samples))
+            protocol = result.protocol
+            if protocol is None and result.grader is not None and grader_of is not None:
+                grader, current = grader_of(bench)
+                protocol = current if grader == result.grader else None
+            scores.append(
+                Score.from_evaluation(
+                    result, model=model, step=step, samples=samples, protocol=protocol
+                )
+            )
     return scores, unreadable
 
 
@@ -124,16 +132,21 @@ def _quality(
                     store,
                     teacher=run.teacher.name,
                     task=run.task,
-                    length=_length_report(folders, runs, run),
+                    length=_length_report(folders, runs, run, unreadable),
                 )
             )
     return rows
 
 
 def _length_report(
-    folders: ExperimentDirectory, runs: Sequence[Run], run: Run
+    folders: ExperimentDirectory,
+    runs: Sequence[Run],
+    run: Run,
+    unreadable: list[tuple[str, str]],
 ) -> LengthReport | None:
-    """What the trainer's length policy did to the run's data (student tokens), if known."""
+    """What the trainer's length policy did to the run's data (student tokens), if known; an
+    unreadable ``data.json`` is listed in ``unreadable``.
+    """
     for other in runs:
         if folders.store_dir(other) != folders.store_dir(run):
             continue
@@ -143,4 +156,5 @@ def _length_report(
                 return DataReport.from_dict(orjson.loads(path.read_bytes())).length
             except Exception as exc:  # a report must not fail on one unreadable file
                 logger.warning("data report %s unreadable: %s", path, exc)
+                unreadable.append((f"length report of {other.name}", f"{path}: {exc!r}"))
     return None

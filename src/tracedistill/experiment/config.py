@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,7 +18,7 @@ from tracedistill.records import Problem, TaskKind
 from tracedistill.teachers.base import Teacher
 from tracedistill.training.base import TrainConfig
 
-__all__ = ["STAGES", "Generation", "Run", "SamplerFactory"]
+__all__ = ["STAGES", "Baseline", "Generation", "Run", "SamplerFactory"]
 
 #: The stages of every run, in order.
 STAGES = ("generate", "verify", "filter", "train", "evaluate")
@@ -26,6 +27,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Called with the evaluated object to build its sampler (a Checkpoint or the base model).
 SamplerFactory = Callable[[Any, "Run | None"], Sampler]
+
+#: The model an experiment evaluates as its baseline (the untrained student): a
+#: :class:`Sampler`, or a model name or path the sampler factory (or the default backend) takes.
+Baseline = Sampler | str | os.PathLike[str]
 
 
 def _name(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:

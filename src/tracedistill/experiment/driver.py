@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ import anyio.to_thread
 from tracedistill._version import __version__
 from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
-from tracedistill.evaluation.evaluator import Evaluator
+from tracedistill.evaluation.evaluator import Evaluator, protocol_of
 from tracedistill.experiment.collect import collect_results
-from tracedistill.experiment.config import STAGES, Run, SamplerFactory
+from tracedistill.experiment.config import STAGES, Baseline, Run, SamplerFactory
 from tracedistill.experiment.evaluate import (
     checkpoint_label,
     evaluate_model,
@@ -43,20 +44,26 @@ logger = logging.getLogger(__name__)
 
 
 class Experiment:
-    """A distillation study: runs, their stages, the base-model evaluation and the report.
+    """A distillation study: runs, their stages, the baseline's evaluation and the report.
 
     Args:
         directory: the run directory (created if missing) that holds all state.
         runs: the runs of the study.
         trainer: the training backend (e.g. ``TinkerTrainer()`` or ``LocalTrainer()``).
-        benchmarks: what every checkpoint and the base model are evaluated on.
-        base_model: what to evaluate as the base model (a Sampler, or anything the sampler
-            factory takes); None skips the base evaluation.
-        verifiers: graders per task kind (default: MathVerifier and CodeVerifier); they verify
-            the traces and grade the evaluations.
-        sampler_factory: ``(checkpoint or base model, run or None) -> Sampler`` (default:
+        benchmarks: what every checkpoint and the baseline are evaluated on.
+        baseline: the model evaluated as the study's baseline (the untrained student, under
+            the label ``base``): a Sampler, or a model name or path that ``sampler_factory``
+            (or the default backend) takes; None skips the baseline evaluation.
+        verifiers: graders per task kind. They verify the traces (default: MathVerifier and
+            CodeVerifier) and, when given, grade the evaluations too, in place of each
+            benchmark's own grader; without one, a benchmark grades with its own
+            (``verifier_factory``, e.g. a boxed-only ``MathVerifier``). Each evaluation records
+            its grader's protocol, which the report shows.
+        sampler_factory: ``(checkpoint or baseline, run or None) -> Sampler`` (default:
             :func:`tracedistill.evaluation.samplers.make_sampler` with the run's chat format).
         progress: progress bars (default: on unless ``TRACEDISTILL_PROGRESS=0``).
+        base_model: deprecated name of ``baseline`` (kept one release; it warns): not to be
+            confused with the student a run trains, ``TrainConfig.base_model``.
     """
 
     def __init__(
@@ -66,10 +73,11 @@ class Experiment:
         *,
         trainer: Trainer,
         benchmarks: Sequence[Benchmark] = (),
-        base_model: Any | None = None,
+        baseline: Baseline | None = None,
         verifiers: Mapping[TaskKind | str, Verifier] | None = None,
         sampler_factory: SamplerFactory | None = None,
         progress: bool | None = None,
+        base_model: Baseline | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.folders = ExperimentDirectory(self.directory)
@@ -83,12 +91,18 @@ class Experiment:
         bench_names = [b.name for b in self.benchmarks]
         if len(set(bench_names)) != len(bench_names):
             raise ConfigurationError(f"benchmark names must be unique: {bench_names}")
-        self.base_model = base_model
+        self.baseline = _baseline(baseline, base_model)
         self._given_verifiers = {TaskKind(k): v for k, v in (verifiers or {}).items()}
         self._verifiers: dict[TaskKind, Verifier] = {}
         self.sampler_factory = sampler_factory
         self.progress = progress
         self._stores: dict[Path, JsonlTraceStore] = {}
+
+    @property
+    def base_model(self) -> Baseline | None:
+        """Deprecated name of :attr:`baseline` (kept one release)."""
+        warnings.warn(_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.baseline
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -133,11 +147,12 @@ class Experiment:
                 async with self._evaluator() as evaluator:
                     for run in selected:
                         await self._run_one(run, wanted, evaluator)
-                    if "evaluate" in wanted and self.base_model is not None:
+                    if "evaluate" in wanted and self.baseline is not None:
                         await self._evaluate_base(evaluator)
             finally:
                 await self._close()
-                self._write_provenance()
+                with anyio.CancelScope(shield=True):  # written even when cancelled
+                    await self._write_provenance()
         return await anyio.to_thread.run_sync(self.results)
 
     def run_sync(self, **kwargs: Any) -> Results:
@@ -167,7 +182,7 @@ class Experiment:
             self.folders,
             self.runs,
             self.benchmarks,
-            evaluates_base=self.base_model is not None,
+            evaluates_base=self.baseline is not None,
             unavailable=unavailable,
         )
 
@@ -177,22 +192,17 @@ class Experiment:
         A stored evaluation that cannot be read is left out with a warning naming its file
         and line, and listed in the results (``Results.unreadable``).
         """
-        protocols = {
-            b.name: protocol
-            for b in self.benchmarks
-            if (protocol := self._protocol(b.kind)) is not None
-        }
-        return collect_results(self.folders, self.runs, self.benchmarks, protocols=protocols)
+        graders: dict[str, tuple[str, str | None]] = {}
 
-    def _protocol(self, task: TaskKind) -> str | None:
-        """Which answers the grader of ``task`` counts, in words, when it says."""
-        verifier = self._given_verifiers.get(task) or self._verifiers.get(task)
-        if verifier is None and task is TaskKind.MATH:
-            from tracedistill.verifiers.math import MathVerifier
+        def grader_of(name: str) -> tuple[str, str | None]:
+            # Only for evaluations stored before protocols were recorded (built once each).
+            if name not in graders:
+                bench = next(b for b in self.benchmarks if b.name == name)
+                verifier = self._given_verifiers.get(bench.kind) or bench.make_verifier()
+                graders[name] = (Evaluator.grader_id(bench, verifier), protocol_of(verifier))
+            return graders[name]
 
-            verifier = MathVerifier()  # the default grader (it starts no process until used)
-        protocol = getattr(verifier, "protocol", None)
-        return protocol if isinstance(protocol, str) else None
+        return collect_results(self.folders, self.runs, self.benchmarks, grader_of=grader_of)
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -209,7 +219,7 @@ class Experiment:
             info = await self._stage(stage, run, evaluator)
             info["seconds"] = round(time.monotonic() - started, 3)
             status.finish(stage, info)
-            self._write_provenance()
+            await self._write_provenance()
 
     async def _stage(self, stage: str, run: Run, evaluator: Evaluator) -> dict[str, Any]:
         """Run one stage of one run through its module; return what it reports."""
@@ -251,8 +261,8 @@ class Experiment:
     async def _evaluate_base(self, evaluator: Evaluator) -> None:
         if not self.benchmarks:
             return
-        logger.info("evaluating the base model")
-        sampler = make_sampler(self.base_model, None, self.sampler_factory)
+        logger.info("evaluating the baseline")
+        sampler = make_sampler(self.baseline, None, self.sampler_factory)
         await evaluate_model(evaluator, sampler, self.benchmarks, BASE)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -286,8 +296,9 @@ class Experiment:
 
     @contextlib.asynccontextmanager
     async def _evaluator(self) -> AsyncIterator[Evaluator]:
-        kinds = {b.kind for b in self.benchmarks}
-        verifiers: dict[TaskKind | str, Verifier] = {k: self._verifier(k) for k in kinds}
+        # Only the graders the user gave: otherwise each benchmark grades with its own (its
+        # verifier_factory, e.g. a boxed-only MathVerifier), which the evaluator closes.
+        verifiers: dict[TaskKind | str, Verifier] = {k: v for k, v in self._given_verifiers.items()}
         async with Evaluator(self.directory, verifiers=verifiers, progress=self.progress) as ev:
             yield ev
 
@@ -321,8 +332,33 @@ class Experiment:
         decontaminate = self._decontaminator() if drawing else None
         return await draw_pool(run, path, decontaminate=decontaminate, progress=self.progress)
 
-    def _write_provenance(self) -> None:
-        self.folders.write_provenance(self.runs, self.benchmarks, self.base_model, self._stores)
+    async def _write_provenance(self) -> None:
+        """Rewrite ``experiment.json`` in a worker thread: it opens and scans every trace store
+        that is not open and reads each run's checkpoints, which would block the event loop.
+        """
+        stores = dict(self._stores)
+        await anyio.to_thread.run_sync(
+            lambda: self.folders.write_provenance(self.runs, self.benchmarks, self.baseline, stores)
+        )
+
+
+_RENAMED = (
+    "Experiment(base_model=...) is now Experiment(baseline=...) (the model evaluated as the "
+    "baseline, not the student a run trains, TrainConfig.base_model); base_model= goes away "
+    "in the next release"
+)
+
+
+def _baseline(baseline: Baseline | None, base_model: Baseline | None) -> Baseline | None:
+    """The baseline given under its name or under the deprecated ``base_model``."""
+    if base_model is None:
+        return baseline
+    if baseline is not None:
+        raise ConfigurationError(
+            "give the baseline once: baseline= (base_model= is its deprecated name)"
+        )
+    warnings.warn(_RENAMED, DeprecationWarning, stacklevel=3)
+    return base_model
 
 
 def _running_loop() -> str | None:

@@ -98,7 +98,7 @@ class ExperimentDirectory:
         self,
         runs: Sequence[Run],
         benchmarks: Sequence[Benchmark],
-        base_model: object,
+        baseline: object,
         open_stores: Mapping[Path, JsonlTraceStore],
     ) -> None:
         """Rewrite ``experiment.json``: version, configuration hashes, benchmarks, spend."""
@@ -118,7 +118,7 @@ class ExperimentDirectory:
                 }
                 for b in benchmarks
             ],
-            "base_model": None if base_model is None else str(base_model),
+            "baseline": None if baseline is None else str(baseline),
             "runs": described,
             "spend_usd": spend,
             "total_spend_usd": sum(spend.values()),

@@ -1,4 +1,4 @@
-"""Chat messages, sampling parameters and the request key of one sample."""
+"""Chat messages, sampling parameters and the request keys of one sample and one evaluation."""
 
 from __future__ import annotations
 
@@ -95,3 +95,17 @@ def request_key(
             "sample": sample_index,
         }
     )
+
+
+def evaluation_request_key(
+    model: str, prompt: Sequence[Message] | str, params: SamplingParams
+) -> str:
+    """Return the key of one evaluation request: same model, prompt and parameters, same key.
+
+    An evaluation log matches each stored response to its request by this key, so a rerun
+    samples only what is missing. Its layout differs from :func:`request_key` (a completion
+    prompt is a string, and an evaluation takes one sample per problem) and never changes:
+    stored evaluation logs resume on it.
+    """
+    rendered: Any = prompt if isinstance(prompt, str) else [m.to_dict() for m in prompt]
+    return content_hash({"model": model, "prompt": rendered, "params": params.to_dict()})

@@ -35,7 +35,9 @@ __all__ = ["Results"]
 
 _INTRO = (
     "Accuracies in percent with 95% Wilson intervals; differences in points with "
-    "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05."
+    "Newcombe paired intervals, * where the exact McNemar test gives p < 0.05. A score marked "
+    "'partial n/N' covers only n of the benchmark's N problems (an unfinished or failed "
+    "evaluation): it is never chosen as a best or recommended checkpoint nor as a Pareto point."
 )
 
 
@@ -65,7 +67,8 @@ class Results:
         benchmarks: the benchmark order of the tables (default: order of first appearance).
         quality: trace-quality rows per teacher and task.
         protocols: per benchmark, which answers its grader counts, in words (e.g. a
-            ``MathVerifier``'s ``protocol``); shown in the grading-protocol table.
+            ``MathVerifier``'s ``protocol``), for scores that do not record it; the protocols
+            the scores record win. Shown in the grading-protocol table.
         unreadable: ``(what, why)`` for each stored evaluation that could not be read (a
             corrupt log); the text and HTML forms list them above the tables.
     """
@@ -81,7 +84,7 @@ class Results:
         unreadable: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.scores = list(scores)
-        self.protocols = dict(protocols or {})
+        self.protocols = _protocols(self.scores, protocols or {})
         self.unreadable = [(str(what), str(why)) for what, why in unreadable]
         self.runs = {r.name: r for r in runs}
         seen: list[str] = []
@@ -108,6 +111,7 @@ class Results:
         benchmarks: Sequence[str] | None = None,
         quality: Iterable[TraceQuality] = (),
         protocols: Mapping[str, str] | None = None,
+        unreadable: Iterable[tuple[str, str]] = (),
     ) -> Results:
         """The study's tables from evaluations made with the :class:`Evaluator` directly.
 
@@ -115,8 +119,11 @@ class Results:
         base model, ``<run>@<step>`` for a checkpoint (the labels an
         :class:`~tracedistill.Experiment` writes). ``samples`` maps a label to the training
         samples seen at that checkpoint, for the per-step tables. Load stored evaluations with
-        ``EvalStore(directory).results()``. ``protocols`` states, per benchmark, which answers
-        the grader counted (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``).
+        ``EvalStore(directory).results()``. Each evaluation records which answers its grader
+        counted; ``protocols`` states it, per benchmark, for older evaluations that did not
+        (e.g. ``{"MATH-500": MathVerifier(extraction="boxed").protocol}``). ``unreadable``
+        lists what could not be read, ``(what, why)``, shown above the tables: pass the list
+        that ``EvalStore(directory).results(errors=errors)`` fills (read after the results).
 
         Raises:
             ValueError: a label is neither the base label nor ``<run>@<step>``, or two results
@@ -131,7 +138,14 @@ class Results:
                     result, model=model, step=step, samples=samples.get(result.label)
                 )
             )
-        return cls(scores, runs, benchmarks=benchmarks, quality=quality, protocols=protocols)
+        return cls(
+            scores,
+            runs,
+            benchmarks=benchmarks,
+            quality=quality,
+            protocols=protocols,
+            unreadable=unreadable,
+        )
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -157,15 +171,27 @@ class Results:
         return sorted({s.step for s in self.scores if s.model == run and s.step is not None})
 
     def best(self, run: str, benchmark: str) -> Score | None:
-        """The run's best checkpoint on a benchmark; ties go to the earlier step."""
+        """The run's best checkpoint on a benchmark; ties go to the earlier step.
+
+        Only complete scores compete: a partial one (``Score.complete`` False) is left out.
+        """
         candidates = [
             s
             for s in self.scores
-            if s.model == run and s.benchmark == benchmark and s.step is not None
+            if s.model == run and s.benchmark == benchmark and s.step is not None and s.complete
         ]
         if not candidates:
             return None
         return max(candidates, key=lambda s: (s.accuracy, -(s.step or 0)))
+
+    def _partial_only(self, run: str, benchmark: str) -> str | None:
+        """What a best-checkpoint cell says when the run's only scores there are partial."""
+        partial = [
+            f"step {s.step} {s.partial_note()}"
+            for step in self.steps(run)
+            if (s := self.score(run, step, benchmark)) is not None and not s.complete
+        ]
+        return f"none complete ({', '.join(partial)})" if partial else None
 
     def _other(self, benchmark: str) -> list[str]:
         return [b for b in self.benchmarks if b != benchmark]
@@ -197,7 +223,7 @@ class Results:
             row: dict[str, Any] = {"run": run}
             for b in self.benchmarks:
                 best = self.best(run, b)
-                row[f"best {b}"] = None if best is None else best.cell()
+                row[f"best {b}"] = self._partial_only(run, b) if best is None else best.cell()
                 row[f"{b} step"] = None if best is None else best.step
             rows.append(row)
         base_row: dict[str, Any] = {"run": BASE}
@@ -236,9 +262,10 @@ class Results:
             row: dict[str, Any] = {"run": run}
             for b in self.benchmarks:
                 best, base = self.best(run, b), self.base(b)
-                row[f"best {b} vs base"] = (
-                    None if best is None or base is None else compare(base, best).cell()
-                )
+                cell = None if best is None or base is None else compare(base, best).cell()
+                if cell is not None and base is not None and not base.complete:
+                    cell += f" (base {base.partial_note()})"
+                row[f"best {b} vs base"] = cell
             rows.append(row)
         return rows
 
@@ -300,13 +327,18 @@ class Results:
             others = self._other(info.in_domain)
 
             def cross(step: int | None, others: list[str] = others, run: str = run) -> float:
-                values = [s.accuracy for o in others if (s := self.score(run, step, o)) is not None]
+                values = [
+                    s.accuracy
+                    for o in others
+                    if (s := self.score(run, step, o)) is not None and s.complete
+                ]
                 return statistics.fmean(values) if values else 0.0
 
             tied = [
                 s
                 for step in self.steps(run)
                 if (s := self.score(run, step, info.in_domain)) is not None
+                and s.complete
                 and (s is best or compare(s, best).p_value >= ALPHA or s.accuracy >= best.accuracy)
             ]
             balanced = max(tied, key=lambda s: (cross(s.step), s.accuracy, -(s.step or 0)))
@@ -327,7 +359,11 @@ class Results:
         return rows
 
     def pareto(self, x: str | None = None, y: str | None = None) -> list[dict[str, Any]]:
-        """The checkpoints (and base) no other point beats on both benchmarks ``x`` and ``y``."""
+        """The checkpoints (and base) no other point beats on both benchmarks ``x`` and ``y``.
+
+        Only complete scores are points; the models with a partial score on ``x`` or ``y``
+        follow the frontier in rows that say they were left out.
+        """
         if len(self.benchmarks) < 2 and (x is None or y is None):
             return []
         x = x or self.benchmarks[0]
@@ -342,19 +378,33 @@ class Results:
             )
         ]
         frontier.sort(key=lambda p: -p[1])
-        return [
+        rows = [
             {"model": label, x: f"{100 * ax:.1f}%", y: f"{100 * ay:.1f}%"}
             for label, ax, ay in frontier
         ]
+        rows.extend(
+            {"model": f"{sx.label} (left out: partial)", x: sx.cell(), y: sy.cell()}
+            for sx, sy in self._pairs(x, y)
+            if not (sx.complete and sy.complete)
+        )
+        return rows
 
-    def _points(self, x: str, y: str) -> list[tuple[str, float, float]]:
-        points: list[tuple[str, float, float]] = []
+    def _pairs(self, x: str, y: str) -> list[tuple[Score, Score]]:
+        """The base and every checkpoint scored on both ``x`` and ``y``."""
+        pairs: list[tuple[Score, Score]] = []
         models = [(BASE, None), *[(r, s) for r in self.run_names for s in self.steps(r)]]
         for model, step in models:
             sx, sy = self.score(model, step, x), self.score(model, step, y)
             if sx is not None and sy is not None:
-                points.append((sx.label, sx.accuracy, sy.accuracy))
-        return points
+                pairs.append((sx, sy))
+        return pairs
+
+    def _points(self, x: str, y: str) -> list[tuple[str, float, float]]:
+        return [
+            (sx.label, sx.accuracy, sy.accuracy)
+            for sx, sy in self._pairs(x, y)
+            if sx.complete and sy.complete
+        ]
 
     def format_table(self) -> list[dict[str, Any]]:
         """Format compliance and response length of every graded model, per benchmark."""
@@ -567,6 +617,21 @@ class Results:
             encoding="utf-8",
         )
         return path
+
+
+def _protocols(scores: Sequence[Score], given: Mapping[str, str]) -> dict[str, str]:
+    """Per benchmark: the protocol its scores record (all, when they differ), else the given."""
+    recorded: dict[str, list[str]] = {}
+    for s in scores:
+        if s.protocol is not None and s.protocol not in recorded.setdefault(s.benchmark, []):
+            recorded[s.benchmark].append(s.protocol)
+    out = dict(given)
+    for bench, found in recorded.items():
+        if len(found) == 1:
+            out[bench] = found[0]
+        elif found:
+            out[bench] = "differs between evaluations: " + " | ".join(found)
+    return out
 
 
 def _finish(fig: Any, path: str | Path | None) -> Any:

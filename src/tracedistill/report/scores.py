@@ -45,7 +45,10 @@ class Score:
     the problems two scores share. ``step`` is None for the base model. ``extractions``
     counts the passed responses by the answer extraction that graded them (a grade's
     ``details["extraction"]``: ``boxed``, ``answer_is``, ``last_math``, ...), when the grader
-    records it.
+    records it. ``protocol`` says which answers the grader counted, in words, when the
+    evaluation recorded it. ``expected`` is the number of problems the benchmark has (None:
+    unknown); a score with fewer graded problems is partial (:attr:`complete` is False): its
+    cell says so and the report never picks it as a best checkpoint or a Pareto point.
     """
 
     model: str
@@ -56,11 +59,22 @@ class Score:
     format_compliance: float | None = None
     mean_response_chars: float | None = None
     extractions: Mapping[str, int] = attrs.field(factory=dict, converter=_counts)
+    protocol: str | None = None
+    expected: int | None = None
 
     @property
     def n(self) -> int:
         """Number of problems graded."""
         return len(self.outcomes)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every problem of the benchmark was graded (True when ``expected`` is unknown)."""
+        return self.expected is None or self.n >= self.expected
+
+    def partial_note(self) -> str:
+        """``partial n/N`` for a partial score, else the empty string."""
+        return "" if self.complete else f"partial {self.n}/{self.expected}"
 
     @property
     def correct(self) -> int:
@@ -83,12 +97,18 @@ class Score:
         return self.model if self.step is None else f"{self.model}@{self.step}"
 
     def cell(self) -> str:
-        """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``."""
-        return f"{100 * self.accuracy:.1f} {self.interval.percent()}"
+        """The accuracy in percent with its interval, e.g. ``88.0 [84.8, 90.6]``; a partial
+        score is marked ``(partial n/N)``, and one with nothing graded shows no accuracy.
+        """
+        if self.n == 0 and not self.complete:
+            return f"not graded ({self.partial_note()})"
+        cell = f"{100 * self.accuracy:.1f} {self.interval.percent()}"
+        return cell if self.complete else f"{cell} ({self.partial_note()})"
 
     def __repr__(self) -> str:
         # Not the outcomes: a benchmark has hundreds of them.
-        return f"<Score {self.label} on {self.benchmark}: {self.cell()}, n={self.n}>"
+        of = "" if self.complete else f" of {self.expected}"
+        return f"<Score {self.label} on {self.benchmark}: {self.cell()}, n={self.n}{of}>"
 
     @classmethod
     def from_evaluation(
@@ -98,6 +118,7 @@ class Score:
         model: str | None = None,
         step: int | None = None,
         samples: int | None = None,
+        protocol: str | None = None,
     ) -> Score:
         r"""The score of one :class:`~tracedistill.evaluation.EvalResult`.
 
@@ -105,7 +126,8 @@ class Score:
         :func:`parse_label`). Format compliance counts a response as compliant when it closes
         its think block and then answers in the trained form (a final ``\boxed{}`` answer the
         boxed extraction finds, or a fenced code block; see
-        :mod:`tracedistill.verifiers.compliance`).
+        :mod:`tracedistill.verifiers.compliance`). ``protocol`` defaults to the one the
+        evaluation recorded.
         """
         if model is None:
             model, parsed_step = parse_label(result.label)
@@ -125,6 +147,8 @@ class Score:
             format_compliance=sum(compliant) / len(compliant) if compliant else None,
             mean_response_chars=result.format.mean_chars if result.outcomes else None,
             extractions=dict(extractions),
+            protocol=result.protocol if protocol is None else protocol,
+            expected=result.expected,
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import attrs
 
+from tracedistill._jsonl import write_atomic
 from tracedistill.records import FunctionTests, Problem
 from tracedistill.verifiers import _codec
 from tracedistill.verifiers.base import CheckResult
@@ -142,13 +143,9 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, int]:
 
 
 def _write(path: Path, raw: dict[str, Any]) -> int:
-    """Write a reference atomically; return its size in bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(raw, separators=(",", ":"))
-    tmp.write_text(data)
-    tmp.replace(path)
-    return len(data)
+    """Write a reference atomically and durably; return its size in bytes."""
+    # The standard library's json: references hold integers beyond 64 bits.
+    return write_atomic(path, json.dumps(raw, separators=(",", ":")).encode())
 
 
 def _decode(raw: dict[str, Any]) -> Reference:
