@@ -75,6 +75,12 @@ def test_a_log_cut_to_its_header_is_marked_partial_and_never_chosen(tmp_path: Pa
         "r@2 (left out: partial)": r2.cell(),
     }
     assert "partial n/N" in results.to_markdown()  # the intro says what the mark means
+    # the Pareto plot draws the complete point only (no base star, no partial step 2)
+    from tracedistill import _plots
+
+    fig = _plots.pareto_figure(results, managed=False)
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["1"], texts
 
 
 def test_only_partial_checkpoints_leave_no_best() -> None:

@@ -200,6 +200,7 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
 
     Points are coloured by run with their step as label, the base model is a star, faint bars
     show each point's 95% intervals, and the frontier is a dashed line through its points.
+    Partial scores (an evaluation that did not grade every problem) are not drawn.
     """
     fig, (ax,) = _figure((6.4, 5.6), 1, managed)
     if len(results.benchmarks) < 2:
@@ -220,8 +221,8 @@ def pareto_figure(results: Results, *, managed: bool = True) -> Any:
     ]:
         sx = results.base(x) if model is None else results.score(model, step, x)
         sy = results.base(y) if model is None else results.score(model, step, y)
-        if sx is None or sy is None:
-            continue
+        if sx is None or sy is None or not (sx.complete and sy.complete):
+            continue  # a partial score is no point: the Pareto table lists it as left out
         px, py = 100 * sx.accuracy, 100 * sy.accuracy
         xs += [100 * sx.interval.low, 100 * sx.interval.high]
         ys += [100 * sy.interval.low, 100 * sy.interval.high]

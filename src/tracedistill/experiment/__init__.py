@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING
 from tracedistill import _lazy
 
 if TYPE_CHECKING:
-    from tracedistill.experiment.config import STAGES, Generation, Run, SamplerFactory
+    from tracedistill.experiment.config import STAGES, Baseline, Generation, Run, SamplerFactory
     from tracedistill.experiment.driver import Experiment
     from tracedistill.experiment.plan import Plan, PlanRow
     from tracedistill.experiment.select import Filters
 
 #: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``).
 _EXPORTS = {
+    "Baseline": "tracedistill.experiment.config",
     "Experiment": "tracedistill.experiment.driver",
     "Filters": "tracedistill.experiment.select",
     "Generation": "tracedistill.experiment.config",
@@ -55,6 +56,7 @@ _EXPORTS = {
 
 __all__ = [
     "STAGES",
+    "Baseline",
     "Experiment",
     "Filters",
     "Generation",
