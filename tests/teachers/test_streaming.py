@@ -147,6 +147,23 @@ async def test_openai_stalled_stream_cut_live_stream_kept(store: JsonlTraceStore
         await teacher.aclose()
 
 
+async def test_openai_stream_held_by_comments_only_is_cut_at_the_start_timeout(
+    store: JsonlTraceStore,
+) -> None:
+    # an upstream that never answers behind a proxy's keep-alive comments: the comments alone
+    # may hold the attempt for its start timeout (``timeout``), then it is retried
+    with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as server:
+        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, timeout=4 * IDLE)
+        server.script("p0:", Fault.stall(60.0, after=2, keepalive=IDLE / 5))
+        summary = await generate(teacher, math_problems(2), store, concurrency=2)
+        assert summary.done == 2 and summary.failed == 0
+        held, live = sorted(store.traces(), key=lambda t: t.prompt[-1].content)
+        assert held.attempts == 2 and held.latency_s < 60.0 / 4
+        # the live answer took longer than the start timeout in all and was not cut
+        assert live.attempts == 1 and live.latency_s > 4 * IDLE
+        await teacher.aclose()
+
+
 async def test_openai_stream_truncation_stored_not_rebought(store: JsonlTraceStore) -> None:
     with OpenAIServer(api_key=KEY) as server:
         teacher = openai_teacher(server, stream=True, idle_timeout=IDLE)

@@ -381,7 +381,12 @@ class HttpClient:
         self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, sink: EventSink
     ) -> None:
         idle = self.idle_timeout
+        # Keep-alive comments (": OPENROUTER PROCESSING") prove the connection lives, not that
+        # the model does: an upstream that never starts or stops mid-answer would hold the
+        # attempt forever. Comments alone may hold it for the attempt's start timeout at most.
+        ceiling = self.start_timeout
         received = 0
+        content_at = anyio.current_time()
         while True:
             chunk = None
             with anyio.move_on_after(idle) as silence, self._transport_errors("stream"):
@@ -397,10 +402,19 @@ class HttpClient:
                     f"{self.name}: stream ended before its final event ({received} bytes)"
                 )
             received += len(chunk)
+            fed = False
             for event, data in decoder.feed(chunk):
+                fed = True
                 sink.feed(event, data)
                 if sink.done:
                     return
+            if fed:
+                content_at = anyio.current_time()
+            elif ceiling is not None and anyio.current_time() - content_at > ceiling:
+                raise ProviderTimeoutError(
+                    f"{self.name}: stream kept alive by keep-alive comments only for over "
+                    f"{ceiling:g}s (no event after {received} bytes)"
+                )
 
     def _json_object(self, response: httpx.Response) -> dict[str, Any]:
         return self._json_of(response.status_code, response.content)
