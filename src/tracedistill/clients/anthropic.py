@@ -372,10 +372,10 @@ class AnthropicClient(RemoteModelClient):
         if self.stream:
             body["stream"] = True
             sink = MessageStream(self.name, self._redact)
-            await self.post_stream("/v1/messages", body, sink, observe=observe)
+            await self._post_stream("/v1/messages", body, sink, observe=observe)
             data: Mapping[str, Any] = sink.message()
         else:
-            data, _headers = await self.post_json("/v1/messages", body, observe=observe)
+            data, _headers = await self._post_json("/v1/messages", body, observe=observe)
         return self.reply_of(data)
 
     def reply_of(self, data: Mapping[str, Any]) -> Reply:

@@ -531,7 +531,7 @@ class OpenAICompatibleSampler(RemoteModelClient):
             ProviderError: by HTTP status, by an error in the body or stream (the class its code
                 stands for); connection errors, stalls and malformed answers as retryable.
         """
-        if params is not None:
+        if params is not None and self.renderer is not None:
             prompt, params = self._rendered(prompt, params)
         data = await self._post(prompt, params, observe)
         return self.reply_of(data, chat=not isinstance(prompt, str))
@@ -551,10 +551,10 @@ class OpenAICompatibleSampler(RemoteModelClient):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
             sink = ChatStream(self.name, self._redact)
-            await self.post_stream("/chat/completions", body, sink, observe=observe)
+            await self._post_stream("/chat/completions", body, sink, observe=observe)
             return sink.response()
         path = "/chat/completions" if chat else "/completions"
-        data, _headers = await self.post_json(path, body, observe=observe)
+        data, _headers = await self._post_json(path, body, observe=observe)
         return data
 
     def reply_of(self, data: Mapping[str, Any], *, chat: bool = True) -> Reply:
