@@ -245,6 +245,10 @@ class Teacher(abc.ABC):
     ) -> Trace:
         """Run ``request`` to a trace: attempts, rate limiting and back-off.
 
+        The attempts go through the package's one retry loop,
+        :func:`~tracedistill.clients.retry.retry_call`, each inside the limiter; the error
+        that ends it becomes a failed trace (a fatal one is raised).
+
         Args:
             request: what to ask.
             limiter: the run's rate limiter (each attempt takes a slot and a permit).
