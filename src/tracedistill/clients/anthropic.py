@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill.clients.base import Completion, Prompt, Reply
+from tracedistill.clients.base import Completion, Observer, Prompt, Reply
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
@@ -315,6 +315,8 @@ class AnthropicClient(RemoteModelClient):
             raw ``thinking`` object (then sample with temperature 1 and no ``top_k``).
         include_reasoning: keep the thinking in the completion's text.
         anthropic_version: the ``anthropic-version`` header.
+        summarized_thinking: mark thinking as a provider summary (Claude 4 and later) rather
+            than the raw chain of thought.
         **kwargs: :class:`~tracedistill.clients.remote.RemoteModelClient` arguments
             (``max_concurrency``, ``timeout_s``, ``retry``, ``transport``, ``stream``,
             ``idle_timeout``, ``headers``).
@@ -332,11 +334,13 @@ class AnthropicClient(RemoteModelClient):
         thinking: int | str | Mapping[str, Any] | None = None,
         include_reasoning: bool = True,
         anthropic_version: str = ANTHROPIC_VERSION,
+        summarized_thinking: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             model, base_url=base_url, api_key=resolve_secret(api_key, api_key_env), **kwargs
         )
+        self.summarized_thinking = summarized_thinking
         self.thinking = thinking
         self.include_reasoning = include_reasoning
         self.anthropic_version = anthropic_version
@@ -344,26 +348,43 @@ class AnthropicClient(RemoteModelClient):
     def _auth_headers(self) -> dict[str, str]:
         return auth_headers(self._api_key, self.anthropic_version)
 
-    def body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
-        """The JSON body sent for one chat prompt."""
+    def body(self, prompt: Prompt, params: SamplingParams | None) -> dict[str, Any]:
+        """The JSON body sent for one chat prompt (``params`` None: only the messages)."""
         if isinstance(prompt, str):
             raise ConfigurationError(
                 "Anthropic's Messages API takes chat prompts, not raw text: pass messages"
             )
-        config = thinking_config(self.thinking, params)
-        if config is not None and "thinking" not in params.extra:
+        config = None if params is None else thinking_config(self.thinking, params)
+        if config is not None and params is not None and "thinking" not in params.extra:
             params = attrs.evolve(params, extra={**params.extra, "thinking": config})
         return messages_body(self.model, prompt, params)
 
-    async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
+    async def reply(
+        self, prompt: Prompt, params: SamplingParams | None, *, observe: Observer | None = None
+    ) -> Reply:
+        """One Messages API request for ``prompt``: the parsed answer.
+
+        Raises:
+            ProviderError: by HTTP status, by an error body or ``error`` event (the class its
+                type stands for); connection errors, stalls and malformed answers as retryable.
+        """
         body = self.body(prompt, params)
         if self.stream:
             body["stream"] = True
             sink = MessageStream(self.name, self._redact)
-            await self._post_stream("/v1/messages", body, sink, observe=None)
+            await self._post_stream("/v1/messages", body, sink, observe=observe)
             data: Mapping[str, Any] = sink.message()
         else:
-            data, _headers = await self._post_json("/v1/messages", body, observe=None)
+            data, _headers = await self._post_json("/v1/messages", body, observe=observe)
+        return self.reply_of(data)
+
+    def reply_of(self, data: Mapping[str, Any]) -> Reply:
+        """Normalize a Messages API response body (an error body raises its error)."""
+        return parse_message(
+            data, name=self.name, redact=self._redact, summarized_thinking=self.summarized_thinking
+        )
+
+    async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
         # No cut at the stop strings: the Messages API honours ``stop_sequences`` itself.
-        reply = parse_message(data, name=self.name, redact=self._redact)
+        reply = await self.reply(prompt, params)
         return reply.completion(include_reasoning=self.include_reasoning)

@@ -158,9 +158,10 @@ def _check_params(params: SamplingParams) -> None:
 class ModelClient(abc.ABC):
     """Samples completions from one model (a base model or a checkpoint).
 
-    Use it as ``async with client:`` or call :meth:`aclose` when done. :meth:`sample` may be
-    called from many tasks at once: at most ``max_concurrency`` requests are in flight, the
-    others wait.
+    Use it as ``async with client:`` or call :meth:`aclose` when done. :meth:`sample` (the
+    evaluator's call: the concurrency bound, retries, the completion's text) may be called from
+    many tasks at once: at most ``max_concurrency`` requests are in flight, the others wait.
+    :meth:`reply` is one attempt returning the parsed :class:`Reply`; the teachers wrap it.
 
     Attributes:
         name: the backend (``openai``, ``tinker``, ``local``).
@@ -232,6 +233,38 @@ class ModelClient(abc.ABC):
     @abc.abstractmethod
     async def _sample(self, prompt: Prompt, params: SamplingParams) -> Completion:
         """Produce one completion (concurrency is already bounded by :meth:`sample`)."""
+
+    async def reply(
+        self, prompt: Prompt, params: SamplingParams | None, *, observe: Observer | None = None
+    ) -> Reply:
+        """One attempt at ``prompt``: the model's parsed answer, reasoning apart from the answer.
+
+        The primitive under :meth:`sample` and under the teachers (one call per attempt; the
+        caller retries, bounds concurrency and rate limits). ``observe`` receives what the
+        response's headers say about rate limits (HTTP backends). ``params`` None sends only
+        the prompt (the backend's defaults). A backend that implements only :meth:`_sample`
+        answers with its completion's text as the answer.
+
+        Raises:
+            ProviderError: the attempt failed (its class says whether to retry it).
+        """
+        if params is None:
+            raise ConfigurationError(f"{type(self).__name__} needs sampling params")
+        try:
+            completion = await self._sample(prompt, params)
+        except SamplerError as exc:
+            error = ProviderError(str(exc))
+            error.fatal = exc.fatal
+            raise error from exc
+        return Reply(
+            answer=completion.text,
+            reasoning_kind=ReasoningKind.NONE,
+            finish_reason=completion.finish_reason,
+            usage=TokenUsage(
+                prompt_tokens=completion.prompt_tokens or 0,
+                completion_tokens=completion.completion_tokens or 0,
+            ),
+        )
 
     def describe(self) -> Mapping[str, Any]:
         """What identifies this sampler in a stored evaluation (no secrets)."""

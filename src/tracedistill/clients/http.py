@@ -493,6 +493,77 @@ class HttpClient:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
+    # --- the public transport, for what sits on top (a teacher's batch API, the doctor) ------
+
+    async def post_json(
+        self, path: str, body: Mapping[str, Any], *, observe: Observer | None = None
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """POST ``body``; return the parsed JSON object of a 2xx answer and its rate headers.
+
+        Raises:
+            ProviderError: by status; connection errors and timeouts as retryable errors.
+        """
+        return await self._post_json(path, body, observe=observe)
+
+    async def post_stream(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        sink: EventSink,
+        *,
+        observe: Observer | None = None,
+    ) -> None:
+        """POST ``body`` and feed the server-sent events of the answer to ``sink``.
+
+        Raises:
+            ProviderError: by status; an error event; a stall, a dropped connection or a stream
+                that ended before its final event as retryable errors.
+        """
+        await self._post_stream(path, body, sink, observe=observe)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """GET a JSON object (a path under ``base_url`` or a full URL).
+
+        Raises:
+            ProviderError: by status, or a body that is not a JSON object (retryable).
+        """
+        return await self._get_json(path)
+
+    async def send(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        content: bytes | None = None,
+        files: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        observe: Observer | None = None,
+    ) -> httpx.Response:
+        """Send one request (a path under ``base_url`` or a full URL); return the 2xx response.
+
+        Raises:
+            ProviderError: by status; connection errors and timeouts as retryable errors.
+        """
+        return await self._send(
+            method, path_or_url, content=content, files=files, data=data, observe=observe
+        )
+
+    def json_object(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object a response holds.
+
+        Raises:
+            ProviderUnavailableError: the body is not a JSON object.
+        """
+        return self._json_object(response)
+
+    def error_message(self, data: Any, text: str) -> str:
+        """The provider's message in an error body (parsed ``data``, else its ``text``)."""
+        return self._error_message(data, text)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the API key."""
+        return self._redact(text)
+
 
 class _AiohttpPoster:
     """JSON POSTs on a bare aiohttp session without a cookie jar; the same session serves the

@@ -18,9 +18,30 @@ import attrs
 import orjson
 
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
-from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, cut_at_stop
-from tracedistill.errors import CheckpointError, ConfigurationError, ModelNotAvailableError
-from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
+from tracedistill.clients.base import (
+    Completion,
+    Observer,
+    Prompt,
+    Reply,
+    Sampler,
+    SamplerError,
+    cut_at_stop,
+)
+from tracedistill.errors import (
+    CheckpointError,
+    ConfigurationError,
+    ModelNotAvailableError,
+    ProviderError,
+)
+from tracedistill.records import (
+    Checkpoint,
+    FinishReason,
+    ReasoningKind,
+    SamplerWeights,
+    SamplingParams,
+    TokenUsage,
+    split_completion,
+)
 
 __all__ = ["LocalSampler"]
 
@@ -229,6 +250,37 @@ class LocalSampler(Sampler):
             finish_reason=finish,
             prompt_tokens=len(tokens),
             completion_tokens=len(out),
+        )
+
+    async def reply(
+        self, prompt: Prompt, params: SamplingParams | None, *, observe: Observer | None = None
+    ) -> Reply:
+        """One greedy generation of ``prompt`` (batched with the concurrent ones): a chat
+        answer's ``<think>`` block as the reasoning, a raw text prompt's continuation as the
+        answer.
+
+        Raises:
+            ConfigurationError: ``params`` missing or not greedy.
+            ProviderError: the generation failed (not retryable).
+        """
+        if params is None:
+            raise ConfigurationError("LocalSampler.reply needs sampling params (max_tokens)")
+        try:
+            completion = await self._sample(prompt, params)
+        except SamplerError as exc:
+            raise ProviderError(str(exc)) from exc
+        reasoning, answer = ("", completion.text)
+        if not isinstance(prompt, str):
+            reasoning, answer = split_completion(completion.text)
+        return Reply(
+            reasoning=reasoning,
+            answer=answer,
+            reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
+            finish_reason=completion.finish_reason,
+            usage=TokenUsage(
+                prompt_tokens=completion.prompt_tokens or 0,
+                completion_tokens=completion.completion_tokens or 0,
+            ),
         )
 
     async def _drive(self, request: _Request) -> None:

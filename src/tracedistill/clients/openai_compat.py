@@ -24,7 +24,7 @@ import attrs
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.chat import ChatRenderer
-from tracedistill.clients.base import Completion, Prompt, Reply, cut_completion
+from tracedistill.clients.base import Completion, Observer, Prompt, Reply, cut_completion
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
@@ -472,6 +472,10 @@ class OpenAICompatibleSampler(RemoteModelClient):
         renderer: render chat prompts with this chat renderer (the one the student was trained
             with) and send them as text to ``/completions``, so the served model sees exactly
             the trained format instead of the server's own chat template.
+        split_inline: take an inline ``<think>`` block out of a chat answer's content as the
+            reasoning (what a teacher stores); False (evaluation) keeps the text as written.
+        missing_finish: the finish reason of a choice without one (evaluation: ``STOP``, as
+            local servers leave it out of a normal stop; a teacher records ``OTHER``).
         transport: an ``httpx.AsyncBaseTransport`` (tests) or None for the fastest available.
         **kwargs: other :class:`~tracedistill.clients.remote.RemoteModelClient` arguments
             (``stream`` for chat prompts, ``idle_timeout``, ``headers``).
@@ -491,11 +495,15 @@ class OpenAICompatibleSampler(RemoteModelClient):
         include_reasoning: bool = True,
         extra_body: Mapping[str, Any] | None = None,
         renderer: ChatRenderer | None = None,
+        split_inline: bool = False,
+        missing_finish: FinishReason = FinishReason.STOP,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             model, base_url=base_url, api_key=resolve_secret(api_key, api_key_env), **kwargs
         )
+        self.split_inline = split_inline
+        self.missing_finish = missing_finish
         self.send_top_k = send_top_k
         self.max_tokens_field = max_tokens_field
         self.include_reasoning = include_reasoning
@@ -523,8 +531,8 @@ class OpenAICompatibleSampler(RemoteModelClient):
         )
         return generation.text, attrs.evolve(params, stop=stops)
 
-    def body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
-        """The JSON body sent for one prompt."""
+    def body(self, prompt: Prompt, params: SamplingParams | None) -> dict[str, Any]:
+        """The JSON body sent for one prompt (``params`` None: the server's defaults)."""
         return chat_body(
             self.model,
             prompt,
@@ -534,33 +542,60 @@ class OpenAICompatibleSampler(RemoteModelClient):
             extra_body=self.extra_body,
         )
 
+    async def reply(
+        self, prompt: Prompt, params: SamplingParams | None, *, observe: Observer | None = None
+    ) -> Reply:
+        """One request for ``prompt`` (rendered first when a renderer is set): the parsed answer.
+
+        Raises:
+            ProviderError: by HTTP status, by an error in the body or stream (the class its code
+                stands for); connection errors, stalls and malformed answers as retryable.
+        """
+        if params is not None and self.renderer is not None:
+            prompt, params = self._rendered(prompt, params)
+        data = await self._post(prompt, params, observe)
+        return self.reply_of(data, chat=not isinstance(prompt, str))
+
     async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
         prompt, params = self._rendered(prompt, params)
+        data = await self._post(prompt, params, None)
+        return cut_completion(self.parse(data, chat=not isinstance(prompt, str)), params.stop)
+
+    async def _post(
+        self, prompt: Prompt, params: SamplingParams | None, observe: Observer | None
+    ) -> Mapping[str, Any]:
+        """Send ``prompt`` (chat messages or rendered text); the answer's body, streams joined."""
         body = self.body(prompt, params)
         chat = not isinstance(prompt, str)
         if chat and self.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
             sink = ChatStream(self.name, self._redact)
-            await self._post_stream("/chat/completions", body, sink, observe=None)
-            data: Mapping[str, Any] = sink.response()
-        else:
-            path = "/chat/completions" if chat else "/completions"
-            data, _headers = await self._post_json(path, body, observe=None)
-        return cut_completion(self.parse(data, chat=chat), params.stop)
+            await self._post_stream("/chat/completions", body, sink, observe=observe)
+            return sink.response()
+        path = "/chat/completions" if chat else "/completions"
+        data, _headers = await self._post_json(path, body, observe=observe)
+        return data
 
-    def parse(self, data: Mapping[str, Any], *, chat: bool = True) -> Completion:
-        """Normalize a (chat) completions response body into the completion's whole text."""
+    def reply_of(self, data: Mapping[str, Any], *, chat: bool = True) -> Reply:
+        """Normalize a (chat) completions response body into a :class:`Reply`.
+
+        Raises:
+            ProviderError: an error body or choice; a body without choices.
+        """
         if chat:
-            reply = parse_chat(
+            return parse_chat(
                 data,
                 name=self.name,
                 redact=self._redact,
-                split_inline=False,
-                missing_finish=FinishReason.STOP,
+                split_inline=self.split_inline,
+                missing_finish=self.missing_finish,
             )
-        else:
-            reply = parse_text(data, name=self.name, redact=self._redact)
+        return parse_text(data, name=self.name, redact=self._redact)
+
+    def parse(self, data: Mapping[str, Any], *, chat: bool = True) -> Completion:
+        """Normalize a (chat) completions response body into the completion's whole text."""
+        reply = self.reply_of(data, chat=chat)
         text = reply.answer
         if self.include_reasoning and reply.reasoning:
             text = f"{THINK_OPEN}\n{reply.reasoning}\n{THINK_CLOSE}\n\n{text}"

@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 import attrs
 
 from tracedistill.errors import (
@@ -25,7 +28,11 @@ from tracedistill.errors import (
     RateLimitError,
 )
 
-__all__ = ["RetryPolicy", "error_for_status"]
+__all__ = ["RetryPolicy", "error_for_status", "retry_call"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -105,3 +112,48 @@ def error_for_status(
     else:
         cls = InvalidRequestError
     return cls(message, status=status, provider_message=provider_message, retry_after=retry_after)
+
+
+async def retry_call(
+    policy: RetryPolicy,
+    attempt: Callable[..., Awaitable[T]],
+    *args: Any,
+    wait: Callable[[float], Awaitable[Any]] | None = None,
+    isolated: Callable[[ProviderError], bool] | None = None,
+    label: str = "request",
+) -> tuple[T | ProviderError, int]:
+    """Await ``attempt(*args)`` until it returns, or fails with an error not worth retrying.
+
+    The one retry loop of the package: the teachers (around their rate limiter) and the model
+    clients both run their attempts through it. A :class:`ProviderError` is retried as
+    ``policy`` says (:meth:`RetryPolicy.should_retry`, then :meth:`RetryPolicy.delay`); a fatal
+    one (401/402/403) ends the loop at once. Any other exception propagates.
+
+    Args:
+        policy: how many attempts, and the waits between them.
+        attempt: one attempt; raises a :class:`ProviderError` when it fails.
+        *args: the arguments of every call of ``attempt``.
+        wait: sleeps the given seconds between attempts (default ``anyio.sleep``; the engine
+            passes one that wakes when the run stops).
+        isolated: says whether a failure is one request's bad luck while the provider answers
+            most others (the back-off then does not grow; see :meth:`RetryPolicy.delay`).
+        label: what is attempted, for the debug log.
+
+    Returns:
+        What the last attempt returned, or the error that ended the loop (fatal, not
+        retryable, or the last allowed attempt's), with the number of attempts made.
+    """
+    count = 0
+    while True:
+        count += 1
+        try:
+            return await attempt(*args), count
+        except ProviderError as exc:
+            error = exc
+        if not policy.should_retry(error, count):
+            log.debug("%s failed after %d attempt(s): %s", label, count, error)
+            return error, count
+        apart = isolated(error) if isolated is not None else False
+        delay = policy.delay(count, error.retry_after, isolated=apart)
+        log.debug("attempt %d of %s failed (%s); retrying in %.2fs", count, label, error, delay)
+        await (wait or anyio.sleep)(delay)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -27,8 +26,16 @@ from tracedistill._tinker import (
     tinker_sampling_params,
 )
 from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
-from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, cut_at_stop
-from tracedistill.clients.retry import RetryPolicy, error_for_status
+from tracedistill.clients.base import (
+    Completion,
+    Observer,
+    Prompt,
+    Reply,
+    Sampler,
+    SamplerError,
+    cut_at_stop,
+)
+from tracedistill.clients.retry import RetryPolicy, error_for_status, retry_call
 from tracedistill.errors import (
     CheckpointError,
     ConfigurationError,
@@ -36,7 +43,15 @@ from tracedistill.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from tracedistill.records import Checkpoint, FinishReason, SamplerWeights, SamplingParams
+from tracedistill.records import (
+    Checkpoint,
+    FinishReason,
+    ReasoningKind,
+    SamplerWeights,
+    SamplingParams,
+    TokenUsage,
+    split_completion,
+)
 
 __all__ = [
     "DEFAULT_LIVE_SAMPLERS",
@@ -354,32 +369,90 @@ class TinkerSampler(Sampler):
         return tokens, tinker_sampling_params(params, stop)
 
     async def _sample(self, prompt: Prompt, params: SamplingParams) -> Completion:
-        import tinker
-
         if self._client is None:
             await self.start()
         tokens, sampling = self.request(prompt, params)
-        model_input = tinker.types.ModelInput.from_ints(tokens)
-        attempt = 0
-        while True:
-            attempt += 1
+        try:
+            outcome, attempts = await retry_call(
+                self.retry, self._draw, tokens, sampling, label=f"tinker sample {self.model}"
+            )
+        except ProviderError:
+            raise
+        except Exception as exc:  # not an API error: retrying would not help
+            raise SamplerError(
+                f"tinker sample {self.model}: {type(exc).__name__}: {exc!s:.300}"
+            ) from exc
+        if isinstance(outcome, ProviderError):
+            raise SamplerError(
+                f"{outcome} (after {attempts} attempt(s))", fatal=outcome.fatal
+            ) from outcome
+        return self.parse(prompt, params, outcome, len(tokens))
+
+    async def reply(
+        self, prompt: Prompt, params: SamplingParams | None, *, observe: Observer | None = None
+    ) -> Reply:
+        """One sample of ``prompt``: a chat answer's ``<think>`` block as the reasoning, a raw
+        text prompt's continuation as the answer (cut at the first stop string).
+
+        Raises:
+            ProviderError: the attempt failed (an SDK error by its status; other SDK failures
+                as retryable; a failed start as fatal).
+        """
+        if params is None:
+            raise ConfigurationError("TinkerSampler.reply needs sampling params (max_tokens)")
+        if self._client is None:
             try:
-                response = await resolve_future(
-                    self._client.sample(prompt=model_input, num_samples=1, sampling_params=sampling)
+                await self.start()
+            except SamplerError as exc:
+                error = ProviderError(str(exc))
+                error.fatal = exc.fatal
+                raise error from exc
+        tokens, sampling = self.request(prompt, params)
+        try:
+            response = await self._draw(tokens, sampling)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise ProviderUnavailableError(
+                f"tinker sample {self.model}: {type(exc).__name__}: {exc!s:.300}"
+            ) from None
+        return self.reply_of(prompt, params, response, len(tokens))
+
+    async def _draw(self, tokens: list[int], sampling: Any) -> Any:
+        """One SDK sample call; an API error as the ProviderError it stands for."""
+        import tinker
+
+        try:
+            return await resolve_future(
+                self._client.sample(
+                    prompt=tinker.types.ModelInput.from_ints(tokens),
+                    num_samples=1,
+                    sampling_params=sampling,
                 )
-                break
-            except Exception as exc:
-                error = tinker_error(exc, f"tinker sample {self.model}")
-                if error is None:
-                    raise SamplerError(
-                        f"tinker sample {self.model}: {type(exc).__name__}: {exc!s:.300}"
-                    ) from exc
-                if not self.retry.should_retry(error, attempt):
-                    raise SamplerError(
-                        f"{error} (after {attempt} attempt(s))", fatal=error.fatal
-                    ) from exc
-                await anyio.sleep(self.retry.delay(attempt, error.retry_after, random.Random()))
-        return self.parse(prompt, params, response, len(tokens))
+            )
+        except Exception as exc:
+            error = tinker_error(exc, f"tinker sample {self.model}")
+            if error is None:
+                raise
+            raise error from exc
+
+    def reply_of(
+        self, prompt: Prompt, params: SamplingParams, response: Any, prompt_tokens: int
+    ) -> Reply:
+        """Turn an SDK sample response into a :class:`Reply` (reasoning apart)."""
+        completion = self.parse(prompt, params, response, prompt_tokens)
+        reasoning, answer = ("", completion.text)
+        if not isinstance(prompt, str):
+            reasoning, answer = split_completion(completion.text)
+        return Reply(
+            reasoning=reasoning,
+            answer=answer,
+            reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
+            finish_reason=completion.finish_reason,
+            usage=TokenUsage(
+                prompt_tokens=prompt_tokens, completion_tokens=completion.completion_tokens or 0
+            ),
+        )
 
     def parse(
         self, prompt: Prompt, params: SamplingParams, response: Any, prompt_tokens: int

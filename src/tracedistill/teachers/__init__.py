@@ -3,7 +3,8 @@
 :func:`generate` streams problems through a :class:`Teacher` into a trace store with bounded
 concurrency, rate limits, retries by error class, a hard budget and resume. Backends:
 :class:`OpenAICompatTeacher` (and the :func:`OpenRouterTeacher` preset),
-:class:`AnthropicTeacher`, :class:`TinkerTeacher` and :class:`ReplayTeacher`.
+:class:`AnthropicTeacher`, :class:`TinkerTeacher`, :class:`ReplayTeacher`, and
+:class:`ClientTeacher` over any model client.
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
@@ -27,6 +28,7 @@ from tracedistill.teachers.base import (
     TeacherRequest,
 )
 from tracedistill.teachers.batch import generate_batch
+from tracedistill.teachers.client import ClientTeacher
 from tracedistill.teachers.cost import Budget, Pricing
 from tracedistill.teachers.engine import GenerationSummary, generate
 from tracedistill.teachers.http import HttpTeacher
@@ -41,6 +43,7 @@ __all__ = [
     "AnthropicTeacher",
     "BatchStatus",
     "Budget",
+    "ClientTeacher",
     "Completion",
     "GenerationSummary",
     "HttpTeacher",

@@ -3,7 +3,9 @@
 The protocol (request body, thinking blocks, usage, stop reasons, error bodies, streams) is
 :mod:`tracedistill.clients.anthropic`'s, shared with the model client
 :class:`~tracedistill.clients.anthropic.AnthropicClient`; this module adds what a teacher adds:
-prompts and request keys (from the base class), cost, traces and the Message Batches API.
+prompts and request keys (from the base class), cost, traces and the Message Batches API. The
+teacher holds an :class:`~tracedistill.clients.anthropic.AnthropicClient` (its ``client``): each
+attempt is one ``client.reply``, and the batch API uses the client's transport.
 
 Thinking is enabled with a token budget (``thinking=4096``) or adaptively
 (``thinking="adaptive"``, newer models). Thinking blocks become the trace's reasoning, marked as
@@ -23,11 +25,9 @@ from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.anthropic import (
     ANTHROPIC_BASE_URL,
     ANTHROPIC_VERSION,
+    AnthropicClient,
     MessageStream,
-    auth_headers,
     error_of,
-    messages_body,
-    parse_message,
     thinking_config,
 )
 from tracedistill.errors import ProviderError, ProviderUnavailableError
@@ -35,7 +35,6 @@ from tracedistill.records import SamplingParams
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Observer,
     TeacherCompletion,
     TeacherRequest,
 )
@@ -72,6 +71,8 @@ class AnthropicTeacher(HttpTeacher):
             :class:`~tracedistill.teachers.base.Teacher` arguments.
     """
 
+    client: AnthropicClient
+
     def __init__(
         self,
         model: str,
@@ -88,6 +89,8 @@ class AnthropicTeacher(HttpTeacher):
         self.thinking = thinking_config(thinking, params)
         if self.thinking is not None and "thinking" not in params.extra:
             params = attrs.evolve(params, extra={**params.extra, "thinking": self.thinking})
+        self.summarized_thinking = summarized_thinking
+        self.anthropic_version = anthropic_version
         super().__init__(
             model=model,
             base_url=base_url,
@@ -95,28 +98,22 @@ class AnthropicTeacher(HttpTeacher):
             params=params,
             **kwargs,
         )
-        self.summarized_thinking = summarized_thinking
-        self.anthropic_version = anthropic_version
 
-    def _auth_headers(self) -> dict[str, str]:
-        return auth_headers(self._api_key, self.anthropic_version)
+    def make_client(self, **transport: Any) -> AnthropicClient:
+        """The Messages API client of this teacher's model (thinking is already in the
+        teacher's ``params.extra``, so the client adds none).
+        """
+        return AnthropicClient(
+            self.model,
+            thinking=None,
+            anthropic_version=self.anthropic_version,
+            summarized_thinking=self.summarized_thinking,
+            **transport,
+        )
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""
-        return messages_body(self.model, request.messages, request.params)
-
-    async def complete(
-        self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> TeacherCompletion:
-        """Make one Messages API request and normalize its answer."""
-        body = self.body(request)
-        if self.stream:
-            body["stream"] = True
-            sink = MessageStream(self.name, self._redact)
-            await self._post_stream("/v1/messages", body, sink, observe=observe)
-            return self.parse(sink.message())
-        data, _headers = await self._post_json("/v1/messages", body, observe=observe)
-        return self.parse(data)
+        return self.client.body(request.messages, request.params)
 
     # --- Message Batches ------------------------------------------------------------------------
 
@@ -125,7 +122,7 @@ class AnthropicTeacher(HttpTeacher):
 
     async def submit_batch(self, requests: Sequence[TeacherRequest]) -> str:
         """Create a Message Batch (``custom_id`` = request key); return its id."""
-        data, _ = await self._post_json(
+        data, _ = await self.client.post_json(
             "/v1/messages/batches",
             {"requests": [{"custom_id": r.key, "params": self.body(r)} for r in requests]},
             observe=None,
@@ -134,7 +131,7 @@ class AnthropicTeacher(HttpTeacher):
 
     async def poll_batch(self, batch_id: str) -> BatchStatus:
         """Return where a batch stands."""
-        data = await self._get_json(f"/v1/messages/batches/{batch_id}")
+        data = await self.client.get_json(f"/v1/messages/batches/{batch_id}")
         status = str(data.get("processing_status"))
         return BatchStatus(
             id=batch_id,
@@ -147,7 +144,7 @@ class AnthropicTeacher(HttpTeacher):
     async def batch_results(self, status: BatchStatus) -> list[BatchResult]:
         """Read the results of a finished batch."""
         url = status.handles.get("results") or f"/v1/messages/batches/{status.id}/results"
-        content = (await self._send("GET", str(url))).content
+        content = (await self.client.send("GET", str(url))).content
         results: list[BatchResult] = []
         for line in content.splitlines():
             if not line.strip():
@@ -174,9 +171,4 @@ class AnthropicTeacher(HttpTeacher):
 
     def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a Messages API response body (an error body raises its error)."""
-        return parse_message(
-            data,
-            name=self.name,
-            redact=self._redact,
-            summarized_thinking=self.summarized_thinking,
-        )
+        return self.client.reply_of(data)

@@ -11,6 +11,7 @@ class, rate limiting, timing and costing, and turning the outcome into a
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import attrs
 
 from tracedistill.clients.base import Observer, Reply
 from tracedistill.clients.ratelimit import Permit, RateLimiter
-from tracedistill.clients.retry import RetryPolicy
+from tracedistill.clients.retry import RetryPolicy, retry_call
 from tracedistill.errors import (
     ConfigurationError,
     ProviderError,
@@ -245,6 +246,10 @@ class Teacher(abc.ABC):
     ) -> Trace:
         """Run ``request`` to a trace: attempts, rate limiting and back-off.
 
+        The attempts go through the package's one retry loop,
+        :func:`~tracedistill.clients.retry.retry_call`, each inside the limiter; the error
+        that ends it becomes a failed trace (a fatal one is raised).
+
         Args:
             request: what to ask.
             limiter: the run's rate limiter (each attempt takes a slot and a permit).
@@ -255,35 +260,25 @@ class Teacher(abc.ABC):
             ProviderError: a fatal error (401/402/403).
             LimiterClosed: the run stopped before an attempt could start.
         """
-        wait = retry_wait or anyio.sleep
         started = time.monotonic()
         input_estimate = self.estimate_input_tokens(request) if limiter is not None else 0
-        output_reserve = _max_tokens(request.params)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                completion = await self._attempt(request, limiter, input_estimate, output_reserve)
-            except ProviderError as exc:
-                error = exc
-            else:
-                return self._trace(request, completion, attempt, time.monotonic() - started)
-            if error.fatal:
-                raise error
-            if not self.retry.should_retry(error, attempt):
-                logger.debug(
-                    "request %s failed after %d attempt(s): %s", request.key, attempt, error
-                )
-                return self._error_trace(request, error, attempt, time.monotonic() - started)
-            delay = self.retry.delay(attempt, error.retry_after, isolated=_isolated(error, limiter))
-            logger.debug(
-                "attempt %d of %s failed (%s); retrying in %.2fs",
-                attempt,
-                request.key,
-                error,
-                delay,
-            )
-            await wait(delay)
+        outcome, attempts = await retry_call(
+            self.retry,
+            self._attempt,
+            request,
+            limiter,
+            input_estimate,
+            _max_tokens(request.params),
+            wait=retry_wait,
+            isolated=None if limiter is None else functools.partial(_isolated, limiter=limiter),
+            label=request.key,
+        )
+        latency = time.monotonic() - started
+        if isinstance(outcome, ProviderError):
+            if outcome.fatal:
+                raise outcome
+            return self._error_trace(request, outcome, attempts, latency)
+        return self._trace(request, outcome, attempts, latency)
 
     async def _attempt(
         self,

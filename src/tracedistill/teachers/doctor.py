@@ -150,7 +150,7 @@ async def _prices(config: DoctorConfig, teacher: Backend) -> tuple[float, float,
         return config.price_in, config.price_out, "given"
     if config.provider == "openrouter":
         try:
-            listing = await teacher._get_json("/models")
+            listing = await teacher.client.get_json("/models")
             for item in listing.get("data") or []:
                 if isinstance(item, Mapping) and item.get("id") == config.model:
                     pricing = item.get("pricing") or {}
@@ -213,7 +213,7 @@ def _afford(
 
 async def _openrouter_key(teacher: Backend, key: Secret, out: Callable[[str], None]) -> None:
     try:
-        info = (await teacher._get_json("/key")).get("data") or {}
+        info = (await teacher.client.get_json("/key")).get("data") or {}
     except ProviderError as exc:
         out(f"  key limits (GET /key): unavailable ({exc})")
         return
@@ -238,8 +238,9 @@ async def _check_plain(
     seen: list[RateInfo] = []
     try:
         body = teacher.body(request)
-        response = await teacher._send("POST", path, content=_dumps(body), observe=seen.append)
-        data = teacher._json_object(response)
+        client = teacher.client
+        response = await client.send("POST", path, content=_dumps(body), observe=seen.append)
+        data = client.json_object(response)
         completion = teacher.parse(data)
     except ProviderError as exc:
         out(f"  plain request: FAILED: {exc}")
@@ -289,14 +290,14 @@ async def _check_stream(
     body["stream"] = True
     sink: ChatStream | MessageStream
     if isinstance(teacher, AnthropicTeacher):
-        sink = MessageStream(teacher.name, teacher._redact)
+        sink = MessageStream(teacher.name, teacher.client.redact)
     else:
         assert isinstance(teacher, OpenAICompatTeacher)
         body["stream_options"] = {"include_usage": True}
-        sink = ChatStream(teacher.name, teacher._redact)
+        sink = ChatStream(teacher.name, teacher.client.redact)
     started = anyio.current_time()
     try:
-        await teacher._post_stream(path, body, sink, observe=None)
+        await teacher.client.post_stream(path, body, sink)
         whole = sink.message() if isinstance(sink, MessageStream) else sink.response()
         completion = teacher.parse(whole)
     except ProviderError as exc:

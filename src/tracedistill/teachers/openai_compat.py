@@ -5,7 +5,9 @@ Works with OpenRouter, OpenAI, vLLM, SGLang and any server that speaks ``POST
 ``<think>`` block, usage and OpenRouter's cost, HTTP-200 error bodies, streams) is
 :mod:`tracedistill.clients.openai_compat`'s, shared with the evaluation's sampler; this module
 adds what a teacher adds: prompts and request keys (from the base class), cost, traces and the
-OpenAI batch API.
+OpenAI batch API. The teacher holds an
+:class:`~tracedistill.clients.openai_compat.OpenAICompatibleSampler` (its ``client``): each
+attempt is one ``client.reply``, and the batch API uses the client's transport.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import orjson
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.http import TransportFactory
-from tracedistill.clients.openai_compat import ChatStream, bearer_headers, chat_body, parse_chat
+from tracedistill.clients.openai_compat import ChatStream, OpenAICompatibleSampler
 from tracedistill.clients.retry import error_for_status
 from tracedistill.errors import ProviderError, ProviderUnavailableError
-from tracedistill.records import SamplingParams
+from tracedistill.records import FinishReason, SamplingParams
 from tracedistill.teachers.base import (
     BatchResult,
     BatchStatus,
-    Observer,
     TeacherCompletion,
     TeacherRequest,
 )
@@ -67,6 +68,8 @@ class OpenAICompatTeacher(HttpTeacher):
             retry, timeout, transport, headers).
     """
 
+    client: OpenAICompatibleSampler
+
     def __init__(
         self,
         model: str,
@@ -80,6 +83,9 @@ class OpenAICompatTeacher(HttpTeacher):
         transport: Any = None,
         **kwargs: Any,
     ) -> None:
+        self.max_tokens_field = max_tokens_field
+        self.reports_cost = reports_cost
+        self.api_key_env = api_key_env
         super().__init__(
             model=model,
             base_url=base_url,
@@ -88,35 +94,28 @@ class OpenAICompatTeacher(HttpTeacher):
             transport=transport,
             **kwargs,
         )
-        self.max_tokens_field = max_tokens_field
-        self.reports_cost = reports_cost
 
-    def _auth_headers(self) -> dict[str, str]:
-        return bearer_headers(self._api_key)
+    def make_client(self, **transport: Any) -> OpenAICompatibleSampler:
+        """The OpenAI-compatible client of this teacher's model, parsing as a teacher stores:
+        an inline ``<think>`` block taken out as the reasoning, a missing finish reason kept
+        as ``OTHER``.
+        """
+        return OpenAICompatibleSampler(
+            self.model,
+            api_key_env=self.api_key_env,
+            max_tokens_field=self.max_tokens_field,
+            split_inline=True,
+            missing_finish=FinishReason.OTHER,
+            **transport,
+        )
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         """The JSON body sent for ``request``."""
-        return chat_body(
-            self.model, request.messages, request.params, max_tokens_field=self.max_tokens_field
-        )
-
-    async def complete(
-        self, request: TeacherRequest, *, observe: Observer | None = None
-    ) -> TeacherCompletion:
-        """Make one chat-completions request and normalize its answer."""
-        body = self.body(request)
-        if self.stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-            sink = ChatStream(self.name, self._redact)
-            await self._post_stream("/chat/completions", body, sink, observe=observe)
-            return self.parse(sink.response())
-        data, _headers = await self._post_json("/chat/completions", body, observe=observe)
-        return self.parse(data)
+        return self.client.body(request.messages, request.params)
 
     def parse(self, data: Mapping[str, Any]) -> TeacherCompletion:
         """Normalize a chat-completions response body (an error body raises its error)."""
-        return parse_chat(data, name=self.name, redact=self._redact)
+        return self.client.reply_of(data)
 
     # --- batch API (OpenAI) ---------------------------------------------------------------------
 
@@ -139,15 +138,16 @@ class OpenAICompatTeacher(HttpTeacher):
             )
             for r in requests
         )
-        upload = self._json_object(
-            await self._send(
+        client = self.client
+        upload = client.json_object(
+            await client.send(
                 "POST",
                 "/files",
                 files={"file": ("batch.jsonl", lines, "application/jsonl")},
                 data={"purpose": "batch"},
             )
         )
-        created, _ = await self._post_json(
+        created, _ = await client.post_json(
             "/batches",
             {
                 "input_file_id": upload["id"],
@@ -160,7 +160,7 @@ class OpenAICompatTeacher(HttpTeacher):
 
     async def poll_batch(self, batch_id: str) -> BatchStatus:
         """Return where a batch stands."""
-        data = await self._get_json(f"/batches/{batch_id}")
+        data = await self.client.get_json(f"/batches/{batch_id}")
         status = str(data.get("status"))
         return BatchStatus(
             id=batch_id,
@@ -177,7 +177,7 @@ class OpenAICompatTeacher(HttpTeacher):
             file_id = status.handles.get(handle)
             if not file_id:
                 continue
-            content = (await self._send("GET", f"/files/{file_id}/content")).content
+            content = (await self.client.send("GET", f"/files/{file_id}/content")).content
             for line in content.splitlines():
                 if not line.strip():
                     continue
@@ -199,7 +199,7 @@ class OpenAICompatTeacher(HttpTeacher):
                 except (KeyError, TypeError, ValueError) as exc:
                     return ProviderUnavailableError(f"{self.name}: unexpected batch result: {exc}")
             if isinstance(code, int):
-                message = self._redact(self._error_message(body, str(body)))
+                message = self._redact(self.client.error_message(body, str(body)))
                 return error_for_status(
                     code, f"{self.name}: batch request failed with HTTP {code}: {message[:500]}"
                 )
