@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     )
     from tracedistill.teachers import (
         AnthropicTeacher,
+        ClientTeacher,
         OpenAICompatTeacher,
         OpenRouterTeacher,
         Pricing,
@@ -93,6 +94,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AnthropicClient": "tracedistill.evaluation.samplers",
     "AnthropicTeacher": "tracedistill.teachers",
+    "ClientTeacher": "tracedistill.teachers",
     "Benchmark": "tracedistill.evaluation",
     "Checkpoint": "tracedistill.training",
     "CodeTests": "tracedistill.records",
@@ -168,6 +170,7 @@ __all__ = [
     "AnthropicTeacher",
     "Benchmark",
     "Checkpoint",
+    "ClientTeacher",
     "CodeTests",
     "CodeVerifier",
     "Durability",

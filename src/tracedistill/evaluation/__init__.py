@@ -35,13 +35,13 @@ if TYPE_CHECKING:
         EvalResult,
         EvalStore,
         FormatSummary,
-        PairedComparison,
         ProblemOutcome,
         compare,
         format_flags,
     )
     from tracedistill.evaluation.stats import (
         Interval,
+        PairedComparison,
         PairedCounts,
         mcnemar_exact,
         paired_counts,
@@ -60,7 +60,7 @@ _EXPORTS = {
     "Evaluator": "tracedistill.evaluation.evaluator",
     "FormatSummary": "tracedistill.evaluation.results",
     "Interval": "tracedistill.evaluation.stats",
-    "PairedComparison": "tracedistill.evaluation.results",
+    "PairedComparison": "tracedistill.evaluation.stats",
     "PairedCounts": "tracedistill.evaluation.stats",
     "ProblemOutcome": "tracedistill.evaluation.results",
     "Prompt": "tracedistill.clients.base",

@@ -31,7 +31,7 @@ from tracedistill.clients.base import Completion
 from tracedistill.errors import EvaluationError, StoreCorruptError, TraceDistillError
 from tracedistill.evaluation.stats import (
     Interval,
-    PairedCounts,
+    PairedComparison,
     mcnemar_exact,
     paired_counts,
     paired_difference,
@@ -299,60 +299,6 @@ class EvalResult:
         if outcomes:
             data["outcomes"] = [o.to_dict() for o in self.outcomes]
         return data
-
-
-@attrs.frozen(slots=True, kw_only=True)
-class PairedComparison:
-    """Two results on the same problems: the difference ``second - first`` and its test.
-
-    ``interval`` is Newcombe's paired interval of the difference; ``p_value`` is the exact
-    McNemar test of equal accuracy.
-    """
-
-    benchmark: str
-    first: str
-    second: str
-    counts: PairedCounts
-    difference: float
-    interval: Interval
-    p_value: float
-
-    @property
-    def first_accuracy(self) -> float:
-        """The first model's accuracy on the shared problems."""
-        return self.counts.first_correct / self.counts.n if self.counts.n else 0.0
-
-    @property
-    def second_accuracy(self) -> float:
-        """The second model's accuracy on the shared problems."""
-        return self.counts.second_correct / self.counts.n if self.counts.n else 0.0
-
-    def significant(self, alpha: float = 0.05) -> bool:
-        """Whether McNemar's test rejects equal accuracy at level ``alpha``."""
-        return self.p_value < alpha
-
-    def summary(self) -> str:
-        """One line: ``MATH-500 step-300 - base: +5.8 pts [+3.1, +8.4], McNemar p=0.0001``."""
-        return (
-            f"{self.benchmark} {self.second} - {self.first}: {100 * self.difference:+.1f} pts "
-            f"[{100 * self.interval.low:+.1f}, {100 * self.interval.high:+.1f}], "
-            f"McNemar p={self.p_value:.3g} (n={self.counts.n}, {self.counts.only_second} "
-            f"gained, {self.counts.only_first} lost)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-compatible dict."""
-        return {
-            "benchmark": self.benchmark,
-            "first": self.first,
-            "second": self.second,
-            "counts": self.counts.to_dict(),
-            "first_accuracy": self.first_accuracy,
-            "second_accuracy": self.second_accuracy,
-            "difference": self.difference,
-            "interval": self.interval.to_dict(),
-            "p_value": self.p_value,
-        }
 
 
 def compare(

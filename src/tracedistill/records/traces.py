@@ -289,6 +289,53 @@ def trace_from_stored(data: dict[str, Any]) -> Trace:
     )
 
 
+def _trusted_request(
+    problem_id: Any,
+    teacher: Any,
+    model: Any,
+    key: Any,
+    prompt: Any,
+    params: Any,
+    sample_index: Any,
+) -> bool:
+    """Whether a trace's request parts already have the exact types and ranges it holds."""
+    return (
+        type(problem_id) is str
+        and type(teacher) is str
+        and type(model) is str
+        and type(key) is str
+        and bool(problem_id and teacher and model and key)
+        and type(prompt) is tuple
+        and bool(prompt)
+        and all(type(m) is Message for m in prompt)
+        and (params is None or type(params) is SamplingParams)
+        and type(sample_index) is int
+        and sample_index >= 0
+    )
+
+
+def _trusted_answer(
+    reasoning: Any,
+    answer: Any,
+    reasoning_kind: Any,
+    finish_reason: Any,
+    usage: Any,
+    cost_usd: Any,
+    cost_estimated: Any,
+) -> bool:
+    """Whether a trace's answer parts already have the exact types and ranges it holds."""
+    return (
+        type(reasoning) is str
+        and type(answer) is str
+        and type(reasoning_kind) is ReasoningKind
+        and type(finish_reason) is FinishReason
+        and finish_reason is not FinishReason.ERROR
+        and type(usage) is TokenUsage
+        and (cost_usd is None or (type(cost_usd) is float and cost_usd >= 0.0))
+        and type(cost_estimated) is bool
+    )
+
+
 def assemble_trace(
     *,
     problem_id: str,
@@ -317,29 +364,10 @@ def assemble_trace(
     a plain string as the finish reason, a negative or NaN cost or latency, a list of dicts as
     the prompt) goes through ``Trace(...)``, which converts it or rejects it as always.
     """
-    if (
-        type(problem_id) is str
-        and type(teacher) is str
-        and type(model) is str
-        and type(key) is str
-        and problem_id
-        and teacher
-        and model
-        and key
-        and type(prompt) is tuple
-        and prompt
-        and all(type(m) is Message for m in prompt)
-        and (params is None or type(params) is SamplingParams)
-        and type(sample_index) is int
-        and sample_index >= 0
-        and type(reasoning) is str
-        and type(answer) is str
-        and type(reasoning_kind) is ReasoningKind
-        and type(finish_reason) is FinishReason
-        and finish_reason is not FinishReason.ERROR
-        and type(usage) is TokenUsage
-        and (cost_usd is None or (type(cost_usd) is float and cost_usd >= 0.0))
-        and type(cost_estimated) is bool
+    if _trusted_request(problem_id, teacher, model, key, prompt, params, sample_index) and (
+        _trusted_answer(
+            reasoning, answer, reasoning_kind, finish_reason, usage, cost_usd, cost_estimated
+        )
         and type(latency_s) is float
         and latency_s >= 0.0  # False for NaN
         and type(attempts) is int
@@ -347,31 +375,11 @@ def assemble_trace(
         and type(metadata) is dict
     ):
         # Positional, in Trace's field order; the metadata is copied as the converter would.
-        return cast(
-            Trace,
-            _trusted(
-                Trace,
-                problem_id,
-                teacher,
-                model,
-                prompt,
-                reasoning,
-                answer,
-                reasoning_kind,
-                finish_reason,
-                usage,
-                cost_usd,
-                cost_estimated,
-                latency_s,
-                attempts,
-                sample_index,
-                params,
-                None,
-                utcnow(),
-                dict(metadata),
-                key,
-            ),
-        )
+        fields: tuple[Any, ...] = (problem_id, teacher, model, prompt, reasoning, answer)
+        fields += (reasoning_kind, finish_reason, usage, cost_usd, cost_estimated, latency_s)
+        fields += (attempts,)
+        fields += (sample_index, params, None, utcnow(), dict(metadata), key)
+        return cast(Trace, _trusted(Trace, *fields))
     return Trace(
         problem_id=problem_id,
         teacher=teacher,
