@@ -129,6 +129,19 @@ def test_answer_only_teacher_gives_the_same_answers_without_steps(kind: TaskKind
     ]
 
 
+def test_demo_student_is_reused_only_when_built_by_the_same_recipe(tmp_path: Path) -> None:
+    student = build_demo_student(tmp_path / "student")
+    marker = student / "warmed_up"
+    first = marker.read_text()
+    assert build_demo_student(student) == student and marker.read_text() == first
+    (student / "model.safetensors").write_bytes(b"")  # reused as is: nothing is rewritten
+    build_demo_student(student)
+    assert (student / "model.safetensors").stat().st_size == 0
+    marker.write_text("ok\n")  # a student built by an older demo
+    build_demo_student(student)
+    assert marker.read_text() == first and (student / "model.safetensors").stat().st_size > 0
+
+
 def test_demo_student_trains_without_the_tied_embedding_warning(tmp_path: Path) -> None:
     """The student's output layer is its own weight, so its LoRA adapter shares nothing."""
     pytest.importorskip("peft")

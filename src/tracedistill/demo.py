@@ -203,6 +203,9 @@ DEMO_MAX_TOKENS = {TaskKind.MATH: 32, TaskKind.CODE: 42}
 #: Worked problems of each task in the base student's pre-training (see build_demo_student).
 _WARMUP_PER_TASK = 256
 
+#: The base student's recipe, written beside it: a change here rebuilds existing students.
+_STUDENT_RECIPE = f"demo-student-v2 pretrain-per-task={_WARMUP_PER_TASK}"
+
 _SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
@@ -322,7 +325,10 @@ def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0)
     from tracedistill.chat import ChatFormat, ChatRenderer
     from tracedistill.training.local import build_tiny_model, warm_up_full
 
-    if (directory / "config.json").is_file() and (directory / "warmed_up").is_file():
+    # The marker names the recipe, so a student built by an older demo is rebuilt, not reused.
+    marker, recipe = directory / "warmed_up", f"{_STUDENT_RECIPE} {warmup_steps} {seed}\n"
+    built = (directory / "config.json").is_file() and marker.is_file()
+    if built and marker.read_text() == recipe:
         return directory
     tokenizer = demo_tokenizer(seed)
     # Untied output layer: LoRA adapts the output layer, and with tied weights that adapter
@@ -345,7 +351,7 @@ def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0)
             batch_size=16,
             learning_rate=3e-3,
         )
-    (directory / "warmed_up").write_text("ok\n")
+    marker.write_text(recipe)
     return directory
 
 
