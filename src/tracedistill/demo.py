@@ -44,10 +44,14 @@ __all__ = [
     "DEMO_SIZES",
     "SyntheticTeacher",
     "build_demo_student",
+    "code_steps",
     "demo_sampler_factory",
     "demo_train_config",
+    "math_steps",
+    "pretraining_problems",
     "run_demo",
     "synthetic_problems",
+    "worked_solution",
 ]
 
 #: Short prompts: the demo's student has a context of a few hundred tokens.
@@ -55,9 +59,6 @@ DEMO_PROMPTS = PromptSet(
     math=PromptTemplate(user="{prompt}\nPut the final answer in \\boxed{}."),
     code=PromptTemplate(user="{prompt}\nAnswer with a Python code block."),
 )
-
-#: Words of the code task's operations and the Python operator each one stands for.
-_CODE_OPS = {"plus": "+", "minus": "-", "times": "*"}
 
 
 def _math_problem(a: int, b: int) -> Problem:
@@ -70,46 +71,37 @@ def _math_problem(a: int, b: int) -> Problem:
     )
 
 
-def _code_problem(w1: str, k1: int, w2: str, k2: int) -> Problem:
-    expr = f"x {_CODE_OPS[w1]} {k1} {_CODE_OPS[w2]} {k2}"
-    asserts = [f"assert f({x}) == {eval(expr, {'x': x})}" for x in (0, 1, 5, -3)]
+def _code_problem(a: int, c: int) -> Problem:
+    s = a + c
+    asserts = [f"assert f({x}) == {x + c}" for x in (a, 0, 1, -3)]
     return Problem(
         kind=TaskKind.CODE,
-        prompt=f"Write a Python function f(x) that returns x {w1} {k1} {w2} {k2}.",
+        prompt=f"Write a Python function f(x) that adds a constant to x, with f({a}) == {s}.",
         tests={"asserts": asserts},
         source="synthetic-functions",
-        metadata={"name": "f", "expr": expr, "steps": [[w1, k1], [w2, k2]]},
+        metadata={"name": "f", "a": a, "s": s, "expr": f"x + {c}"},
     )
 
 
 def synthetic_problems(kind: TaskKind | str, n: int, *, seed: int = 0) -> list[Problem]:
     """Return ``n`` distinct synthetic problems of one kind, the same for the same seed.
 
-    Math: additions of two 2-digit numbers ("What is 47 + 85?"; 8,100 exist). Code: a one-line
-    Python function of two operations ("Write a Python function f(x) that returns x times 7
-    plus 3."; 729 exist), checked by assert tests. Every prompt of a kind has the same shape,
-    so the operands sit at the same token positions: a tiny student needs to learn what to do
-    with them, not where to find them.
+    Math: additions of two 2-digit numbers ("What is 47 + 85?"; 8,100 exist). Code: a Python
+    function given by one example ("Write a Python function f(x) that adds a constant to x,
+    with f(47) == 132."; the constant is 2-digit and the example's value 3-digit; 4,905
+    exist), checked by assert tests at the example and at other points. Every prompt of a kind
+    has the same shape, so the operands sit at the same token positions: a tiny student needs
+    to learn what to do with them, not where to find them.
     """
     kind = TaskKind(kind)
     rng = random.Random(f"{kind}-{seed}")
-    if kind is TaskKind.MATH:
-        combos: list[tuple[object, ...]] = [(a, b) for a in range(10, 100) for b in range(10, 100)]
-    else:
-        words = sorted(_CODE_OPS)
-        combos = [
-            (w1, k1, w2, k2)
-            for w1 in words
-            for k1 in range(1, 10)
-            for w2 in words
-            for k2 in range(1, 10)
-        ]
-    if n > len(combos):
-        raise ValueError(f"only {len(combos)} distinct synthetic {kind} problems exist, asked {n}")
-    picked = rng.sample(combos, n)
-    if kind is TaskKind.MATH:
-        return [_math_problem(int(c[0]), int(c[1])) for c in picked]  # type: ignore[call-overload]
-    return [_code_problem(*c) for c in picked]  # type: ignore[arg-type]
+    pairs = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    if kind is TaskKind.CODE:
+        pairs = [(a, c) for a, c in pairs if a + c >= 100]
+    if n > len(pairs):
+        raise ValueError(f"only {len(pairs)} distinct synthetic {kind} problems exist, asked {n}")
+    make = _math_problem if kind is TaskKind.MATH else _code_problem
+    return [make(a, b) for a, b in rng.sample(pairs, n)]
 
 
 def math_steps(a: int, b: int, *, slip: int = 0) -> tuple[str, int]:
@@ -126,14 +118,20 @@ def math_steps(a: int, b: int, *, slip: int = 0) -> tuple[str, int]:
     return lines, tens * 10 + ones % 10
 
 
-def code_steps(steps: list[tuple[str, int]]) -> tuple[str, str]:
-    """One line per operation of a code problem ("times 7: x * 7"), and the final expression."""
-    expr = "x"
-    lines = []
-    for word, k in steps:
-        expr = f"{expr} {_CODE_OPS[word]} {k}"
-        lines.append(f"{word} {k}: {expr}")
-    return "\n".join(lines), expr
+def code_steps(a: int, s: int, *, slip: int = 0) -> tuple[str, int]:
+    """Column subtraction ``s - a`` (the constant of ``f(a) == s``) one column a line, and it.
+
+    For f(47) == 132 the lines are ``12-7=5`` and ``13-4-1=8``: the first subtracts the ones
+    digits, borrowing ten when it must (written as the first number's leading digit, 0 or 1);
+    the second subtracts the tens digit and the borrow from the hundreds and tens of ``s``. So
+    every line has the same shape, like :func:`math_steps`. ``slip`` is added to the ones
+    digit of the constant (a teacher's mistake, carried through to the result).
+    """
+    borrow = int(s % 10 < a % 10)
+    ones = (s % 10 + 10 * borrow - a % 10 + slip) % 10
+    tens = s // 10 - a // 10 - borrow
+    lines = f"{s % 10 + 10 * borrow:02d}-{a % 10}={ones}\n{s // 10}-{a // 10}-{borrow}={tens}"
+    return lines, tens * 10 + ones
 
 
 class SyntheticTeacher(Teacher):
@@ -171,18 +169,8 @@ class SyntheticTeacher(Teacher):
         problem = request.problem
         digest = hashlib.sha256(request.key.encode()).digest()
         wrong = digest[0] / 256 < self.error_rate
-        meta = problem.metadata
-        if problem.kind is TaskKind.MATH:
-            a, b = int(meta["a"]), int(meta["b"])
-            reasoning, value = math_steps(a, b, slip=1 + digest[1] % 3 if wrong else 0)
-            answer = f"\\boxed{{{value}}}"
-        else:
-            steps = [(str(w), int(k)) for w, k in meta["steps"]]
-            if wrong:  # one constant off by one: the asserts catch it
-                i = digest[1] % 2
-                steps[i] = (steps[i][0], steps[i][1] + 1)
-            reasoning, expr = code_steps(steps)
-            answer = f"```python\ndef f(x):\n    return {expr}\n```"
+        # A slip is a wrong digit carried to the answer: verification catches it.
+        reasoning, answer = worked_solution(problem, slip=1 + digest[1] % 3 if wrong else 0)
         if not self.steps:
             reasoning = ""  # the answer-only ablation: the same answer, no steps
         completion_tokens = (len(reasoning) + len(answer)) // 4
@@ -200,19 +188,38 @@ class SyntheticTeacher(Teacher):
 #: Sizes of the demo: the README command runs "full"; the tests run "ci". ``pool``: problems the
 #: teacher answers per task; ``eval``: held-out problems per task; ``steps`` and ``every``: LoRA
 #: steps and the checkpoint interval; ``batch``: sequences per step; ``warmup``: full-parameter
-#: warm-up steps of the base.
+#: pre-training steps of the base student (see :func:`build_demo_student`).
 DEMO_SIZES: dict[str, dict[str, int]] = {
-    "full": {"pool": 512, "eval": 100, "steps": 300, "every": 100, "batch": 32, "warmup": 0},
-    "ci": {"pool": 512, "eval": 100, "steps": 300, "every": 150, "batch": 32, "warmup": 0},
+    "full": {"pool": 512, "eval": 100, "steps": 200, "every": 50, "batch": 32, "warmup": 800},
+    "ci": {"pool": 512, "eval": 100, "steps": 200, "every": 100, "batch": 32, "warmup": 800},
 }
 
 #: Evaluation ``max_tokens`` per task: the teacher's longest completion in the student's
-#: tokens (28 for math, 45 for code) plus its end token and a small margin. Every problem of a
+#: tokens (28 for math, 38 for code) plus its end token and a small margin. Every problem of a
 #: task has the same shape, so a longer answer is a wrong one; untrained students stop here.
-DEMO_MAX_TOKENS = {TaskKind.MATH: 32, TaskKind.CODE: 48}
+DEMO_MAX_TOKENS = {TaskKind.MATH: 32, TaskKind.CODE: 42}
 
+
+#: Worked problems of each task in the base student's pre-training (see build_demo_student).
+_WARMUP_PER_TASK = 256
+
+#: The base student's recipe, written beside it: a change here rebuilds existing students.
+_STUDENT_RECIPE = f"demo-student-v2 pretrain-per-task={_WARMUP_PER_TASK}"
 
 _SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+
+def worked_solution(problem: Problem, *, slip: int = 0) -> tuple[str, str]:
+    """The teacher's reasoning steps and final answer for a synthetic problem.
+
+    ``slip`` > 0 makes the teacher's one mistake (see :func:`math_steps`, :func:`code_steps`).
+    """
+    meta = problem.metadata
+    if problem.kind is TaskKind.MATH:
+        lines, value = math_steps(int(meta["a"]), int(meta["b"]), slip=slip)
+        return lines, f"\\boxed{{{value}}}"
+    lines, constant = code_steps(int(meta["a"]), int(meta["s"]), slip=slip)
+    return lines, f"```python\ndef f(x):\n    return x + {constant}\n```"
 
 
 def _corpus(seed: int) -> list[str]:
@@ -221,13 +228,7 @@ def _corpus(seed: int) -> list[str]:
     for kind in TaskKind:
         for problem in synthetic_problems(kind, 200, seed=seed + 1000):
             texts.append(DEMO_PROMPTS.render(problem)[-1].content)
-            if kind is TaskKind.MATH:
-                texts.append(math_steps(int(problem.metadata["a"]), int(problem.metadata["b"]))[0])
-                texts.append(f"\\boxed{{{problem.answer}}}")
-            else:
-                steps = [(str(w), int(k)) for w, k in problem.metadata["steps"]]
-                lines, expr = code_steps(steps)
-                texts += [lines, f"```python\ndef f(x):\n    return {expr}\n```"]
+            texts += worked_solution(problem)
     return texts
 
 
@@ -262,10 +263,9 @@ def demo_tokenizer(seed: int = 0) -> ChatTokenizer:
     return ChatTokenizer(tok, name="tracedistill-demo-bpe")
 
 
-def _warmup_texts(renderer: ChatRenderer, n: int, seed: int) -> list[str]:
-    """Chat-formatted chit-chat that teaches the chat structure but not the task's format."""
-    rng = random.Random(seed)
-    words = " ".join(_corpus(seed)).replace("\\boxed", "").split()
+def _chitchat(renderer: ChatRenderer, n: int, rng: random.Random) -> list[str]:
+    """Chat-formatted chit-chat: the chat structure, with the domain's words and numbers."""
+    words = " ".join(_corpus(0)).replace("\\boxed", "").split()
     words = [w for w in words if w.isalnum()][:2000]
     texts = []
     for _ in range(n):
@@ -280,19 +280,55 @@ def _warmup_texts(renderer: ChatRenderer, n: int, seed: int) -> list[str]:
     return texts
 
 
+def pretraining_problems(per_task: int = 256, *, seed: int = 0) -> list[Problem]:
+    """The worked problems of the base student's pre-training, ``per_task`` of each task.
+
+    Drawn apart from every problem the demo's runs use (teacher pools and held-out problems,
+    every size), so the base student's skill is its own and no held-out problem is seen
+    before evaluation.
+    """
+    used = {
+        p.prompt
+        for dims in DEMO_SIZES.values()
+        for kind in TaskKind
+        for p in synthetic_problems(kind, dims["pool"] + dims["eval"], seed=0)
+    }
+    out: list[Problem] = []
+    for kind in TaskKind:
+        drawn = synthetic_problems(kind, per_task + len(used), seed=seed + 2000)
+        out += [p for p in drawn if p.prompt not in used][:per_task]
+    return out
+
+
+def _warmup_texts(renderer: ChatRenderer, per_task: int, seed: int) -> list[str]:
+    """Pre-training texts of the base student: chit-chat and worked problems of both tasks."""
+    from tracedistill.chat import thinking_completion
+
+    texts = _chitchat(renderer, per_task, random.Random(seed))
+    for problem in pretraining_problems(per_task, seed=seed):
+        reasoning, answer = worked_solution(problem)
+        assistant = Message("assistant", thinking_completion(reasoning, answer))
+        texts.append(renderer.render_text([*DEMO_PROMPTS.render(problem), assistant]))
+    return texts
+
+
 def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0) -> Path:
-    """Build the demo's tiny Qwen3 student (random weights, optionally warmed up); blocking.
+    """Build the demo's tiny Qwen3 student (random weights, optionally pre-trained); blocking.
 
     The student has 2 layers of width 64 and the demo's small tokenizer (one token per digit).
-    Distillation trains it with LoRA of rank 64 on every linear layer, which at this width is
-    as expressive as full fine-tuning of those layers, while the embeddings stay the random
-    ones. ``warmup_steps`` > 0 first trains all its weights on chat-formatted chit-chat (the
-    chat structure, not the tasks' formats).
+    ``warmup_steps`` > 0 first trains all its weights (full-parameter, the embeddings too) on
+    chat-formatted chit-chat and on worked problems of both tasks that none of the demo's runs
+    uses: a base model with some skill in both tasks, as a pretrained base has. Distillation
+    then trains it with LoRA of rank 64 on every linear layer, which at this width is as
+    expressive as full fine-tuning of those layers.
     """
     from tracedistill.chat import ChatFormat, ChatRenderer
     from tracedistill.training.local import build_tiny_model, warm_up_full
 
-    if (directory / "config.json").is_file() and (directory / "warmed_up").is_file():
+    # The marker names the recipe, so a student built by an older demo is rebuilt, not reused.
+    marker, recipe = directory / "warmed_up", f"{_STUDENT_RECIPE} {warmup_steps} {seed}\n"
+    built = (directory / "config.json").is_file() and marker.is_file()
+    if built and marker.read_text() == recipe:
         return directory
     tokenizer = demo_tokenizer(seed)
     # Untied output layer: LoRA adapts the output layer, and with tied weights that adapter
@@ -309,13 +345,13 @@ def build_demo_student(directory: Path, *, warmup_steps: int = 0, seed: int = 0)
         renderer = ChatRenderer(tokenizer, ChatFormat.QWEN3)
         warm_up_full(
             directory,
-            _warmup_texts(renderer, 512, seed),
+            _warmup_texts(renderer, _WARMUP_PER_TASK, seed),
             tokenizer=tokenizer,
             steps=warmup_steps,
             batch_size=16,
             learning_rate=3e-3,
         )
-    (directory / "warmed_up").write_text("ok\n")
+    marker.write_text(recipe)
     return directory
 
 
