@@ -473,7 +473,7 @@ async def run_demo(
         runs,
         trainer=LocalTrainer(device="cpu"),
         benchmarks=benchmarks,
-        base_model=student,
+        baseline=student,
         sampler_factory=demo_sampler_factory(dims["eval"]),
         progress=progress,
     )
