@@ -53,6 +53,7 @@ async def test_doctor_openrouter_layout(monkeypatch: pytest.MonkeyPatch) -> None
 async def test_doctor_anthropic_and_inline_think(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     with AnthropicServer(api_key=KEY, rpm=600, rate_headers=True, burst_s=10.0) as server:
+        server.push(Fault.slow(0.0), Fault.truncated())
         status, lines = await doctor(
             DoctorConfig(provider="anthropic", model="claude-loop", base_url=server.url)
         )
@@ -62,12 +63,29 @@ async def test_doctor_anthropic_and_inline_think(monkeypatch: pytest.MonkeyPatch
         assert "assumed" in text  # no published prices: the dearest ones are assumed
         assert "cost per response: not reported" in text
         assert "streaming: works" in text
+        # $0.01 at the assumed prices affords no 1,024-token thinking budget: said, not hidden
+        assert "thinking was off in this check" in text
+        assert "max_tokens=16: length" in text
+    with AnthropicServer(api_key=KEY) as server:
+        server.push(Fault.slow(0.0), Fault.truncated())
+        status, lines = await doctor(
+            DoctorConfig(
+                provider="anthropic", model="claude-loop", base_url=server.url, max_usd=0.5
+            )
+        )
+        text = "\n".join(lines)
+        assert status == 0, text
+        # a cap that affords the thinking budget: thinking is asked for (the server sends
+        # thinking blocks only then), so where Claude's reasoning arrives is checked
+        assert "separate `thinking` content blocks" in text
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with OpenAIServer(api_key=KEY, inline_think=True) as server:
+        server.push(Fault.slow(0.0), Fault.truncated())
         status, lines = await doctor(
             DoctorConfig(provider="openai", model="m", base_url=server.url + "/v1")
         )
         text = "\n".join(lines)
+        assert status == 0, text
         assert (
             "inline `<think>` block" in text
             and "rate-limit headers on a normal answer: none" in text
@@ -96,8 +114,25 @@ def test_doctor_command_line(
     monkeypatch.setenv("MY_KEY", KEY)
     with OpenAIServer(api_key=KEY) as server:
         argv = ["doctor", "openai", "--model", "m", "--base-url", server.url + "/v1"]
+        server.push(Fault.slow(0.0), Fault.truncated())
         assert main([*argv, "--api-key-env", "MY_KEY", "--max-usd", "0.02"]) == 0
         assert main([*argv, "--api-key-env", "NO_SUCH_KEY_VAR"]) == 2
     captured = capsys.readouterr()
     assert "hard cost cap: $0.0200" in captured.out and KEY not in captured.out
     assert "NO_SUCH_KEY_VAR" in captured.err
+
+
+@pytest.mark.anyio
+async def test_doctor_fails_a_provider_that_ignores_max_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # this server answers in full whatever max_tokens says (and reports "stop"): truncation
+    # would go unnoticed and budgets would not hold, so the doctor must not say all is well
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with OpenAIServer(api_key=KEY) as server:
+        status, lines = await doctor(
+            DoctorConfig(provider="openai", model="m", base_url=server.url + "/v1")
+        )
+    text = "\n".join(lines)
+    assert status == 1, text
+    assert "ignored max_tokens" in text and "everything checked works" not in text

@@ -50,6 +50,11 @@ _BASE_URL = {
 #: the dearest of the common reasoning models, so the cap holds whatever the model is.
 FALLBACK_PRICES = (15.0, 75.0)
 PROMPT = "What is 2 + 3? Think briefly, then answer with just the number."
+#: Anthropic's smallest thinking budget, and what a request with it needs in all.
+THINKING_BUDGET = 1024
+THINKING_NEEDS = THINKING_BUDGET + 256
+#: A prompt whose answer needs far more than 16 tokens (for the truncation check).
+LONG_PROMPT = "Count from 1 to 200 in words, separated by commas."
 _HEADER_MARKS = ("ratelimit", "rate-limit", "retry-after")
 
 Backend = AnthropicTeacher | OpenAICompatTeacher
@@ -86,7 +91,9 @@ class _Spend:
         return worst
 
 
-def _teacher(config: DoctorConfig, key: Secret, stream: bool) -> Backend:
+def _teacher(
+    config: DoctorConfig, key: Secret, stream: bool, thinking: int | None = None
+) -> Backend:
     base_url = config.base_url or _BASE_URL[config.provider]
     prompts = PromptSet(math=PromptTemplate(user="{prompt}"))
     # httpx's own transport: the doctor wants every header of the answer, not the fast path.
@@ -100,16 +107,18 @@ def _teacher(config: DoctorConfig, key: Secret, stream: bool) -> Backend:
         "transport": lambda: httpx.AsyncHTTPTransport(),
     }
     if config.provider == "anthropic":
-        return AnthropicTeacher(config.model, thinking=None, **options)
+        if thinking is not None:  # Anthropic: thinking needs temperature 1
+            options["params"] = SamplingParams(max_tokens=thinking + 256, temperature=1.0)
+        return AnthropicTeacher(config.model, thinking=thinking, **options)
     if config.provider == "openrouter":
         return OpenAICompatTeacher.openrouter(config.model, **options)
     return OpenAICompatTeacher(config.model, **options)
 
 
-def _request(teacher: Backend, max_tokens: int) -> TeacherRequest:
+def _request(teacher: Backend, max_tokens: int, prompt: str = PROMPT) -> TeacherRequest:
     params = teacher.params or SamplingParams(max_tokens=max_tokens)
     teacher.params = attrs.evolve(params, max_tokens=max_tokens)
-    return teacher.request(Problem(kind="math", prompt=PROMPT, answer="5"))
+    return teacher.request(Problem(kind="math", prompt=prompt, answer="5"))
 
 
 def _shown_headers(headers: httpx.Headers, key: Secret) -> list[tuple[str, str]]:
@@ -126,7 +135,10 @@ def _reasoning_place(provider: str, data: Mapping[str, Any]) -> str:
         kinds = [b.get("type") for b in data.get("content") or [] if isinstance(b, Mapping)]
         if "thinking" in kinds:
             return "separate `thinking` content blocks (summarized on Claude 4 models)"
-        return "none (thinking is off in this check: it needs >= 1024 tokens of budget)"
+        return (
+            "none (thinking was off in this check: it needs a 1,024-token budget, "
+            f"{THINKING_NEEDS:,} tokens in all; raise --max-usd)"
+        )
     choices = data.get("choices") or [{}]
     message = choices[0].get("message") or {} if isinstance(choices[0], Mapping) else {}
     found = []
@@ -187,7 +199,12 @@ async def run_doctor(config: DoctorConfig, out: Callable[[str], None] = print) -
         input_tokens = plain.estimate_input_tokens(_request(plain, 1)) + 16
         total = spend.affordable(3 * input_tokens, 10**9)
         share = min(config.max_tokens, max(0, total - 16) // 2)
-        failures += await _check_plain(share, config, plain, key, spend, out)
+        # Anthropic: thinking on in the plain check when what is left after the other two
+        # checks affords its budget (--max-tokens bounds only the answers without thinking).
+        thinks = config.provider == "anthropic" and total - 16 - share >= THINKING_NEEDS
+        failures += await _check_plain_maybe_thinking(
+            THINKING_NEEDS if thinks else share, thinks, config, plain, key, spend, out
+        )
         failures += await _check_length(plain, spend, out)
         failures += await _check_stream(share, config, streamed, spend, out)
         out(f"  worst-case spend committed: ${spend.committed:.5f} of ${config.max_usd:.4f}")
@@ -198,17 +215,44 @@ async def run_doctor(config: DoctorConfig, out: Callable[[str], None] = print) -
     return 0 if not failures else 1
 
 
+async def _check_plain_maybe_thinking(
+    wanted: int,
+    thinks: bool,
+    config: DoctorConfig,
+    plain: Backend,
+    key: Secret,
+    spend: _Spend,
+    out: Callable[[str], None],
+) -> int:
+    """The plain check, with Anthropic's thinking on when ``thinks`` (the cap affords it), so
+    where the reasoning arrives is seen, not assumed.
+    """
+    if not thinks:
+        return await _check_plain(wanted, config, plain, key, spend, out)
+    thinker = _teacher(config, key, False, thinking=THINKING_BUDGET)
+    try:
+        return await _check_plain(wanted, config, thinker, key, spend, out)
+    finally:
+        await thinker.aclose()
+
+
 def _afford(
-    spend: _Spend, teacher: Backend, wanted: int, out: Callable[[str], None], what: str
+    spend: _Spend,
+    teacher: Backend,
+    wanted: int,
+    out: Callable[[str], None],
+    what: str,
+    *,
+    prompt: str = PROMPT,
 ) -> TeacherRequest | None:
-    request = _request(teacher, 1)
+    request = _request(teacher, 1, prompt)
     input_tokens = teacher.estimate_input_tokens(request) + 16
     max_tokens = spend.affordable(input_tokens, wanted)
     if max_tokens < 16:
         out(f"  {what}: skipped (its worst case would pass the cap; raise --max-usd)")
         return None
     spend.commit(input_tokens, max_tokens)
-    return _request(teacher, max_tokens)
+    return _request(teacher, max_tokens, prompt)
 
 
 async def _openrouter_key(teacher: Backend, key: Secret, out: Callable[[str], None]) -> None:
@@ -265,7 +309,12 @@ async def _check_plain(
 
 
 async def _check_length(teacher: Backend, spend: _Spend, out: Callable[[str], None]) -> int:
-    request = _afford(spend, teacher, 16, out, "truncation check")
+    """A request cut at ``max_tokens=16``: the provider must stop there and say so.
+
+    Truncated answers are detected (and never bought again) by their finish reason, and the
+    budget's worst case assumes ``max_tokens`` holds: either failing is a problem.
+    """
+    request = _afford(spend, teacher, 16, out, "truncation check", prompt=LONG_PROMPT)
     if request is None:
         return 0
     try:
@@ -273,9 +322,18 @@ async def _check_length(teacher: Backend, spend: _Spend, out: Callable[[str], No
     except ProviderError as exc:
         out(f"  truncation check (max_tokens=16): FAILED: {exc}")
         return 1
-    finish = completion.finish_reason.value
-    ok = finish == "length"
-    out(f"  finish reason at max_tokens=16: {finish}" + ("" if ok else " (expected length)"))
+    finish, used = completion.finish_reason.value, completion.usage.completion_tokens
+    line = f"  finish reason at max_tokens=16: {finish} ({used} output tokens)"
+    if used > 16:
+        out(f"{line}: FAILED: the provider ignored max_tokens (budgets assume it holds)")
+        return 1
+    if finish == "length":
+        out(line)
+        return 0
+    if used >= 16:
+        out(f"{line}: FAILED: an answer cut at max_tokens is not reported as truncated")
+        return 1
+    out(f"{line}: inconclusive (the model stopped before max_tokens)")
     return 0
 
 
