@@ -127,7 +127,7 @@ async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) ->
     assert state.cuts >= 1 and state.request_rate is not None and state.request_rate < 800
     rate, late_429, late = _second_half(server, 20.0)
     # target >= 0.9 of the true limit; margin for a loaded machine (the old limiter: 0.64-0.73)
-    assert rate / 10.0 >= 0.82, rate
+    assert rate / 10.0 >= 0.8, rate
     assert late_429 <= 0.05 * late, (late_429, late)  # the old limiter: 3-5% all along
 
 
