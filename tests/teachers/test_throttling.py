@@ -335,3 +335,71 @@ def test_warning_when_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
         watch.check()
     warnings = [r for r in caplog.records if "under half the configured" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_warning_when_a_token_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
+    from tracedistill.teachers.engine import _Watch
+
+    limiter = RateLimiter(RateLimits(requests_per_minute=600, output_tokens_per_minute=6_000))
+    limiter._model.learned["output"] = 20.0  # 1,200/min: under half the configured 6,000/min
+    limiter._model.recompute("output")
+    watch = _Watch(limiter)
+    watch.PERIOD = 0.05
+    with caplog.at_level(logging.WARNING):
+        watch.check()
+        time.sleep(0.06)
+        watch.check()
+        watch.check()
+    warnings = [r.getMessage() for r in caplog.records if "under half" in r.getMessage()]
+    assert len(warnings) == 1 and "6000 output tokens/min" in warnings[0], warnings
+
+
+def test_summary_html_shows_the_limiter() -> None:
+    from tracedistill.clients.ratelimit import LimiterState
+    from tracedistill.teachers.engine import GenerationSummary
+
+    state = LimiterState(
+        request_rate=540.0,
+        request_rate_min=450.0,
+        configured_rpm=2400.0,
+        header_rpm=None,
+        learned_rpm=540.0,
+        input_tokens_rate=None,
+        output_tokens_rate=None,
+        tokens_rate=None,
+        concurrency=30,
+        max_concurrency=32,
+        concurrency_min=24,
+        inflight=3,
+        inflight_mean=2.5,
+        throttled=17,
+        overloaded=4,
+        cuts=6,
+        paused_s=3.25,
+        stalls=1,
+    )
+    summary = _summary(GenerationSummary, state)
+    html = summary._repr_html_()
+    for shown in ("540/min", "lowest 450/min", "30/32", "17, 4", "3.2 s", ">6<"):
+        assert shown in html, (shown, html)
+    assert "allowed 540/min" in str(summary)  # the same figures as str()
+    assert "rate cuts" not in _summary(GenerationSummary, None)._repr_html_()
+
+
+def _summary(cls: Any, state: Any) -> Any:
+    counts = dict.fromkeys(
+        ("problems", "requested", "skipped", "done", "truncated", "failed", "resampled"), 1
+    )
+    return cls(
+        teacher="t",
+        model="m",
+        **counts,
+        attempts=1,
+        throttled=17,
+        input_tokens=1,
+        output_tokens=1,
+        spend_usd=0.0,
+        total_spend_usd=0.0,
+        elapsed_s=1.0,
+        limiter=state,
+    )
