@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from tests.servers.base import Fault
@@ -303,6 +304,76 @@ async def test_anthropic_headers_and_token_limits(
     assert state.request_rate == pytest.approx(3000)
     # output tokens (~20 per answer, 1,800/min = 30/s) were paced, not discovered by 429s
     assert server.stats.throttled <= 4
+
+
+def _token_rates(server: Any, seconds: float) -> tuple[float, float]:
+    """Input and output tokens per second answered in the second half of a run."""
+    start = server.stats.arrivals[0] + seconds / 2.0
+    late = [(t, i, o) for t, i, o in server.token_log if t > start]
+    span = late[-1][0] - start if late else 0.0
+    if span <= 0:
+        return 0.0, 0.0
+    return sum(i for _, i, _ in late) / span, sum(o for _, _, o in late) / span
+
+
+def _anthropic_teacher(server: Any, max_tokens: int = 64) -> AnthropicTeacher:
+    return AnthropicTeacher(
+        "claude-test",
+        base_url=server.url,
+        api_key=KEY,
+        params=SamplingParams(max_tokens=max_tokens),
+        thinking=None,
+        retry=RETRY,
+        timeout=5.0,
+    )
+
+
+def long_problems(prefix: str, words: int) -> Iterator[Any]:
+    """An endless pool of prompts of about ``words`` * 1.25 tokens each."""
+    for problem in endless(prefix):
+        yield attrs.evolve(problem, prompt=problem.prompt + " pad" * words)
+
+
+@pytest.mark.slow
+async def test_input_token_limit_binds_and_holds(store: JsonlTraceStore) -> None:
+    # ~1,000-token prompts against 6,000 input tokens/s (a token bucket, stated per minute):
+    # the input-token limit binds (6 requests/s, far under the request limit), told
+    limits = (Limit("requests", 50, 1.0), Limit("input", 6_000, 1.0))
+    with AnthropicProvider(api_key=KEY, latency=0.05, limits=limits, seed=3) as server:
+        teacher = _anthropic_teacher(server)
+        limiter = RateLimiter(
+            RateLimits(requests_per_minute=3000, input_tokens_per_minute=360_000),
+            max_concurrency=32,
+        )
+        pool = long_problems("inp", 800)
+        await run_for(10.0, teacher=teacher, problems=pool, store=store, limiter=limiter)
+        await teacher.aclose()
+    input_rate, _ = _token_rates(server, 10.0)
+    stats = server.stats
+    assert stats.answered >= 30
+    assert input_rate / 6_000 >= 0.85, input_rate  # target >= 0.9; margin for a loaded machine
+    assert input_rate / 6_000 <= 1.05, input_rate
+    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
+
+
+@pytest.mark.slow
+async def test_output_token_limit_binds_and_holds(store: JsonlTraceStore) -> None:
+    # ~20-token answers reserved against max_tokens=64, 300 output tokens/s: the output limit
+    # binds (~15 answers/s), told; unused reservations are refunded so the limit is used
+    limits = (Limit("requests", 50, 1.0), Limit("output", 300, 1.0))
+    with AnthropicProvider(api_key=KEY, latency=0.05, limits=limits, seed=3) as server:
+        teacher = _anthropic_teacher(server)
+        limiter = RateLimiter(
+            RateLimits(requests_per_minute=3000, output_tokens_per_minute=18_000),
+            max_concurrency=32,
+        )
+        await run_for(10.0, teacher=teacher, problems=endless("out"), store=store, limiter=limiter)
+        await teacher.aclose()
+    _, output_rate = _token_rates(server, 10.0)
+    stats = server.stats
+    assert output_rate / 300 >= 0.85, output_rate  # target >= 0.9; margin for a loaded machine
+    assert output_rate / 300 <= 1.05, output_rate
+    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
 
 
 async def test_progress_and_summary_show_the_limiter(

@@ -99,6 +99,13 @@ class RateModel:
         learned = self.learned[name]
         return learned if learned is not None else self.ceiling_of(name)
 
+    def refundable(self) -> bool:
+        """Whether a token bucket paces requests (finished requests refund unused tokens)."""
+        buckets = self.buckets
+        return not (
+            buckets["input"] is None and buckets["output"] is None and buckets["tokens"] is None
+        )
+
     def recompute(self, name: str) -> None:
         """Set bucket ``name`` to the rate allowed now, ``headroom`` below it."""
         allowed = self.allowed(name)
