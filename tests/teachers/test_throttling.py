@@ -228,6 +228,66 @@ async def test_stalls_hold_one_slot_never_the_run(store: JsonlTraceStore) -> Non
     assert server.stats.answered >= 100
 
 
+async def test_529_burst_dips_concurrency_gently_and_recovers(store: JsonlTraceStore) -> None:
+    # every request overloaded for 1 s (a 529 burst), no rate limit: concurrency is trimmed
+    # gently (never below three quarters), the run goes on at its rate, and every problem is
+    # answered exactly once
+    with OpenAIProvider(api_key=KEY, latency=0.1, seed=3, overload_bursts=((0.6, 1.0),)) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(500, "burst-"), store, limiter=limiter)
+        await teacher.aclose()
+    stats = server.stats
+    assert stats.status[529] >= 16  # the burst hit every slot, several times
+    assert summary.done == 500 and summary.failed == 0
+    assert set(stats.answers_by_prompt.values()) == {1} and len(stats.answers_by_prompt) == 500
+    state = limiter.state()
+    assert state.concurrency_min >= 12 and state.throttled == 0 and state.cuts == 0
+    # answers per second after the burst (from 1 s after it) against before it
+    t0 = stats.arrivals[0]
+    before = [t for t in stats.answer_times if t < t0 + 0.6]
+    after = [t for t in stats.answer_times if t > t0 + 2.6]
+    if len(after) >= 20:  # a loaded machine may have finished the pool soon after the burst
+        rate_before = len(before) / (before[-1] - t0)
+        rate_after = len(after) / (after[-1] - (t0 + 2.6))
+        assert rate_after / rate_before >= 0.75, (rate_after, rate_before)
+
+
+async def test_dropped_connections_every_problem_stored_once(store: JsonlTraceStore) -> None:
+    # 10% of answers cut off mid-body (status and headers sent, then the connection dropped)
+    with provider(drop_rate=0.1) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(200, "drop-"), store, limiter=limiter)
+        await teacher.aclose()
+    stats = server.stats
+    assert stats.faults >= 8  # connections were dropped...
+    assert summary.done == 200 and summary.failed == 0  # ...and every problem answered
+    keys = [t.key for t in store.traces()]
+    assert len(keys) == 200 and len(set(keys)) == 200
+    assert set(stats.answers_by_prompt.values()) == {1}  # each billed once
+    assert limiter.state().overloaded >= 8 and limiter.state().cuts == 0
+
+
+async def test_openrouter_http_headers_pause_at_a_used_up_limit(store: JsonlTraceStore) -> None:
+    # OpenRouter's own X-RateLimit-{Limit,Remaining,Reset} on every answer (reset in epoch ms,
+    # no interval), 429s without Retry-After: a 429 saying "remaining 0" waits for the reset
+    limits = (Limit("requests", 10, 1.0, "fixed"),)
+    seen: list[Any] = []
+    with provider(limits=limits, retry_after=None, header_style="openrouter") as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        probe = teacher.request(math_problems(1, "orh-probe-")[0])
+        await teacher.complete(probe, observe=seen.append)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(40, "orh-"), store, limiter=limiter)
+        await teacher.aclose()
+    assert summary.done == 40 and summary.failed == 0
+    assert seen and seen[-1].key_limit == 10  # read from the HTTP headers of an answer
+    state = limiter.state()
+    assert state.paused_s > 0  # the used-up limit's reset was waited for
+    assert server.stats.throttled <= 20  # about a window's worth of slots, not a retry storm
+
+
 # --- Retry-After forms, header dialects, token limits --------------------------------------
 
 
