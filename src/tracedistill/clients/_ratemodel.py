@@ -257,7 +257,9 @@ class RateModel:
             if not 1.0 / self.DEMOTE_RATIO <= measured / last[1] <= self.DEMOTE_RATIO:
                 return
             # just under the rate that drew the 429 when it is close above what was accepted
-            estimate = below if measured <= below <= 1.25 * measured else measured
+            # (else a little under what was accepted: a short span overestimates a window that
+            # refills during pauses, and the probe finds the rest)
+            estimate = below if measured <= below <= 1.25 * measured else 0.97 * measured
             self.ceiling[name] = estimate
             logger.warning(
                 "the trusted %s limit looks wrong (429s twice at about %.1f/min): keeping to "
