@@ -582,6 +582,14 @@ def matrix(quick: bool) -> list[Scenario]:
             seconds=secs,
         ),
         Scenario(
+            name="sliding-told-too-high",
+            provider=bare,
+            doc=f"{n200:g} req / {w10:g} s sliding window, told 4x too high ({4 * rpm:g}/min)",
+            limits=sliding,
+            told=RateLimits(requests_per_minute=4 * rpm),
+            seconds=secs,
+        ),
+        Scenario(
             name="random-429",
             doc="told 1200/min token bucket, plus 3% 429s not tied to load (Retry-After 1 s)",
             limits=(Limit("requests", 1200, 60.0),),
@@ -661,6 +669,7 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
     bulk_sent -= sum(1 for t in stats.throttle_times if t <= t95)  # admitted, not refused
     bulk_span = t95 - stats.arrivals[0] if answers else 0.0
     limit = _limit_rate(scenario)
+    tokens_of_limit, second_half = _token_figures(scenario, server, stats)
     state = limiter.state() if hasattr(limiter, "state") else None  # None: older tracedistill
     return {
         "answered": float(stats.answered),
@@ -687,7 +696,30 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         "process_cpu": process_cpu,
         "loop_cpu": loop_cpu,
         "attempts_per_answer": stats.requests / max(1, stats.answered),
+        "tokens_of_limit": tokens_of_limit,
+        "second_half_of_limit": second_half,
     }
+
+
+def _token_figures(scenario: Scenario, server: Any, stats: Any) -> tuple[float, float]:
+    """Tokens per second / the binding token limit (the highest ratio of the token limits
+    set), and answers per second in the run's second half / the request limit."""
+    log = getattr(server, "token_log", None)  # None: the simulator ran in its own process
+    ratios = []
+    if log and stats.arrivals:
+        span = log[-1][0] - stats.arrivals[0]
+        for dim, column in (("input", 1), ("output", 2)):
+            limit = _limit_rate(scenario, dim)
+            if limit and span > 0:
+                ratios.append(sum(entry[column] for entry in log) / span / limit)
+    half = math.nan
+    limit = _limit_rate(scenario)
+    if limit and stats.answer_times:
+        middle = stats.arrivals[0] + (stats.answer_times[-1] - stats.arrivals[0]) / 2.0
+        late = [t for t in stats.answer_times if t > middle]
+        if late and late[-1] > middle:
+            half = len(late) / (late[-1] - middle) / limit
+    return (max(ratios) if ratios else math.nan), half
 
 
 def _spread(values: list[float]) -> str:
@@ -716,14 +748,19 @@ async def run_matrix(quick: bool, reps: int, only: list[str] | None) -> None:
                 print("   ", {k: round(v, 3) for k, v in result.items()})
         print(f"  {scenario.name}: {scenario.doc}")
         key = "of fault-free" if scenario.baseline else "of limit"
+        if any(lim.dimension != "requests" for lim in scenario.limits):
+            key = "tokens of token limit" if not _limit_rate(scenario) else key
         figures = [
-            (key, "of_limit"),
+            (key, "tokens_of_limit" if key.startswith("tokens") else "of_limit"),
             ("429 share", "share_429"),
             ("min conc", "min_conc"),
             ("mean in flight", "mean_inflight"),
             ("paused s", "paused_s"),
             ("longest gap s", "longest_gap_s"),
         ]
+        if scenario.told is not None and _limit_rate(scenario) and not scenario.pool:
+            figures.insert(1, ("2nd half of limit", "second_half_of_limit"))
+            figures.append(("cuts", "cuts"))
         if scenario.pool:
             figures.insert(0, ("answered", "answered"))
             figures.insert(2, ("admitted/limit", "sent_of_limit"))

@@ -24,7 +24,8 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
   or in bursts, stalls (a request accepted and never answered), bodies cut off mid-way, plus the
   base server's faults (5xx, resets, malformed JSON, 200-with-error bodies, truncations).
 
-Each admitted or refused request is counted in ``stats`` (see :class:`tests.servers.base.Stats`).
+Each admitted or refused request is counted in ``stats`` (see :class:`tests.servers.base.Stats`);
+the tokens of every answer sent are in ``token_log``.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ class _ProviderMixin:
         self.drop_rate = drop_rate
         self.t0: float | None = None
         self._meters: list[_Meter] = []
+        #: (time, input tokens, output tokens) of every answer sent, as its usage reports them
+        self.token_log: list[tuple[float, float, float]] = []
 
     # --- admission -------------------------------------------------------------------------
 
@@ -256,6 +259,8 @@ class _ProviderMixin:
         now = time.monotonic()
         usage = body.get("usage") or {}
         output = usage.get("completion_tokens", usage.get("output_tokens", 0))
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+        self.token_log.append((now, float(prompt), float(output)))
         for meter in self._meters:
             if meter.limit.dimension == "output":
                 meter.take(now, float(output))

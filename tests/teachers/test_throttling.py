@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from tests.servers.base import Fault
@@ -103,19 +104,53 @@ async def test_sliding_window_unknown_is_learned(store: JsonlTraceStore) -> None
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
 
 
+def _second_half(server: Any, seconds: float) -> tuple[float, int, int]:
+    """Answers per second, 429s and arrivals in the second half of a run of ``seconds``."""
+    stats = server.stats
+    half = stats.arrivals[0] + seconds / 2.0
+    answers = [t for t in stats.answer_times if t > half]
+    rate = len(answers) / (stats.answer_times[-1] - half) if answers else 0.0
+    late_429 = sum(t > half for t in stats.throttle_times)
+    return rate, late_429, sum(t > half for t in stats.arrivals)
+
+
 @pytest.mark.slow
 async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) -> None:
-    # told 2,400/min, the provider allows 600/min: repeated 429s lower the configured limit
+    # told 2,400/min, the provider allows 600/min (a sliding window): the second throttling
+    # episode shows the configured limit is wrong; the learned rate replaces it as the
+    # ceiling and the run settles at the provider's limit instead of cycling back up to 2,400
     with provider(limits=(Limit("requests", 10, 1.0, "sliding"),), header_style=None) as server:
         teacher = openai_teacher(server, retry=RETRY)
         limiter = RateLimiter(RateLimits(requests_per_minute=2400), max_concurrency=32)
-        await run_for(10.0, teacher=teacher, problems=endless("wr"), store=store, limiter=limiter)
+        await run_for(20.0, teacher=teacher, problems=endless("wr"), store=store, limiter=limiter)
         await teacher.aclose()
     state = limiter.state()
-    assert state.cuts >= 1 and state.request_rate is not None and state.request_rate < 1500
-    late = [t for t in server.stats.throttle_times if t > server.stats.arrivals[0] + 6.0]
-    late_requests = [t for t in server.stats.arrivals if t > server.stats.arrivals[0] + 6.0]
-    assert len(late) <= 0.35 * len(late_requests)  # half the requests refused before learning
+    assert state.cuts >= 1 and state.request_rate is not None and state.request_rate < 800
+    rate, late_429, late = _second_half(server, 20.0)
+    # target >= 0.9 of the true limit; margin for a loaded machine (the old limiter: 0.64-0.73)
+    assert rate / 10.0 >= 0.8, rate
+    assert late_429 <= 0.05 * late, (late_429, late)  # the old limiter: 3-5% all along
+
+
+@pytest.mark.slow
+async def test_correct_limit_with_random_429s_is_kept(store: JsonlTraceStore) -> None:
+    # 6% 429s not tied to load (shared upstream capacity) against a correctly told limit:
+    # they teach nothing, the configured limit is never cut or replaced
+    with provider(
+        limits=(Limit("requests", 10, 1.0),), header_style=None, random_429=0.06
+    ) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(RateLimits(requests_per_minute=600), max_concurrency=32)
+        await run_for(12.0, teacher=teacher, problems=endless("rc"), store=store, limiter=limiter)
+        await teacher.aclose()
+    state = limiter.state()
+    assert server.stats.throttled >= 2
+    assert state.cuts == 0 and state.request_rate == pytest.approx(600)
+    assert state.request_rate_min == pytest.approx(600)
+    # what the provider admitted (answers and refusals both count against its limit)
+    stats = server.stats
+    admitted = (stats.requests - stats.throttled) / (stats.arrivals[-1] - stats.arrivals[0])
+    assert admitted / 10.0 >= 0.9, admitted  # target >= 0.95; margin for a loaded machine
 
 
 # --- faults: every request answered at the limit --------------------------------------------
@@ -191,6 +226,66 @@ async def test_stalls_hold_one_slot_never_the_run(store: JsonlTraceStore) -> Non
     # every slot stalled within seconds
     assert longest_gap(server) < 2.0
     assert server.stats.answered >= 100
+
+
+async def test_529_burst_dips_concurrency_gently_and_recovers(store: JsonlTraceStore) -> None:
+    # every request overloaded for 1 s (a 529 burst), no rate limit: concurrency is trimmed
+    # gently (never below three quarters), the run goes on at its rate, and every problem is
+    # answered exactly once
+    with OpenAIProvider(api_key=KEY, latency=0.1, seed=3, overload_bursts=((0.6, 1.0),)) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(500, "burst-"), store, limiter=limiter)
+        await teacher.aclose()
+    stats = server.stats
+    assert stats.status[529] >= 16  # the burst hit every slot, several times
+    assert summary.done == 500 and summary.failed == 0
+    assert set(stats.answers_by_prompt.values()) == {1} and len(stats.answers_by_prompt) == 500
+    state = limiter.state()
+    assert state.concurrency_min >= 12 and state.throttled == 0 and state.cuts == 0
+    # answers per second after the burst (from 1 s after it) against before it
+    t0 = stats.arrivals[0]
+    before = [t for t in stats.answer_times if t < t0 + 0.6]
+    after = [t for t in stats.answer_times if t > t0 + 2.6]
+    if len(after) >= 20:  # a loaded machine may have finished the pool soon after the burst
+        rate_before = len(before) / (before[-1] - t0)
+        rate_after = len(after) / (after[-1] - (t0 + 2.6))
+        assert rate_after / rate_before >= 0.75, (rate_after, rate_before)
+
+
+async def test_dropped_connections_every_problem_stored_once(store: JsonlTraceStore) -> None:
+    # 10% of answers cut off mid-body (status and headers sent, then the connection dropped)
+    with provider(drop_rate=0.1) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(200, "drop-"), store, limiter=limiter)
+        await teacher.aclose()
+    stats = server.stats
+    assert stats.faults >= 8  # connections were dropped...
+    assert summary.done == 200 and summary.failed == 0  # ...and every problem answered
+    keys = [t.key for t in store.traces()]
+    assert len(keys) == 200 and len(set(keys)) == 200
+    assert set(stats.answers_by_prompt.values()) == {1}  # each billed once
+    assert limiter.state().overloaded >= 8 and limiter.state().cuts == 0
+
+
+async def test_openrouter_http_headers_pause_at_a_used_up_limit(store: JsonlTraceStore) -> None:
+    # OpenRouter's own X-RateLimit-{Limit,Remaining,Reset} on every answer (reset in epoch ms,
+    # no interval), 429s without Retry-After: a 429 saying "remaining 0" waits for the reset
+    limits = (Limit("requests", 10, 1.0, "fixed"),)
+    seen: list[Any] = []
+    with provider(limits=limits, retry_after=None, header_style="openrouter") as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        probe = teacher.request(math_problems(1, "orh-probe-")[0])
+        await teacher.complete(probe, observe=seen.append)
+        limiter = RateLimiter(None, max_concurrency=16)
+        summary = await generate(teacher, math_problems(40, "orh-"), store, limiter=limiter)
+        await teacher.aclose()
+    assert summary.done == 40 and summary.failed == 0
+    assert seen and seen[-1].key_limit == 10  # read from the HTTP headers of an answer
+    state = limiter.state()
+    assert state.paused_s > 0  # the used-up limit's reset was waited for
+    assert server.stats.throttled <= 20  # about a window's worth of slots, not a retry storm
 
 
 # --- Retry-After forms, header dialects, token limits --------------------------------------
@@ -271,6 +366,76 @@ async def test_anthropic_headers_and_token_limits(
     assert server.stats.throttled <= 4
 
 
+def _token_rates(server: Any, seconds: float) -> tuple[float, float]:
+    """Input and output tokens per second answered in the second half of a run."""
+    start = server.stats.arrivals[0] + seconds / 2.0
+    late = [(t, i, o) for t, i, o in server.token_log if t > start]
+    span = late[-1][0] - start if late else 0.0
+    if span <= 0:
+        return 0.0, 0.0
+    return sum(i for _, i, _ in late) / span, sum(o for _, _, o in late) / span
+
+
+def _anthropic_teacher(server: Any, max_tokens: int = 64) -> AnthropicTeacher:
+    return AnthropicTeacher(
+        "claude-test",
+        base_url=server.url,
+        api_key=KEY,
+        params=SamplingParams(max_tokens=max_tokens),
+        thinking=None,
+        retry=RETRY,
+        timeout=5.0,
+    )
+
+
+def long_problems(prefix: str, words: int) -> Iterator[Any]:
+    """An endless pool of prompts of about ``words`` * 1.25 tokens each."""
+    for problem in endless(prefix):
+        yield attrs.evolve(problem, prompt=problem.prompt + " pad" * words)
+
+
+@pytest.mark.slow
+async def test_input_token_limit_binds_and_holds(store: JsonlTraceStore) -> None:
+    # ~1,000-token prompts against 6,000 input tokens/s (a token bucket, stated per minute):
+    # the input-token limit binds (6 requests/s, far under the request limit), told
+    limits = (Limit("requests", 50, 1.0), Limit("input", 6_000, 1.0))
+    with AnthropicProvider(api_key=KEY, latency=0.05, limits=limits, seed=3) as server:
+        teacher = _anthropic_teacher(server)
+        limiter = RateLimiter(
+            RateLimits(requests_per_minute=3000, input_tokens_per_minute=360_000),
+            max_concurrency=32,
+        )
+        pool = long_problems("inp", 800)
+        await run_for(10.0, teacher=teacher, problems=pool, store=store, limiter=limiter)
+        await teacher.aclose()
+    input_rate, _ = _token_rates(server, 10.0)
+    stats = server.stats
+    assert stats.answered >= 30
+    assert input_rate / 6_000 >= 0.85, input_rate  # target >= 0.9; margin for a loaded machine
+    assert input_rate / 6_000 <= 1.05, input_rate
+    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
+
+
+@pytest.mark.slow
+async def test_output_token_limit_binds_and_holds(store: JsonlTraceStore) -> None:
+    # ~20-token answers reserved against max_tokens=64, 300 output tokens/s: the output limit
+    # binds (~15 answers/s), told; unused reservations are refunded so the limit is used
+    limits = (Limit("requests", 50, 1.0), Limit("output", 300, 1.0))
+    with AnthropicProvider(api_key=KEY, latency=0.05, limits=limits, seed=3) as server:
+        teacher = _anthropic_teacher(server)
+        limiter = RateLimiter(
+            RateLimits(requests_per_minute=3000, output_tokens_per_minute=18_000),
+            max_concurrency=32,
+        )
+        await run_for(10.0, teacher=teacher, problems=endless("out"), store=store, limiter=limiter)
+        await teacher.aclose()
+    _, output_rate = _token_rates(server, 10.0)
+    stats = server.stats
+    assert output_rate / 300 >= 0.85, output_rate  # target >= 0.9; margin for a loaded machine
+    assert output_rate / 300 <= 1.05, output_rate
+    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
+
+
 async def test_progress_and_summary_show_the_limiter(
     store: JsonlTraceStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -301,3 +466,71 @@ def test_warning_when_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
         watch.check()
     warnings = [r for r in caplog.records if "under half the configured" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_warning_when_a_token_rate_stays_low(caplog: pytest.LogCaptureFixture) -> None:
+    from tracedistill.teachers.engine import _Watch
+
+    limiter = RateLimiter(RateLimits(requests_per_minute=600, output_tokens_per_minute=6_000))
+    limiter._model.learned["output"] = 20.0  # 1,200/min: under half the configured 6,000/min
+    limiter._model.recompute("output")
+    watch = _Watch(limiter)
+    watch.PERIOD = 0.05
+    with caplog.at_level(logging.WARNING):
+        watch.check()
+        time.sleep(0.06)
+        watch.check()
+        watch.check()
+    warnings = [r.getMessage() for r in caplog.records if "under half" in r.getMessage()]
+    assert len(warnings) == 1 and "6000 output tokens/min" in warnings[0], warnings
+
+
+def test_summary_html_shows_the_limiter() -> None:
+    from tracedistill.clients.ratelimit import LimiterState
+    from tracedistill.teachers.engine import GenerationSummary
+
+    state = LimiterState(
+        request_rate=540.0,
+        request_rate_min=450.0,
+        configured_rpm=2400.0,
+        header_rpm=None,
+        learned_rpm=540.0,
+        input_tokens_rate=None,
+        output_tokens_rate=None,
+        tokens_rate=None,
+        concurrency=30,
+        max_concurrency=32,
+        concurrency_min=24,
+        inflight=3,
+        inflight_mean=2.5,
+        throttled=17,
+        overloaded=4,
+        cuts=6,
+        paused_s=3.25,
+        stalls=1,
+    )
+    summary = _summary(GenerationSummary, state)
+    html = summary._repr_html_()
+    for shown in ("540/min", "lowest 450/min", "30/32", "17, 4", "3.2 s", ">6<"):
+        assert shown in html, (shown, html)
+    assert "allowed 540/min" in str(summary)  # the same figures as str()
+    assert "rate cuts" not in _summary(GenerationSummary, None)._repr_html_()
+
+
+def _summary(cls: Any, state: Any) -> Any:
+    counts = dict.fromkeys(
+        ("problems", "requested", "skipped", "done", "truncated", "failed", "resampled"), 1
+    )
+    return cls(
+        teacher="t",
+        model="m",
+        **counts,
+        attempts=1,
+        throttled=17,
+        input_tokens=1,
+        output_tokens=1,
+        spend_usd=0.0,
+        total_spend_usd=0.0,
+        elapsed_s=1.0,
+        limiter=state,
+    )

@@ -92,16 +92,20 @@ class SendLog:
         while refused and refused[0][0] < now - self.horizon - 1.0:
             refused.popleft()
 
-    def accepted_rate(self, name: str, sent: float, pauses: Pauses | None) -> float | None:
+    def accepted_rate(
+        self, name: str, sent: float, pauses: Pauses | None, *, since: float | None = None
+    ) -> float | None:
         """What the provider accepted per second in the span before ``sent`` (None: too early).
 
         The span is at most ``horizon`` and never longer than the run: an early 429
         overestimates (more 429s correct it), it never underestimates (which only slow probing
-        would undo). With ``pauses``, the time every request was paused is left out of it.
+        would undo). With ``pauses``, the time every request was paused is left out of it;
+        with ``since``, the span starts no earlier than that (and lasts at least 2 s).
         """
         if self.first_send is None:
             return None
-        span = max(0.05, min(self.horizon, sent - self.first_send))
+        first = self.first_send if since is None else max(self.first_send, min(since, sent - 2.0))
+        span = max(0.05, min(self.horizon, sent - first))
         start = sent - span
         if pauses is not None:
             span = max(0.05, span - pauses.within(start, sent))
@@ -110,6 +114,15 @@ class SendLog:
         sent_total = _sum_since(self._sends, name, start, sent)
         refused = _sum_since(self._refused, name, start, sent)
         return max(0.0, sent_total - refused) / span
+
+    def refused_share(self, name: str, sent: float) -> float:
+        """The share of the attempts sent in the span before ``sent`` that got a 429."""
+        if self.first_send is None:
+            return 0.0
+        start = sent - max(0.05, min(self.horizon, sent - self.first_send))
+        sent_total = _sum_since(self._sends, "requests", start, sent)
+        refused = _sum_since(self._refused, "requests", start, sent)
+        return refused / sent_total if sent_total else 0.0
 
 
 class RecentAnswers:

@@ -33,6 +33,8 @@ class RateModel:
     Attributes:
         buckets: the token bucket of each dimension (None: unlimited).
         learned: the rate (per second) learned from 429s, while it is below the trusted one.
+        ceiling: per dimension, a rate (per second) that replaced a trusted limit found wrong
+            (None: the trusted limit stands); recovery above it is a slow probe.
         rate_min: the lowest request rate (per second) allowed at any time of the run.
         cuts: times an allowed rate was lowered.
         last_429: when the last 429 came back.
@@ -43,6 +45,14 @@ class RateModel:
     EVIDENCE_SPAN = 30.0
     #: a trusted limit is "consistent" with a 429 when the provider accepted at least this share
     CONSISTENT = 0.9
+    #: a second cut below a trusted limit within this span, at about the same rate (within
+    #: DEMOTE_RATIO), shows the trusted limit is wrong: the learned rate replaces it
+    DEMOTE_SPAN = 120.0
+    DEMOTE_RATIO = 1.5
+    #: above a ceiling that replaced a trusted limit, recovery probes at +PROBE per second,
+    #: after PROBE_QUIET seconds without a 429
+    PROBE = 0.02
+    PROBE_QUIET = 3.0
 
     def __init__(self, limits: RateLimits, *, clock: Clock) -> None:
         self.limits = limits
@@ -55,6 +65,12 @@ class RateModel:
         }
         self.header: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         self.learned: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        self.ceiling: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: (when, rate learned) of the last cut below a trusted limit, per dimension
+        self._last_cut: dict[str, tuple[float, float] | None] = dict.fromkeys(DIMENSIONS)
+        self._cut_at: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
+        self._prev_429: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
+        self._episode: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
         self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
         #: no bucket paces anything (no limit known): requests start without one
         self.unpaced = True
@@ -73,10 +89,22 @@ class RateModel:
         configured = self.configured[name]
         return configured if configured is not None else self.header[name]
 
+    def ceiling_of(self, name: str) -> float | None:
+        """The highest rate (per second) allowed: the trusted limit, or the ceiling replacing it."""
+        ceiling = self.ceiling[name]
+        return ceiling if ceiling is not None else self.trusted(name)
+
     def allowed(self, name: str) -> float | None:
-        """The rate (per second) allowed now: the learned one, else the trusted limit."""
+        """The rate (per second) allowed now: the learned one, else the ceiling."""
         learned = self.learned[name]
-        return learned if learned is not None else self.trusted(name)
+        return learned if learned is not None else self.ceiling_of(name)
+
+    def refundable(self) -> bool:
+        """Whether a token bucket paces requests (finished requests refund unused tokens)."""
+        buckets = self.buckets
+        return not (
+            buckets["input"] is None and buckets["output"] is None and buckets["tokens"] is None
+        )
 
     def recompute(self, name: str) -> None:
         """Set bucket ``name`` to the rate allowed now, ``headroom`` below it."""
@@ -108,19 +136,31 @@ class RateModel:
         quiet = now - self.last_429
         for name in DIMENSIONS:
             learned = self.learned[name]
+            ceiling = self.ceiling_of(name)
             if learned is None:
+                if self.ceiling[name] is not None and quiet >= self.PROBE_QUIET:
+                    self._probe(name, step)
                 continue
-            trusted = self.trusted(name)
-            if trusted is not None:
+            if ceiling is not None:
                 if quiet < 1.0:
                     continue
-                raised = learned * (1.25**step)  # back to the trusted limit within seconds
-                self.learned[name] = None if raised >= trusted else raised
+                raised = learned * (1.25**step)  # back to the ceiling within seconds
+                self.learned[name] = None if raised >= ceiling else raised
             else:
                 if quiet < 2.0:
                     continue
                 self.learned[name] = learned * (1.05**step)  # probe an unknown limit gently
             self.recompute(name)
+
+    def _probe(self, name: str, step: float) -> None:
+        """Raise a ceiling that replaced a trusted limit slowly, up to that limit."""
+        ceiling = self.ceiling[name]
+        trusted = self.trusted(name)
+        if ceiling is None:
+            return
+        raised = ceiling * ((1.0 + self.PROBE) ** step)
+        self.ceiling[name] = None if trusted is None or raised >= trusted else raised
+        self.recompute(name)
 
     def adopt(self, info: RateInfo) -> None:
         """Trust the per-minute limits a response's headers announce (where none is configured)."""
@@ -137,6 +177,9 @@ class RateModel:
                     learned = self.learned[name]
                     if learned is not None and learned >= rate:
                         self.learned[name] = None
+                    ceiling = self.ceiling[name]
+                    if ceiling is not None and ceiling >= rate:
+                        self.ceiling[name] = None
                     self.recompute(name)
 
     def learn(
@@ -150,18 +193,29 @@ class RateModel:
         recent: RecentAnswers,
     ) -> None:
         """Learn from a 429 on dimension ``name`` (sent at ``sent``), if the evidence holds."""
+        if now - self._prev_429[name] >= 1.0:
+            self._episode[name] = now  # 429s after a quiet second: a new throttling episode
+        self._prev_429[name] = now
+        if sent < self._cut_at[name]:
+            return  # sent at the rate already cut: it says nothing about the new one
         measured = log.accepted_rate(name, sent, pauses)
         if measured is None:
             return
         floor = 1.0 / 60.0 if name == "requests" else 1.0
-        measured = max(measured, floor)
+        measured = loose = max(measured, floor)
         trusted = self.trusted(name)
         if trusted is not None:
-            # Against a trusted limit the evidence must be conservative: the provider's window
-            # includes the pauses it asked for.
+            # Against a trusted limit (or a ceiling replacing it) the rate learned must be
+            # conservative: the provider's window includes the pauses it asked for.
             measured = max(log.accepted_rate(name, sent, None) or measured, floor)
+        if trusted is not None and self.ceiling[name] is None:
             if measured >= self.CONSISTENT * trusted:
                 return  # the provider was accepting the trusted rate: nothing to learn
+            # ...but the evidence against it must not be only our own pauses: a provider that
+            # accepted the trusted rate while nothing was paused, and refused few requests
+            # (429s not tied to load), says nothing against it.
+            if loose >= self.CONSISTENT * trusted and log.refused_share(name, sent) < 0.1:
+                return
             if self.learned[name] is None and not self._repeated(name, now):
                 return
         allowed = self.allowed(name)
@@ -171,7 +225,13 @@ class RateModel:
         near = allowed is not None and measured >= allowed * (1.0 - self.limits.headroom - 0.04)
         if near and (not clustered or measured >= (allowed or 0.0)):
             return  # close to what is allowed: a lone 429 teaches nothing
+        if trusted is not None:
+            # what the provider accepted since the last cut: the rate of the current regime,
+            # not diluted by the pauses of the first throttling episode
+            recent_rate = log.accepted_rate(name, sent, None, since=self._cut_at[name])
+            self._demote(name, now, max(measured, recent_rate or 0.0), allowed)
         self.learned[name] = measured
+        self._cut_at[name] = now
         self.cuts += 1
         self.recompute(name)
         logger.info(
@@ -179,6 +239,38 @@ class RateModel:
             measured * 60.0,
             "requests" if name == "requests" else f"{name} tokens",
         )
+
+    def _demote(self, name: str, now: float, measured: float, allowed: float | None) -> None:
+        """On a second cut below a trusted limit at about the same rate, stop trusting it.
+
+        The new ceiling is what the provider accepted, or just under the rate that drew the 429
+        when that is close above it: the truth lies between the two. Later 429s while probing
+        at the ceiling lower it 5% at a time.
+        """
+        ceiling = self.ceiling[name]
+        last = self._last_cut[name]
+        self._last_cut[name] = (now, measured)
+        below = 0.95 * allowed if allowed is not None else measured
+        if ceiling is None:
+            if last is None or now - last[0] > self.DEMOTE_SPAN or last[0] >= self._episode[name]:
+                return  # no earlier cut, or only one in this episode
+            if not 1.0 / self.DEMOTE_RATIO <= measured / last[1] <= self.DEMOTE_RATIO:
+                return
+            # just under the rate that drew the 429 when it is close above what was accepted
+            # (else a little under what was accepted: a short span overestimates a window that
+            # refills during pauses, and the probe finds the rest)
+            estimate = below if measured <= below <= 1.25 * measured else 0.97 * measured
+            self.ceiling[name] = estimate
+            logger.warning(
+                "the trusted %s limit looks wrong (429s twice at about %.1f/min): keeping to "
+                "%.1f/min, probing slowly above",
+                name,
+                measured * 60.0,
+                estimate * 60.0,
+            )
+        elif allowed is not None and allowed >= 0.99 * ceiling:
+            # a 429 while probing at the ceiling: a little lower, never below what was accepted
+            self.ceiling[name] = min(ceiling, max(measured, below))
 
     def _repeated(self, name: str, now: float) -> bool:
         """Count one 429 episode below a trusted limit; whether there were enough lately."""

@@ -268,6 +268,10 @@ class RateLimiter:
                 wait = self._wait_time(amounts, now)
                 if wait <= 0:
                     return self._start(now, amounts, input_tokens, output_tokens)
+                if self._model.refundable():
+                    # requests in flight give back unused token reservations (settle): look
+                    # again soon rather than sleep past tokens that came back meanwhile
+                    wait = min(wait, 0.02)
                 await self._sleep(wait)
 
     def _prime(self) -> None:

@@ -139,9 +139,30 @@ class GenerationSummary:
                 f"{self.tokens_per_minute:,.0f} tok/min",
                 "time": f"{self.elapsed_s:,.1f} s",
                 "spend": f"${self.spend_usd:,.4f} (store: ${self.total_spend_usd:,.4f})",
+                **_limiter_fields(self.limiter),
                 "stopped early": None if not self.stopped else f"{self.stopped}: {self.error}",
             },
         )
+
+
+def _limiter_fields(state: LimiterState | None) -> dict[str, object]:
+    """The rows of the limiter's figures in a summary's HTML (none without a limiter)."""
+    if state is None:
+        return {}
+
+    def rate(value: float | None) -> str:
+        return "unlimited" if value is None else f"{value:,.0f}/min"
+
+    lowest = "" if state.request_rate_min is None else f" (lowest {rate(state.request_rate_min)})"
+    return {
+        "allowed rate": f"{rate(state.request_rate)}{lowest}",
+        "concurrency": f"{state.concurrency}/{state.max_concurrency} (lowest "
+        f"{state.concurrency_min}, mean in flight {state.inflight_mean:.1f})",
+        "429s, overloads": f"{state.throttled:,}, {state.overloaded:,}",
+        "rate cuts": state.cuts,
+        "paused": f"{state.paused_s:,.1f} s",
+        "stalls": state.stalls,
+    }
 
 
 async def iter_problem_batches(
@@ -626,36 +647,53 @@ async def generate(
 
 
 class _Watch:
-    """Warns once when the allowed request rate stays under half the configured limit."""
+    """Warns once per limit when its allowed rate stays under half the configured one."""
 
     PERIOD = 60.0
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
-        self.low_since: float | None = None
-        self.warned = False
+        self.low_since: dict[str, float] = {}
+        self.warned: set[str] = set()
 
     def check(self) -> None:
+        """Look at the allowed rates now; warn about one low for a whole PERIOD."""
         limiter = self.limiter
-        configured = limiter.limits.requests_per_minute
-        rate = limiter.request_rate
-        if self.warned or configured is None or rate is None:
+        limits = limiter.limits
+        configured = {
+            "requests": limits.requests_per_minute,
+            "input tokens": limits.input_tokens_per_minute,
+            "output tokens": limits.output_tokens_per_minute,
+            "tokens": limits.tokens_per_minute,
+        }
+        if all(value is None for value in configured.values()):
             return
+        state = limiter.state()
+        allowed = {
+            "requests": state.request_rate,
+            "input tokens": state.input_tokens_rate,
+            "output tokens": state.output_tokens_rate,
+            "tokens": state.tokens_rate,
+        }
         now = time.monotonic()
-        if rate * 60.0 >= configured / 2.0:
-            self.low_since = None
-            return
-        if self.low_since is None:
-            self.low_since = now
-        elif now - self.low_since >= self.PERIOD:
-            self.warned = True
-            logger.warning(
-                "the provider has accepted under half the configured %.0f requests/min for a "
-                "minute (allowed now: %.0f/min); is the configured limit right? %s",
-                configured,
-                rate * 60.0,
-                limiter.state().describe(),
-            )
+        for name, limit in configured.items():
+            rate = allowed[name]
+            if name in self.warned or limit is None or rate is None:
+                continue
+            if rate >= limit / 2.0:
+                self.low_since.pop(name, None)
+                continue
+            since = self.low_since.setdefault(name, now)
+            if now - since >= self.PERIOD:
+                self.warned.add(name)
+                logger.warning(
+                    "the provider has accepted under half the configured %.0f %s/min for a "
+                    "minute (allowed now: %.0f/min); is the configured limit right? %s",
+                    limit,
+                    name,
+                    rate,
+                    state.describe(),
+                )
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
