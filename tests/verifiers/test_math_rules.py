@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 sympy = pytest.importorskip("sympy")
@@ -33,6 +33,7 @@ def test_exact_values_are_equal_exactly_when_they_are(
 
 @settings(max_examples=200, deadline=None)
 @given(st.floats(1e-300, 1e300), st.integers(6, 15))
+@example(6.103515625e-05, 9)  # an exact tie, rounded half to even when written
 def test_a_decimal_equals_the_value_it_rounds(x: float, digits: int) -> None:
     exact = sympy.Rational(Fraction(x))
     written = sympy.Float(f"{x:.{digits}g}", 30)
