@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tracedistill.chat import ChatRenderer, ChatTokenizer
     from tracedistill.clients.base import Sampler
     from tracedistill.experiment import Run
-    from tracedistill.experiment.config import SamplerFactory
+    from tracedistill.experiment.config import ExperimentSamplerFactory
     from tracedistill.report import Results
     from tracedistill.training.base import TrainConfig
 
@@ -383,7 +383,7 @@ def _one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
-def demo_sampler_factory(batch_size: int = 100) -> SamplerFactory:
+def demo_sampler_factory(batch_size: int = 100) -> ExperimentSamplerFactory:
     """Evaluation samplers for the demo: local, greedy, ``batch_size`` prompts per ``generate``.
 
     The held-out set of a task goes through the tiny student in one batch (with the KV cache,
