@@ -26,6 +26,50 @@ ALIASES = [
         "SamplerFactory",
         "tracedistill.experiment.config.ExperimentSamplerFactory",
     ),
+    ("tracedistill.teachers", "Completion", "tracedistill.teachers.base.TeacherCompletion"),
+    ("tracedistill.teachers.base", "Completion", "tracedistill.teachers.base.TeacherCompletion"),
+    (
+        "tracedistill.evaluation.evaluator",
+        "SamplerFactory",
+        "tracedistill.evaluation.evaluator.CheckpointSamplerFactory",
+    ),
+    (
+        "tracedistill.evaluation.evaluator",
+        "request_key_of",
+        "tracedistill.records.messages.evaluation_request_key",
+    ),
+    *(
+        ("tracedistill.evaluation.base", name, f"tracedistill.clients.base.{name}")
+        for name in (
+            "Completion",
+            "ModelClient",
+            "Prompt",
+            "Sampler",
+            "SamplerError",
+            "greedy",
+            "prompt_text",
+        )
+    ),
+    (
+        "tracedistill.evaluation.samplers",
+        "AnthropicClient",
+        "tracedistill.clients.anthropic.AnthropicClient",
+    ),
+    (
+        "tracedistill.evaluation.samplers",
+        "OpenAICompatibleSampler",
+        "tracedistill.clients.openai_compat.OpenAICompatibleSampler",
+    ),
+    (
+        "tracedistill.evaluation.samplers.openai_compat",
+        "OpenAICompatibleSampler",
+        "tracedistill.clients.openai_compat.OpenAICompatibleSampler",
+    ),
+    (
+        "tracedistill.evaluation.samplers.local",
+        "LocalSampler",
+        "tracedistill.clients.local.LocalSampler",
+    ),
 ]
 
 
@@ -72,3 +116,23 @@ def test_an_unknown_name_still_raises_attribute_error() -> None:
         warnings.simplefilter("error")
         with pytest.raises(AttributeError, match="Nonesuch"):
             _ = config.Nonesuch  # type: ignore[attr-defined]
+
+
+def test_the_current_names_import_quietly() -> None:
+    # What the package itself uses (and exports from the top level) never warns.
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "import tracedistill, tracedistill.evaluation as e, tracedistill.experiment as x\n"
+        "for m in (tracedistill, e, x):\n"
+        "    [getattr(m, n) for n in m.__all__]\n"
+        "from tracedistill.teachers import *\n"
+        "from tracedistill.evaluation.evaluator import *\n"
+        "from tracedistill.evaluation.samplers import *\n"
+        "from tracedistill.evaluation.base import *\n"
+        "print('quiet')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "quiet"
