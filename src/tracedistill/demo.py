@@ -173,8 +173,10 @@ class SyntheticTeacher(Teacher):
         reasoning, answer = worked_solution(problem, slip=1 + digest[1] % 3 if wrong else 0)
         if not self.steps:
             reasoning = ""  # the answer-only ablation: the same answer, no steps
+        # The prompt is sized as rate limits and the plan size it; the answer at the same
+        # four characters a token.
+        prompt_tokens = self.estimate_input_tokens(request)
         completion_tokens = (len(reasoning) + len(answer)) // 4
-        prompt_tokens = sum(len(m.content) for m in request.messages) // 4
         return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
