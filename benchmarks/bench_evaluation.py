@@ -125,7 +125,7 @@ async def bench_latency(n: int, concurrency: int, latency: float) -> None:
         raise AssertionError("unknown prompt")
 
     expected = sum(ok for _, ok in answers.values())
-    from tracedistill.evaluation.samplers import OpenAICompatibleSampler
+    from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 
     with (
         OpenAIServer(responder=responder, latency=latency) as server,

@@ -5,7 +5,7 @@ Runs offline on the CPU in a few minutes:
     python examples/custom_teacher_and_benchmark.py
 
 The teacher is a plain Python solver for greatest-common-divisor questions (swap in a call to
-your own model server: implement ``complete`` and return a ``Completion``). The benchmark is
+your own model server: implement ``complete`` and return a ``TeacherCompletion``). The benchmark is
 any list of ``Problem``s. The student is the demo's tiny Qwen3 model, trained with LoRA locally:
 it is far too small to learn Euclid's algorithm (its 600-token vocabulary was made for the
 demo's problems), so expect little beyond the think block; point ``base_model`` at a real model
@@ -23,7 +23,13 @@ import anyio
 from tracedistill import Experiment, Problem, Run, TrainConfig, custom_benchmark
 from tracedistill.demo import build_demo_student
 from tracedistill.records import SamplingParams, TokenUsage
-from tracedistill.teachers import Completion, PromptSet, PromptTemplate, Teacher, TeacherRequest
+from tracedistill.teachers import (
+    PromptSet,
+    PromptTemplate,
+    Teacher,
+    TeacherCompletion,
+    TeacherRequest,
+)
 from tracedistill.training.local import LocalTrainer
 
 PROMPTS = PromptSet(math=PromptTemplate(user="{prompt}\nPut the final answer in \\boxed{}."))
@@ -40,14 +46,16 @@ class GcdTeacher(Teacher):
             model="euclid", params=SamplingParams(max_tokens=128, temperature=0.0), prompts=PROMPTS
         )
 
-    async def complete(self, request: TeacherRequest, *, observe: object = None) -> Completion:
+    async def complete(
+        self, request: TeacherRequest, *, observe: object = None
+    ) -> TeacherCompletion:
         a, b = request.problem.metadata["a"], request.problem.metadata["b"]
         steps, x, y = [], a, b
         while y:
             steps.append(f"gcd({x}, {y}) = gcd({y}, {x % y})")
             x, y = y, x % y
         reasoning = "; ".join(steps) + f"; so the gcd is {x}."
-        return Completion(
+        return TeacherCompletion(
             reasoning=reasoning,
             answer=f"\\boxed{{{x}}}",
             usage=TokenUsage(prompt_tokens=12, completion_tokens=len(reasoning) // 4),

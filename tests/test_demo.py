@@ -104,6 +104,15 @@ def test_teacher_is_right_or_wrong_on_purpose(kind: TaskKind) -> None:
     assert 0.6 * 200 < right < 0.9 * 200
 
 
+def test_teacher_reports_the_one_prompt_token_estimate() -> None:
+    # The demo's prompt tokens are the estimate rate limits and the plan use, not a third rule.
+    teacher = SyntheticTeacher()
+    for kind in TaskKind:
+        request = teacher.request(synthetic_problems(kind, 1, seed=3)[0])
+        completion = anyio.run(teacher.complete, request)
+        assert completion.usage.prompt_tokens == teacher.estimate_input_tokens(request) > 0
+
+
 @pytest.mark.parametrize("kind", list(TaskKind))
 def test_answer_only_teacher_gives_the_same_answers_without_steps(kind: TaskKind) -> None:
     """The ablation's teacher: the same answers, slips included, and no reasoning."""

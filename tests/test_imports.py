@@ -69,8 +69,11 @@ def test_the_lazy_packages_are_found() -> None:
 @pytest.mark.parametrize("package", sorted(LAZY))
 def test_the_lazy_table_matches_the_type_checking_imports(package: str) -> None:
     # What type checkers see (the imports) is what runs (the table), name by name.
+    # A deprecated alias is imported as ``X as X`` (re-exported for type checkers, left out of
+    # ``__all__``) and resolved through the package's ``_RENAMED`` table, which warns.
     tree = ast.parse(LAZY[package].read_text(encoding="utf-8"))
     imported: dict[str, str] = {}
+    deprecated: dict[str, str] = {}
     eager: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tracedistill."):
@@ -79,10 +82,13 @@ def test_the_lazy_table_matches_the_type_checking_imports(package: str) -> None:
             for stmt in node.body:
                 assert isinstance(stmt, ast.ImportFrom) and stmt.module, ast.dump(stmt)
                 for alias in stmt.names:
-                    assert alias.asname is None, alias.name
-                    imported[alias.name] = stmt.module
+                    assert alias.asname in {None, alias.name}, alias.name
+                    table = imported if alias.asname is None else deprecated
+                    table[alias.name] = stmt.module
     module = importlib.import_module(package)
     assert imported == module._EXPORTS
+    renamed = getattr(module, "_RENAMED", {})
+    assert deprecated == {old: new.rpartition(".")[0] for old, new in renamed.items()}
     assert set(module.__all__) == set(imported) | eager
     assert set(module.__all__) <= set(dir(module))
 

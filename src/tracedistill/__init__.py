@@ -19,7 +19,9 @@ from tracedistill import _lazy
 
 if TYPE_CHECKING:
     from tracedistill._version import __version__
+    from tracedistill.clients.anthropic import AnthropicClient
     from tracedistill.clients.local import LocalSampler
+    from tracedistill.clients.openai_compat import OpenAICompatibleSampler
     from tracedistill.clients.tinker import TinkerSampler
     from tracedistill.errors import TraceDistillError
     from tracedistill.evaluation import (
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
         math500,
         mbpp_plus,
     )
-    from tracedistill.evaluation.samplers import AnthropicClient, OpenAICompatibleSampler
     from tracedistill.experiment import Experiment, Filters, Generation, Plan, Run
     from tracedistill.problems import (
         ProblemPool,
@@ -92,7 +93,7 @@ if TYPE_CHECKING:
 #: ``import tracedistill`` loads none of them, so it pulls in neither torch, transformers, the
 #: tinker SDK nor numpy; ``from tracedistill import Experiment`` loads what the experiment needs.
 _EXPORTS = {
-    "AnthropicClient": "tracedistill.evaluation.samplers",
+    "AnthropicClient": "tracedistill.clients.anthropic",
     "AnthropicTeacher": "tracedistill.teachers",
     "ClientTeacher": "tracedistill.teachers",
     "Benchmark": "tracedistill.evaluation",
@@ -113,7 +114,7 @@ _EXPORTS = {
     "MathVerifier": "tracedistill.verifiers",
     "Message": "tracedistill.records",
     "OpenAICompatTeacher": "tracedistill.teachers",
-    "OpenAICompatibleSampler": "tracedistill.evaluation.samplers",
+    "OpenAICompatibleSampler": "tracedistill.clients.openai_compat",
     "OpenRouterTeacher": "tracedistill.teachers",
     "Plan": "tracedistill.experiment",
     "Pricing": "tracedistill.teachers",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tracedistill.chat import ChatRenderer, ChatTokenizer
     from tracedistill.clients.base import Sampler
     from tracedistill.experiment import Run
-    from tracedistill.experiment.config import SamplerFactory
+    from tracedistill.experiment.config import ExperimentSamplerFactory
     from tracedistill.report import Results
     from tracedistill.training.base import TrainConfig
 
@@ -173,8 +173,10 @@ class SyntheticTeacher(Teacher):
         reasoning, answer = worked_solution(problem, slip=1 + digest[1] % 3 if wrong else 0)
         if not self.steps:
             reasoning = ""  # the answer-only ablation: the same answer, no steps
+        # The prompt is sized as rate limits and the plan size it; the answer at the same
+        # four characters a token.
+        prompt_tokens = self.estimate_input_tokens(request)
         completion_tokens = (len(reasoning) + len(answer)) // 4
-        prompt_tokens = sum(len(m.content) for m in request.messages) // 4
         return TeacherCompletion(
             reasoning=reasoning,
             answer=answer,
@@ -383,7 +385,7 @@ def _one_torch_thread() -> None:
         torch.set_num_threads(1)
 
 
-def demo_sampler_factory(batch_size: int = 100) -> SamplerFactory:
+def demo_sampler_factory(batch_size: int = 100) -> ExperimentSamplerFactory:
     """Evaluation samplers for the demo: local, greedy, ``batch_size`` prompts per ``generate``.
 
     The held-out set of a task goes through the tiny student in one batch (with the KV cache,

@@ -56,6 +56,8 @@ async def test_complete_checks_its_arguments_like_sample() -> None:
         await client.complete("x", max_tokens=0)
 
 
+# The old paths warn (tests/test_deprecated_names.py checks that); here, only what they name.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_old_paths_name_the_same_objects() -> None:
     from tracedistill import records, teachers
     from tracedistill.clients import base, openai_compat

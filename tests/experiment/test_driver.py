@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import orjson
 
+from tracedistill.clients.base import Sampler
 from tracedistill.demo import DEMO_PROMPTS, SyntheticTeacher, synthetic_problems
 from tracedistill.evaluation import Completion
-from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.benchmarks import custom_benchmark
 from tracedistill.experiment import STAGES, Experiment, Run
 from tracedistill.records import FinishReason, Trace

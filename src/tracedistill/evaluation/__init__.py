@@ -2,7 +2,7 @@
 
 ```python
 from tracedistill.evaluation import Evaluator, math500, greedy
-from tracedistill.evaluation.samplers import OpenAICompatibleSampler
+from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 
 bench = math500("../shared/data/math500_test.jsonl")
 sampler = OpenAICompatibleSampler("my-lora", base_url="http://localhost:8000/v1")

@@ -13,12 +13,13 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from tracedistill import _lazy
 from tracedistill._progress import Progress
 from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, greedy
 from tracedistill.errors import ConfigurationError, EvaluationError
@@ -50,21 +51,28 @@ __all__ = [
     "Evaluator",
     "answer_text",
     "protocol_of",
-    "request_key_of",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Makes the sampler of one checkpoint (what :class:`Evaluator` calls per checkpoint).
 CheckpointSamplerFactory = Callable[[Any], Sampler]
-#: Deprecated alias of :data:`CheckpointSamplerFactory` (kept one release).
-SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
-
-#: Deprecated name of :func:`tracedistill.records.messages.evaluation_request_key` (kept one
-#: release): the request keys have one home, beside the teachers' ``request_key``.
-request_key_of = evaluation_request_key
+if TYPE_CHECKING:
+    #: Deprecated alias of :data:`CheckpointSamplerFactory` (kept one release).
+    SamplerFactory = CheckpointSamplerFactory
+    #: Deprecated name of :func:`tracedistill.records.messages.evaluation_request_key` (kept
+    #: one release): the request keys have one home, beside the teachers' ``request_key``.
+    request_key_of = evaluation_request_key
+else:
+    __getattr__ = _lazy.deprecated(
+        __name__,
+        {
+            "SamplerFactory": f"{__name__}.CheckpointSamplerFactory",
+            "request_key_of": "tracedistill.records.messages.evaluation_request_key",
+        },
+    )
 
 
 def protocol_of(verifier: Verifier) -> str | None:

@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING
 from tracedistill import _lazy
 
 if TYPE_CHECKING:
-    from tracedistill.experiment.config import STAGES, Baseline, Generation, Run, SamplerFactory
+    from tracedistill.experiment.config import (
+        STAGES,
+        Baseline,
+        ExperimentSamplerFactory,
+        Generation,
+        Run,
+    )
+    from tracedistill.experiment.config import SamplerFactory as SamplerFactory  # deprecated
     from tracedistill.experiment.driver import Experiment
     from tracedistill.experiment.plan import Plan, PlanRow
     from tracedistill.experiment.select import Filters
@@ -51,20 +58,22 @@ _EXPORTS = {
     "PlanRow": "tracedistill.experiment.plan",
     "Run": "tracedistill.experiment.config",
     "STAGES": "tracedistill.experiment.config",
-    "SamplerFactory": "tracedistill.experiment.config",
+    "ExperimentSamplerFactory": "tracedistill.experiment.config",
 }
+#: Deprecated name -> its replacement (kept one release; each use warns).
+_RENAMED = {"SamplerFactory": "tracedistill.experiment.config.ExperimentSamplerFactory"}
 
 __all__ = [
     "STAGES",
     "Baseline",
     "Experiment",
+    "ExperimentSamplerFactory",
     "Filters",
     "Generation",
     "Plan",
     "PlanRow",
     "Run",
-    "SamplerFactory",
 ]
 
 if not TYPE_CHECKING:  # type checkers see the imports above instead
-    __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS, globals())
+    __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS, globals(), renamed=_RENAMED)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from tracedistill import _lazy
 from tracedistill.clients.base import Sampler
 from tracedistill.clients.ratelimit import RateLimits
 from tracedistill.errors import ConfigurationError
@@ -18,15 +19,25 @@ from tracedistill.records import Problem, TaskKind
 from tracedistill.teachers.base import Teacher
 from tracedistill.training.base import TrainConfig
 
-__all__ = ["STAGES", "Baseline", "Generation", "Run", "SamplerFactory"]
+__all__ = ["STAGES", "Baseline", "ExperimentSamplerFactory", "Generation", "Run"]
 
 #: The stages of every run, in order.
 STAGES = ("generate", "verify", "filter", "train", "evaluate")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-#: Called with the evaluated object to build its sampler (a Checkpoint or the base model).
-SamplerFactory = Callable[[Any, "Run | None"], Sampler]
+#: Builds the sampler of what an experiment evaluates: called with a checkpoint and its run, or
+#: with the baseline and ``None`` (unlike the evaluator's one-argument
+#: :data:`~tracedistill.evaluation.evaluator.CheckpointSamplerFactory`).
+ExperimentSamplerFactory = Callable[[Any, "Run | None"], Sampler]
+
+if TYPE_CHECKING:
+    #: Deprecated name of :data:`ExperimentSamplerFactory` (kept one release).
+    SamplerFactory = ExperimentSamplerFactory
+else:
+    __getattr__ = _lazy.deprecated(
+        __name__, {"SamplerFactory": f"{__name__}.ExperimentSamplerFactory"}
+    )
 
 #: The model an experiment evaluates as its baseline (the untrained student): a
 #: :class:`Sampler`, or a model name or path the sampler factory (or the default backend) takes.

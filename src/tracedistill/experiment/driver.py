@@ -18,7 +18,7 @@ from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator, protocol_of
 from tracedistill.experiment.collect import collect_results
-from tracedistill.experiment.config import STAGES, Baseline, Run, SamplerFactory
+from tracedistill.experiment.config import STAGES, Baseline, ExperimentSamplerFactory, Run
 from tracedistill.experiment.evaluate import (
     checkpoint_label,
     evaluate_model,
@@ -75,7 +75,7 @@ class Experiment:
         benchmarks: Sequence[Benchmark] = (),
         baseline: Baseline | None = None,
         verifiers: Mapping[TaskKind | str, Verifier] | None = None,
-        sampler_factory: SamplerFactory | None = None,
+        sampler_factory: ExperimentSamplerFactory | None = None,
         progress: bool | None = None,
         base_model: Baseline | None = None,
     ) -> None:

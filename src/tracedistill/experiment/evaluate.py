@@ -17,7 +17,7 @@ from tracedistill.clients.base import Sampler
 from tracedistill.errors import ConfigurationError
 from tracedistill.evaluation.benchmarks import Benchmark
 from tracedistill.evaluation.evaluator import Evaluator
-from tracedistill.experiment.config import Run, SamplerFactory
+from tracedistill.experiment.config import ExperimentSamplerFactory, Run
 from tracedistill.training.base import TrainingDirectory
 
 __all__ = ["checkpoint_label", "evaluate_model", "evaluate_stage", "make_sampler"]
@@ -30,7 +30,7 @@ def checkpoint_label(run: Run, step: int) -> str:
     return f"{run.name}@{step}"
 
 
-def make_sampler(model: Any, run: Run | None, factory: SamplerFactory | None) -> Sampler:
+def make_sampler(model: Any, run: Run | None, factory: ExperimentSamplerFactory | None) -> Sampler:
     """The sampler of an evaluated object: itself, the factory's, or the default backend's."""
     if isinstance(model, Sampler):
         return model
@@ -68,7 +68,7 @@ async def evaluate_stage(
     evaluator: Evaluator,
     benchmarks: Sequence[Benchmark],
     training_dir: Path,
-    factory: SamplerFactory | None,
+    factory: ExperimentSamplerFactory | None,
 ) -> dict[str, Any]:
     """Evaluate every saved checkpoint of a run; return how many were evaluated.
 

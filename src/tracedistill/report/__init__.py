@@ -8,7 +8,8 @@ Wilson interval; every difference is paired problem by problem (exact McNemar te
 Newcombe's interval), so a reader sees which differences are more than noise.
 
 Modules: ``scores`` (:class:`Score`, :func:`compare`, labels), ``quality`` (the trace-quality
-table), ``results`` (:class:`Results`: the tables, text, HTML and plots).
+table), ``results`` (:class:`Results`: the tables, text, HTML and plots), ``plots`` (the figures;
+matplotlib, the optional ``plot`` extra, is imported there only).
 """
 
 from __future__ import annotations

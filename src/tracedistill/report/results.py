@@ -560,21 +560,21 @@ class Results:
         The base model is a dashed line with its interval shaded; with ``path`` the figure is
         also written there (its folder created).
         """
-        from tracedistill import _plots
+        from tracedistill.report import plots
 
-        return _finish(_plots.steps_figure(self), path)
+        return _finish(plots.steps_figure(self), path)
 
     def plot_format(self, path: str | Path | None = None) -> Any:
         """Format compliance against step per run and benchmark (a Figure), base dashed."""
-        from tracedistill import _plots
+        from tracedistill.report import plots
 
-        return _finish(_plots.format_figure(self), path)
+        return _finish(plots.format_figure(self), path)
 
     def plot_pareto(self, path: str | Path | None = None) -> Any:
         """Every checkpoint over the first two benchmarks, the frontier and the base marked."""
-        from tracedistill import _plots
+        from tracedistill.report import plots
 
-        return _finish(_plots.pareto_figure(self), path)
+        return _finish(plots.pareto_figure(self), path)
 
     def to_html(
         self, path: str | Path, *, title: str = "tracedistill report", preamble: str = ""
@@ -583,15 +583,15 @@ class Results:
         path = Path(path)
         images = []
         try:
-            from tracedistill import _plots
+            from tracedistill.report import plots
 
             # Figures outside pyplot: writing a report shows nothing and leaks nothing.
             figures = [
-                _plots.steps_figure(self, managed=False),
-                _plots.pareto_figure(self, managed=False),
+                plots.steps_figure(self, managed=False),
+                plots.pareto_figure(self, managed=False),
             ]
             if any(s.format_compliance is not None for s in self.scores):
-                figures.insert(1, _plots.format_figure(self, managed=False))
+                figures.insert(1, plots.format_figure(self, managed=False))
             for fig in figures:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=110)
@@ -636,7 +636,7 @@ def _protocols(scores: Sequence[Score], given: Mapping[str, str]) -> dict[str, s
 
 def _finish(fig: Any, path: str | Path | None) -> Any:
     if path is not None:
-        from tracedistill import _plots
+        from tracedistill.report import plots
 
-        _plots.save(fig, path)
+        plots.save(fig, path)
     return fig

@@ -8,6 +8,9 @@ concurrency, rate limits, retries by error class, a hard budget and resume. Back
 :func:`generate_batch` does the same through OpenAI's and Anthropic's batch APIs.
 """
 
+from typing import TYPE_CHECKING
+
+from tracedistill import _lazy
 from tracedistill.clients.http import default_transport
 from tracedistill.clients.ratelimit import RateLimiter, RateLimits
 from tracedistill.clients.retry import RetryPolicy
@@ -21,7 +24,6 @@ from tracedistill.prompts import (
 from tracedistill.teachers.anthropic import AnthropicTeacher
 from tracedistill.teachers.base import (
     BatchStatus,
-    Completion,
     SupportsBatch,
     Teacher,
     TeacherCompletion,
@@ -44,7 +46,6 @@ __all__ = [
     "BatchStatus",
     "Budget",
     "ClientTeacher",
-    "Completion",
     "GenerationSummary",
     "HttpTeacher",
     "OpenAICompatTeacher",
@@ -66,3 +67,10 @@ __all__ = [
     "generate",
     "generate_batch",
 ]
+
+if TYPE_CHECKING:
+    from tracedistill.teachers.base import Completion as Completion  # deprecated
+else:  # each use of an old name warns (kept one release)
+    __getattr__ = _lazy.deprecated(
+        __name__, {"Completion": "tracedistill.teachers.base.TeacherCompletion"}
+    )

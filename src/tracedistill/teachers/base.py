@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import anyio
 import attrs
 
+from tracedistill import _lazy
 from tracedistill.clients.base import Observer, Reply
 from tracedistill.clients.ratelimit import Permit, RateLimiter
 from tracedistill.clients.retry import RetryPolicy, retry_call
@@ -45,7 +46,6 @@ from tracedistill.teachers.cost import Pricing
 
 __all__ = [
     "BatchStatus",
-    "Completion",
     "Observer",
     "SupportsBatch",
     "Teacher",
@@ -72,9 +72,12 @@ class TeacherRequest:
 TeacherCompletion = Reply
 
 
-#: Deprecated alias of :class:`TeacherCompletion` (kept one release; the name
-#: :class:`~tracedistill.records.Completion` is a model's answer to a prompt).
-Completion = TeacherCompletion
+if TYPE_CHECKING:
+    #: Deprecated alias of :class:`TeacherCompletion` (kept one release; the name
+    #: :class:`~tracedistill.records.Completion` is a model's answer to a prompt).
+    Completion = TeacherCompletion
+else:
+    __getattr__ = _lazy.deprecated(__name__, {"Completion": f"{__name__}.TeacherCompletion"})
 
 
 @attrs.frozen(slots=True, kw_only=True)
@@ -363,7 +366,7 @@ class Teacher(abc.ABC):
     def outcome_trace(
         self,
         request: TeacherRequest,
-        outcome: Completion | ProviderError,
+        outcome: TeacherCompletion | ProviderError,
         *,
         attempts: int = 1,
         latency_s: float = 0.0,

@@ -25,7 +25,7 @@ from typing import Any
 
 from tracedistill.records import VerdictReason
 from tracedistill.verifiers import _codec
-from tracedistill.verifiers._checks import KIND_REASON, Run, layers, plain_equal, short_repr
+from tracedistill.verifiers._checks import KIND_REASON, SandboxRun, layers, plain_equal, short_repr
 from tracedistill.verifiers._protocol import Record
 from tracedistill.verifiers.base import CheckResult, clip
 
@@ -205,7 +205,7 @@ def judge_asserts(
     outputs: dict[int, list[Any]],
     checked: dict[int, Record],
     stopped_at: int,
-    run: Run,
+    run: SandboxRun,
 ) -> CheckResult:
     """The verdict on assert tests, in order: the first that failed (or did not run) decides."""
     for index, (plan, expected) in enumerate(plans):

@@ -24,7 +24,7 @@ from tracedistill.verifiers.base import CheckResult, clip
 __all__ = [
     "KIND_REASON",
     "ExpectedGroup",
-    "Run",
+    "SandboxRun",
     "compare_outputs",
     "failure_of",
     "judge_outputs",
@@ -54,7 +54,7 @@ KIND_REASON = {
 
 
 @attrs.frozen(slots=True)
-class Run:
+class SandboxRun:
     """One sandboxed run as the verifier sees it: the child's records, what stopped it (None
     when every test ran), the seconds the run took on its runner and the size of its records.
     """
@@ -189,7 +189,7 @@ def _record_failure(records: Sequence[Record], base: dict[str, Any]) -> CheckRes
 async def judge_outputs(
     compare: Any,
     expected_groups: Sequence[ExpectedGroup],
-    runs: Sequence[Run],
+    runs: Sequence[SandboxRun],
     failures: Sequence[CheckResult | None],
     owner: dict[tuple[int, int], int],
 ) -> CheckResult | None:
@@ -258,7 +258,7 @@ def compare_outputs(
     return next((f for f in failures if f is not None), None)
 
 
-def judge_stdio(cases: Sequence[StdioCase], run: Run) -> CheckResult:
+def judge_stdio(cases: Sequence[StdioCase], run: SandboxRun) -> CheckResult:
     """The verdict on stdin/stdout cases, in order: the first that failed decides."""
     records, failure = run.records, run.failure
     if failure is not None and failure.reason is VerdictReason.SANDBOX_VIOLATION:

@@ -54,7 +54,7 @@ from tracedistill.verifiers._bubblewrap import (
     find_bubblewrap,
 )
 from tracedistill.verifiers._checks import (
-    Run,
+    SandboxRun,
     failure_of,
     judge_outputs,
     judge_stdio,
@@ -93,8 +93,8 @@ _HANDLER = "tracedistill.verifiers.sandbox:handle"
 # runner.
 _LOGIC_VERSION = "3"
 
-#: A run's outcome: a Run, or a CheckResult when nothing usable came back.
-_Report = CheckResult | Run
+#: A run's outcome: a SandboxRun, or a CheckResult when nothing usable came back.
+_Report = CheckResult | SandboxRun
 #: Seconds the current check's sandboxed runs took (each check sets its own list).
 _SPENT: contextvars.ContextVar[list[float]] = contextvars.ContextVar("tracedistill_code_spent")
 
@@ -441,7 +441,7 @@ class CodeVerifier(Verifier):
             for part in parts
         ]
         reports = await self._run_parts(jobs)
-        runs: list[Run] = []
+        runs: list[SandboxRun] = []
         failures: list[CheckResult | None] = []
         for report in reports:
             if isinstance(report, CheckResult):
@@ -561,7 +561,7 @@ class CodeVerifier(Verifier):
         if failure is not None:
             details = dict(failure.details, note="the reference solution failed in the sandbox")
             return CheckResult.fail(VerdictReason.VERIFIER_ERROR, details)
-        assert isinstance(report, Run)
+        assert isinstance(report, SandboxRun)
         raw: dict[str, Any] = {"base": [], "plus": [], "base_time": [], "plus_time": []}
         for record in report.records:
             if "group" in record:
@@ -667,7 +667,7 @@ class CodeVerifier(Verifier):
         return job
 
     async def _run(self, job: Job, *, own: bool = True) -> _Report:
-        """Run a job: its Run, or a CheckResult if nothing usable came back.
+        """Run a job: its SandboxRun, or a CheckResult if nothing usable came back.
 
         ``own``: the run is the checked program's (its time counts in the verdict's
         ``elapsed_s``), not a reference solution's.
@@ -689,7 +689,7 @@ class CodeVerifier(Verifier):
             _note_spent(float(report["wall_s"]))
         records = await read_records(report["data"])
         failure = failure_of(report, records)
-        return Run(records, failure, float(report["wall_s"]), len(report["data"]))
+        return SandboxRun(records, failure, float(report["wall_s"]), len(report["data"]))
 
 
 def _note_spent(seconds: float) -> None:

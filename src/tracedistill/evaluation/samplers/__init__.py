@@ -1,22 +1,34 @@
-"""Sampler backends: OpenAI-compatible servers, Anthropic, Tinker, and local transformers models.
+"""Picking a sampler for what is evaluated: :func:`make_sampler`.
 
-The Tinker and local backends import heavy libraries, so they are imported from their modules
-(``tracedistill.clients.tinker``, ``tracedistill.clients.local``) and
-not here. :func:`make_sampler` picks the backend for a checkpoint or a path.
+The sampler backends themselves live in :mod:`tracedistill.clients` (OpenAI-compatible servers,
+Anthropic, Tinker, local transformers models); their old paths here are kept one release and warn.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tracedistill.clients.anthropic import AnthropicClient
+from tracedistill import _lazy
 from tracedistill.clients.base import Sampler
-from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.errors import ConfigurationError
 from tracedistill.records import Checkpoint, SamplerWeights
 
-__all__ = ["AnthropicClient", "OpenAICompatibleSampler", "make_sampler"]
+if TYPE_CHECKING:  # moved to tracedistill.clients (kept one release; each use warns)
+    from tracedistill.clients.anthropic import AnthropicClient as AnthropicClient
+    from tracedistill.clients.openai_compat import (
+        OpenAICompatibleSampler as OpenAICompatibleSampler,
+    )
+else:
+    __getattr__ = _lazy.deprecated(
+        __name__,
+        {
+            "AnthropicClient": "tracedistill.clients.anthropic.AnthropicClient",
+            "OpenAICompatibleSampler": "tracedistill.clients.openai_compat.OpenAICompatibleSampler",
+        },
+    )
+
+__all__ = ["make_sampler"]
 
 
 def make_sampler(model: Any, **kwargs: Any) -> Sampler:
