@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import anyio.to_thread
 
 from tracedistill._secrets import Secret
 from tracedistill.chat import GenerationPrompt
+from tracedistill.errors import InvalidRequestError
 from tracedistill.records import SamplingParams
 
 __all__ = [
     "chat_stop",
     "create_sampling_client",
+    "new_service_client",
     "resolve_future",
+    "served_models",
     "tinker_sampling_params",
 ]
+
+log = logging.getLogger(__name__)
 
 
 async def resolve_future(future: Any) -> Any:
@@ -58,29 +64,57 @@ def tinker_sampling_params(params: SamplingParams, stop: list[int] | list[str]) 
     )
 
 
+def new_service_client(*, base_url: str | None, api_key: Secret | None) -> Any:
+    """A new ``tinker.ServiceClient`` for ``base_url`` and ``api_key`` (SDK defaults if None)."""
+    import tinker
+
+    return tinker.ServiceClient(
+        base_url=base_url, api_key=None if api_key is None else api_key.reveal()
+    )
+
+
+def served_models(*, base_url: str | None, api_key: Secret | None) -> list[str] | None:
+    """The base models the service at ``base_url`` says it serves (blocking), or None when it
+    does not say (an older server, or the question failed: the check is only a courtesy).
+    """
+    import tinker
+
+    try:
+        # A session-less REST client: it opens no session and needs no closing.
+        rest = tinker.RestClient(
+            base_url=base_url, api_key=None if api_key is None else api_key.reveal()
+        )
+        capabilities = rest.get_server_capabilities().result()
+        names = [m.model_name for m in capabilities.supported_models if m.model_name]
+    except Exception as exc:
+        log.debug("the Tinker service did not list its models: %s: %s", type(exc).__name__, exc)
+        return None
+    return [str(n) for n in names] or None
+
+
 def create_sampling_client(
     service: Any,
     *,
-    base_url: str | None,
-    api_key: Secret | None,
     model_path: str | None,
     base_model: str | None,
-) -> tuple[Any, Any, bool]:
-    """Create a sampling client (blocking: call it in a worker thread, bounded in time).
+    served: list[str] | None = None,
+) -> Any:
+    """Create a sampling client on ``service`` (blocking: call it in a worker thread, bounded
+    in time) for ``model_path`` (sampler weights) or, when it is None, ``base_model``.
 
-    Returns ``(service, client, created)``: the given ``tinker.ServiceClient`` or a new one built
-    from ``base_url`` and ``api_key`` (``created`` says which), and the sampling client for
-    ``model_path`` (sampler weights) or, when it is None, ``base_model``.
+    Raises:
+        InvalidRequestError: ``base_model`` is not among the ``served`` models (a Tinker-API
+            server may accept an unknown base model here and refuse only each sample, after
+            the SDK's own retries).
     """
-    created = service is None
-    if created:
-        import tinker
-
-        service = tinker.ServiceClient(
-            base_url=base_url, api_key=None if api_key is None else api_key.reveal()
+    known = {n.lower() for n in served or ()}
+    if model_path is None and base_model and served and base_model.lower() not in known:
+        raise InvalidRequestError(
+            f"{base_model} is not served by this Tinker service (it serves: "
+            f"{', '.join(served[:10])}{', ...' if len(served) > 10 else ''})",
+            status=404,
         )
     future = service.create_sampling_client(
         model_path=model_path, base_model=None if model_path else base_model
     )
-    client = future.result() if hasattr(future, "result") else future
-    return service, client, created
+    return future.result() if hasattr(future, "result") else future

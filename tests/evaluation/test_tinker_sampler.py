@@ -141,6 +141,63 @@ async def test_rate_limit_retried_then_fatal_errors(tokenizer: ChatTokenizer) ->
     assert info.value.fatal
 
 
+class FlakyService(FakeService):
+    """Fails the first creations with ``errors``, then creates the client."""
+
+    def __init__(self, client: FakeSamplingClient, errors: list[BaseException]) -> None:
+        super().__init__(client)
+        self.errors = errors
+
+    def create_sampling_client(self, **kw: Any) -> _Future:
+        self.created.append(kw)
+        return _Future(error=self.errors.pop(0)) if self.errors else _Future(self.client)
+
+
+async def test_evaluation_retries_a_transient_start_and_stops_on_a_permanent_one(
+    tokenizer: ChatTokenizer,
+) -> None:
+    ids = [*tokenizer.encode("ok"), 151645]
+    flaky = FlakyService(FakeSamplingClient([(ids, "stop")], []), [_Status(503, "warming up")])
+    sampler = _sampler(tokenizer, flaky)
+    out = await sampler.sample([Message("user", "hi")], greedy(8))  # retried, not fatal
+    assert out.text == "ok" and len(flaky.created) == 2
+    await sampler.aclose()
+    gone = FlakyService(FakeSamplingClient([], []), [_Status(404, "no such weights")] * 3)
+    sampler = _sampler(tokenizer, gone)
+    for _ in range(2):
+        with pytest.raises(SamplerError, match="no such weights") as info:
+            await sampler.sample([Message("user", "hi")], greedy(8))
+        assert info.value.fatal
+    assert len(gone.created) == 1  # kept: the service is not asked again
+    await sampler.aclose()
+
+
+def test_sdk_errors_are_classified_by_the_status_they_were_raised_from() -> None:
+    import httpx
+
+    from tracedistill.clients.tinker import tinker_error
+    from tracedistill.errors import InvalidRequestError, RateLimitError
+
+    request = httpx.Request("POST", "http://tinker.test/api/v1/retrieve_future")
+
+    def api_error(status: int) -> tinker.APIStatusError:
+        response = httpx.Response(status, request=request)
+        return tinker.APIStatusError(f"Error code: {status}", response=response, body=None)
+
+    # What the SDK's futures raise once their own retries are spent: a ValueError from the
+    # API error ("Engine is configured for X but request specified Y" on an unknown model).
+    try:
+        try:
+            raise api_error(400)
+        except tinker.APIStatusError as exc:
+            raise ValueError("Error retrieving result: ... (status 400)") from exc
+    except ValueError as wrapped:
+        error = tinker_error(wrapped, "sample")
+    assert isinstance(error, InvalidRequestError) and error.status == 400
+    assert isinstance(tinker_error(api_error(429), "sample"), RateLimitError)
+    assert tinker_error(ValueError("not an API error"), "sample") is None
+
+
 def test_training_state_path_is_refused_with_the_fix() -> None:
     with pytest.raises(CheckpointError, match="sampler_weights"):
         TinkerSampler("tinker://run-1/weights/step-100")
@@ -161,12 +218,12 @@ async def test_live_sampler_bound(tokenizer: ChatTokenizer) -> None:
     ids = [*tokenizer.encode("x"), 151645]
     samplers = [
         TinkerSampler(
-            PATH,
+            f"tinker://run-{i}/sampler_weights/step-100",  # one slot per weights path
             renderer=ChatRenderer(tokenizer),
             live_samplers=limit,
             service_client=FakeService(FakeSamplingClient([(ids, "stop")] * 4, [])),
         )
-        for _ in range(3)
+        for i in range(3)
     ]
     await samplers[0].start()
     await samplers[1].start()

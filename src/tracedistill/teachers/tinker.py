@@ -1,49 +1,28 @@
 """Tinker sampling as a teacher: any model Tinker serves (or a Tinker-API server you run).
 
-Prompts are rendered to tokens with the shared chat renderer (:mod:`tracedistill.chat`), sampled
-through the tinker SDK, and the sampled tokens are parsed back into reasoning (the ``<think>``
-block) and answer. The SDK's first call does blocking HTTP with long internal retries, so the
-sampling client is created in a worker thread under a time limit.
+The teacher holds a :class:`~tracedistill.clients.tinker.TinkerSampler` (its ``client``) and each
+attempt is one ``client.reply``: prompts are rendered to tokens with the shared chat renderer
+(:mod:`tracedistill.chat`), sampled through the tinker SDK, and the sampled tokens parsed back into
+reasoning (the ``<think>`` block) and answer. The teacher adds prompts, request keys, retries with
+rate limiting, cost and traces, as every teacher does.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
-import anyio.to_thread
-
 from tracedistill._secrets import Secret
-from tracedistill._tinker import (
-    chat_stop,
-    resolve_future,
-    tinker_sampling_params,
-)
 from tracedistill.chat import ChatFormat, ChatRenderer
-from tracedistill.clients.tinker import TinkerConnection, read_sample, tinker_error
-from tracedistill.errors import (
-    ConfigurationError,
-    ProviderError,
-    ProviderUnavailableError,
-)
-from tracedistill.records import (
-    ReasoningKind,
-    SamplingParams,
-    TokenUsage,
-    split_completion,
-)
+from tracedistill.clients.tinker import LiveSamplerLimit, TinkerConnection, TinkerSampler
+from tracedistill.errors import CheckpointError, ConfigurationError
+from tracedistill.records import SamplingParams
 from tracedistill.teachers.base import Observer, Teacher, TeacherCompletion, TeacherRequest
 
 __all__ = ["TinkerTeacher"]
 
 DEFAULT_PARAMS = SamplingParams(max_tokens=8192, temperature=1.0)
-
-
-def _provider_error(exc: BaseException, what: str) -> ProviderError:
-    """The provider error an SDK exception stands for (unknown ones are retryable)."""
-    error = tinker_error(exc, what)
-    return error or ProviderUnavailableError(f"{what}: {type(exc).__name__}: {exc!s:.300}")
 
 
 class TinkerTeacher(Teacher):
@@ -63,9 +42,15 @@ class TinkerTeacher(Teacher):
         base_url: the Tinker API root (default: ``TINKER_BASE_URL`` or the SDK's default).
         api_key: the key (default: ``TINKER_API_KEY``).
         params: sampling parameters.
-        start_timeout_s: the limit on creating the sampling client.
+        start_timeout_s: the limit on one attempt at creating the sampling client.
+        live_samplers: the bound on live sampler-weights paths that ``model_path`` counts
+            against (default: the process-wide one; a base model takes no slot).
         **kwargs: :class:`~tracedistill.teachers.base.Teacher` arguments (name, prompts,
             pricing, retry, timeout).
+
+    Attributes:
+        client: the :class:`~tracedistill.clients.tinker.TinkerSampler` the teacher samples
+            through (closed with the teacher).
     """
 
     def __init__(
@@ -81,6 +66,7 @@ class TinkerTeacher(Teacher):
         api_key: str | Secret | None = None,
         params: SamplingParams | None = None,
         start_timeout_s: float = 300.0,
+        live_samplers: LiveSamplerLimit | None = None,
         **kwargs: Any,
     ) -> None:
         if model_path is not None and "/weights/" in model_path:
@@ -91,114 +77,85 @@ class TinkerTeacher(Teacher):
         super().__init__(model=model_path or base_model, params=params or DEFAULT_PARAMS, **kwargs)
         self.base_model = base_model
         self.model_path = model_path
-        self.connection = TinkerConnection(
-            base_model=base_model,
-            model_path=model_path,
-            renderer=renderer,
-            chat_format=chat_format,
-            tokenizer=tokenizer,
-            service_client=service_client,
-            base_url=base_url,
-            api_key=api_key,
-        )
-        self.chat_format = self.connection.chat_format
-        self.start_timeout_s = start_timeout_s
-        self._client: Any = None
-        self._start_lock: anyio.Lock | None = None
-        self._start_error: ProviderError | None = None
+        try:
+            self.client = TinkerSampler(
+                model_path,
+                base_model=base_model,
+                renderer=renderer,
+                chat_format=chat_format,
+                tokenizer=tokenizer,
+                service_client=service_client,
+                base_url=base_url,
+                api_key=api_key,
+                live_samplers=live_samplers,
+                start_timeout_s=start_timeout_s,
+                retry=self.retry,  # a transient start failure is retried like any attempt
+            )
+        except CheckpointError as exc:  # a teacher's model path is configuration
+            raise ConfigurationError(str(exc)) from None
+        self.client.label = self.name
+
+    @property
+    def connection(self) -> TinkerConnection:
+        """The service session, renderer and SDK arguments the client samples through."""
+        return self.client.connection
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        """The chat format asked for (the renderer's, when one was given, may differ)."""
+        return self.client.chat_format
+
+    @property
+    def start_timeout_s(self) -> float:
+        """The limit on one attempt at creating the sampling client."""
+        return self.client.start_timeout_s
+
+    @start_timeout_s.setter
+    def start_timeout_s(self, value: float) -> None:
+        self.client.start_timeout_s = value
 
     def describe(self) -> Mapping[str, Any]:
         """A JSON-compatible description (no secret)."""
         return {
             **super().describe(),
             "base_model": self.base_model,
-            "chat_format": str(self.connection.renderer_format),
+            "chat_format": str(self.client.renderer_format),
         }
-
-    # --- start ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Build the renderer and create the sampling client (once; later calls return).
 
         Raises:
-            ProviderError: the client could not be created; fatal, so a run stops at once
-                instead of every request waiting out the SDK's retries.
+            ProviderError: the client could not be created (see
+                :meth:`~tracedistill.clients.tinker.TinkerSampler.open`): fatal when the
+                failure will not pass (rejected key, unknown model or path), so a run stops at
+                once; retryable when it may (a timeout, 429, 5xx), and fatal after the retry
+                policy's attempts in a row.
         """
-        if self._start_lock is None:
-            self._start_lock = anyio.Lock()
-        async with self._start_lock:
-            if self._client is not None:
-                return
-            if self._start_error is not None:
-                raise self._start_error  # requests queued behind a failed start fail the same
-            await self.connection.load_renderer()
-            try:
-                client = await self.connection.create_client(self.start_timeout_s)
-            except TimeoutError:
-                error: ProviderError = ProviderUnavailableError(
-                    f"{self.name}: no Tinker sampling client for {self.model} after "
-                    f"{self.start_timeout_s:g}s (is the Tinker service reachable?)"
-                )
-            except Exception as exc:
-                error = _provider_error(exc, f"{self.name}: cannot sample {self.model}")
-            else:
-                self._client = client
-                return
-            error.fatal = True  # every later request would fail the same way
-            self._start_error = error
-            raise error
-
-    # --- one attempt ---------------------------------------------------------------------------
-
-    def _prepare(self, request: TeacherRequest) -> tuple[list[int], Any]:
-
-        renderer = self.connection.renderer
-        if renderer is None:
-            raise RuntimeError("TinkerTeacher used before start()")
-        generation = renderer.generation_prompt(request.messages)
-        params = request.params or DEFAULT_PARAMS
-        sampling = tinker_sampling_params(params, chat_stop(params, generation))
-        return list(generation.tokens), sampling
+        await self.client.open()
 
     async def complete(
         self, request: TeacherRequest, *, observe: Observer | None = None
     ) -> TeacherCompletion:
-        """Sample one completion for ``request`` on Tinker."""
-        import tinker
-
-        await self.start()
-        tokens, sampling = await anyio.to_thread.run_sync(self._prepare, request)
-        try:
-            response = await resolve_future(
-                self._client.sample(
-                    prompt=tinker.types.ModelInput.from_ints(tokens),
-                    num_samples=1,
-                    sampling_params=sampling,
-                )
-            )
-        except Exception as exc:
-            raise _provider_error(exc, f"{self.name}: sample {self.model}") from None
-        return await anyio.to_thread.run_sync(self.parse, response, len(tokens))
-
-    def parse(self, response: Any, prompt_tokens: int) -> TeacherCompletion:
-        """Turn an SDK sample response into a :class:`TeacherCompletion`."""
-        renderer = self.connection.renderer
-        if renderer is None:
-            raise RuntimeError("TinkerTeacher used before start()")
-        text, finish, out = read_sample(renderer, response, what=self.name)
-        reasoning, answer = split_completion(text)
-        return TeacherCompletion(
-            reasoning=reasoning,
-            answer=answer,
-            reasoning_kind=ReasoningKind.RAW if reasoning else ReasoningKind.NONE,
-            finish_reason=finish,
-            usage=TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=out),
+        """One attempt: the client's reply to the request's messages and parameters."""
+        return await self.client.reply(
+            request.messages, request.params or DEFAULT_PARAMS, observe=observe
         )
 
-    async def aclose(self) -> None:
-        """Drop the sampling client and any start failure, and end the service session the
-        teacher opened (idempotent).
+    def parse(self, response: Any, prompt_tokens: int) -> TeacherCompletion:
+        """Turn an SDK sample response into a :class:`TeacherCompletion` (deprecated: use
+        ``teacher.client.reply_of``; kept for one release).
         """
-        self._client = None
-        self._start_error = None
-        await self.connection.aclose()
+        warnings.warn(
+            "TinkerTeacher.parse is deprecated: use teacher.client.reply_of(messages, params, "
+            "response, prompt_tokens)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.client.reply_of((), self.params or DEFAULT_PARAMS, response, prompt_tokens)
+
+    async def aclose(self) -> None:
+        """Close the client: drop the sampling client, its live-sampler slot and any start
+        failure, and end the service session it opened (idempotent).
+        """
+        await self.client.aclose()
