@@ -33,10 +33,9 @@ from pathlib import Path
 
 import anyio
 
-from tracedistill import Experiment, Run, TrainConfig
+from tracedistill import Experiment, Run, TinkerSampler, TrainConfig
 from tracedistill.errors import DatasetUnavailableError, ProblemSourceError
 from tracedistill.evaluation import math500, mbpp_plus
-from tracedistill.evaluation.samplers.tinker import TinkerSampler
 from tracedistill.experiment import Filters, Generation
 from tracedistill.problems import code_contests, openr1_math
 from tracedistill.teachers import OpenRouterTeacher, Pricing, ReplayTeacher

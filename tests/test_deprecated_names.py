@@ -70,6 +70,10 @@ ALIASES = [
         "LocalSampler",
         "tracedistill.clients.local.LocalSampler",
     ),
+    *(
+        ("tracedistill.evaluation.samplers.tinker", name, f"tracedistill.clients.tinker.{name}")
+        for name in ("DEFAULT_LIVE_SAMPLERS", "LiveSamplerLimit", "TinkerSampler")
+    ),
 ]
 
 

@@ -33,10 +33,8 @@ FLOORS: dict[str, frozenset[str]] = {
         {"records", "errors", "_json", "_jsonl", "_html", "_lazy", "_progress", "_secrets"}
         | {"_version"}
     ),
-    # Talking to models and keeping traces. ``_tinker`` (the Tinker SDK's shared connection)
-    # is private by name but shared on purpose by clients/, teachers/ and training/: a low-floor
-    # module of the package root, like ``chat``.
-    "low": frozenset({"clients", "store", "chat", "prompts", "tokenizer", "_tinker"}),
+    # Talking to models and keeping traces.
+    "low": frozenset({"clients", "store", "chat", "prompts", "tokenizer"}),
     "middle": frozenset({"teachers", "evaluation", "training", "problems", "verifiers"}),
     # ``_plots``: the old path of ``report.plots``, kept one release (it imports the report).
     "top": frozenset({"experiment", "report", "demo", "__main__", "", "_plots"}),
@@ -273,7 +271,7 @@ def test_the_rules_catch_what_they_name() -> None:
         < _floor("tracedistill.chat")
         < _floor("tracedistill.teachers.x")
     )
-    assert _floor("tracedistill._tinker") == _floor("tracedistill.clients.x")
+    assert _floor("tracedistill.clients._tinker") == _floor("tracedistill.chat")
     assert _floor("tracedistill.report.x") > _floor("tracedistill.verifiers.x")
     assert _floor("tracedistill") == _floor("tracedistill.experiment")
 

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill._tinker import (
+from tracedistill.clients._tinker import (
     chat_stop,
     create_sampling_client,
     new_service_client,
