@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from tracedistill._secrets import Secret, resolve_secret
+from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.clients._tinker import (
     chat_stop,
     create_sampling_client,
@@ -32,7 +33,6 @@ from tracedistill.clients._tinker import (
     served_models,
     tinker_sampling_params,
 )
-from tracedistill.chat import ChatFormat, ChatRenderer, load_tokenizer
 from tracedistill.clients.base import (
     Completion,
     Observer,
