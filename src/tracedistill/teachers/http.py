@@ -98,3 +98,7 @@ class HttpTeacher(ClientTeacher):
 
     def _redact(self, text: str) -> str:
         return self.client.redact(text)
+
+    def _client_keeps_deadline(self) -> bool:
+        # The client's aiohttp session enforces the attempt limit as its whole-request timeout.
+        return self.client.bounds_replies(self.timeout)
