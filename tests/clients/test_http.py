@@ -148,3 +148,20 @@ async def test_public_transport_methods_are_the_real_ones() -> None:
     assert server.requests == 2
     assert client.error_message({"error": {"message": "m", "type": "t"}}, "") == "t: m"
     assert not hasattr(client, "_post_json") and not hasattr(client, "_send")
+
+
+async def test_a_teacher_whose_attempt_is_more_than_one_reply_keeps_its_own_deadline() -> None:
+    class Twice(OpenAICompatTeacher):
+        async def complete(self, request: Any, *, observe: Any = None) -> Any:
+            await super().complete(request, observe=observe)
+            return await super().complete(request, observe=observe)
+
+    async with TrickleServer(trickle=0).running() as server:
+        plain, twice = (
+            teacher(server.url, timeout=5.0),
+            Twice("loop/model", base_url=server.url, api_key="k", timeout=5.0),
+        )
+        assert (await plain.generate(problem(0))).ok and (await twice.generate(problem(0))).ok
+        assert plain._client_keeps_deadline() and not twice._client_keeps_deadline()
+        await plain.aclose()
+        await twice.aclose()
