@@ -320,11 +320,37 @@ async def overhead_matrix(count: int, repeats: int = 3) -> dict[str, list[float]
     return results
 
 
+async def profile_engine(count: int) -> None:
+    """``generate()`` on the zero-latency server under cProfile: Python calls per request (a
+    count that does not depend on the machine's load) and where the time goes."""
+    import cProfile
+    import pstats
+
+    server = Server()
+    profiler = cProfile.Profile()
+    try:
+        await overhead_engine(server.url, 200)
+        profiler.enable()
+        await overhead_engine(server.url, count)
+        profiler.disable()
+    finally:
+        server.close()
+    stats = pstats.Stats(profiler)
+    calls = sum(nc for _cc, nc, _tt, _ct, _callers in stats.stats.values())  # type: ignore[attr-defined]
+    # overhead_engine sends a 200-request warm-up before the measured ones
+    print(f"  generate() under cProfile: {calls / (count + 200):.0f} Python calls per request")
+    stats.sort_stats("tottime").print_stats(25)
+
+
 def print_overhead(results: dict[str, list[float]], count: int) -> None:
     import statistics
 
     floor = statistics.median(results["raw aiohttp"])
-    print(f"  client CPU per request, zero-latency server, {count:,} requests x3 (min/median/max):")
+    reps = len(results["raw aiohttp"])
+    print(
+        f"  client CPU per request, zero-latency server, {count:,} requests x{reps} "
+        f"(min/median/max; machine load {' '.join(f'{x:.1f}' for x in os.getloadavg())}):"
+    )
     for name, values in results.items():
         med = statistics.median(values)
         print(
@@ -347,10 +373,12 @@ def in_subprocess(case: str, *args: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def main(quick: bool, only: str | None = None) -> None:
+async def main(quick: bool, only: str | None = None, reps: int = 3, profile: bool = False) -> None:
     if only == "overhead":
         count = 2_000 if quick else 10_000
-        print_overhead(await overhead_matrix(count), count)
+        print_overhead(await overhead_matrix(count, reps), count)
+        if profile:
+            await profile_engine(count)
         return
     window = 5.0 if quick else 30.0
     pool = 5_000 if quick else 100_000
@@ -785,7 +813,14 @@ if __name__ == "__main__":
     )
     parser.add_argument("--matrix", action="store_true", help="only the throttling matrix")
     parser.add_argument("--no-matrix", action="store_true", help="skip the throttling matrix")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions per matrix scenario")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="repetitions per matrix scenario or overhead case"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --only overhead: also profile generate() (calls per request, top functions)",
+    )
     parser.add_argument("--scenario", nargs="+", help="only these matrix scenarios")
     args = parser.parse_args()
     if args.case:
@@ -799,6 +834,6 @@ if __name__ == "__main__":
         print(json.dumps(result))
     else:
         if not args.matrix:
-            anyio.run(main, args.quick, args.only)
+            anyio.run(main, args.quick, args.only, args.reps, args.profile)
         if not args.no_matrix and args.only is None:
             anyio.run(run_matrix, args.quick, args.reps, args.scenario)

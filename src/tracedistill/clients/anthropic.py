@@ -323,6 +323,8 @@ class AnthropicClient(RemoteModelClient):
     """
 
     name = "anthropic"
+    #: ``reply`` is one JSON POST (or one stream): the transport can bound the attempt
+    reply_is_one_post = True
 
     def __init__(
         self,
@@ -371,17 +373,17 @@ class AnthropicClient(RemoteModelClient):
         body = self.body(prompt, params)
         if self.stream:
             body["stream"] = True
-            sink = MessageStream(self.name, self._redact)
-            await self._post_stream("/v1/messages", body, sink, observe=observe)
+            sink = MessageStream(self.name, self.redact)
+            await self.post_stream("/v1/messages", body, sink, observe=observe)
             data: Mapping[str, Any] = sink.message()
         else:
-            data, _headers = await self._post_json("/v1/messages", body, observe=observe)
+            data, _headers = await self.post_json("/v1/messages", body, observe=observe)
         return self.reply_of(data)
 
     def reply_of(self, data: Mapping[str, Any]) -> Reply:
         """Normalize a Messages API response body (an error body raises its error)."""
         return parse_message(
-            data, name=self.name, redact=self._redact, summarized_thinking=self.summarized_thinking
+            data, name=self.name, redact=self.redact, summarized_thinking=self.summarized_thinking
         )
 
     async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import anyio
 import httpx
@@ -133,6 +133,9 @@ class HttpClient:
     name: str
     #: seconds an attempt may take, None for no limit (set by the combined class)
     timeout: float | None
+    #: whether the backend's ``reply`` is one :meth:`post_json` and nothing else that waits,
+    #: so that the transport's whole-request deadline bounds the whole attempt
+    reply_is_one_post: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -180,7 +183,8 @@ class HttpClient:
     def _auth_headers(self) -> dict[str, str]:
         return {}
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` without the API key."""
         return self._api_key.redact(text) if self._api_key is not None else text
 
     def _get_client(self) -> httpx.AsyncClient:
@@ -197,7 +201,7 @@ class HttpClient:
         proxied = bool(urllib.request.getproxies())
         self._poster = None
         if self._transport is None and not proxied and loop is not None:
-            self._poster = _AiohttpPoster.create(self._max_connections, timeout)
+            self._poster = _AiohttpPoster.create(self._max_connections, timeout, self.timeout)
         if self._poster is not None:
             transport = self._poster.transport
         elif self._transport is None:
@@ -209,6 +213,22 @@ class HttpClient:
         self._direct = None if proxied else transport
         self._prebuilt = None
         return self._client
+
+    def bounds_replies(self, timeout: float | None) -> bool:
+        """Whether a reply started now in this event loop is cut by the transport itself once
+        it has taken ``timeout`` seconds in all (waiting for a connection, sending, reading).
+
+        True only for a backend whose reply is one JSON POST (:attr:`reply_is_one_post`) on the
+        bare aiohttp path, once its session exists: a teacher then needs no deadline of its own.
+        """
+        poster = self._poster
+        return (
+            self.reply_is_one_post
+            and timeout is not None
+            and poster is not None
+            and poster.total == timeout
+            and self._client_loop is _current_loop()
+        )
 
     def _prebuilt_headers(self, client: httpx.AsyncClient) -> _Prebuilt:
         """The headers of a JSON POST (client defaults, extra headers, auth), built once."""
@@ -265,7 +285,7 @@ class HttpClient:
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise ProviderUnavailableError(
                 f"{self.name}: connection error during the {what} ({type(exc).__name__}: "
-                f"{self._redact(str(exc))[:200]})"
+                f"{self.redact(str(exc))[:200]})"
             ) from None
 
     def _check(self, response: httpx.Response, observe: Observer | None) -> None:
@@ -289,7 +309,7 @@ class HttpClient:
             observe(parse_rate_headers(limits))
         if status >= 400:
             text = content.decode("utf-8", "replace")
-            provider_message = self._redact(self._error_message(parsed, text))
+            provider_message = self.redact(self.error_message(parsed, text))
             raise error_for_status(
                 status,
                 f"{self.name}: HTTP {status}: {provider_message[:500]}",
@@ -303,7 +323,7 @@ class HttpClient:
             headers["content-type"] = "application/json"
         return headers or None
 
-    async def _send(
+    async def send(
         self,
         method: str,
         path_or_url: str,
@@ -313,7 +333,7 @@ class HttpClient:
         data: Mapping[str, Any] | None = None,
         observe: Observer | None = None,
     ) -> httpx.Response:
-        """Send one request; return the 2xx response.
+        """Send one request (a path under ``base_url`` or a full URL); return the 2xx response.
 
         Raises:
             ProviderError: by status; connection errors and timeouts as retryable errors.
@@ -335,8 +355,13 @@ class HttpClient:
         self._check(response, observe)
         return response
 
-    async def _post_stream(
-        self, path: str, body: Mapping[str, Any], sink: EventSink, *, observe: Observer | None
+    async def post_stream(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        sink: EventSink,
+        *,
+        observe: Observer | None = None,
     ) -> None:
         """POST ``body`` and feed the server-sent events of the answer to ``sink``.
 
@@ -416,7 +441,12 @@ class HttpClient:
                     f"{ceiling:g}s (no event after {received} bytes)"
                 )
 
-    def _json_object(self, response: httpx.Response) -> dict[str, Any]:
+    def json_object(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object a response holds.
+
+        Raises:
+            ProviderUnavailableError: the body is not a JSON object.
+        """
         return self._json_of(response.status_code, response.content)
 
     def _json_of(self, status: int, content: bytes) -> dict[str, Any]:
@@ -432,8 +462,8 @@ class HttpClient:
             )
         return data
 
-    async def _post_json(
-        self, path: str, body: Mapping[str, Any], *, observe: Observer | None
+    async def post_json(
+        self, path: str, body: Mapping[str, Any], *, observe: Observer | None = None
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """POST ``body``; return the parsed JSON object of a 2xx answer and its rate headers.
 
@@ -444,12 +474,9 @@ class HttpClient:
         client = self._get_client()
         poster = self._poster
         if poster is None:
-            response = await self._send("POST", path, content=content, observe=observe)
-            return self._json_object(response), response.headers
-        prebuilt = self._prebuilt_headers(client)
-        plain = prebuilt.plain
-        if plain is None:
-            plain = prebuilt.plain = dict(prebuilt.headers.items())
+            response = await self.send("POST", path, content=content, observe=observe)
+            return self.json_object(response), response.headers
+        plain = (self._prebuilt or self._prebuilt_headers(client)).plain
         url = self._url_texts.get(path)
         if url is None:
             # Kept beside the parsed URL: turning an httpx.URL back into text costs a little
@@ -459,21 +486,22 @@ class HttpClient:
                 self._url_texts[path] = url
         status, raw, payload = await poster.post(self, url, content, plain)
         limits = _limit_headers(raw)
-        self._check_parts(status, limits, payload, observe)
+        if status >= 400 or (limits and observe is not None):
+            self._check_parts(status, limits, payload, observe)
         return self._json_of(status, payload), limits
 
-    def _prebuilt_plain(self) -> dict[str, str]:
-        prebuilt = self._prebuilt_headers(self._get_client())
-        if prebuilt.plain is None:
-            prebuilt.plain = dict(prebuilt.headers.items())
-        return prebuilt.plain
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """GET a JSON object (a path under ``base_url`` or a full URL).
 
-    async def _get_json(self, path: str) -> dict[str, Any]:
-        """GET a JSON object."""
-        return self._json_object(await self._send("GET", path))
+        Raises:
+            ProviderError: by status, or a body that is not a JSON object (retryable).
+        """
+        return self.json_object(await self.send("GET", path))
 
-    def _error_message(self, data: Any, text: str) -> str:
-        """The provider's message in an error body (both OpenAI's and Anthropic's layouts)."""
+    def error_message(self, data: Any, text: str) -> str:
+        """The provider's message in an error body (parsed ``data``, else its ``text``; both
+        OpenAI's and Anthropic's layouts).
+        """
         if isinstance(data, dict):
             error = data.get("error")
             if isinstance(error, dict):
@@ -493,89 +521,27 @@ class HttpClient:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
-    # --- the public transport, for what sits on top (a teacher's batch API, the doctor) ------
-
-    async def post_json(
-        self, path: str, body: Mapping[str, Any], *, observe: Observer | None = None
-    ) -> tuple[dict[str, Any], Mapping[str, str]]:
-        """POST ``body``; return the parsed JSON object of a 2xx answer and its rate headers.
-
-        Raises:
-            ProviderError: by status; connection errors and timeouts as retryable errors.
-        """
-        return await self._post_json(path, body, observe=observe)
-
-    async def post_stream(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        sink: EventSink,
-        *,
-        observe: Observer | None = None,
-    ) -> None:
-        """POST ``body`` and feed the server-sent events of the answer to ``sink``.
-
-        Raises:
-            ProviderError: by status; an error event; a stall, a dropped connection or a stream
-                that ended before its final event as retryable errors.
-        """
-        await self._post_stream(path, body, sink, observe=observe)
-
-    async def get_json(self, path: str) -> dict[str, Any]:
-        """GET a JSON object (a path under ``base_url`` or a full URL).
-
-        Raises:
-            ProviderError: by status, or a body that is not a JSON object (retryable).
-        """
-        return await self._get_json(path)
-
-    async def send(
-        self,
-        method: str,
-        path_or_url: str,
-        *,
-        content: bytes | None = None,
-        files: Mapping[str, Any] | None = None,
-        data: Mapping[str, Any] | None = None,
-        observe: Observer | None = None,
-    ) -> httpx.Response:
-        """Send one request (a path under ``base_url`` or a full URL); return the 2xx response.
-
-        Raises:
-            ProviderError: by status; connection errors and timeouts as retryable errors.
-        """
-        return await self._send(
-            method, path_or_url, content=content, files=files, data=data, observe=observe
-        )
-
-    def json_object(self, response: httpx.Response) -> dict[str, Any]:
-        """The JSON object a response holds.
-
-        Raises:
-            ProviderUnavailableError: the body is not a JSON object.
-        """
-        return self._json_object(response)
-
-    def error_message(self, data: Any, text: str) -> str:
-        """The provider's message in an error body (parsed ``data``, else its ``text``)."""
-        return self._error_message(data, text)
-
-    def redact(self, text: str) -> str:
-        """``text`` without the API key."""
-        return self._redact(text)
-
 
 class _AiohttpPoster:
     """JSON POSTs on a bare aiohttp session without a cookie jar; the same session serves the
     httpx-aiohttp transport under the client, so both share one connection pool.
+
+    With an attempt limit (``total``), the session's own whole-request timeout enforces it:
+    the wait for a connection, sending and reading the whole body, at the cost of one timer
+    per request (cheaper than a cancel scope around the attempt).
     """
 
-    def __init__(self, session: Any, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self, session: Any, transport: httpx.AsyncBaseTransport, total: float | None
+    ) -> None:
         self.session = session
         self.transport = transport
+        self.total = total
 
     @classmethod
-    def create(cls, max_connections: int, timeout: httpx.Timeout) -> _AiohttpPoster | None:
+    def create(
+        cls, max_connections: int, timeout: httpx.Timeout, total: float | None
+    ) -> _AiohttpPoster | None:
         """A poster over a new session, or None when aiohttp or httpx-aiohttp is missing."""
         try:
             import aiohttp
@@ -585,17 +551,22 @@ class _AiohttpPoster:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max_connections),
             cookie_jar=aiohttp.DummyCookieJar(),
+            # A silence can never outlast the whole-request limit: with one, no read timer
+            # (re-armed on every chunk received) is needed. httpx-aiohttp's requests (streams,
+            # GETs, uploads) pass their own timeouts and never take this total.
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=timeout.connect, sock_read=timeout.read
+                total=total,
+                sock_connect=timeout.connect,
+                sock_read=timeout.read if total is None else None,
             ),
         )
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return cls(session, AiohttpTransport(limits=limits, client=session))
+        return cls(session, AiohttpTransport(limits=limits, client=session), total)
 
     async def post(
-        self, teacher: HttpClient, url: str, content: bytes, headers: dict[str, str]
+        self, client: HttpClient, url: str, content: bytes, headers: dict[str, str]
     ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
         """POST; return the status, the raw headers and the body."""
         import aiohttp
@@ -606,16 +577,19 @@ class _AiohttpPoster:
                 return response.status, response.raw_headers, body
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise ProviderUnavailableError(
-                f"{teacher.name}: connection lost ({type(exc).__name__})"
+                f"{client.name}: connection lost ({type(exc).__name__})"
             ) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ServerTimeoutError as exc:  # connecting or a silence
             raise ProviderTimeoutError(
-                f"{teacher.name}: request timed out ({type(exc).__name__})"
+                f"{client.name}: request timed out ({type(exc).__name__})"
             ) from None
+        except TimeoutError as exc:  # the whole-request limit (aiohttp raises a bare one)
+            what = f"within {self.total:g}s" if self.total else f"({type(exc).__name__})"
+            raise ProviderTimeoutError(f"{client.name}: no complete response {what}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ProviderUnavailableError(
-                f"{teacher.name}: connection error ({type(exc).__name__}: "
-                f"{teacher._redact(str(exc))[:200]})"
+                f"{client.name}: connection error ({type(exc).__name__}: "
+                f"{client.redact(str(exc))[:200]})"
             ) from None
 
 
@@ -627,7 +601,8 @@ class _Prebuilt:
     def __init__(self, headers: httpx.Headers, extensions: dict[str, Any]) -> None:
         self.headers = headers
         self.extensions = extensions
-        self.plain: dict[str, str] | None = None
+        #: the same headers as a plain dict, for the bare aiohttp path
+        self.plain = dict(headers.items())
 
     def __repr__(self) -> str:
         return "<prebuilt request headers>"

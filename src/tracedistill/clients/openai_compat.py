@@ -185,16 +185,25 @@ def inline_think(content: str) -> tuple[str, str]:
     return head.strip("\n"), tail.lstrip("\n")
 
 
+_NUMBER = (int, float)  # a tuple: ``int | float`` in a body builds a new union on every call
+
+
 def _count(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and value >= 0 else 0
+    return int(value) if isinstance(value, _NUMBER) and value >= 0 else 0
 
 
 def usage_of(data: Any) -> TokenUsage:
     """The token counts of a ``usage`` object (reasoning tokens from its details)."""
-    if not isinstance(data, Mapping):
+    # ``type(x) is dict`` first, here and in parse_chat: a parsed body's objects are dicts, and
+    # an isinstance check against the Mapping ABC runs Python code on every call.
+    if type(data) is not dict and not isinstance(data, Mapping):
         return TokenUsage()
     details = data.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
+    reasoning = (
+        details.get("reasoning_tokens")
+        if details is not None and (type(details) is dict or isinstance(details, Mapping))
+        else None
+    )
     prompt = data.get("prompt_tokens")
     completion = data.get("completion_tokens")
     # The usual counts are plain non-negative ints: taken as they are; anything else is
@@ -220,11 +229,16 @@ def _first_choice(data: Mapping[str, Any], name: str, redact: Redact) -> Mapping
         # An HTTP 200 whose body carries an error (OpenRouter, after the model started).
         raise body_error(name, error, redact)
     choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or (type(choices[0]) is not dict and not isinstance(choices[0], Mapping))
+    ):
         raise ProviderUnavailableError(f"{name}: response has no choices")
     choice = choices[0]
-    if isinstance(choice.get("error"), Mapping):
-        raise body_error(name, choice["error"], redact)
+    error = choice.get("error")
+    if error is not None and isinstance(error, Mapping):
+        raise body_error(name, error, redact)
     if choice.get("finish_reason") == "error":
         raise ProviderUnavailableError(f"{name}: generation ended with an error")
     return choice
@@ -246,9 +260,6 @@ def _metadata(data: Mapping[str, Any], choice: Mapping[str, Any]) -> dict[str, A
     if isinstance(value, str) and value:
         metadata["native_finish_reason"] = value
     return metadata
-
-
-_NUMBER = (int, float)  # a tuple: ``int | float`` in a body builds a new union on every call
 
 
 def parse_chat(
@@ -276,7 +287,7 @@ def parse_chat(
     """
     choice = _first_choice(data, name, redact)
     message = choice.get("message")
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):
         raise ProviderUnavailableError(f"{name}: response choice has no message")
     raw_finish = choice.get("finish_reason")
     if raw_finish is None:
@@ -291,7 +302,11 @@ def parse_chat(
         reasoning, content = inline_think(content)
         kind = ReasoningKind.RAW if reasoning else ReasoningKind.NONE
     usage_data = data.get("usage") or {}
-    cost = usage_data.get("cost") if isinstance(usage_data, Mapping) else None
+    cost = (
+        usage_data.get("cost")
+        if (type(usage_data) is dict or isinstance(usage_data, Mapping))
+        else None
+    )
     metadata = _metadata(data, choice)
     if finish is FinishReason.OTHER and raw_finish is not None:
         metadata.setdefault("native_finish_reason", str(raw_finish))
@@ -482,6 +497,8 @@ class OpenAICompatibleSampler(RemoteModelClient):
     """
 
     name = "openai"
+    #: ``reply`` is one JSON POST (or one stream): the transport can bound the attempt
+    reply_is_one_post = True
 
     def __init__(
         self,
@@ -570,11 +587,11 @@ class OpenAICompatibleSampler(RemoteModelClient):
         if chat and self.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-            sink = ChatStream(self.name, self._redact)
-            await self._post_stream("/chat/completions", body, sink, observe=observe)
+            sink = ChatStream(self.name, self.redact)
+            await self.post_stream("/chat/completions", body, sink, observe=observe)
             return sink.response()
         path = "/chat/completions" if chat else "/completions"
-        data, _headers = await self._post_json(path, body, observe=observe)
+        data, _headers = await self.post_json(path, body, observe=observe)
         return data
 
     def reply_of(self, data: Mapping[str, Any], *, chat: bool = True) -> Reply:
@@ -587,11 +604,11 @@ class OpenAICompatibleSampler(RemoteModelClient):
             return parse_chat(
                 data,
                 name=self.name,
-                redact=self._redact,
+                redact=self.redact,
                 split_inline=self.split_inline,
                 missing_finish=self.missing_finish,
             )
-        return parse_text(data, name=self.name, redact=self._redact)
+        return parse_text(data, name=self.name, redact=self.redact)
 
     def parse(self, data: Mapping[str, Any], *, chat: bool = True) -> Completion:
         """Normalize a (chat) completions response body into the completion's whole text."""
@@ -610,4 +627,4 @@ class OpenAICompatibleSampler(RemoteModelClient):
 
 
 def _reported(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and value >= 0 else None
+    return int(value) if isinstance(value, _NUMBER) and value >= 0 else None

@@ -310,9 +310,11 @@ class RateLimiter:
         self, permit: Permit, *, input_tokens: int | None, output_tokens: int | None
     ) -> None:
         """Correct the reservations of a finished request with the tokens it really used."""
+        buckets = self._model.buckets
+        if buckets["input"] is None and buckets["output"] is None and buckets["tokens"] is None:
+            return  # no token limit (the usual case): nothing was reserved
         used_in = permit.input_tokens if input_tokens is None else input_tokens
         used_out = permit.output_tokens if output_tokens is None else output_tokens
-        buckets = self._model.buckets
         for name, reserved, used in (
             ("input", permit.input_tokens, used_in),
             ("output", permit.output_tokens, used_out),

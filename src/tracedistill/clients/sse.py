@@ -29,10 +29,10 @@ def stream_identity(name: Any, redact: Redact | None, default: str) -> tuple[str
     """The name a stream assembler reports errors under, and its redaction.
 
     ``name`` is a string, or (deprecated, the form of earlier releases) the teacher or client
-    whose ``name`` and ``_redact`` to use.
+    whose ``name`` and ``redact`` (a client's) or ``_redact`` (a teacher's) to use.
     """
     if not isinstance(name, str):
-        redact = redact or getattr(name, "_redact", None)
+        redact = redact or getattr(name, "redact", None) or getattr(name, "_redact", None)
         name = str(getattr(name, "name", default))
     return name, redact or keep_text
 

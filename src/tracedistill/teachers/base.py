@@ -305,18 +305,26 @@ class Teacher(abc.ABC):
             except BaseException:
                 limiter.settle(permit, input_tokens=None, output_tokens=0)
                 raise
-            used_in = completion.usage.prompt_tokens or None
-            used_out = completion.usage.completion_tokens
-            limiter.settle(permit, input_tokens=used_in, output_tokens=used_out)
-            used = Permit(
-                permit.input_tokens if used_in is None else used_in, used_out, permit.sent_at
+            usage = completion.usage
+            limiter.settle(
+                permit,
+                input_tokens=usage.prompt_tokens or None,
+                output_tokens=usage.completion_tokens,
             )
-            limiter.on_success(used, latency=time.monotonic() - sent)
+            # The limiter learns nothing from a success's tokens beyond what settle corrected.
+            limiter.on_success(latency=time.monotonic() - sent)
             return completion
+
+    def _client_keeps_deadline(self) -> bool:
+        """Whether :meth:`complete` itself ends an attempt once it took ``timeout`` seconds
+        (raising :class:`~tracedistill.errors.ProviderTimeoutError`), so no deadline of the
+        teacher's own is needed around it.
+        """
+        return False
 
     async def _timed(self, request: TeacherRequest, observe: Observer | None) -> TeacherCompletion:
         try:
-            if not self.timeout:
+            if not self.timeout or self._client_keeps_deadline():
                 return await self.complete(request, observe=observe)
             # A bare cancel scope with a deadline: what fail_after does, at less cost per call.
             with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):

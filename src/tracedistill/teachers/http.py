@@ -98,3 +98,11 @@ class HttpTeacher(ClientTeacher):
 
     def _redact(self, text: str) -> str:
         return self.client.redact(text)
+
+    def _client_keeps_deadline(self) -> bool:
+        # The client's aiohttp session enforces the attempt limit as its whole-request timeout,
+        # when an attempt is that one reply (a subclass's own complete() may wait on more).
+        return type(self).complete is _ONE_REPLY and self.client.bounds_replies(self.timeout)
+
+
+_ONE_REPLY = ClientTeacher.complete
