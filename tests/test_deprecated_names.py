@@ -26,6 +26,7 @@ ALIASES = [
         "SamplerFactory",
         "tracedistill.experiment.config.ExperimentSamplerFactory",
     ),
+    ("tracedistill.teachers.engine", "Generation", "tracedistill.teachers.engine.GenerationRun"),
     ("tracedistill.teachers", "Completion", "tracedistill.teachers.base.TeacherCompletion"),
     ("tracedistill.teachers.base", "Completion", "tracedistill.teachers.base.TeacherCompletion"),
     (

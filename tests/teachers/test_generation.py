@@ -1,4 +1,4 @@
-"""Generation as an object: StreamingGeneration behind generate(), shared Generation counters."""
+"""Generation as an object: StreamingGeneration behind generate(), shared GenerationRun counters."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.servers.openai_server import OpenAIServer
 from tracedistill import JsonlTraceStore, Problem, Trace
 from tracedistill.errors import ConfigurationError
 from tracedistill.teachers.engine import (
-    Generation,
+    GenerationRun,
     StreamingGeneration,
     generate,
     iter_problem_batches,
@@ -49,7 +49,7 @@ async def test_arguments_are_checked_when_the_object_is_built(
 ) -> None:
     teacher = openai_teacher(openai_server)
     with pytest.raises(ConfigurationError, match="n must be"):
-        Generation(teacher, store, n=0)
+        GenerationRun(teacher, store, n=0)
     with pytest.raises(ConfigurationError, match="concurrency"):
         StreamingGeneration(teacher, store, concurrency=0)
     with pytest.raises(ConfigurationError, match="resample_truncated"):

@@ -35,7 +35,7 @@ from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import BatchStatus, SupportsBatch, Teacher, TeacherRequest
 from tracedistill.teachers.cost import Reservation
 from tracedistill.teachers.engine import (
-    Generation,
+    GenerationRun,
     GenerationSummary,
     StopReason,
     iter_problem_batches,
@@ -102,7 +102,7 @@ def _state_path(store: TraceStore, teacher: Teacher, state_path: str | Path | No
     return Path(root) / f"batches-{safe}.jsonl"
 
 
-class BatchGeneration(Generation):
+class BatchGeneration(GenerationRun):
     """One :func:`generate_batch` call: chunks of requests submitted, watched and collected.
 
     The arguments are :func:`generate_batch`'s (see there); :meth:`run` does the work once.

@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from tracedistill import _lazy
 from tracedistill._progress import Progress
 from tracedistill.clients.ratelimit import LimiterClosed, RateLimiter, RateLimits
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
@@ -31,7 +32,7 @@ from tracedistill.teachers.cost import Budget
 from tracedistill.teachers.summary import GenerationSummary, StopReason
 
 __all__ = [
-    "Generation",
+    "GenerationRun",
     "GenerationSummary",
     "StopReason",
     "StreamingGeneration",
@@ -71,7 +72,7 @@ async def iter_problem_batches(
         yield batch
 
 
-class Generation:
+class GenerationRun:
     """What every way of generating shares: counters, the budget, the stop switch, the summary.
 
     One object per call. :class:`StreamingGeneration` (behind :func:`generate`) sends one request
@@ -167,7 +168,7 @@ class Generation:
         )
 
 
-class StreamingGeneration(Generation):
+class StreamingGeneration(GenerationRun):
     """One :func:`generate` call: a producer reads the pool, workers run one request each.
 
     The arguments are :func:`generate`'s (see there); :meth:`run` does the work once.
@@ -591,3 +592,13 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
 def _max_cost(store: TraceStore, teacher: str) -> float | None:
     costs = [t.cost_usd for t in store.traces(teacher=teacher) if t.cost_usd]
     return max(costs) if costs else None
+
+
+# ``Generation`` also names the experiment's generation settings; the engine's object was
+# renamed. The old name is kept (it warns) for one release.
+if TYPE_CHECKING:
+    Generation = GenerationRun
+else:
+    __getattr__ = _lazy.deprecated(
+        __name__, {"Generation": "tracedistill.teachers.engine.GenerationRun"}
+    )
