@@ -71,12 +71,18 @@ def test_the_lazy_table_matches_the_type_checking_imports(package: str) -> None:
     # What type checkers see (the imports) is what runs (the table), name by name.
     tree = ast.parse(LAZY[package].read_text(encoding="utf-8"))
     imported: dict[str, str] = {}
+    deprecated: dict[str, str] = {}
     eager: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tracedistill."):
             eager.update(alias.asname or alias.name for alias in node.names)
         if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             for stmt in node.body:
+                if isinstance(stmt, ast.Assign):  # a deprecated alias `Old = New`
+                    (target,) = stmt.targets
+                    assert isinstance(target, ast.Name) and isinstance(stmt.value, ast.Name)
+                    deprecated[target.id] = stmt.value.id
+                    continue
                 assert isinstance(stmt, ast.ImportFrom) and stmt.module, ast.dump(stmt)
                 for alias in stmt.names:
                     assert alias.asname is None, alias.name
@@ -85,6 +91,11 @@ def test_the_lazy_table_matches_the_type_checking_imports(package: str) -> None:
     assert imported == module._EXPORTS
     assert set(module.__all__) == set(imported) | eager
     assert set(module.__all__) <= set(dir(module))
+    # A deprecated alias names an exported object, is not exported itself and warns at run time.
+    for old, new in deprecated.items():
+        assert new in imported and old not in module.__all__, old
+        with pytest.warns(DeprecationWarning, match=new):
+            assert getattr(module, old) is getattr(module, new), old
 
 
 @pytest.mark.parametrize("package", sorted(LAZY))

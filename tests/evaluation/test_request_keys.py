@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from tracedistill.clients.base import greedy
 from tracedistill.evaluation import Completion, EvalStore, Evaluator
@@ -24,7 +25,9 @@ def test_keys_are_the_ones_logs_were_written_with() -> None:
     assert evaluation_request_key("m", chat, params) == "42828db89c11920e482b80412afc9628"
     text = 'def f(x):\n    """Add one."""\n'
     assert evaluation_request_key("m", text, params) == "9936fe2b3bc76c578c38ce342e75ca1f"
-    assert request_key_of is evaluation_request_key  # the deprecated name, same function
+    # the deprecated name: same keys, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="evaluation_request_key"):
+        assert request_key_of("m", chat, params) == "42828db89c11920e482b80412afc9628"
 
 
 class _NeverSampler(Sampler):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import anyio
 import attrs
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from typing_extensions import deprecated
 
 from tracedistill._progress import Progress
 from tracedistill.clients.base import Completion, Prompt, Sampler, SamplerError, greedy
@@ -36,6 +37,7 @@ from tracedistill.records import (
     THINK_CLOSE,
     THINK_OPEN,
     FinishReason,
+    Message,
     Problem,
     SamplingParams,
     TaskKind,
@@ -62,9 +64,16 @@ SamplerFactory = CheckpointSamplerFactory
 OnError = Literal["raise", "partial"]
 
 
-#: Deprecated name of :func:`tracedistill.records.messages.evaluation_request_key` (kept one
-#: release): the request keys have one home, beside the teachers' ``request_key``.
-request_key_of = evaluation_request_key
+@deprecated(
+    "tracedistill.evaluation.evaluator.request_key_of is deprecated; use "
+    "tracedistill.records.messages.evaluation_request_key"
+)
+def request_key_of(model: str, prompt: Sequence[Message] | str, params: SamplingParams) -> str:
+    """Deprecated name of :func:`~tracedistill.records.messages.evaluation_request_key`.
+
+    Kept one release: the request keys have one home, beside the teachers' ``request_key``.
+    """
+    return evaluation_request_key(model, prompt, params)
 
 
 def protocol_of(verifier: Verifier) -> str | None:

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -413,6 +413,13 @@ class _Loop:
 
 
 # --- names kept for one release ------------------------------------------------------------
+
+if TYPE_CHECKING:
+    # Type checkers see the old names as plain aliases: PEP 702's @deprecated cannot mark a type
+    # alias (only classes, functions and overloads), so they are not flagged there; at run time
+    # __getattr__ below returns them with a DeprecationWarning.
+    RunDirectory = TrainingDirectory
+    TrainingRun = TrainingResult
 
 _RENAMED: dict[str, tuple[str, Any]] = {
     "RunDirectory": ("TrainingDirectory", TrainingDirectory),
