@@ -293,6 +293,9 @@ class _Loop:
         self.total = config.total_steps(len(pool))
         self.resumed_from: int | None = None
         self._last_finish = 0.0
+        # Every step's metrics by step (a retrained step's latest record wins), as the file
+        # holds them: the result is built from here instead of reading the file back.
+        self._metrics: dict[int, StepMetrics] = {}
         # The current epoch's order of the pool: one permutation per epoch, not per step.
         self._order: tuple[int, list[int]] = (-1, [])
 
@@ -304,6 +307,9 @@ class _Loop:
         await anyio.to_thread.run_sync(self.directory.open)
         last = await self._last_resumable()
         self.resumed_from = None if last is None else last.step
+        if last is not None:  # the steps trained before, as the result reports them
+            earlier = await anyio.to_thread.run_sync(self.directory.metrics)
+            self._metrics = {m.step: m for m in earlier}
         step = 0 if last is None else last.step
         recoveries = 0
         while step < self.total:
@@ -384,6 +390,7 @@ class _Loop:
             seconds=finished - max(self._last_finish, job.submitted),
         )
         self._last_finish = finished
+        self._metrics[plan.number] = metrics
         # Handed to the operating system here, not forced to disk: the checkpoint below (or
         # the next one) syncs it, and steps after the last checkpoint are retrained on resume
         # anyway (see training/directory.py). A page-cache write needs no worker thread.
@@ -412,7 +419,7 @@ class _Loop:
             config=self.config,
             total_steps=self.total,
             checkpoints=self.directory.checkpoints(),
-            metrics=self.directory.metrics(),
+            metrics=[self._metrics[step] for step in sorted(self._metrics)],
             data=data,
             resumed_from=self.resumed_from,
             started_at=started,
