@@ -3,8 +3,9 @@
 1. Data preparation: traces -> tokenized examples (Qwen3 chat format, offline Qwen3 tokenizer),
    tokens per second, against a naive one-conversation-at-a-time rendering in the same run.
 2. The training loop's own cost: :meth:`Trainer.train` driving a backend whose steps cost
-   nothing, per step, against a bare loop doing the same backend calls and the same fsynced
-   metric appends by hand (ratio near 1: the loop adds little beyond the file writes).
+   nothing, per step, against a bare loop doing the same backend calls and the same writes by
+   hand (a metrics line per step, fsynced with a checkpoint line at each checkpoint; ratio
+   near 1: the loop adds little beyond the file writes).
 3. Against a Tinker-compatible server on loopback (SkyRL's Tinker API, JAX, CPU; needs
    ``bash tests/servers/setup_tinker_server.sh``): wall time per step with pipelining (step N+1
    submitted before step N is awaited) against without, and the server's idle gap between
@@ -51,7 +52,11 @@ from tracedistill.training.base import (  # noqa: E402
     TrainingState,
 )
 from tracedistill.training.checkpoints import SamplerWeights  # noqa: E402
-from tracedistill.training.data import batch_indices, prepare_examples  # noqa: E402
+from tracedistill.training.data import (  # noqa: E402
+    epoch_order,
+    prepare_examples,
+    steps_per_epoch,
+)
 from tracedistill.training.tinker import TinkerTrainer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "math500_test.jsonl"
@@ -156,59 +161,97 @@ class _FreeTrainer(Trainer):
 async def _bare_loop(
     session: TrainingSession, cfg: TrainConfig, pool: list[Any], out: Path
 ) -> None:
-    """The same backend calls and fsynced appends, without the Trainer."""
+    """The same backend calls and the same durability as the Trainer, written by hand.
+
+    One metrics line per step handed to the operating system; at each checkpoint the metrics
+    file is forced to disk and a checkpoint line appended and forced to disk. One permutation
+    of the pool per epoch.
+    """
     total = cfg.total_steps(len(pool))
+    per_epoch = steps_per_epoch(cfg, len(pool))
     await session.start(None)
-    with (out / "metrics.jsonl").open("ab") as f:
+    with (out / "metrics.jsonl").open("ab") as f, (out / "checkpoints.jsonl").open("ab") as c:
         for index in range(total):
-            _, idx = batch_indices(cfg, len(pool), index)
+            epoch, within = divmod(index, per_epoch)
+            if within == 0:
+                order = epoch_order(cfg, len(pool), epoch)
+            start = within * cfg.batch_size
+            number = index + 1
+            saves = number % cfg.checkpoint_every == 0 or number == total
             plan = StepPlan(
-                number=index + 1,
-                epoch=0,
-                batch=[pool[i] for i in idx],
+                number=number,
+                epoch=epoch,
+                batch=[pool[i] for i in order[start : start + cfg.batch_size]],
                 learning_rate=cfg.learning_rate_at(index, total),
+                save_as=f"step_{number:06d}" if saves else None,
             )
-            output = await (await session.step(plan)).output()
-            f.write(json.dumps({"step": plan.number, "nll": output.nll}).encode() + b"\n")
+            pending = await session.step(plan)
+            output = await pending.output()
+            f.write(json.dumps({"step": number, "nll": output.nll}).encode() + b"\n")
             f.flush()
-            os.fsync(f.fileno())
+            if saves:
+                saved = await pending.saved()
+                os.fsync(f.fileno())
+                c.write(json.dumps({"step": number, "state": str(saved.state)}).encode() + b"\n")
+                c.flush()
+                os.fsync(c.fileno())
 
 
 def bench_loop(quick: bool) -> None:
     steps = 200 if quick else 2000
+    few = steps // 10
     conversations = [
         (f"c{i}", [Message("user", f"{i}?"), Message("assistant", f"{i}.")]) for i in range(64)
     ]
-    cfg = TrainConfig(
-        base_model="free",
-        batch_size=8,
-        max_length=64,
-        epochs=None,
-        max_steps=steps,
-        checkpoint_every=50,
-    )
+
+    def config(max_steps: int) -> TrainConfig:
+        return TrainConfig(
+            base_model="free",
+            batch_size=8,
+            max_length=64,
+            epochs=None,
+            max_steps=max_steps,
+            checkpoint_every=50,
+        )
+
     trainer = _FreeTrainer()
 
-    async def main() -> tuple[float, float]:
+    async def main() -> dict[tuple[str, int], float]:
+        best: dict[tuple[str, int], float] = {}
         with tempfile.TemporaryDirectory() as tmp:
-            data = await trainer.prepare(conversations, cfg)
-            bare, loop = math.inf, math.inf
+            data = await trainer.prepare(conversations, config(steps))
             for attempt in range(3):  # alternated, best of three: the disk's fsync is noisy
-                bare_dir = Path(tmp) / f"bare{attempt}"
-                bare_dir.mkdir()
-                started = time.perf_counter()
-                await _bare_loop(_FreeSession(bare_dir), cfg, list(data.examples), bare_dir)
-                bare = min(bare, time.perf_counter() - started)
-                started = time.perf_counter()
-                await trainer.train(data.examples, cfg, Path(tmp) / f"loop{attempt}")
-                loop = min(loop, time.perf_counter() - started)
-            return bare, loop
+                for n in (few, steps):
+                    cfg = config(n)
+                    bare_dir = Path(tmp) / f"bare{attempt}-{n}"
+                    bare_dir.mkdir()
+                    started = time.perf_counter()
+                    await _bare_loop(_FreeSession(bare_dir), cfg, list(data.examples), bare_dir)
+                    took = time.perf_counter() - started
+                    best["bare", n] = min(best.get(("bare", n), math.inf), took)
+                    started = time.perf_counter()
+                    await trainer.train(data.examples, cfg, Path(tmp) / f"loop{attempt}-{n}")
+                    took = time.perf_counter() - started
+                    best["loop", n] = min(best.get(("loop", n), math.inf), took)
+        return best
 
-    bare, loop = anyio.run(main)
+    best = anyio.run(main)
+    bare, loop = best["bare", steps], best["loop", steps]
+    # Per step, without what a run pays once (config.json, data.json and run.json written
+    # atomically and durably, the data report, reading the checkpoints back): the slope
+    # between a run of `few` steps and one of `steps`.
+    bare_step = (bare - best["bare", few]) / (steps - few)
+    loop_step = (loop - best["loop", few]) / (steps - few)
     print(f"training loop: {steps} steps of a backend whose steps cost nothing")
-    print(f"  Trainer.train {loop / steps * 1e6:8.0f} us/step (metrics + checkpoints fsynced)")
-    print(f"  bare loop     {bare / steps * 1e6:8.0f} us/step (same calls, metrics fsynced)")
+    print(f"  Trainer.train {loop / steps * 1e6:8.0f} us/step (fsynced at each checkpoint)")
+    print(f"  bare loop     {bare / steps * 1e6:8.0f} us/step (same calls and writes by hand)")
     print(f"  ratio Trainer.train/bare: {loop / bare:.2f}x")
+    print(
+        f"  per extra step ({few} -> {steps} steps): Trainer.train {loop_step * 1e6:.0f} us, "
+        f"bare {bare_step * 1e6:.0f} us, ratio {loop_step / bare_step:.2f}x; once per run: "
+        f"Trainer.train {(best['loop', few] - few * loop_step) * 1e3:.0f} ms, "
+        f"bare {(best['bare', few] - few * bare_step) * 1e3:.0f} ms"
+    )
 
 
 def _idle_gaps(db: Path, model_id: str | None) -> list[float]:

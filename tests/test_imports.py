@@ -69,28 +69,44 @@ def test_the_lazy_packages_are_found() -> None:
 @pytest.mark.parametrize("package", sorted(LAZY))
 def test_the_lazy_table_matches_the_type_checking_imports(package: str) -> None:
     # What type checkers see (the imports) is what runs (the table), name by name.
-    # A deprecated alias is imported as ``X as X`` (re-exported for type checkers, left out of
-    # ``__all__``) and resolved through the package's ``_RENAMED`` table, which warns.
+    # A deprecated alias is either imported as ``X as X`` (re-exported for type checkers, left
+    # out of ``__all__``, resolved through the package's ``_RENAMED`` table) or written
+    # ``Old = New`` beside the imports (resolved by the package's fallback); both warn.
     tree = ast.parse(LAZY[package].read_text(encoding="utf-8"))
     imported: dict[str, str] = {}
-    deprecated: dict[str, str] = {}
+    moved: dict[str, str] = {}  # `X as X`: old name -> the module it is imported from
+    aliases: dict[str, str] = {}  # `Old = New`: old name -> new name
     eager: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tracedistill."):
             eager.update(alias.asname or alias.name for alias in node.names)
         if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             for stmt in node.body:
+                if isinstance(stmt, ast.Assign):
+                    (target,) = stmt.targets
+                    assert isinstance(target, ast.Name) and isinstance(stmt.value, ast.Name)
+                    aliases[target.id] = stmt.value.id
+                    continue
                 assert isinstance(stmt, ast.ImportFrom) and stmt.module, ast.dump(stmt)
                 for alias in stmt.names:
                     assert alias.asname in {None, alias.name}, alias.name
-                    table = imported if alias.asname is None else deprecated
+                    table = imported if alias.asname is None else moved
                     table[alias.name] = stmt.module
     module = importlib.import_module(package)
     assert imported == module._EXPORTS
     renamed = getattr(module, "_RENAMED", {})
-    assert deprecated == {old: new.rpartition(".")[0] for old, new in renamed.items()}
+    assert moved == {old: new.rpartition(".")[0] for old, new in renamed.items()}
     assert set(module.__all__) == set(imported) | eager
     assert set(module.__all__) <= set(dir(module))
+    for old in moved:
+        assert old not in module.__all__, old
+        with pytest.warns(DeprecationWarning, match=renamed[old]):
+            getattr(module, old)
+    # An `Old = New` alias names an exported object, is not exported itself and warns.
+    for old, new in aliases.items():
+        assert new in imported and old not in module.__all__, old
+        with pytest.warns(DeprecationWarning, match=new):
+            assert getattr(module, old) is getattr(module, new), old
 
 
 @pytest.mark.parametrize("package", sorted(LAZY))

@@ -36,8 +36,7 @@ FLOORS: dict[str, frozenset[str]] = {
     # Talking to models and keeping traces.
     "low": frozenset({"clients", "store", "chat", "prompts", "tokenizer"}),
     "middle": frozenset({"teachers", "evaluation", "training", "problems", "verifiers"}),
-    # ``_plots``: the old path of ``report.plots``, kept one release (it imports the report).
-    "top": frozenset({"experiment", "report", "demo", "__main__", "", "_plots"}),
+    "top": frozenset({"experiment", "report", "demo", "__main__", ""}),
 }
 FLOOR_ORDER = ("ground", "low", "middle", "top")
 

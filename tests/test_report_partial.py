@@ -76,7 +76,7 @@ def test_a_log_cut_to_its_header_is_marked_partial_and_never_chosen(tmp_path: Pa
     }
     assert "partial n/N" in results.to_markdown()  # the intro says what the mark means
     # the Pareto plot draws the complete point only (no base star, no partial step 2)
-    from tracedistill import _plots
+    from tracedistill.report import plots as _plots
 
     fig = _plots.pareto_figure(results, managed=False)
     texts = sorted(t.get_text() for t in fig.axes[0].texts)

@@ -3,14 +3,29 @@ the answer extraction that graded each response, and stated in the tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
 
+from tracedistill.evaluation import (
+    Benchmark,
+    Completion,
+    EvalStore,
+    Evaluator,
+    Sampler,
+    custom_benchmark,
+    math500,
+    mbpp_plus,
+)
+from tracedistill.evaluation.evaluator import protocol_of
 from tracedistill.evaluation.results import ProblemOutcome, build_result, format_flags
-from tracedistill.records import FinishReason
+from tracedistill.records import CodeTests, FinishReason, Problem
 from tracedistill.report import Results, Score
+from tracedistill.verifiers.code import CodeVerifier
 from tracedistill.verifiers.compliance import COMPLIANCE_RULE, complies, trace_flags
-from tracedistill.verifiers.extract import extract_math_answer
+from tracedistill.verifiers.extract import CodeExtraction, extract_math_answer
 from tracedistill.verifiers.math import EXTRACTIONS, MathVerifier
 
 # Answers (after the think block) where a looser "boxed" test and the boxed extraction could
@@ -105,3 +120,78 @@ def test_report_states_the_protocol_and_counts_answers_by_extraction() -> None:
     assert strict == r"the final \boxed{} only"
     only = Results.from_evaluations([step], protocols={"MATH": strict})
     assert only.grading_table()[0]["answers that count"] == strict
+
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _builtin_benchmarks() -> list[Benchmark]:
+    code = Problem(
+        kind="code",
+        prompt="Write f(x) returning x + 1.",
+        id="c0",
+        tests=CodeTests(asserts=("assert f(1) == 2",)),
+    )
+    benches = [custom_benchmark("custom-code", [code], template="{prompt}")]
+    if (DATA / "math500_test.jsonl").is_file():
+        benches.append(math500(DATA / "math500_test.jsonl"))
+    if (DATA / "mbppplus_378.jsonl").is_file():
+        mbpp = DATA / "mbppplus_378.jsonl"
+        benches += [mbpp_plus(mbpp), mbpp_plus(mbpp, mode="completion")]
+    return benches
+
+
+def test_every_builtin_grader_states_its_protocol() -> None:
+    for bench in _builtin_benchmarks():
+        protocol = protocol_of(bench.make_verifier(), bench)
+        assert protocol, bench.name
+    code = CodeVerifier().protocol
+    assert "fenced Python block" in code and "every test" in code
+    joined = CodeVerifier(extraction=CodeExtraction(join=True, raw_fallback=False)).protocol
+    assert "joined" in joined and "whole response" not in joined
+    if (DATA / "mbppplus_378.jsonl").is_file():
+        completion = mbpp_plus(DATA / "mbppplus_378.jsonl", mode="completion")
+        words = protocol_of(completion.make_verifier(), completion)
+        assert words is not None and "prompt and the response" in words
+        assert "cut at max_tokens" in words
+
+
+class _Solver(Sampler):
+    """Answers every problem with its reference solution in a fenced block."""
+
+    def __init__(self, bench: Benchmark) -> None:
+        super().__init__(max_concurrency=2)
+        self.model = "solver"
+        self._answers: dict[str, str] = {}
+        for problem in bench.problems:
+            assert problem.tests is not None and problem.tests.function is not None
+            prompt = bench.prompt(problem)
+            key = prompt if isinstance(prompt, str) else prompt[-1].content
+            solution = problem.tests.function.reference_solution
+            self._answers[key] = f"<think>\nplan\n</think>\n\n```python\n{solution}\n```"
+
+    async def _sample(self, prompt: Any, params: Any) -> Completion:
+        key = prompt if isinstance(prompt, str) else prompt[-1].content
+        return Completion(text=self._answers[key], finish_reason=FinishReason.STOP)
+
+
+@pytest.mark.slow  # runs MBPP+ tests in the sandbox
+def test_a_code_evaluation_records_its_protocol_and_the_report_shows_it(tmp_path: Path) -> None:
+    path = DATA / "mbppplus_378.jsonl"
+    if not path.is_file():
+        pytest.skip("../shared/data/mbppplus_378.jsonl is not present")
+    bench = mbpp_plus(path).subset(2)
+
+    async def main() -> Any:
+        async with Evaluator(tmp_path, progress=False) as evaluator:
+            return await evaluator.evaluate(_Solver(bench), bench, label="base")
+
+    result = anyio.run(main)
+    assert result.correct == 2
+    expected = CodeVerifier().protocol
+    assert result.protocol == expected
+    stored = EvalStore(tmp_path).load("base", bench.name)  # from the log's header
+    assert stored.protocol == expected
+    [row] = Results.from_evaluations([stored]).grading_table()
+    assert row["answers that count"] == expected
+    assert "not recorded" not in Results.from_evaluations([stored]).to_markdown()

@@ -89,6 +89,11 @@ if TYPE_CHECKING:
     from tracedistill.training.tinker import TinkerTrainer
     from tracedistill.verifiers import CodeVerifier, MathVerifier, Verifier
 
+    # Deprecated name (kept one release; not exported): a plain alias for type checkers, since
+    # PEP 702's @deprecated cannot mark a type alias; at run time `_renamed` returns it with a
+    # DeprecationWarning.
+    TrainingRun = TrainingResult
+
 #: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``):
 #: ``import tracedistill`` loads none of them, so it pulls in neither torch, transformers, the
 #: tinker SDK nor numpy; ``from tracedistill import Experiment`` loads what the experiment needs.

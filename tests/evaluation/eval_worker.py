@@ -7,8 +7,8 @@ import sys
 import anyio
 
 from tests.evaluation.helpers import arithmetic_benchmark
+from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.evaluation import Evaluator
-from tracedistill.evaluation.samplers import OpenAICompatibleSampler
 from tracedistill.verifiers import MathVerifier
 
 

@@ -16,10 +16,10 @@ from tests.evaluation.helpers import (
 from tests.servers.base import Fault
 from tests.servers.openai_server import OpenAIServer
 from tracedistill.chat import ChatFormat, ChatRenderer, ChatTokenizer
+from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.clients.retry import RetryPolicy
 from tracedistill.errors import EvaluationError
 from tracedistill.evaluation import EvalStore, Evaluator, SamplerError, greedy
-from tracedistill.evaluation.samplers import OpenAICompatibleSampler
 from tracedistill.records import VerdictReason
 from tracedistill.verifiers import MathVerifier
 

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
-from tracedistill.clients.base import greedy
+from tracedistill.clients.base import Sampler, greedy
 from tracedistill.evaluation import Completion, EvalStore, Evaluator
-from tracedistill.evaluation.base import Sampler
 from tracedistill.evaluation.benchmarks import custom_benchmark
-from tracedistill.evaluation.evaluator import request_key_of
 from tracedistill.records import FinishReason, Message, Problem, content_hash
 from tracedistill.records.messages import evaluation_request_key
 
@@ -24,7 +23,10 @@ def test_keys_are_the_ones_logs_were_written_with() -> None:
     assert evaluation_request_key("m", chat, params) == "42828db89c11920e482b80412afc9628"
     text = 'def f(x):\n    """Add one."""\n'
     assert evaluation_request_key("m", text, params) == "9936fe2b3bc76c578c38ce342e75ca1f"
-    assert request_key_of is evaluation_request_key  # the deprecated name, same function
+    # the deprecated name: same keys, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="evaluation_request_key"):
+        from tracedistill.evaluation.evaluator import request_key_of
+    assert request_key_of("m", chat, params) == "42828db89c11920e482b80412afc9628"
 
 
 class _NeverSampler(Sampler):

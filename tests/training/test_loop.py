@@ -7,10 +7,12 @@ rate, saved to and restored from a JSON file, so a resumed run must reach exactl
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import orjson
 import pytest
 
@@ -31,6 +33,7 @@ from tracedistill.training import (
     TrainingState,
 )
 from tracedistill.training.base import SessionStatus
+from tracedistill.training.data import batch_indices
 
 from .conftest import arithmetic
 
@@ -205,6 +208,116 @@ async def test_recovery_restarts_from_the_last_state(tmp_path: Path, tokenizer: 
     with pytest.raises(TrainingError, match="kept failing after 1 recoveries"):
         await failing.train(data, _config(), tmp_path / "failing", on_step=fail_again)
     assert failing.log[-1] == ("close", "errored")
+
+
+@pytest.mark.anyio
+async def test_batches_follow_batch_indices_across_epochs(tmp_path: Path, tokenizer: Any) -> None:
+    # The loop draws one permutation per epoch; its batches are batch_indices', step by step.
+    trainer = _Backend(tokenizer)
+    batches: list[list[str]] = []
+    session_step = _Session.step
+
+    async def recording(self: _Session, plan: StepPlan) -> PendingStep:
+        batches.append([e.id for e in plan.batch])
+        return await session_step(self, plan)
+
+    config = _config(max_steps=11, checkpoint_every=11)  # 3 examples a batch of 2: 5 epochs+
+    pool = (await trainer.prepare(arithmetic(7), config)).examples
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Session, "step", recording)
+        await trainer.train(arithmetic(7), config, tmp_path)
+    expected = [[pool[i].id for i in batch_indices(config, len(pool), s)[1]] for s in range(11)]
+    assert batches == expected
+    assert len({tuple(b) for b in batches}) > 3  # shuffled: epochs differ
+
+
+def _fd_name(fd: int) -> str:
+    return Path(os.readlink(f"/proc/self/fd/{fd}")).name
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files via /proc")
+async def test_a_checkpoint_reaches_the_disk_after_the_metrics_before_it(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Power loss can only lose metrics of steps after the last checkpoint (retrained on
+    # resume): each checkpoint line is written after the metrics file is forced to disk, and
+    # is forced to disk itself before the next step is recorded.
+    events: list[tuple[str, str]] = []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd: int, data: Any) -> int:
+        if _fd_name(fd).endswith(".jsonl"):
+            events.append(("write", _fd_name(fd)))
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if _fd_name(fd).endswith(".jsonl"):
+            events.append(("fsync", _fd_name(fd)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "fsync", fsync)
+    await _Backend(tokenizer).train(arithmetic(6), _config(), tmp_path)
+    metrics, checkpoints = "metrics.jsonl", "checkpoints.jsonl"
+    assert events.count(("write", metrics)) == 8
+    assert events.count(("write", checkpoints)) == 3  # steps 3, 6, 8
+    for i, event in enumerate(events):
+        if event == ("write", checkpoints):
+            before = events[:i]
+            last_metrics = len(before) - before[::-1].index(("write", metrics))
+            assert ("fsync", metrics) in before[last_metrics:], events
+            assert events[i + 1] == ("fsync", checkpoints), events
+    # Steps between checkpoints are not forced to disk one by one (the loop's cost per step).
+    assert events.count(("fsync", metrics)) == 3
+
+
+@pytest.mark.anyio
+async def test_power_loss_after_a_checkpoint_loses_no_step(tmp_path: Path, tokenizer: Any) -> None:
+    data = arithmetic(6)
+    full = await _Backend(tokenizer).train(data, _config(), tmp_path / "full")
+
+    def crash(m: StepMetrics) -> None:
+        if m.step == 5:
+            raise _Crash
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(_Crash):
+        await _Backend(tokenizer).train(data, _config(), run_dir, on_step=crash)
+    # What a power loss may leave: the lines up to the checkpoint at step 3 (synced with it),
+    # then a torn part of step 4's line; step 5's line never reached the disk.
+    lines = (run_dir / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 5
+    (run_dir / "metrics.jsonl").write_bytes(b"".join(lines[:3]) + lines[3][:20])
+    resumed = await _Backend(tokenizer).train(data, _config(), run_dir)
+    assert resumed.resumed_from == 3
+    assert [m.step for m in resumed.metrics] == list(range(1, 9))
+    assert [m.nll for m in resumed.metrics] == [m.nll for m in full.metrics]
+    assert (run_dir / "metrics.jsonl.torn").is_file()
+
+
+@pytest.mark.anyio
+async def test_steps_between_checkpoints_use_no_worker_thread(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker-thread hop costs more than a step of the loop itself (bench_training.py): a
+    # step that saves nothing records its metrics without one.
+    calls = 0
+    real = anyio.to_thread.run_sync
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    hops = []
+    for steps in (12, 24):
+        calls = 0
+        config = _config(max_steps=steps, checkpoint_every=12)
+        await _Backend(tokenizer).train(arithmetic(6), config, tmp_path / str(steps))
+        hops.append(calls)
+    assert hops[1] == hops[0] + 1  # twelve more steps, one more checkpoint, one more hop
 
 
 def test_renamed_names_warn_and_still_work() -> None:

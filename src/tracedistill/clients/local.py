@@ -8,6 +8,7 @@ Prompts are rendered by the chat renderer shared with training.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from tracedistill.records import (
 __all__ = ["LocalSampler"]
 
 log = logging.getLogger(__name__)
+
+#: transformers' deprecation note that PEFT triggers when it wraps a model (see its use).
+_PEFT_NOTE = r"`is_gradient_checkpointing` is deprecated"
 
 
 @attrs.define(eq=False)
@@ -191,7 +195,12 @@ class LocalSampler(Sampler):
             if self.adapter is not None:
                 from peft import PeftModel
 
-                model = PeftModel.from_pretrained(model, str(self.adapter))
+                with warnings.catch_warnings():
+                    # PEFT's constructor reads transformers 5's deprecated
+                    # `is_gradient_checkpointing` (peft 0.21's call, not ours): the note is for
+                    # PEFT's maintainers, not for our users. Only that note is silenced.
+                    warnings.filterwarnings("ignore", message=_PEFT_NOTE, category=FutureWarning)
+                    model = PeftModel.from_pretrained(model, str(self.adapter))
             model = model.to(device)
         model.eval()
         return model, renderer

@@ -75,10 +75,18 @@ else:
     )
 
 
-def protocol_of(verifier: Verifier) -> str | None:
-    """Which answers ``verifier`` counts, in words, when it says (``MathVerifier.protocol``)."""
+def protocol_of(verifier: Verifier, benchmark: Benchmark | None = None) -> str | None:
+    """Which answers ``verifier`` counts, in words, when it says (``MathVerifier.protocol``,
+    ``CodeVerifier.protocol``); with ``benchmark``, also how that benchmark hands it responses.
+    """
     protocol = getattr(verifier, "protocol", None)
-    return protocol if isinstance(protocol, str) else None
+    if not isinstance(protocol, str):
+        return None
+    if benchmark is not None and benchmark.grade_with_prompt:
+        protocol += "; the prompt and the response are graded as one text"
+    if verifier.accept_truncated or (benchmark is not None and benchmark.accept_truncated):
+        protocol += "; a response cut at max_tokens is graded too"
+    return protocol
 
 
 def answer_text(text: str) -> tuple[str | None, str]:
@@ -308,7 +316,7 @@ class Evaluator:
             "params": chosen.to_dict(),
             "grader": grader,
             # Which answers the grader counts, in words (reports show it); None if unstated.
-            "protocol": protocol_of(verifier),
+            "protocol": protocol_of(verifier, benchmark),
             "problems": len(benchmark),
             # Which response of each problem this evaluation counts (problem id -> request key).
             "request_keys": {job.problem.id: job.key for job in jobs},

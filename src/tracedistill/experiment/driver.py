@@ -199,7 +199,7 @@ class Experiment:
             if name not in graders:
                 bench = next(b for b in self.benchmarks if b.name == name)
                 verifier = self._given_verifiers.get(bench.kind) or bench.make_verifier()
-                graders[name] = (Evaluator.grader_id(bench, verifier), protocol_of(verifier))
+                graders[name] = (Evaluator.grader_id(bench, verifier), protocol_of(verifier, bench))
             return graders[name]
 
         return collect_results(self.folders, self.runs, self.benchmarks, grader_of=grader_of)

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     )
     from tracedistill.training.data import PreparedData, prepare_examples
 
+    # Deprecated names (kept one release; not exported): plain aliases for type checkers, since
+    # PEP 702's @deprecated cannot mark a type alias; at run time `_renamed` returns them with a
+    # DeprecationWarning.
+    RunDirectory = TrainingDirectory
+    TrainingRun = TrainingResult
+
 #: Public name -> the module defining it, imported on first use (see ``tracedistill._lazy``).
 _EXPORTS = {
     "Checkpoint": "tracedistill.training.base",

@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -44,8 +44,9 @@ from tracedistill.training.data import (
     DataReport,
     PreparedData,
     TrainingInput,
-    batch_indices,
+    epoch_order,
     prepare_examples,
+    steps_per_epoch,
 )
 from tracedistill.training.directory import StepMetrics, TrainingDirectory, TrainingResult
 
@@ -292,14 +293,23 @@ class _Loop:
         self.total = config.total_steps(len(pool))
         self.resumed_from: int | None = None
         self._last_finish = 0.0
+        # Every step's metrics by step (a retrained step's latest record wins), as the file
+        # holds them: the result is built from here instead of reading the file back.
+        self._metrics: dict[int, StepMetrics] = {}
+        # The current epoch's order of the pool: one permutation per epoch, not per step.
+        self._order: tuple[int, list[int]] = (-1, [])
 
     async def _last_resumable(self) -> Checkpoint | None:
         return await anyio.to_thread.run_sync(self.directory.last_resumable)
 
     async def run(self) -> None:
         """Train from the last saved state to the end, restarting the session after failures."""
+        await anyio.to_thread.run_sync(self.directory.open)
         last = await self._last_resumable()
         self.resumed_from = None if last is None else last.step
+        if last is not None:  # the steps trained before, as the result reports them
+            earlier = await anyio.to_thread.run_sync(self.directory.metrics)
+            self._metrics = {m.step: m for m in earlier}
         step = 0 if last is None else last.step
         recoveries = 0
         while step < self.total:
@@ -332,13 +342,16 @@ class _Loop:
     def plan(self, index: int) -> StepPlan:
         """The plan of 0-based step ``index``: its batch, learning rate and checkpoint."""
         config = self.config
-        epoch, idx = batch_indices(config, len(self.pool), index)
+        epoch, within = divmod(index, steps_per_epoch(config, len(self.pool)))
+        if self._order[0] != epoch:
+            self._order = (epoch, epoch_order(config, len(self.pool), epoch))
+        start = within * config.batch_size
         number = index + 1
         saves = number % config.checkpoint_every == 0 or number == self.total
         return StepPlan(
             number=number,
             epoch=epoch,
-            batch=[self.pool[i] for i in idx],
+            batch=[self.pool[i] for i in self._order[1][start : start + config.batch_size]],
             learning_rate=config.learning_rate_at(index, self.total),
             save_as=f"step_{number:06d}" if saves else None,
             final=number == self.total,
@@ -369,7 +382,7 @@ class _Loop:
             epoch=plan.epoch,
             samples_seen=samples_seen,
             nll=output.nll,
-            tokens=sum(len(e) for e in plan.batch),
+            tokens=sum(map(len, plan.batch)),
             loss_tokens=output.loss_tokens,
             learning_rate=plan.learning_rate,
             # Wall time this step added to the run: from when the previous one finished (or
@@ -377,7 +390,11 @@ class _Loop:
             seconds=finished - max(self._last_finish, job.submitted),
         )
         self._last_finish = finished
-        await anyio.to_thread.run_sync(self.directory.add_metrics, metrics)
+        self._metrics[plan.number] = metrics
+        # Handed to the operating system here, not forced to disk: the checkpoint below (or
+        # the next one) syncs it, and steps after the last checkpoint are retrained on resume
+        # anyway (see training/directory.py). A page-cache write needs no worker thread.
+        self.directory.add_metrics(metrics, sync=False)
         if plan.save_as is not None:
             saved = await job.pending.saved()
             checkpoint = Checkpoint(
@@ -402,7 +419,7 @@ class _Loop:
             config=self.config,
             total_steps=self.total,
             checkpoints=self.directory.checkpoints(),
-            metrics=self.directory.metrics(),
+            metrics=[self._metrics[step] for step in sorted(self._metrics)],
             data=data,
             resumed_from=self.resumed_from,
             started_at=started,
@@ -413,6 +430,13 @@ class _Loop:
 
 
 # --- names kept for one release ------------------------------------------------------------
+
+if TYPE_CHECKING:
+    # Type checkers see the old names as plain aliases: PEP 702's @deprecated cannot mark a type
+    # alias (only classes, functions and overloads), so they are not flagged there; at run time
+    # __getattr__ below returns them with a DeprecationWarning.
+    RunDirectory = TrainingDirectory
+    TrainingRun = TrainingResult
 
 _RENAMED: dict[str, tuple[str, Any]] = {
     "RunDirectory": ("TrainingDirectory", TrainingDirectory),

@@ -33,8 +33,10 @@ __all__ = [
     "TrainingInput",
     "batch_indices",
     "conversations",
+    "epoch_order",
     "prepare_examples",
     "select_indices",
+    "steps_per_epoch",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,18 +150,37 @@ def batch_indices(config: TrainConfig, num_examples: int, step: int) -> tuple[in
     Each epoch is a permutation of the examples determined by ``(seed, epoch)`` (identity when
     ``shuffle`` is off); step ``s`` of the epoch takes the ``s``-th run of ``batch_size``.
     """
+    epoch, within = divmod(step, steps_per_epoch(config, num_examples))
+    start = within * config.batch_size
+    return epoch, epoch_order(config, num_examples, epoch)[start : start + config.batch_size]
+
+
+def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
+    """How many whole batches one pass over ``num_examples`` examples makes.
+
+    Raises:
+        ConfigurationError: the examples do not fill one batch.
+    """
     per_epoch = num_examples // config.batch_size
     if per_epoch == 0:
         raise ConfigurationError(
             f"{num_examples} examples do not fill one batch of {config.batch_size}"
         )
-    epoch, within = divmod(step, per_epoch)
-    if config.shuffle:
-        order = np.random.default_rng([config.seed, epoch]).permutation(num_examples)
-    else:
-        order = np.arange(num_examples)
-    start = within * config.batch_size
-    return epoch, [int(i) for i in order[start : start + config.batch_size]]
+    return per_epoch
+
+
+def epoch_order(config: TrainConfig, num_examples: int, epoch: int) -> list[int]:
+    """The order in which 0-based ``epoch`` visits the examples (see :func:`batch_indices`).
+
+    A permutation determined by ``(seed, epoch)``, or the identity when ``shuffle`` is off. A
+    loop computes it once per epoch and slices its batches from it.
+    """
+    if not config.shuffle:
+        return list(range(num_examples))
+    order: list[int] = (
+        np.random.default_rng([config.seed, epoch]).permutation(num_examples).tolist()
+    )
+    return order
 
 
 def prepare_examples(

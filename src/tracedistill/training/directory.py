@@ -11,6 +11,12 @@ A crashed run can be resumed and inspected from it:
 
 The two JSONL files are append-only: a line torn by a crash mid-write is cut (kept in
 ``<file>.torn``) before the next append, so every later step and checkpoint stays visible.
+
+Durability: a checkpoint line is on disk (fsync) before the loop goes on, and so is every
+metrics line written before it. A step's metrics line is handed to the operating system when
+the step ends (it survives the process being killed) and reaches the disk with the next
+checkpoint: a power loss can lose only the metrics of steps after the last checkpoint, which a
+resumed run trains, and records, again.
 """
 
 from __future__ import annotations
@@ -215,12 +221,22 @@ class TrainingDirectory:
         found = [c for c in self.checkpoints() if c.state is not None]
         return found[-1] if found else None
 
-    def add_metrics(self, metrics: StepMetrics) -> None:
-        """Append one step's metrics (on disk before returning)."""
-        self._metrics.append(metrics.to_dict(), sync=True)
+    def open(self) -> None:
+        """Cut torn last lines and open both files for appending (blocking: file I/O).
+
+        Afterwards :meth:`add_metrics` with ``sync=False`` only hands a line to the operating
+        system, cheap enough for an event loop.
+        """
+        for file in (self._metrics, self._checkpoints):
+            file.append_bytes(b"")  # appending nothing opens the file, repairing it first
+
+    def add_metrics(self, metrics: StepMetrics, *, sync: bool = True) -> None:
+        """Append one step's metrics (on disk before returning unless ``sync`` is False)."""
+        self._metrics.append(metrics.to_dict(), sync=sync)
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Append one checkpoint (on disk before returning)."""
+        """Append one checkpoint; it and every metrics line before it are on disk on return."""
+        self._metrics.sync()
         self._checkpoints.append(checkpoint.to_dict(), sync=True)
 
     def write_data_report(self, report: DataReport) -> None:

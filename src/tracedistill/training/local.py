@@ -167,7 +167,7 @@ def _quiet_peft() -> Any:
         # PEFT reads transformers 5's deprecated `is_gradient_checkpointing` alias: the note is
         # for PEFT's maintainers, not for our users.
         warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
         )
         yield
 

@@ -167,6 +167,7 @@ class CodeVerifier(Verifier):
         accept_truncated: bool = False,
     ) -> None:
         self.extraction = extraction or CodeExtraction()
+        self.protocol = f"{self.extraction.protocol}; it passes every test"  # reports show it
         self.workers = workers or min(os.cpu_count() or 1, 8)
         self.limits = limits or SandboxLimits()
         if self.limits.max_processes > 0 and os.getuid() == 0:

@@ -222,6 +222,24 @@ class CodeExtraction:
     raw_fallback: bool = True
     unclosed: bool = True
 
+    @property
+    def protocol(self) -> str:
+        """Which program is graded, in words (for reports)."""
+        words = ["every fenced Python block, joined" if self.join else _SELECT_WORDS[self.select]]
+        if self.unclosed:
+            words.append("an unclosed last fence")
+        if self.raw_fallback:
+            words.append("the whole response")
+        return ", else ".join(words)
+
+
+_SELECT_WORDS = {
+    "last": "the last fenced Python block",
+    "first": "the first fenced Python block",
+    "longest": "the longest fenced Python block",
+    "entry_point": "the last fenced Python block defining the entry point (or the last one)",
+}
+
 
 def extract_code(
     text: str, config: CodeExtraction | None = None, *, entry_point: str | None = None
