@@ -83,10 +83,11 @@ async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> No
         await run_for(10.0, teacher=teacher, problems=endless("st"), store=store, limiter=limiter)
         await teacher.aclose()
     ratio = rate_of(server, 2.0) / 20.0
-    # target >= 0.95 of the limit and <= 1% 429s at full scale. A 10 s run pays for its
-    # start: the first requests, waiting for new connections, reach the server bunched and
-    # overfill the first window; after two windows the client keeps to the limit.
-    assert ratio >= 0.88, ratio
+    # target >= 0.95 of the limit (first window left out) and <= 1% 429s; margin 0.03 for a
+    # loaded machine. A 10 s run pays for its start: the first requests, waiting for new
+    # connections, reach the server bunched and overfill a window; after two windows the
+    # client keeps to the limit.
+    assert ratio >= 0.92, ratio
     stats = server.stats
     steady = stats.arrivals[0] + 4.0
     late_429 = sum(t > steady for t in stats.throttle_times)
@@ -105,11 +106,38 @@ async def test_sliding_window_unknown_is_learned(store: JsonlTraceStore) -> None
         limiter = RateLimiter(None, max_concurrency=64)
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
-    # target >= 0.90 at full scale
+    # target >= 0.90 (first window left out) with few 429s. NOT MET: with nothing told the
+    # limiter runs on pause-and-burst (Retry-After pauses, then bursts): about the limit, but
+    # 26-28% 429s after the first window at this scale (issue 12, audit item 1). Asserted is
+    # what it reliably does.
     assert rate_of(server, 2.0) / 20.0 >= 0.75
     state = limiter.state()
     # never learned far below the provider's real rate (the old limiter fell to a quarter)
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
+
+
+async def _told_run(store: JsonlTraceStore, prefix: str, adaptive: bool) -> tuple[float, float]:
+    """Of the limit (first window left out) and 429s after it, told the right limit."""
+    with provider(limits=(Limit("requests", 40, 2.0, "sliding"),), header_style=None) as server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limits = RateLimits(requests_per_minute=1200, adaptive=adaptive)
+        limiter = RateLimiter(limits, max_concurrency=64)
+        await run_for(10.0, teacher=teacher, problems=endless(prefix), store=store, limiter=limiter)
+        await teacher.aclose()
+    stats = server.stats
+    steady = stats.arrivals[0] + 2.0
+    late = max(1, sum(t > steady for t in stats.arrivals))
+    return rate_of(server, 2.0) / 20.0, sum(t > steady for t in stats.throttle_times) / late
+
+
+@pytest.mark.slow
+async def test_adaptive_default_does_as_well_as_static(store: JsonlTraceStore) -> None:
+    # issue 12's table: told the right limit, adaptive=False holds 0.99-1.00 of it; the
+    # adaptive default must do at least as well (margin 0.05 for a loaded machine)
+    static, static_429 = await _told_run(store, "static", adaptive=False)
+    adaptive, adaptive_429 = await _told_run(store, "adaptive", adaptive=True)
+    assert adaptive >= static - 0.05, (adaptive, static)
+    assert adaptive_429 <= static_429 + 0.03, (adaptive_429, static_429)
 
 
 def _second_half(server: Any, seconds: float) -> tuple[float, int, int]:
