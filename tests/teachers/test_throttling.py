@@ -100,17 +100,27 @@ async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> No
 
 
 @pytest.mark.slow
-async def test_sliding_window_unknown_is_learned(store: JsonlTraceStore) -> None:
-    with provider(limits=(Limit("requests", 40, 2.0, "sliding"),), header_style=None) as server:
+@pytest.mark.parametrize("retry_after", ["s", None])
+async def test_sliding_window_unknown_is_learned(
+    store: JsonlTraceStore, retry_after: str | None
+) -> None:
+    limits = (Limit("requests", 40, 2.0, "sliding"),)
+    with provider(limits=limits, header_style=None, retry_after=retry_after) as server:
         teacher = openai_teacher(server, retry=RETRY)
         limiter = RateLimiter(None, max_concurrency=64)
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
-    # target >= 0.90 (first window left out) with few 429s. NOT MET: with nothing told the
-    # limiter runs on pause-and-burst (Retry-After pauses, then bursts): about the limit, but
-    # 26-28% 429s after the first window at this scale (issue 12, audit item 1). Asserted is
-    # what it reliably does.
-    assert rate_of(server, 2.0) / 20.0 >= 0.75
+    # target >= 0.90 of the limit (first window left out) with few 429s, margin 0.05 for a
+    # loaded machine. Measured at load 5-7: 0.91-0.93 and 0-0.5% 429s after the first window
+    # with Retry-After; 0.96-0.97 and 5-14% without (429s teach it, slowly: issue 12's
+    # <= 5% is not met there). The old pause-and-burst limiter: 26-28%
+    # 429s after the first window with Retry-After, 0.76-0.80 of the limit without.
+    assert rate_of(server, 2.0) / 20.0 >= 0.85
+    stats = server.stats
+    steady = stats.arrivals[0] + 2.0
+    late_429 = sum(t > steady for t in stats.throttle_times)
+    late = sum(t > steady for t in stats.arrivals)
+    assert late_429 <= (0.05 if retry_after else 0.15) * late, (late_429, late)
     state = limiter.state()
     # never learned far below the provider's real rate (the old limiter fell to a quarter)
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
