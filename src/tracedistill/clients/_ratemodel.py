@@ -11,7 +11,7 @@ import collections
 import logging
 import math
 
-from tracedistill.clients._rateevidence import Pauses, RecentAnswers, SendLog
+from tracedistill.clients._rateevidence import SHARE_WINDOW, Pauses, RecentAnswers, SendLog
 from tracedistill.clients._rateheaders import RateInfo
 from tracedistill.clients._ratelimits import (
     DIMENSIONS,
@@ -53,6 +53,10 @@ class RateModel:
     #: after PROBE_QUIET seconds without a 429
     PROBE = 0.02
     PROBE_QUIET = 3.0
+    #: with no trusted limit, 429s for requests sent this long after a cut teach nothing more
+    SETTLE = 1.0
+    #: ...and two cuts within this ratio of each other confirm the rate learned
+    CONFIRM_RATIO = 1.15
 
     def __init__(self, limits: RateLimits, *, clock: Clock) -> None:
         self.limits = limits
@@ -71,6 +75,14 @@ class RateModel:
         self._cut_at: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
         self._prev_429: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
         self._episode: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
+        #: per dimension with no trusted limit: whether two cuts agreed on the learned rate
+        self._confirmed: dict[str, bool] = dict.fromkeys(DIMENSIONS, False)
+        #: per dimension with no trusted limit: about when the first requests reached the provider
+        self._reached: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: per dimension with no trusted limit: the episode of the first cut
+        self._first_episode: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: per dimension with no trusted limit: quiet seconds before probing above the estimate
+        self._quiet: dict[str, float] = dict.fromkeys(DIMENSIONS, self.PROBE_QUIET)
         self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
         #: no bucket paces anything (no limit known): requests start without one
         self.unpaced = True
@@ -115,7 +127,7 @@ class RateModel:
             return
         self.unpaced = False
         pace = allowed * (1.0 - self.limits.headroom)
-        capacity = capacity_for(pace, self.limits.burst_seconds)
+        capacity = capacity_for(pace, self._burst_seconds(name))
         bucket = self.buckets[name]
         if bucket is None:
             bucket = TokenBucket(pace, capacity, clock=self._clock)
@@ -126,6 +138,17 @@ class RateModel:
             bucket.set_rate(pace, capacity)
         if name == "requests" and (self.rate_min is None or allowed < self.rate_min):
             self.rate_min = allowed
+
+    def _burst_seconds(self, name: str) -> float:
+        """Seconds of the allowed rate a bucket may spend at once.
+
+        A request rate learned with no trusted limit came from saturating the provider's
+        window: a burst after a pause (up to ``burst_seconds`` of it) would overfill that
+        window again, so requests resume at the rate.
+        """
+        if name == "requests" and self.trusted(name) is None:
+            return min(self.limits.burst_seconds, 0.15)  # a few requests of wake-up lateness
+        return self.limits.burst_seconds
 
     def recover(self, now: float) -> None:
         """Raise learned rates back once 429s stop (at most every 0.2 s)."""
@@ -146,6 +169,12 @@ class RateModel:
                     continue
                 raised = learned * (1.25**step)  # back to the ceiling within seconds
                 self.learned[name] = None if raised >= ceiling else raised
+            elif self._confirmed[name]:
+                # an estimate two throttling episodes agreed on, or one from a fresh window's
+                # burst: probe above it slowly, after a window without 429s
+                if quiet < self._quiet[name]:
+                    continue
+                self.learned[name] = learned * ((1.0 + self.PROBE) ** step)
             else:
                 if quiet < 2.0:
                     continue
@@ -191,11 +220,21 @@ class RateModel:
         log: SendLog,
         pauses: Pauses,
         recent: RecentAnswers,
+        retry_after: float | None = None,
     ) -> None:
-        """Learn from a 429 on dimension ``name`` (sent at ``sent``), if the evidence holds."""
+        """Learn from a 429 on dimension ``name`` (sent at ``sent``), if the evidence holds.
+
+        ``retry_after``: the seconds the provider said to wait (``Retry-After`` or the reset of
+        a used-up limit), if it said.
+        """
         if now - self._prev_429[name] >= 1.0:
             self._episode[name] = now  # 429s after a quiet second: a new throttling episode
         self._prev_429[name] = now
+        if self.trusted(name) is None:
+            self._learn_untrusted(
+                name, sent, now, log=log, pauses=pauses, recent=recent, retry_after=retry_after
+            )
+            return
         if sent < self._cut_at[name]:
             return  # sent at the rate already cut: it says nothing about the new one
         measured = log.accepted_rate(name, sent, pauses)
@@ -230,6 +269,137 @@ class RateModel:
             # not diluted by the pauses of the first throttling episode
             recent_rate = log.accepted_rate(name, sent, None, since=self._cut_at[name])
             self._demote(name, now, max(measured, recent_rate or 0.0), allowed)
+        self.learned[name] = measured
+        self._cut_at[name] = now
+        self.cuts += 1
+        self.recompute(name)
+        logger.info(
+            "rate limited: the provider accepted %.1f %s/min; keeping to that",
+            measured * 60.0,
+            "requests" if name == "requests" else f"{name} tokens",
+        )
+
+    def _learn_untrusted(
+        self,
+        name: str,
+        sent: float,
+        now: float,
+        *,
+        log: SendLog,
+        pauses: Pauses,
+        recent: RecentAnswers,
+        retry_after: float | None,
+    ) -> None:
+        """Learn from a 429 on a dimension with no trusted limit (none configured or announced).
+
+        The first estimate comes from the fresh window's burst (see :meth:`_first_burst`).
+        Later ones are what the provider accepted since the first requests reached it (up to
+        a minute), the client's short pauses included: a provider's window refills during
+        them, so leaving them out would credit it with the bursts that follow. A span that
+        was mostly paused (a long ``Retry-After``) is measured without its pauses. Only
+        saturation (429s a large share of recent answers) or a 429 far below what is allowed
+        teaches anything; a second cut at about the same rate confirms the estimate, after
+        which recovery above it is a slow probe.
+        """
+        allowed = self.allowed(name)
+        clustered = recent.saturated(now)
+        if self._first_burst(
+            name, now - sent, now, allowed, log=log, recent=recent, retry_after=retry_after
+        ):
+            return
+        if allowed is None and not clustered:
+            return  # a lone 429 with no limit known: only that request waits
+        if sent < self._cut_at[name] + self.SETTLE:
+            return  # the provider's window still holds what was sent before the cut
+        since = self._reached_at(name, log, now - sent)
+        measured = log.accepted_rate(name, sent, None, since=since)
+        unpaused = log.accepted_rate(name, sent, pauses, since=since)
+        if measured is None or unpaused is None:
+            return
+        if measured < 0.5 * unpaused:
+            measured = unpaused  # a span mostly paused (a long Retry-After) is no rate sample
+        if allowed is not None and (
+            measured >= allowed
+            or (not clustered and measured >= allowed * (1.0 - self.limits.headroom - 0.04))
+        ):
+            return  # the provider accepted about what is allowed: nothing to learn
+        if allowed is not None and not clustered:
+            # a lone 429 far below what is allowed: the long span may hold a slow start, so
+            # step down gently and let further 429s say more
+            measured = max(measured, 0.9 * allowed)
+        last = self._last_cut[name]
+        if (
+            last is not None
+            and now - last[0] <= self.DEMOTE_SPAN
+            and 1.0 / self.CONFIRM_RATIO <= measured / last[1] <= self.CONFIRM_RATIO
+        ):
+            self._confirmed[name] = True
+        self._last_cut[name] = (now, measured)
+        self._cut(name, now, measured)
+
+    def _reached_at(self, name: str, log: SendLog, round_trip: float) -> float | None:
+        """About when the first requests reached the provider.
+
+        They waited for new connections (a second on a loaded machine): the provider's clock
+        starts about one round trip (of the first 429 seen) after the first send.
+        """
+        if self._reached[name] is None and log.first_send is not None:
+            self._reached[name] = log.first_send + round_trip
+        return self._reached[name]
+
+    def _first_burst(
+        self,
+        name: str,
+        round_trip: float,
+        now: float,
+        allowed: float | None,
+        *,
+        log: SendLog,
+        recent: RecentAnswers,
+        retry_after: float | None,
+    ) -> bool:
+        """Learn the first rate from a fresh window's burst and its ``Retry-After``.
+
+        A fresh window admits its whole allowance at once; the provider then accepts nothing
+        more for ``retry_after`` seconds, so what it accepted spreads over the span up to then
+        (about one window). Every 429 of that first episode refines the estimate: attempts
+        still in flight count as accepted until their 429 comes back. It takes a burst: at
+        least 3 429s, a tenth of the last two seconds' answers (a lone 429 may be noise).
+        Returns whether this 429 was used so.
+        """
+        if retry_after is None or retry_after <= 0:
+            return False
+        episode = self._episode[name]
+        if allowed is None:
+            recent.forget_before(now - SHARE_WINDOW)
+            throttles = len(recent.throttles)
+            if throttles < 3 or throttles < 0.1 * (throttles + len(recent.answers)):
+                return False
+        elif self._first_episode[name] != episode:
+            return False
+        since = self._reached_at(name, log, round_trip)
+        rate = log.accepted_rate(name, now, None, since=since)
+        if rate is None or log.first_send is None:
+            return False
+        # accepted_rate spans at least 2 s; count what it saw, and spread that over the time
+        # since the first requests reached the provider, up to the end of its Retry-After
+        first = max(log.first_send, min(since or now, now - 2.0))
+        accepted = rate * max(0.05, min(log.horizon, now - first))
+        span = max(0.05, now - (since or log.first_send))
+        measured = max(accepted / (span + min(retry_after, log.horizon)), 1.0 / 60.0)
+        if allowed is None:
+            self._first_episode[name] = episode
+            self._confirmed[name] = True  # the provider's own word on its window: probe slowly
+            self._quiet[name] = max(self.PROBE_QUIET, min(retry_after, log.horizon))
+            self._last_cut[name] = (now, measured)
+            self._cut(name, now, measured)
+        else:
+            self.learned[name] = measured
+            self.recompute(name)
+        return True
+
+    def _cut(self, name: str, now: float, measured: float) -> None:
+        """Keep dimension ``name`` to ``measured`` (per second) from now on."""
         self.learned[name] = measured
         self._cut_at[name] = now
         self.cuts += 1

@@ -381,6 +381,7 @@ class RateLimiter:
             log=self._log,
             pauses=self._pauses,
             recent=self._recent,
+            retry_after=retry_after,
         )
 
     def on_overload(self, permit: Permit | None = None) -> None:
