@@ -199,6 +199,7 @@ class RateLimiter:
             configured_rpm=per_min(model.configured["requests"]),
             header_rpm=per_min(model.header["requests"]),
             learned_rpm=per_min(model.learned["requests"]),
+            ceiling_rpm=per_min(model.ceiling["requests"]),
             input_tokens_rate=per_min(model.allowed("input")),
             output_tokens_rate=per_min(model.allowed("output")),
             tokens_rate=per_min(model.allowed("tokens")),
