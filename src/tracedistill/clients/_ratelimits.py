@@ -204,13 +204,6 @@ class TokenBucket:
         self.level = min(level, self.capacity)
         self._last = self._clock()
 
-    def resume_at(self, when: float, level: float) -> None:
-        """Hold at most ``level`` tokens at ``when`` (later): nothing accrued up to then bursts."""
-        now = self._clock()
-        self._refill(now)
-        ahead = max(0.0, when - now) * self.rate
-        self.level = min(self.level + ahead, level) - ahead
-
     def set_rate(self, rate: float, capacity: float) -> None:
         """Change the rate and capacity, keeping the tokens already accrued (capped)."""
         self._refill(self._clock())

@@ -49,15 +49,10 @@ class RateModel:
     #: DEMOTE_RATIO), shows the trusted limit is wrong: the learned rate replaces it
     DEMOTE_SPAN = 120.0
     DEMOTE_RATIO = 1.5
-    #: a lone 429 at or under a ceiling lowers it to this share of the rate that drew it
-    CEILING_CUT = 0.98
-    #: a ceiling under CEILING_CUT x the rate that last drew a 429 climbs back to that at
-    #: +CLIMB per second after CLIMB_QUIET seconds without a 429; above it, it probes at +PROBE
-    #: per second after PROBE_QUIET seconds
-    CLIMB = 0.02
-    CLIMB_QUIET = 3.0
-    PROBE = 0.005
-    PROBE_QUIET = 10.0
+    #: above a ceiling that replaced a trusted limit, recovery probes at +PROBE per second,
+    #: after PROBE_QUIET seconds without a 429
+    PROBE = 0.02
+    PROBE_QUIET = 3.0
 
     def __init__(self, limits: RateLimits, *, clock: Clock) -> None:
         self.limits = limits
@@ -71,8 +66,6 @@ class RateModel:
         self.header: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         self.learned: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         self.ceiling: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
-        #: per dimension, the rate (per second) that drew the last 429 under a ceiling
-        self._refused: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: (when, rate learned) of the last cut below a trusted limit, per dimension
         self._last_cut: dict[str, tuple[float, float] | None] = dict.fromkeys(DIMENSIONS)
         self._cut_at: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
@@ -145,8 +138,8 @@ class RateModel:
             learned = self.learned[name]
             ceiling = self.ceiling_of(name)
             if learned is None:
-                if self.ceiling[name] is not None and quiet >= self.CLIMB_QUIET:
-                    self._probe(name, step, quiet)
+                if self.ceiling[name] is not None and quiet >= self.PROBE_QUIET:
+                    self._probe(name, step)
                 continue
             if ceiling is not None:
                 if quiet < 1.0:
@@ -159,22 +152,13 @@ class RateModel:
                 self.learned[name] = learned * (1.05**step)  # probe an unknown limit gently
             self.recompute(name)
 
-    def _probe(self, name: str, step: float, quiet: float) -> None:
-        """Raise a ceiling that replaced a trusted limit: back to just under the rate that last
-        drew a 429, then slowly above, up to the trusted limit.
-        """
+    def _probe(self, name: str, step: float) -> None:
+        """Raise a ceiling that replaced a trusted limit slowly, up to that limit."""
         ceiling = self.ceiling[name]
         trusted = self.trusted(name)
         if ceiling is None:
             return
-        refused = self._refused[name]
-        below = math.inf if refused is None else self.CEILING_CUT * refused
-        if ceiling < below:
-            raised = min(below, ceiling * ((1.0 + self.CLIMB) ** step))
-        elif quiet >= self.PROBE_QUIET:
-            raised = ceiling * ((1.0 + self.PROBE) ** step)
-        else:
-            return
+        raised = ceiling * ((1.0 + self.PROBE) ** step)
         self.ceiling[name] = None if trusted is None or raised >= trusted else raised
         self.recompute(name)
 
@@ -209,16 +193,11 @@ class RateModel:
         recent: RecentAnswers,
     ) -> None:
         """Learn from a 429 on dimension ``name`` (sent at ``sent``), if the evidence holds."""
-        self._resume_at_rate(name, now, pauses.until)
         if now - self._prev_429[name] >= 1.0:
             self._episode[name] = now  # 429s after a quiet second: a new throttling episode
         self._prev_429[name] = now
         if sent < self._cut_at[name]:
             return  # sent at the rate already cut: it says nothing about the new one
-        clustered = recent.saturated(now)
-        if self.ceiling[name] is not None and not clustered:
-            self._lower_ceiling(name, now)
-            return
         measured = log.accepted_rate(name, sent, pauses)
         if measured is None:
             return
@@ -240,19 +219,18 @@ class RateModel:
             if self.learned[name] is None and not self._repeated(name, now):
                 return
         allowed = self.allowed(name)
+        clustered = recent.saturated(now)
         if allowed is None and not clustered:
             return  # a lone 429 with no limit known: only that request waits
         near = allowed is not None and measured >= allowed * (1.0 - self.limits.headroom - 0.04)
         if near and (not clustered or measured >= (allowed or 0.0)):
             return  # close to what is allowed: a lone 429 teaches nothing
-        demoted = False
         if trusted is not None:
-            # what the provider accepted since the last cut, the client's pauses left out: the
-            # rate of the current regime, not diluted by the first throttling episode
-            recent_rate = log.accepted_rate(name, sent, pauses, since=self._cut_at[name])
-            demoted = self._demote(name, now, max(measured, recent_rate or 0.0), allowed)
-        # a new ceiling is the estimate itself: no cut under it
-        self.learned[name] = None if demoted else measured
+            # what the provider accepted since the last cut: the rate of the current regime,
+            # not diluted by the pauses of the first throttling episode
+            recent_rate = log.accepted_rate(name, sent, None, since=self._cut_at[name])
+            self._demote(name, now, max(measured, recent_rate or 0.0), allowed)
+        self.learned[name] = measured
         self._cut_at[name] = now
         self.cuts += 1
         self.recompute(name)
@@ -262,40 +240,12 @@ class RateModel:
             "requests" if name == "requests" else f"{name} tokens",
         )
 
-    def _resume_at_rate(self, name: str, now: float, until: float) -> None:
-        """While everyone is paused, let the buckets of requests and of dimension ``name``
-        resume at their rate when the pause ends, not with the burst they would accrue: the
-        provider's window emptied meanwhile, and a burst on top of the rate overfills it again.
-        """
-        if until <= now:
-            return
-        levels = {name: 0.0, "requests": 1.0}  # one request at the pause's end, no more
-        for dimension, level in levels.items():
-            bucket = self.buckets[dimension]
-            if bucket is not None:
-                bucket.resume_at(until, level)
-
-    def _lower_ceiling(self, name: str, now: float) -> None:
-        """A lone 429 under a ceiling replacing a trusted limit: the provider's limit lies just
-        under the rate that drew it, so the ceiling goes just under that rate, and no lower.
-        """
-        allowed = self.allowed(name)
-        ceiling = self.ceiling[name]
-        if allowed is None or ceiling is None:
-            return
-        self.ceiling[name] = min(ceiling, self.CEILING_CUT * allowed)
-        self._refused[name] = allowed
-        self.learned[name] = None
-        self._cut_at[name] = now
-        self.cuts += 1
-        self.recompute(name)
-
-    def _demote(self, name: str, now: float, measured: float, allowed: float | None) -> bool:
+    def _demote(self, name: str, now: float, measured: float, allowed: float | None) -> None:
         """On a second cut below a trusted limit at about the same rate, stop trusting it.
 
-        The new ceiling is just under the rate that drew the 429, and at most a quarter above
-        what the provider accepted: the truth lies between the two. Returns whether the trusted
-        limit was replaced now. A burst of 429s under a ceiling lowers it 5%.
+        The new ceiling is what the provider accepted, or just under the rate that drew the 429
+        when that is close above it: the truth lies between the two. Later 429s while probing
+        at the ceiling lower it 5% at a time.
         """
         ceiling = self.ceiling[name]
         last = self._last_cut[name]
@@ -303,15 +253,14 @@ class RateModel:
         below = 0.95 * allowed if allowed is not None else measured
         if ceiling is None:
             if last is None or now - last[0] > self.DEMOTE_SPAN or last[0] >= self._episode[name]:
-                return False  # no earlier cut, or only one in this episode
+                return  # no earlier cut, or only one in this episode
             if not 1.0 / self.DEMOTE_RATIO <= measured / last[1] <= self.DEMOTE_RATIO:
-                return False
-            # just under the rate that drew the 429, and at most a quarter above what was
-            # accepted since the last cut (the truth lies between; a lone 429 above the
-            # ceiling lowers it 3% at once, while the probe from under it is slow)
-            estimate = min(below, 1.25 * measured)
+                return
+            # just under the rate that drew the 429 when it is close above what was accepted
+            # (else a little under what was accepted: a short span overestimates a window that
+            # refills during pauses, and the probe finds the rest)
+            estimate = below if measured <= below <= 1.25 * measured else 0.97 * measured
             self.ceiling[name] = estimate
-            self._refused[name] = allowed
             logger.warning(
                 "the trusted %s limit looks wrong (429s twice at about %.1f/min): keeping to "
                 "%.1f/min, probing slowly above",
@@ -319,11 +268,9 @@ class RateModel:
                 measured * 60.0,
                 estimate * 60.0,
             )
-            return True
-        if allowed is not None and allowed >= 0.99 * ceiling:
-            # a burst of 429s at the ceiling: a little lower, never below what was accepted
+        elif allowed is not None and allowed >= 0.99 * ceiling:
+            # a 429 while probing at the ceiling: a little lower, never below what was accepted
             self.ceiling[name] = min(ceiling, max(measured, below))
-        return False
 
     def _repeated(self, name: str, now: float) -> bool:
         """Count one 429 episode below a trusted limit; whether there were enough lately."""
