@@ -172,6 +172,10 @@ async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) ->
         await teacher.aclose()
     state = limiter.state()
     assert state.cuts >= 1 and state.request_rate is not None and state.request_rate < 800
+    # the summary's state shows the learned limit in place of the configured one
+    assert state.ceiling_rpm is not None and 450 <= state.ceiling_rpm <= 800, state
+    assert state.limit_rpm == state.ceiling_rpm and state.configured_rpm == 2400
+    assert "learned limit" in state.describe() and "configured 2,400/min" in state.describe()
     rate, late_429, late = _second_half(server, 20.0)
     # target >= 0.9 of the true limit; margin for a loaded machine (the old limiter: 0.64-0.73)
     assert rate / 10.0 >= 0.8, rate
@@ -575,6 +579,13 @@ def test_summary_html_shows_the_limiter() -> None:
         assert shown in html, (shown, html)
     assert "allowed 540/min" in str(summary)  # the same figures as str()
     assert "rate cuts" not in _summary(GenerationSummary, None)._repr_html_()
+    assert "request limit" not in html and state.limit_rpm == 2400.0  # nothing learned
+    # a learned limit in place of the configured one shows in both forms
+    learned = attrs.evolve(state, ceiling_rpm=600.0)
+    assert learned.limit_rpm == 600.0
+    text = "learned limit 600/min in place of the configured 2,400/min"
+    assert text in _summary(GenerationSummary, learned)._repr_html_()
+    assert text in str(_summary(GenerationSummary, learned))
 
 
 def _summary(cls: Any, state: Any) -> Any:

@@ -81,7 +81,12 @@ class LimiterState:
         request_rate_min: the lowest request rate allowed at any time of the run.
         configured_rpm: the configured request limit.
         header_rpm: the request limit the provider's headers announced.
-        learned_rpm: the request rate learned from 429s, while it is below the trusted limit.
+        ceiling_rpm: the request limit learned in place of a trusted one (configured, else
+            announced) that repeated 429s showed wrong: the limiter keeps to it and probes
+            slowly above it. None while the trusted limit stands. :attr:`limit_rpm` is the
+            request limit believed now, whichever it is.
+        learned_rpm: a temporary cut under that limit, learned from a burst of 429s; it climbs
+            back to the limit within seconds once they stop (None: no cut under way).
         input_tokens_rate / output_tokens_rate / tokens_rate: the token rates allowed now.
         concurrency / max_concurrency / concurrency_min: the slots allowed now, at most, and at
             the lowest point of the run.
@@ -110,6 +115,24 @@ class LimiterState:
     cuts: int
     paused_s: float
     stalls: int
+    ceiling_rpm: float | None = None
+
+    @property
+    def limit_rpm(self) -> float | None:
+        """The request limit believed now: the learned ceiling, else configured, else announced."""
+        for value in (self.ceiling_rpm, self.configured_rpm, self.header_rpm):
+            if value is not None:
+                return value
+        return None
+
+    def describe_limit(self) -> str | None:
+        """The learned request limit and the trusted one it replaced (None: none learned)."""
+        if self.ceiling_rpm is None:
+            return None
+        trusted = self.configured_rpm if self.configured_rpm is not None else self.header_rpm
+        source = "configured" if self.configured_rpm is not None else "announced"
+        replaced = "" if trusted is None else f" in place of the {source} {trusted:,.0f}/min"
+        return f"learned limit {self.ceiling_rpm:,.0f}/min{replaced}"
 
     def describe(self) -> str:
         """One line for logs and summaries."""
@@ -118,8 +141,10 @@ class LimiterState:
             return "unlimited" if value is None else f"{value:,.0f}/min"
 
         lowest = "" if self.request_rate_min is None else f" (lowest {rate(self.request_rate_min)})"
+        limit = self.describe_limit()
         return (
-            f"allowed {rate(self.request_rate)}{lowest}, concurrency {self.concurrency}"
+            f"allowed {rate(self.request_rate)}{lowest}"
+            f"{'' if limit is None else f' ({limit})'}, concurrency {self.concurrency}"
             f"/{self.max_concurrency} (lowest {self.concurrency_min}, mean in flight "
             f"{self.inflight_mean:.1f}), {self.throttled} 429s, {self.overloaded} overloads, "
             f"{self.cuts} cuts, paused {self.paused_s:.1f}s, {self.stalls} stalls"

@@ -4,38 +4,49 @@ A :class:`RateLimiter` paces requests/min, input tokens/min, output tokens/min a
 combined tokens/min with token buckets (output tokens are reserved against ``max_tokens`` when
 a request starts; the unused part is refunded), and holds a number of concurrency slots.
 
-What it believes about the provider, in order of trust:
+What it learns from, in order of trust, and what it ignores:
 
-1. a **configured** limit (:class:`RateLimits`) or one the provider's **headers** announce is
+1. a **configured** limit (:class:`RateLimits`) or one the provider's **headers** announce
+   (OpenAI ``x-ratelimit-limit-*``, Anthropic ``anthropic-ratelimit-*-limit``, per minute) is
    trusted; requests are paced ``headroom`` below it. A 429 seen while keeping to it is
-   treated as noise (clock jitter, load from other clients) unless 429s keep coming: only
-   repeated evidence (several 429 episodes within half a minute, each showing the provider
-   accepted clearly less than the trusted rate) lowers it, so a wrong configured limit is
-   still learned down;
-2. a **learned** rate comes from what the provider *accepted* in the span before a 429 (up
-   to a minute, never longer than the run): accepted requests / that span, the time the
-   client spent paused left out (a pause is not a sample of the provider's rate). An estimate
-   can only err high, which further 429s correct, never low, which only slow probing would
-   undo; and it is taken only from a 429 that is one of many (saturation), or far below what
-   is allowed;
-3. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
-   got it waits that long; everyone pauses too when 429s are a large share of recent answers
-   (saturation). A 429 without ``Retry-After`` whose headers say a limit is used up
-   (``remaining: 0``) waits for that limit's reset. ``remaining: 0`` on a *successful* answer
-   pauses nothing: its reset is the time to a *full* limit, far longer than to the next
-   request, and the buckets already pace a known limit;
-4. once 429s stop, a learned rate recovers to the trusted limit within seconds (+25%/s), or,
-   with no trusted limit, probes upward gently (+5%/s after 2 quiet seconds);
-5. **overload** (529, 503 and other 5xx, dropped connections) is not throttling: the failed
+   ignored as noise (clock jitter, other clients on the key, shared upstream capacity), and so
+   are the client's own pauses: only repeated evidence (429 episodes in three separate seconds
+   within 30 s, each showing the provider accepted clearly less than the trusted rate) cuts
+   under it. OpenRouter's ``X-RateLimit-Limit`` does not say its interval and is never read as
+   a rate;
+2. a **wrong trusted limit is replaced**: a second throttling episode (429s after a quiet
+   second) within two minutes, at about the same learned rate, makes that rate a learned
+   **ceiling**, the limit in place of the trusted one (a WARNING names it): just under the
+   rate that drew the 429 when that is within 1.25x of what was accepted, else a little under
+   what was accepted. Above it the limiter only probes slowly (+2%/s after 3 quiet seconds, up
+   to the trusted limit); a 429 while probing at it lowers it 5%, never below what the
+   provider accepted;
+3. a **learned** rate (a temporary cut) comes only from what the provider *accepted* in the
+   span before a 429 (up to a minute, never longer than the run): accepted requests / that
+   span, the time the client spent paused left out (a pause is not a sample of the provider's
+   rate). It is taken from 429s that are a large share of recent answers (saturation) or far
+   below what is allowed; a lone 429 with no known limit teaches nothing, nor does a 429 for
+   a request sent before the last cut (it reflects the old rate);
+4. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
+   got it waits that long; everyone pauses too under saturation (429s a large share of recent
+   answers). A 429 without
+   ``Retry-After`` whose headers say a limit is used up (``remaining: 0``) waits for that
+   limit's reset. ``remaining: 0`` on a *successful* answer pauses nothing: its reset is the
+   time to a *full* limit, and the buckets already pace a known limit;
+5. once 429s stop, a learned rate recovers to the trusted limit or ceiling within seconds
+   (+25%/s), or, with no limit known, probes upward gently (+5%/s after 2 quiet seconds);
+6. **overload** (529, 503 and other 5xx, dropped connections) is not throttling and never
+   changes the rate: the failed
    request backs off (see :mod:`~tracedistill.clients.retry`); the shared concurrency is
    trimmed only while overloads are at least half of recent answers (a burst; faults spread
    at random are none), gently (x0.8 per second, never below three quarters) and restored
    after 3 quiet seconds;
-6. a **stalled** request holds one slot, never the run: an attempt running far longer than
+7. a **stalled** request holds one slot, never the run: an attempt running far longer than
    recent answers took (``stall_after_s``, by default 4x their 95th percentile, at least 1 s)
    gives its slot back while it keeps running until its own timeout.
 
-:meth:`RateLimiter.state` returns a :class:`LimiterState` record of all of it.
+:meth:`RateLimiter.state` returns a :class:`LimiterState` record of all of it (its
+``limit_rpm`` is the request limit believed now, ``ceiling_rpm`` a learned one).
 """
 
 from __future__ import annotations
@@ -199,6 +210,7 @@ class RateLimiter:
             configured_rpm=per_min(model.configured["requests"]),
             header_rpm=per_min(model.header["requests"]),
             learned_rpm=per_min(model.learned["requests"]),
+            ceiling_rpm=per_min(model.ceiling["requests"]),
             input_tokens_rate=per_min(model.allowed("input")),
             output_tokens_rate=per_min(model.allowed("output")),
             tokens_rate=per_min(model.allowed("tokens")),

@@ -119,8 +119,10 @@ def _limiter_fields(state: LimiterState | None) -> dict[str, object]:
         return "unlimited" if value is None else f"{value:,.0f}/min"
 
     lowest = "" if state.request_rate_min is None else f" (lowest {rate(state.request_rate_min)})"
+    limit = state.describe_limit()
     return {
         "allowed rate": f"{rate(state.request_rate)}{lowest}",
+        **({} if limit is None else {"request limit": limit}),
         "concurrency": f"{state.concurrency}/{state.max_concurrency} (lowest "
         f"{state.concurrency_min}, mean in flight {state.inflight_mean:.1f})",
         "429s, overloads": f"{state.throttled:,}, {state.overloaded:,}",
