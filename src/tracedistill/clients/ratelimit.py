@@ -23,10 +23,16 @@ What it learns from, in order of trust, and what it ignores:
    provider accepted;
 3. a **learned** rate (a temporary cut) comes only from what the provider *accepted* in the
    span before a 429 (up to a minute, never longer than the run): accepted requests / that
-   span, the time the client spent paused left out (a pause is not a sample of the provider's
-   rate). It is taken from 429s that are a large share of recent answers (saturation) or far
-   below what is allowed; a lone 429 with no known limit teaches nothing, nor does a 429 for
-   a request sent before the last cut (it reflects the old rate);
+   span, where a span that is mostly the client's own pause leaves the pause out (a pause is
+   not a sample of the provider's rate) and short pauses count (the provider's window refills
+   during them). It is taken from 429s that are a large share of recent answers (saturation)
+   or far below what is allowed (then one step of at most 10%); a lone 429 with no known
+   limit teaches nothing, nor does a 429 for a request sent before the last cut or within a
+   second after it (it reflects the old rate). With **no limit known**, the first estimate
+   reads the opening burst: a fresh window admits its whole allowance at once and
+   ``Retry-After`` then says how long nothing more is accepted, so the rate is what was
+   accepted / (the time since the first requests reached the provider + ``Retry-After``),
+   once at least three 429s make up a tenth of recent answers;
 4. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
    got it waits that long; everyone pauses too under saturation (429s a large share of recent
    answers). A 429 without
@@ -34,7 +40,10 @@ What it learns from, in order of trust, and what it ignores:
    limit's reset. ``remaining: 0`` on a *successful* answer pauses nothing: its reset is the
    time to a *full* limit, and the buckets already pace a known limit;
 5. once 429s stop, a learned rate recovers to the trusted limit or ceiling within seconds
-   (+25%/s), or, with no limit known, probes upward gently (+5%/s after 2 quiet seconds);
+   (+25%/s), or, with no limit known, probes upward gently: +5%/s after 2 quiet seconds, or,
+   once an estimate was read from the opening burst or confirmed twice, +2%/s after one
+   window (the first ``Retry-After``, at least 3 s) without a 429. A learned rate resumes
+   after a pause without a burst;
 6. **overload** (529, 503 and other 5xx, dropped connections) is not throttling and never
    changes the rate: the failed
    request backs off (see :mod:`~tracedistill.clients.retry`); the shared concurrency is
