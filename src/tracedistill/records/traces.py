@@ -330,7 +330,7 @@ def _trusted_request(
         and bool(problem_id and teacher and model and key)
         and type(prompt) is tuple
         and bool(prompt)
-        and all(type(m) is Message for m in prompt)
+        and {type(m) for m in prompt} == {Message}  # one comprehension, no generator frames
         and (params is None or type(params) is SamplingParams)
         and type(sample_index) is int
         and sample_index >= 0
