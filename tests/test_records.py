@@ -307,3 +307,16 @@ def test_assembled_trace_converts_what_the_constructor_converts() -> None:
     assert trace.reasoning_kind is ReasoningKind.SUMMARY
     assert trace.prompt == (Message("user", "hi"),) and trace.usage.prompt_tokens == 1
     assert isinstance(trace.latency_s, float)
+
+
+def test_token_usage_of_counts_matches_the_constructor() -> None:
+    from tracedistill.records import TokenUsage
+
+    fast = TokenUsage.of_counts(12, 30, 7)
+    assert fast == TokenUsage(prompt_tokens=12, completion_tokens=30, reasoning_tokens=7)
+    assert type(fast) is TokenUsage and fast.total_tokens == 42
+    assert TokenUsage.of_counts(1, 2) == TokenUsage(prompt_tokens=1, completion_tokens=2)
+    with pytest.raises(ValueError, match="completion_tokens"):
+        TokenUsage.of_counts(1, -2)  # not a clean count: the constructor's checks and error
+    with pytest.raises(ValueError, match="reasoning_tokens"):
+        TokenUsage.of_counts(1, 2, -1)

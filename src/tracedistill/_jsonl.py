@@ -214,6 +214,9 @@ class JsonlFile:
         self.warn = warn
         self.readonly = readonly
         self._fd: int | None = None
+        # The file's size after this object's last append (None: not known, ask the file). One
+        # writer per file, so no one else moves it; anything that cuts the file resets it.
+        self._end: int | None = None
 
     def __repr__(self) -> str:
         return f"JsonlFile({str(self.path)!r})"
@@ -398,6 +401,7 @@ class JsonlFile:
                 with aside.open("ab") as fh:
                     fh.write(torn.data.rstrip(b"\n") + b"\n")
                 message = message.replace("dropped", f"moved to {aside}")
+            self._end = None
             os.ftruncate(fd, torn.offset)
             os.fsync(fd)
         log.warning("%s", message)
@@ -428,11 +432,17 @@ class JsonlFile:
         if payload and not payload.endswith(b"\n"):
             raise ValueError("a JSONL payload must end in a newline")
         fd = self._fd if self._fd is not None else self._open()
-        offset = os.lseek(fd, 0, os.SEEK_END)
+        offset = self._end
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_END)
+        # Unknown until the whole payload is written: a failed or partial write leaves the next
+        # append to ask the file again.
+        self._end = None
         view = memoryview(payload)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        self._end = offset + len(payload)
         if sync:
             os.fsync(fd)
         return offset
@@ -445,6 +455,7 @@ class JsonlFile:
     def close(self) -> None:
         """Close the file (appending again reopens it). Idempotent."""
         fd, self._fd = self._fd, None
+        self._end = None
         if fd is not None:
             os.close(fd)
 

@@ -7,6 +7,7 @@ prompt it was trained on. Templates are attrs records; override them per task wi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,11 +57,10 @@ class PromptTemplate:
     def render(self, problem: Problem) -> tuple[Message, ...]:
         """Return the messages for ``problem``."""
         values = _values(problem)
-        messages: list[Message] = []
+        user = Message("user", _fill(self.user, values))
         if self.system:
-            messages.append(Message("system", _fill(self.system, values)))
-        messages.append(Message("user", _fill(self.user, values)))
-        return tuple(messages)
+            return (Message("system", _fill(self.system, values)), user)
+        return (user,)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible dict."""
@@ -85,24 +85,34 @@ def _values(problem: Problem) -> dict[str, str]:
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
-    # One pass over the placeholders, so a problem text that itself contains "{id}" is kept as is.
-    out: list[str] = []
+    # The template is split once per text; values go in after the split, so a problem text that
+    # itself contains "{id}" is kept as is.
+    return "".join([values[part] if is_name else part for is_name, part in _split(text)])
+
+
+@functools.lru_cache(maxsize=256)
+def _split(text: str) -> tuple[tuple[bool, str], ...]:
+    # (is_placeholder, text) slots in order; a brace that starts no placeholder is literal.
+    parts: list[tuple[bool, str]] = []
+    literal: list[str] = []
     i = 0
     while i < len(text):
         j = text.find("{", i)
         if j < 0:
-            out.append(text[i:])
+            literal.append(text[i:])
             break
-        out.append(text[i:j])
-        for name, value in values.items():
-            if text.startswith(name, j):
-                out.append(value)
-                i = j + len(name)
-                break
-        else:
-            out.append("{")
+        literal.append(text[i:j])
+        name = next((n for n in PLACEHOLDERS if text.startswith(n, j)), None)
+        if name is None:
+            literal.append("{")
             i = j + 1
-    return "".join(out)
+            continue
+        parts.append((False, "".join(literal)))
+        parts.append((True, name))
+        literal = []
+        i = j + len(name)
+    parts.append((False, "".join(literal)))
+    return tuple(part for part in parts if part[0] or part[1])
 
 
 MATH_PROMPT = PromptTemplate(
@@ -128,6 +138,11 @@ class PromptSet:
 
     def for_kind(self, kind: TaskKind | str) -> PromptTemplate:
         """Return the template of a task kind."""
+        # The enum members themselves skip the conversion (a problem's kind is one already).
+        if kind is TaskKind.MATH:
+            return self.math
+        if kind is TaskKind.CODE:
+            return self.code
         return self.math if TaskKind(kind) is TaskKind.MATH else self.code
 
     def render(self, problem: Problem) -> tuple[Message, ...]:

@@ -196,12 +196,12 @@ def parse_message(
 def _usage(data: Any) -> TokenUsage:
     if not isinstance(data, Mapping):
         return TokenUsage()
-    return TokenUsage(
-        prompt_tokens=sum(
+    return TokenUsage.of_counts(
+        sum(
             int(data.get(k) or 0)
             for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         ),
-        completion_tokens=int(data.get("output_tokens") or 0),
+        int(data.get("output_tokens") or 0),
     )
 
 

@@ -208,18 +208,15 @@ def usage_of(data: Any) -> TokenUsage:
     completion = data.get("completion_tokens")
     # The usual counts are plain non-negative ints: taken as they are; anything else is
     # cleaned by _count (floats truncated, negatives and junk read as 0).
-    return TokenUsage(
-        prompt_tokens=prompt if type(prompt) is int and prompt >= 0 else _count(prompt),
-        completion_tokens=(
-            completion if type(completion) is int and completion >= 0 else _count(completion)
-        ),
-        reasoning_tokens=(
-            0
-            if reasoning is None
-            else reasoning
-            if type(reasoning) is int and reasoning >= 0
-            else _count(reasoning)
-        ),
+    # of_counts builds the record without re-running its validators on these clean ints.
+    return TokenUsage.of_counts(
+        prompt if type(prompt) is int and prompt >= 0 else _count(prompt),
+        completion if type(completion) is int and completion >= 0 else _count(completion),
+        0
+        if reasoning is None
+        else reasoning
+        if type(reasoning) is int and reasoning >= 0
+        else _count(reasoning),
     )
 
 

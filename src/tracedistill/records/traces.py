@@ -36,6 +36,29 @@ class TokenUsage:
         """Prompt plus completion tokens (reasoning tokens are part of the completion)."""
         return self.prompt_tokens + self.completion_tokens
 
+    @classmethod
+    def of_counts(cls, prompt: int, completion: int, reasoning: int = 0) -> TokenUsage:
+        """Build from three counts, as the constructor does (same checks, same errors).
+
+        Parsers call this once per response: counts that are plain non-negative ints (what
+        providers send) skip the attrs validators; anything else goes through the constructor.
+        """
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(reasoning) is int
+            and prompt >= 0
+            and completion >= 0
+            and reasoning >= 0
+        ):
+            usage = object.__new__(cls)
+            set_prompt, set_completion, set_reasoning = _setters(cls)
+            set_prompt(usage, prompt)
+            set_completion(usage, completion)
+            set_reasoning(usage, reasoning)
+            return usage
+        return cls(prompt_tokens=prompt, completion_tokens=completion, reasoning_tokens=reasoning)
+
     def to_dict(self) -> dict[str, int]:
         """Return a JSON-compatible dict."""
         return {
@@ -307,7 +330,7 @@ def _trusted_request(
         and bool(problem_id and teacher and model and key)
         and type(prompt) is tuple
         and bool(prompt)
-        and all(type(m) is Message for m in prompt)
+        and {type(m) for m in prompt} == {Message}  # one comprehension, no generator frames
         and (params is None or type(params) is SamplingParams)
         and type(sample_index) is int
         and sample_index >= 0
