@@ -16,7 +16,7 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
   the provider's own error body;
 - rate-limit headers in three dialects, on every answer or on none (OpenAI's and Anthropic's
   limits are per minute: a limit on a shorter window, used to shorten tests, is stated as its
-  per-minute equivalent):
+  per-minute equivalent; one on a longer window, a daily budget, as its own count):
   OpenAI ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` with Go-style durations
   (``1s``, ``6m0s``, ``20ms``); Anthropic ``anthropic-ratelimit-{requests,input-tokens,
   output-tokens,tokens}-{limit,remaining,reset}`` with RFC 3339 resets; OpenRouter
@@ -169,7 +169,11 @@ def go_duration(seconds: float) -> str:
 
 
 def _per_minute(limit: Limit) -> str:
-    """A limit as OpenAI and Anthropic state it: per minute (a shorter window is scaled)."""
+    """A limit as OpenAI and Anthropic state it: per minute (a shorter window, used to shorten
+    tests, is scaled). A longer window is stated as its own count, as hosts that send a daily
+    request budget in ``x-ratelimit-limit-requests`` do (Groq's requests per day)."""
+    if limit.window > 60.0:
+        return f"{limit.amount:g}"
     return f"{limit.amount * 60.0 / limit.window:g}"
 
 

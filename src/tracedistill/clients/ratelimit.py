@@ -184,6 +184,13 @@ class RateLimiter:
         """Stop: waiting and future acquisitions raise :class:`LimiterClosed`."""
         self._closed.set()
 
+    @property
+    def budgets(self) -> dict[str, tuple[float, float | None]]:
+        """Header limits that are not per minute (an hourly or daily count), never paced:
+        ``{dimension: (limit, seconds to its reset when last seen)}``.
+        """
+        return dict(self._model.budgets)
+
     def trusted(self, name: str = "requests") -> float | None:
         """The trusted limit (per second) of one dimension: configured, else from headers."""
         return self._model.trusted(name)
