@@ -311,7 +311,7 @@ class RateLimiter:
             for bucket, amount in zip(model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     wait = max(wait, bucket.wait_time(amount, now))
-            limit = model.allowed("output") if reserve else None
+            limit = model.allowed("output") if reserve and model.buckets["output"] else None
             if limit is not None:
                 # no headroom here: the provider admits a reservation later, and refunds
                 # sooner, than this mirror of its bucket does
