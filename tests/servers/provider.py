@@ -6,13 +6,17 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
 - limits on requests, input tokens and output tokens, each enforced as a **token bucket**
   (Anthropic: continuously replenished up to the limit), a **fixed window** (the count resets at
   window boundaries) or a **sliding window** (at most N in any window, OpenRouter's "200 requests
-  per 10 s"); output tokens are charged when the answer is sent (a request is admitted while the
-  output budget is not spent);
+  per 10 s"). As Anthropic documents, a request is admitted only if every limit has room for
+  it: its input tokens (the prompt, system included, as its usage reports them; the simulator
+  has no prompt cache) are counted at admission, and its output tokens are **reserved against
+  ``max_tokens``** at admission, the unused part refunded when the answer is sent (a request that
+  fails after admission refunds its whole output reservation). A ``remaining`` header therefore
+  shows the reservations of the requests in flight;
 - 429 answers with ``Retry-After`` in seconds, ``retry-after-ms``, an HTTP-date, or no hint, and
   the provider's own error body;
 - rate-limit headers in three dialects, on every answer or on none (OpenAI's and Anthropic's
   limits are per minute: a limit on a shorter window, used to shorten tests, is stated as its
-  per-minute equivalent):
+  per-minute equivalent; one on a longer window, a daily budget, as its own count):
   OpenAI ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` with Go-style durations
   (``1s``, ``6m0s``, ``20ms``); Anthropic ``anthropic-ratelimit-{requests,input-tokens,
   output-tokens,tokens}-{limit,remaining,reset}`` with RFC 3339 resets; OpenRouter
@@ -31,6 +35,7 @@ the tokens of every answer sent are in ``token_log``.
 from __future__ import annotations
 
 import collections
+import contextvars
 import datetime as dt
 import email.utils
 import math
@@ -71,7 +76,7 @@ class _Meter:
         self.last = start
         self.window_index = 0  # fixed window
         self.used = 0.0  # fixed and sliding windows
-        self.events: collections.deque[tuple[float, float]] = collections.deque()  # sliding
+        self.events: collections.deque[list[float]] = collections.deque()  # sliding: [at, size]
 
     def _advance(self, now: float) -> None:
         lim = self.limit
@@ -121,17 +126,37 @@ class _Meter:
             return self.start + (self.window_index + 1) * lim.window - now
         return self.events[-1][0] + lim.window - now if self.events else 0.0
 
-    def take(self, now: float, amount: float) -> None:
-        if amount <= 0:
-            return
+    def take(self, now: float, amount: float) -> object:
+        """Charge ``amount``; return a ticket for :meth:`refund`."""
         self._advance(now)
+        if amount <= 0:
+            return None
         if self.limit.kind == "token_bucket":
             self.level -= amount
-        elif self.limit.kind == "fixed":
-            self.used += amount
-        else:
-            self.events.append((now, amount))
-            self.used += amount
+            return None
+        self.used += amount
+        if self.limit.kind == "fixed":
+            return self.window_index
+        event = [now, amount]
+        self.events.append(event)
+        return event
+
+    def refund(self, now: float, ticket: object, amount: float) -> None:
+        """Give back ``amount`` of a charge (a reservation not used). A charge whose window
+        has already passed is gone: nothing comes back."""
+        self._advance(now)
+        if amount <= 0:
+            return
+        lim = self.limit
+        if lim.kind == "token_bucket":
+            self.level = min(lim.amount, self.level + amount)
+        elif lim.kind == "fixed":
+            if ticket == self.window_index:
+                self.used = max(0.0, self.used - amount)
+        elif isinstance(ticket, list) and ticket[0] > now - lim.window:  # still in the window
+            amount = min(amount, ticket[1])
+            ticket[1] -= amount
+            self.used -= amount
 
 
 def go_duration(seconds: float) -> str:
@@ -144,13 +169,23 @@ def go_duration(seconds: float) -> str:
 
 
 def _per_minute(limit: Limit) -> str:
-    """A limit as OpenAI and Anthropic state it: per minute (a shorter window is scaled)."""
+    """A limit as OpenAI and Anthropic state it: per minute (a shorter window, used to shorten
+    tests, is scaled). A longer window is stated as its own count, as hosts that send a daily
+    request budget in ``x-ratelimit-limit-requests`` do (Groq's requests per day)."""
+    if limit.window > 60.0:
+        return f"{limit.amount:g}"
     return f"{limit.amount * 60.0 / limit.window:g}"
 
 
 def _rfc3339(seconds_from_now: float) -> str:
     moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(0.0, seconds_from_now))
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+#: the output-token reservations (meter, ticket, tokens) of the request being served
+_PENDING: contextvars.ContextVar[list[tuple[_Meter, object, float]] | None] = (
+    contextvars.ContextVar("provider_pending", default=None)
+)
 
 
 class _ProviderMixin:
@@ -194,7 +229,15 @@ class _ProviderMixin:
     # --- admission -------------------------------------------------------------------------
 
     def _amounts(self, request: dict[str, Any], prompt: str) -> dict[str, float]:
-        return {"requests": 1.0, "input": float(max(1, len(prompt) // 4)), "output": 1.0}
+        """What admitting ``request`` charges: one request, its prompt's tokens (as its usage
+        will report them), and its whole ``max_tokens`` reserved (the flavour's default when
+        the request sets none, as the answer's length uses)."""
+        cap = request.get("max_tokens") or request.get("max_completion_tokens") or 64
+        return {
+            "requests": 1.0,
+            "input": float(max(1, len(prompt) // 4)),
+            "output": float(int(cap)),
+        }
 
     def admit(
         self, now: float, request: dict[str, Any], prompt: str
@@ -215,10 +258,27 @@ class _ProviderMixin:
         if in_burst or (self.overload_rate and rng.random() < self.overload_rate):
             status = self.overload_status
             return status, self.error_body(status, "Overloaded"), {}  # type: ignore[attr-defined]
+        pending = _PENDING.get()
         for meter in self._meters:
-            if meter.limit.dimension != "output":
-                meter.take(now, amounts[meter.limit.dimension])
+            dimension = meter.limit.dimension
+            ticket = meter.take(now, amounts[dimension])
+            if dimension == "output" and pending is not None:
+                pending.append((meter, ticket, amounts[dimension]))
         return None
+
+    async def _serve(self, *args: Any) -> bool:
+        # The output reservations of this request (admit) are settled when its answer is sent
+        # (answer_headers); whatever is left when it ends unanswered is refunded whole.
+        pending: list[tuple[_Meter, object, float]] = []
+        token = _PENDING.set(pending)
+        try:
+            served: bool = await super()._serve(*args)  # type: ignore[misc]
+            return served
+        finally:
+            _PENDING.reset(token)
+            now = time.monotonic()
+            for meter, ticket, reserved in pending:
+                meter.refund(now, ticket, reserved)
 
     def _throttle(
         self, now: float, wait: float | None, reason: str
@@ -261,9 +321,13 @@ class _ProviderMixin:
         output = usage.get("completion_tokens", usage.get("output_tokens", 0))
         prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
         self.token_log.append((now, float(prompt), float(output)))
-        for meter in self._meters:
-            if meter.limit.dimension == "output":
-                meter.take(now, float(output))
+        pending = _PENDING.get()
+        while pending:  # refund what the answer did not use of its max_tokens reservation
+            meter, ticket, reserved = pending.pop()
+            used = min(float(output), reserved)
+            meter.refund(now, ticket, reserved - used)
+            if float(output) > reserved:
+                meter.take(now, float(output) - reserved)
         return self.rate_headers_now(now)
 
     def rate_headers_now(self, now: float) -> dict[str, str]:

@@ -39,7 +39,9 @@ async def test_doctor_openrouter_layout(monkeypatch: pytest.MonkeyPatch) -> None
         assert "hard cost cap: $0.0100" in lines[1]  # printed before anything was sent
         assert KEY not in text
         assert "x-ratelimit-limit-requests: 600" in text
-        assert "'requests_limit': 600.0" in text  # the limiter's reading
+        assert "'requests_limit': 600.0" in text  # the parsed headers
+        # the limiter's reading: what it keeps to
+        assert "limiter's reading: keeps to requests 600/min (paced at 588/min)" in text
         assert "separate field `reasoning`" in text and "reasoning.text" in text
         assert "cost per response: reported" in text
         assert "finish reason: stop" in text and "max_tokens=16: length" in text
@@ -136,3 +138,26 @@ async def test_doctor_fails_a_provider_that_ignores_max_tokens(
     text = "\n".join(lines)
     assert status == 1, text
     assert "ignored max_tokens" in text and "everything checked works" not in text
+
+
+@pytest.mark.anyio
+async def test_doctor_tells_a_daily_budget_from_a_per_minute_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a Groq-like host: requests per day and tokens per minute under OpenAI's header names
+    from tests.servers.provider import Limit, OpenAIProvider
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    limits = (Limit("requests", 100, 86_400.0), Limit("input", 18_000, 60.0))
+    with OpenAIProvider(api_key=KEY, limits=limits, header_style="openai") as server:
+        server.push(Fault.slow(0.0), Fault.truncated())
+        status, lines = await doctor(
+            DoctorConfig(provider="openai", model="m", base_url=server.url + "/v1")
+        )
+    text = "\n".join(lines)
+    assert status == 0, text
+    assert "x-ratelimit-limit-requests: 100" in text
+    reading = next(line for line in lines if "limiter's reading" in line)
+    assert "keeps to tokens 18,000/min" in reading, reading
+    assert "not per-minute, so not paced (a budget): requests 100 (resets in" in reading, reading
+    assert "requests 100/min" not in reading

@@ -320,10 +320,12 @@ def test_clustered_429s_pause_everyone() -> None:
 def test_headers_set_unknown_limits_only() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimits(), clock=clock)
-    limiter.observe(parse_rate_headers({"x-ratelimit-limit-requests": "120"}))
+    # OpenAI sends a reset with every limit; a minute or less away shows a per-minute limit
+    per_minute = {"x-ratelimit-limit-requests": "120", "x-ratelimit-reset-requests": "1s"}
+    limiter.observe(parse_rate_headers(per_minute))
     assert limiter.request_rate == pytest.approx(2.0)
     configured = RateLimiter(RateLimits(requests_per_minute=60), clock=clock)
-    configured.observe(parse_rate_headers({"x-ratelimit-limit-requests": "120"}))
+    configured.observe(parse_rate_headers(per_minute))
     assert configured.request_rate == pytest.approx(1.0)
     limiter.observe(
         parse_rate_headers(

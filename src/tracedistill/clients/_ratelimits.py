@@ -214,11 +214,16 @@ class TokenBucket:
 
 @attrs.frozen(slots=True)
 class Permit:
-    """What one started attempt holds: its token reservations and when it was sent."""
+    """What one started attempt holds: its token reservations and when it was sent.
+
+    ``paced_output``: what the output-token bucket was charged (the mean answer length), when
+    the output limit is paced; the whole ``output_tokens`` is held against it until settled.
+    """
 
     input_tokens: int
     output_tokens: int
     sent_at: float = 0.0
+    paced_output: float | None = None
 
 
 def per_second(per_minute: float | None) -> float | None:

@@ -38,6 +38,8 @@ class RateModel:
         rate_min: the lowest request rate (per second) allowed at any time of the run.
         cuts: times an allowed rate was lowered.
         last_429: when the last 429 came back.
+        budgets: per dimension, a header limit whose reset shows it is not per minute (an
+            hourly or daily budget): ``(limit, seconds to its reset)``. It is never a rate.
     """
 
     #: 429 episodes below a trusted limit, within EVIDENCE_SPAN seconds, that lower it
@@ -57,6 +59,9 @@ class RateModel:
     SETTLE = 1.0
     #: ...and two cuts within this ratio of each other confirm the rate learned
     CONFIRM_RATIO = 1.15
+    #: a header limit is a per-minute rate only when its reset is at most this far away: a
+    #: minute, plus a few seconds of clock skew (Anthropic's resets are absolute times)
+    PER_MINUTE_RESET = 65.0
 
     def __init__(self, limits: RateLimits, *, clock: Clock) -> None:
         self.limits = limits
@@ -94,6 +99,7 @@ class RateModel:
         }
         self.cuts = 0
         self.last_429 = -math.inf
+        self.budgets: dict[str, tuple[float, float | None]] = {}
         self._last_raise = clock()
 
     def trusted(self, name: str) -> float | None:
@@ -192,24 +198,53 @@ class RateModel:
         self.recompute(name)
 
     def adopt(self, info: RateInfo) -> None:
-        """Trust the per-minute limits a response's headers announce (where none is configured)."""
-        for name, limit in (
-            ("requests", info.requests_limit),
-            ("input", info.input_limit),
-            ("output", info.output_limit),
-            ("tokens", info.tokens_limit if info.combined_tokens else None),
+        """Trust the per-minute limits a response's headers announce (where none is configured).
+
+        A limit is per minute only when its reset is at most a minute away (OpenAI's ``1s`` or
+        ``6m0s``, Anthropic's RFC 3339 time): a later reset, or none, shows an hourly or daily
+        count (some OpenAI-compatible hosts send requests per day in
+        ``x-ratelimit-limit-requests``), kept in :attr:`budgets` and never paced as a rate.
+        Once a dimension's limit has shown such a reset it stays a budget: a lightly used daily
+        budget can show a short reset too.
+        """
+        for name, limit, reset in (
+            ("requests", info.requests_limit, info.requests_reset),
+            ("input", info.input_limit, info.input_reset),
+            ("output", info.output_limit, info.output_reset),
+            ("tokens", info.tokens_limit if info.combined_tokens else None, info.tokens_reset),
         ):
-            if limit and self.configured[name] is None:
-                rate = limit / 60.0  # OpenAI's and Anthropic's limits are per minute
-                if self.header[name] != rate:
-                    self.header[name] = rate
-                    learned = self.learned[name]
-                    if learned is not None and learned >= rate:
-                        self.learned[name] = None
-                    ceiling = self.ceiling[name]
-                    if ceiling is not None and ceiling >= rate:
-                        self.ceiling[name] = None
-                    self.recompute(name)
+            if not limit or self.configured[name] is not None:
+                continue
+            if reset is None or reset > self.PER_MINUTE_RESET:
+                self._budget(name, limit, reset)
+                continue
+            if name in self.budgets:
+                continue
+            rate = limit / 60.0
+            if self.header[name] != rate:
+                self.header[name] = rate
+                learned = self.learned[name]
+                if learned is not None and learned >= rate:
+                    self.learned[name] = None
+                ceiling = self.ceiling[name]
+                if ceiling is not None and ceiling >= rate:
+                    self.ceiling[name] = None
+                self.recompute(name)
+
+    def _budget(self, name: str, limit: float, reset: float | None) -> None:
+        """Record a header limit that is not per minute; drop it if it was taken for one."""
+        if name not in self.budgets:
+            logger.info(
+                "rate-limit headers: the %s limit %g resets in %s: a budget, not a per-minute "
+                "rate; not paced",
+                name,
+                limit,
+                "(not sent)" if reset is None else f"{reset:.0f} s",
+            )
+        self.budgets[name] = (limit, reset)
+        if self.header[name] is not None:
+            self.header[name] = None
+            self.recompute(name)
 
     def learn(
         self,

@@ -148,6 +148,11 @@ class RateLimiter:
         )
         self.throttled = 0
         self.overloaded = 0
+        #: the provider's output-token bucket as Anthropic documents it: a minute of the limit,
+        #: max_tokens reserved when a request starts, the unused part refunded when it ends; and
+        #: the mean answer length, what an answer costs the output limit once settled
+        self._reserve: TokenBucket | None = None
+        self._mean_out: float | None = None
 
     # --- state -------------------------------------------------------------------------------
 
@@ -198,6 +203,13 @@ class RateLimiter:
     def close(self) -> None:
         """Stop: waiting and future acquisitions raise :class:`LimiterClosed`."""
         self._closed.set()
+
+    @property
+    def budgets(self) -> dict[str, tuple[float, float | None]]:
+        """Header limits that are not per minute (an hourly or daily count), never paced:
+        ``{dimension: (limit, seconds to its reset when last seen)}``.
+        """
+        return dict(self._model.budgets)
 
     def trusted(self, name: str = "requests") -> float | None:
         """The trusted limit (per second) of one dimension: configured, else from headers."""
@@ -267,18 +279,12 @@ class RateLimiter:
             raise LimiterClosed("the run is stopping; no new request starts")
         if not self._primed:
             self._prime()
-        # in the order of DIMENSIONS: requests, input, output, combined tokens
-        amounts = (
-            1.0,
-            float(input_tokens),
-            float(output_tokens),
-            float(input_tokens + output_tokens),
-        )
+        amounts = self._amounts(input_tokens, output_tokens)
         if not self._lock.locked():
             # Nobody waits: a request nothing holds back starts at once. No await comes
             # between the check and the reservation, so the order of requests still holds.
             now = self._clock()
-            if self._wait_time(amounts, now) <= 0:
+            if self._wait_time(amounts, now, output_tokens) <= 0:
                 return self._start(now, amounts, input_tokens, output_tokens)
         # FIFO: anyio's Lock wakes waiters in order, so requests start in the order they asked.
         async with self._lock:
@@ -286,7 +292,8 @@ class RateLimiter:
                 if self._closed.is_set():
                     raise LimiterClosed("the run is stopping; no new request starts")
                 now = self._clock()
-                wait = self._wait_time(amounts, now)
+                amounts = self._amounts(input_tokens, output_tokens)  # the mean may have moved
+                wait = self._wait_time(amounts, now, output_tokens)
                 if wait <= 0:
                     return self._start(now, amounts, input_tokens, output_tokens)
                 if self._model.refundable():
@@ -294,6 +301,16 @@ class RateLimiter:
                     # again soon rather than sleep past tokens that came back meanwhile
                     wait = min(wait, 0.02)
                 await self._sleep(wait)
+
+    def _amounts(self, input_tokens: int, output_tokens: int) -> tuple[float, ...]:
+        """What a request takes from each bucket, in the order of DIMENSIONS: requests, input,
+        output, combined tokens. The output bucket paces what answers use (their mean length
+        so far, corrected when they settle); the whole ``max_tokens`` reservation is held
+        against the provider's bucket in :meth:`_wait_time`.
+        """
+        mean = self._mean_out
+        paced = float(output_tokens) if mean is None or mean > output_tokens else mean
+        return (1.0, float(input_tokens), paced, float(input_tokens + output_tokens))
 
     def _prime(self) -> None:
         # The run starts at the rate, not with a burst, and half a second late: the first
@@ -303,8 +320,10 @@ class RateLimiter:
             first.empty(1.0 - 0.5 * first.rate)
         self._primed = True
 
-    def _wait_time(self, amounts: tuple[float, ...], now: float) -> float:
-        """Seconds until a request needing ``amounts`` may start (<= 0: now)."""
+    def _wait_time(self, amounts: tuple[float, ...], now: float, reserve: int = 0) -> float:
+        """Seconds until a request needing ``amounts`` and reserving ``reserve`` output
+        tokens may start (<= 0: now).
+        """
         self._pauses.account(now)
         model = self._model
         model.recover(now)
@@ -313,6 +332,16 @@ class RateLimiter:
             for bucket, amount in zip(model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     wait = max(wait, bucket.wait_time(amount, now))
+            limit = model.allowed("output") if reserve and model.buckets["output"] else None
+            if limit is not None:
+                # no headroom here: the provider admits a reservation later, and refunds
+                # sooner, than this mirror of its bucket does
+                held = self._reserve
+                if held is None:
+                    held = self._reserve = TokenBucket(limit, limit * 60.0, clock=self._clock)
+                elif held.rate != limit:
+                    held.set_rate(limit, limit * 60.0)
+                wait = max(wait, held.wait_time(reserve, now))
         return wait
 
     def _start(
@@ -325,7 +354,11 @@ class RateLimiter:
                     bucket.take(amount)
         self._log.sent(now, float(input_tokens), float(output_tokens))
         _OBSERVED.set(None)
-        return Permit(input_tokens, output_tokens, now)
+        held = self._reserve
+        if self._model.buckets["output"] is None or held is None or not output_tokens:
+            return Permit(input_tokens, output_tokens, now)
+        held.take(output_tokens)
+        return Permit(input_tokens, output_tokens, now, amounts[2])
 
     def settle(
         self, permit: Permit, *, input_tokens: int | None, output_tokens: int | None
@@ -336,9 +369,19 @@ class RateLimiter:
             return  # no token limit (the usual case): nothing was reserved
         used_in = permit.input_tokens if input_tokens is None else input_tokens
         used_out = permit.output_tokens if output_tokens is None else output_tokens
+        paced = permit.paced_output
+        if paced is None:
+            paced = permit.output_tokens
+        else:
+            held = self._reserve
+            if held is not None:
+                held.refund(permit.output_tokens - used_out)
+            if used_out > 0:
+                mean = self._mean_out
+                self._mean_out = used_out if mean is None else 0.9 * mean + 0.1 * used_out
         for name, reserved, used in (
             ("input", permit.input_tokens, used_in),
-            ("output", permit.output_tokens, used_out),
+            ("output", paced, used_out),
             ("tokens", permit.input_tokens + permit.output_tokens, used_in + used_out),
         ):
             bucket = buckets[name]

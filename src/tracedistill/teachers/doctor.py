@@ -23,7 +23,7 @@ import httpx
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.clients.anthropic import MessageStream
 from tracedistill.clients.openai_compat import ChatStream
-from tracedistill.clients.ratelimit import RateInfo, parse_rate_headers
+from tracedistill.clients.ratelimit import RateInfo, RateLimiter, parse_rate_headers
 from tracedistill.errors import ConfigurationError, ProviderError
 from tracedistill.prompts import PromptSet, PromptTemplate
 from tracedistill.records import Problem, SamplingParams
@@ -295,9 +295,10 @@ async def _check_plain(
         out(f"    {name}: {value}")
     limits = {name.lower(): value for name, value in headers}
     reading = parse_rate_headers(limits)
-    fields = {f.name: getattr(reading, f.name) for f in attrs.fields(RateInfo)}
-    shown = {k: v for k, v in fields.items() if v is not None}
-    out(f"  limiter's reading: {shown or 'nothing (it will learn the limits from 429s)'}")
+    out(f"  limiter's reading: {_limiter_reading(reading)}")
+    if not reading.empty:
+        fields = {f.name: getattr(reading, f.name) for f in attrs.fields(RateInfo)}
+        out(f"    parsed: { {k: v for k, v in fields.items() if v is not None} }")
     out(f"  reasoning arrives as: {_reasoning_place(config.provider, data)}")
     cost = completion.cost_usd
     out(
@@ -306,6 +307,42 @@ async def _check_plain(
     )
     out(f"  finish reason: {completion.finish_reason.value} (usage {completion.usage})")
     return 0
+
+
+_LABELS = {"requests": "requests", "input": "input tokens", "output": "output tokens"}
+
+
+def _limiter_reading(info: RateInfo) -> str:
+    """What a limiter told nothing would keep to after these headers: the per-minute rates it
+    paces (headroom below them), and the limits it takes for budgets and does not pace.
+    """
+    if info.empty:
+        return "nothing (it will learn the limits from 429s)"
+    limiter = RateLimiter(None)
+    limiter.observe(info)
+    state = limiter.state()
+    below = 1.0 - limiter.limits.headroom
+    paced = [
+        f"{label} {rate:,.0f}/min (paced at {rate * below:,.0f}/min)"
+        for label, rate in (
+            ("requests", state.request_rate),
+            ("input tokens", state.input_tokens_rate),
+            ("output tokens", state.output_tokens_rate),
+            ("tokens", state.tokens_rate),
+        )
+        if rate is not None
+    ]
+    budgets = [
+        f"{_LABELS.get(name, name)} {limit:,.0f} "
+        + ("(no reset sent)" if reset is None else f"(resets in {reset:,.0f} s)")
+        for name, (limit, reset) in limiter.budgets.items()
+    ]
+    parts = ["keeps to " + ", ".join(paced) if paced else "paces nothing from these headers"]
+    if budgets:
+        parts.append("not per-minute, so not paced (a budget): " + ", ".join(budgets))
+    if info.key_limit is not None:
+        parts.append(f"per-key limit {info.key_limit:g} of unknown interval: pauses only")
+    return "; ".join(parts)
 
 
 async def _check_length(teacher: Backend, spend: _Spend, out: Callable[[str], None]) -> int:
