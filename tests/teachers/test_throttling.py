@@ -244,13 +244,17 @@ async def test_faults_at_the_limit_all_answered(store: JsonlTraceStore) -> None:
     sent = sum(start < t <= t95 for t in stats.arrivals)
     admitted = sent - sum(start < t <= t95 for t in stats.throttle_times)
     sent_rate = admitted / (t95 - start)
-    # Target >= 0.9 of the limit. NOT MET at this scale: 0.55-0.69 measured on a loaded
-    # machine (counted from the first arrival, which credits the first window, it read 0.99);
-    # asserted is what it reliably does
-    assert sent_rate / 60.0 >= 0.45, sent_rate
-    assert limiter.state().cuts == 0  # faults are not rate signals
+    # Target >= 0.9 of the limit: 0.96-0.98 measured with 3 CPU burners on 2 cores, 0.88-0.97
+    # with 6 (before the limiter capped each second at the pace, a starved event loop burst a
+    # bucket's capacity on top of the rate into the 1 s window: 0.55-0.69, 40 429s, a cut to
+    # 2,000/min); asserted with a margin for heavier load
+    assert sent_rate / 60.0 >= 0.8, sent_rate
+    # faults are not rate signals: a cut needs 429s (a loaded machine now and then delays
+    # arrivals past the 2% headroom: one step of ~13% in about 1 run of 5 with 3-6 CPU burners)
+    state = limiter.state()
+    assert state.cuts == 0 or (state.throttled >= 3 and state.request_rate_min >= 0.7 * 3600)
     # faults spread at random are no overload burst: the shared concurrency stays whole
-    assert limiter.state().concurrency_min == 128
+    assert state.concurrency_min == 128
 
 
 # --- overloads and stalls -------------------------------------------------------------------

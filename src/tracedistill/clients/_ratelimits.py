@@ -4,6 +4,7 @@ attempt holds. Re-exported by :mod:`tracedistill.clients.ratelimit`.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,7 +52,9 @@ class RateLimits:
         output_tokens_per_minute: completion tokens per minute, reserved against ``max_tokens``.
         tokens_per_minute: prompt plus completion tokens per minute (OpenAI's TPM).
         burst_seconds: how many seconds' worth of each limit may be spent at once (the bucket
-            size). Request buckets start empty, so a run starts at the rate, not with a burst.
+            size; a request bucket holds at most 0.15 s, and no trailing second starts more
+            requests than one second of the pace). Request buckets start empty, so a run
+            starts at the rate, not with a burst.
         adaptive: learn from 429s and rate-limit headers. Off: keep to the configured limits
             and honour ``Retry-After``, nothing else.
         headroom: the fraction of a known limit left unused, so that jitter between the
@@ -210,6 +213,42 @@ class TokenBucket:
         self.rate = rate
         self.capacity = capacity
         self.level = min(self.level, capacity)
+
+
+class SecondCap:
+    """No trailing second holds more request starts than one second of the pace.
+
+    A token bucket allows its capacity *on top of* the rate in any span: after the event loop
+    was starved for half a second (a loaded machine), a bucket holding ``burst_seconds`` of the
+    rate sends that much at once, and a provider's sliding window of one second (or five) sees
+    up to 1.5x (1.1x) its limit and answers 429s. Capping every trailing second at the pace's
+    worth bounds every window of one second or longer to the pace, whatever the bucket holds.
+    Paces under ``MIN_PACE`` per second are left to the bucket (rounding the cap down would
+    cost them a large share of their rate, and their bursts are a few requests).
+    """
+
+    MIN_PACE = 20.0
+
+    __slots__ = ("_starts",)
+
+    def __init__(self) -> None:
+        self._starts: collections.deque[float] = collections.deque()
+
+    def wait_time(self, pace: float, now: float) -> float:
+        """Seconds until one more request may start at ``pace`` per second (<= 0: now)."""
+        starts = self._starts
+        while starts and starts[0] <= now - 1.0:
+            starts.popleft()
+        if pace < self.MIN_PACE:
+            return 0.0
+        cap = int(pace)
+        if len(starts) < cap:
+            return 0.0
+        return starts[-cap] + 1.0 - now
+
+    def sent(self, now: float) -> None:
+        """Count a request started at ``now``."""
+        self._starts.append(now)
 
 
 @attrs.frozen(slots=True)

@@ -148,11 +148,11 @@ class RateModel:
     def _burst_seconds(self, name: str) -> float:
         """Seconds of the allowed rate a bucket may spend at once.
 
-        A request rate learned with no trusted limit came from saturating the provider's
-        window: a burst after a pause (up to ``burst_seconds`` of it) would overfill that
-        window again, so requests resume at the rate.
+        A request rate is at or near the provider's limit (trusted, or learned by saturating
+        its window): a burst after a pause or a starved event loop (up to ``burst_seconds`` of
+        it, on top of the rate) would overfill a short window, so requests resume at the rate.
         """
-        if name == "requests" and self.trusted(name) is None:
+        if name == "requests":
             return min(self.limits.burst_seconds, 0.15)  # a few requests of wake-up lateness
         return self.limits.burst_seconds
 

@@ -80,6 +80,7 @@ from tracedistill.clients._ratelimits import (
     LimiterState,
     Permit,
     RateLimits,
+    SecondCap,
     TokenBucket,
 )
 from tracedistill.clients._ratemodel import RateModel
@@ -142,6 +143,7 @@ class RateLimiter:
         self._model = RateModel(self.limits, clock=clock)
         self._pauses = Pauses(now, self.HORIZON)
         self._log = SendLog(self.HORIZON)
+        self._second = SecondCap()
         self._recent = RecentAnswers()
         self._slots = Slots(
             max_concurrency, min_concurrency, clock=clock, stall_after_s=self.limits.stall_after_s
@@ -342,6 +344,9 @@ class RateLimiter:
                 elif held.rate != limit:
                     held.set_rate(limit, limit * 60.0)
                 wait = max(wait, held.wait_time(reserve, now))
+            requests = model.buckets["requests"]
+            if requests is not None:
+                wait = max(wait, self._second.wait_time(requests.rate, now))
         return wait
 
     def _start(
@@ -352,6 +357,7 @@ class RateLimiter:
             for bucket, amount in zip(self._model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     bucket.take(amount)
+        self._second.sent(now)
         self._log.sent(now, float(input_tokens), float(output_tokens))
         _OBSERVED.set(None)
         held = self._reserve

@@ -298,11 +298,11 @@ class _StartFailures:
     A permanent failure (credentials rejected, an unknown model or weights path, an SDK error
     that is not an API error) is fatal and kept until the sampler closes: every request would
     fail the same way, so none tries again. A transient one (timeout, 429, 5xx, connection) is
-    retryable and kept only for the back-off ``policy`` gives after it: callers queued behind
-    the failed start fail at once instead of each waiting out another start, and the first
-    caller after the back-off tries again. ``policy.max_attempts`` transient failures in a row
-    make the failure permanent, so an unreachable service stops a run instead of being retried
-    forever.
+    retryable and kept only for the shortest back-off ``policy`` gives after it: callers
+    queued behind the failed start fail at once instead of each waiting out another start, and
+    the first caller after the back-off tries again. ``policy.max_attempts`` transient failures
+    in a row make the failure permanent, so an unreachable service stops a run instead of being
+    retried forever.
     """
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -329,8 +329,17 @@ class _StartFailures:
             )
             error.fatal = True
         self.error = error
-        self.until = time.monotonic() + self.policy.delay(self.count, error.retry_after)
+        self.until = time.monotonic() + self._shortest_backoff(error)
         return error
+
+    def _shortest_backoff(self, error: ProviderError) -> float:
+        # The retry loop waits at least this long before its next attempt (jitter and doubling
+        # only add), so that attempt never finds this failure still standing.
+        policy = self.policy
+        if error.retry_after is not None and error.retry_after >= 0:
+            return min(error.retry_after, policy.max_retry_after)
+        wait = min(policy.max_delay, policy.base_delay)
+        return 0.5 * wait if policy.jitter else wait
 
     def clear(self) -> None:
         """Forget every failure (the client was created, or the sampler closed)."""
