@@ -2,8 +2,8 @@
 
 At run time the old names warn (``test_loop.py``, ``tests/test_imports.py``); a type checker
 must see them too, or a user's code that still runs fails CI at its ``mypy --strict`` step.
-PEP 702's ``@deprecated`` marks functions and classes but not type aliases, so only the
-function is flagged, and only where the ``deprecated`` error code is enabled.
+PEP 702's ``@deprecated`` marks functions and classes but not aliases, so mypy flags none of
+them, even with the ``deprecated`` error code enabled: the run-time warning is the signal.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def test_deprecated_names_type_check_as_what_they_stand_for(
 ) -> None:
     uses = tmp_path / "uses.py"
     uses.write_text(USES, encoding="utf-8")
-    cache = request.config.cache.mkdir("mypy") if request.config.cache else tmp_path / "cache"
+    store = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache = store.mkdir("mypy") if store is not None else tmp_path / "cache"
     done = subprocess.run(
         [
             sys.executable,
@@ -64,9 +65,8 @@ def test_deprecated_names_type_check_as_what_they_stand_for(
     )
     lines = done.stdout.splitlines()
     errors = [line for line in lines if ": error:" in line]
-    # The only error is the deprecation the flag asks for: every old name resolved.
-    assert len(errors) == 1, done.stdout + done.stderr
-    assert "request_key_of" in errors[0] and "[deprecated]" in errors[0], errors
+    # No error: every old name resolved to what it stands for.
+    assert errors == [], done.stdout + done.stderr
     revealed = "\n".join(line for line in lines if "Revealed type" in line)
     assert '"tracedistill.training.directory.TrainingDirectory"' in revealed, revealed
     assert (
