@@ -610,6 +610,14 @@ def matrix(quick: bool) -> list[Scenario]:
             seconds=secs,
         ),
         Scenario(
+            name="tpm-told",
+            doc="OpenAI combined 60k tokens/min token bucket, prompt + max_tokens (64) charged "
+            "at admission and nothing given back (~20-token answers), told",
+            limits=(Limit("tokens", 60_000, 60.0),),
+            told=RateLimits(tokens_per_minute=60_000),
+            seconds=secs,
+        ),
+        Scenario(
             name="sliding-told-too-high",
             provider=bare,
             doc=f"{n200:g} req / {w10:g} s sliding window, told 4x too high ({4 * rpm:g}/min)",
@@ -761,6 +769,12 @@ def _token_figures(scenario: Scenario, server: Any, stats: Any) -> tuple[float, 
             limit = _limit_rate(scenario, dim)
             if limit and span > 0:
                 ratios.append(sum(entry[column] for entry in log) / span / limit)
+        combined = next((lim for lim in scenario.limits if lim.dimension == "tokens"), None)
+        if combined is not None and span > 0:
+            # OpenAI's combined tokens: each answer was charged its prompt plus max_tokens (64)
+            # at admission; the provider admits its full bucket plus the rate over the span
+            admits = combined.amount + combined.amount / combined.window * span
+            ratios.append(sum(entry[1] + 64 for entry in log) / admits)
     half = math.nan
     limit = _limit_rate(scenario)
     if limit and stats.answer_times:
