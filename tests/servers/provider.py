@@ -15,7 +15,8 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
   (``Limit("tokens", ...)``) is charged as OpenAI documents it: at admission, the prompt's
   tokens plus the whole ``max_tokens`` ("your rate limit is calculated as the maximum of
   max_tokens and the estimated number of tokens based on the character count of your
-  request"; OpenAI's own parallel-request cookbook client counts prompt + ``max_tokens``), and
+  request"; OpenAI's own parallel-request cookbook client counts prompt + ``max_tokens``;
+  ``tokens_charge="max"`` charges the larger of the two, the guide's literal reading), and
   nothing is given back when the answer is shorter (``tokens_refund=True``: the unused part
   is released with the answer, as Azure OpenAI documents);
 - 429 answers with ``Retry-After`` in seconds, ``retry-after-ms``, an HTTP-date, or no hint, and
@@ -208,6 +209,7 @@ class _ProviderMixin:
         header_style: str | None = "default",
         retry_after: str | None = "s",
         tokens_refund: bool = False,
+        tokens_charge: str = "sum",
         random_429: float = 0.0,
         random_429_retry_after: float | None = 1.0,
         overload_rate: float = 0.0,
@@ -224,6 +226,12 @@ class _ProviderMixin:
         #: when the answer is sent (Azure OpenAI releases a finished request's reservation;
         #: OpenAI documents only the charge at admission, so by default nothing comes back)
         self.tokens_refund = tokens_refund
+        #: what admitting a request charges a combined ``tokens`` limit: ``sum`` (the prompt
+        #: plus max_tokens, as OpenAI's cookbook client counts it) or ``max`` (the larger of
+        #: the two, the literal reading of OpenAI's guide)
+        if tokens_charge not in ("sum", "max"):
+            raise ValueError(f"tokens_charge must be 'sum' or 'max', got {tokens_charge!r}")
+        self.tokens_charge = tokens_charge
         if header_style != "default":
             self.header_style = header_style  # type: ignore[assignment]
         self.random_429 = random_429
@@ -251,7 +259,11 @@ class _ProviderMixin:
             "requests": 1.0,
             "input": prompt_tokens,
             "output": float(int(cap)),
-            "tokens": prompt_tokens + float(int(cap)),
+            "tokens": (
+                prompt_tokens + float(int(cap))
+                if self.tokens_charge == "sum"
+                else max(prompt_tokens, float(int(cap)))
+            ),
         }
 
     def admit(

@@ -329,9 +329,18 @@ async def test_combined_tokens_charged_at_admission_nothing_given_back() -> None
     limits = (Limit("tokens", 1000, 60.0),)
     body = {"model": "m", "max_tokens": 400, "messages": [{"role": "user", "content": "x" * 80}]}
     auth = {"authorization": f"Bearer {KEY}"}
-    for refund, second in ((False, 429), (True, 200)):
+    # charged: the cookbook's prompt + max_tokens, or the guide's literal max of the two
+    for refund, charge, charged, second in (
+        (False, "sum", 420, 429),
+        (False, "max", 400, 429),
+        (True, "sum", None, 200),
+    ):
         with OpenAIProvider(
-            api_key=KEY, limits=limits, retry_after=None, tokens_refund=refund
+            api_key=KEY,
+            limits=limits,
+            retry_after=None,
+            tokens_refund=refund,
+            tokens_charge=charge,
         ) as server:
             async with httpx.AsyncClient(timeout=10) as client:
                 url = server.url + "/v1/chat/completions"
@@ -341,7 +350,7 @@ async def test_combined_tokens_charged_at_admission_nothing_given_back() -> None
                 assert used < 100  # a short answer
                 left = int(first.headers["x-ratelimit-remaining-tokens"])
                 # charged 20 + 400 at admission; Azure-like: the unused part released
-                assert left == pytest.approx(1000 - (used if refund else 420), abs=2)
+                assert left == pytest.approx(1000 - (used if charged is None else charged), abs=2)
                 assert first.headers["x-ratelimit-limit-tokens"] == "1000"
                 # two more fit in 1,000 only if the unused part came back
                 statuses = [(await client.post(url, json=body, headers=auth)).status_code]
@@ -350,7 +359,8 @@ async def test_combined_tokens_charged_at_admission_nothing_given_back() -> None
 
 
 @pytest.mark.slow
-async def test_combined_tpm_holds_where_max_tokens_binds(tmp_path: Any) -> None:
+@pytest.mark.parametrize("charge", ["sum", "max"])
+async def test_combined_tpm_holds_where_max_tokens_binds(tmp_path: Any, charge: str) -> None:
     # max_tokens 1,400 for ~20-token answers against 600,000 tokens/min, charged as OpenAI
     # documents it (prompt + max_tokens at admission, nothing back): ~7 requests/s once the
     # first minute's bucket is spent. A limiter that gives the unused max_tokens back when an
@@ -363,7 +373,9 @@ async def test_combined_tpm_holds_where_max_tokens_binds(tmp_path: Any) -> None:
 
     seconds, per_minute = 16.0, 600_000
     limits = (Limit("tokens", per_minute, 60.0),)
-    with OpenAIProvider(api_key=KEY, latency=0.2, limits=limits, seed=3) as server:
+    with OpenAIProvider(
+        api_key=KEY, latency=0.2, limits=limits, seed=3, tokens_charge=charge
+    ) as server:
         teacher = openai_teacher(
             server,
             params=SamplingParams(max_tokens=1400),
@@ -382,7 +394,9 @@ async def test_combined_tpm_holds_where_max_tokens_binds(tmp_path: Any) -> None:
     assert answer < 0.05 * 1400  # short answers: max_tokens, not the answers, binds
     admitted = [at - 0.2 - start for at, *_ in server.token_log]  # answers come 0.2 s later
     late = sum(seconds / 2 < t <= seconds - 1.0 for t in admitted) / (seconds / 2 - 1.0)
-    ceiling = documented_combined(per_minute, prompt + 1400, (seconds / 2, seconds - 1.0))
-    # target >= 0.9 of what the provider admits (0.98 is the pace, 2% headroom)
+    charged = prompt + 1400 if charge == "sum" else max(prompt, 1400)
+    ceiling = documented_combined(per_minute, charged, (seconds / 2, seconds - 1.0))
+    # target >= 0.9 of what the provider admits (0.98 is the pace, 2% headroom; the limiter
+    # charges prompt + max_tokens, 1% more than the literal reading's max of the two)
     assert 0.9 <= late / ceiling <= 1.1, (late, ceiling)
     assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
