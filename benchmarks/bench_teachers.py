@@ -449,6 +449,7 @@ class Scenario:
     concurrency: int = 64
     timeout: float = 30.0
     baseline: bool = False  # also run without faults: the ratio is to that rate
+    max_tokens: int = 64  # the OpenAI-compatible teacher's
     # the simulator in its own process, so that its CPU does not share the client's GIL
     own_process: bool = False
 
@@ -610,6 +611,23 @@ def matrix(quick: bool) -> list[Scenario]:
             seconds=secs,
         ),
         Scenario(
+            name="tpm-told",
+            doc="OpenAI combined 60k tokens/min token bucket, prompt + max_tokens (64) charged "
+            "at admission and nothing given back (~20-token answers), told",
+            limits=(Limit("tokens", 60_000, 60.0),),
+            told=RateLimits(tokens_per_minute=60_000),
+            seconds=secs,
+        ),
+        Scenario(
+            name="tpm-told-long",
+            doc="OpenAI combined 600k tokens/min, max_tokens 1,400 for ~20-token answers "
+            "(max_tokens binds: ~7 requests/s after the first minute's bucket), told",
+            limits=(Limit("tokens", 600_000, 60.0),),
+            told=RateLimits(tokens_per_minute=600_000),
+            max_tokens=1400,
+            seconds=secs,
+        ),
+        Scenario(
             name="sliding-told-too-high",
             provider=bare,
             doc=f"{n200:g} req / {w10:g} s sliding window, told 4x too high ({4 * rpm:g}/min)",
@@ -664,6 +682,7 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
             t = teacher(server.url)
             t.retry = RetryPolicy(max_attempts=12, base_delay=0.25, max_delay=4.0)
             t.timeout = scenario.timeout
+            t.params = SamplingParams(max_tokens=scenario.max_tokens)
         count = scenario.pool or 1_000_000
         limiter = RateLimiter(scenario.told, max_concurrency=scenario.concurrency)
         with tempfile.TemporaryDirectory() as tmp, JsonlTraceStore(tmp) as store:
@@ -761,6 +780,12 @@ def _token_figures(scenario: Scenario, server: Any, stats: Any) -> tuple[float, 
             limit = _limit_rate(scenario, dim)
             if limit and span > 0:
                 ratios.append(sum(entry[column] for entry in log) / span / limit)
+        combined = next((lim for lim in scenario.limits if lim.dimension == "tokens"), None)
+        if combined is not None and span > 0:
+            # OpenAI's combined tokens: each answer was charged its prompt plus max_tokens at
+            # admission; the provider admits its full bucket plus the rate over the span
+            admits = combined.amount + combined.amount / combined.window * span
+            ratios.append(sum(entry[1] + scenario.max_tokens for entry in log) / admits)
     half = math.nan
     limit = _limit_rate(scenario)
     if limit and stats.answer_times:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tracedistill.clients.retry import RetryPolicy, retry_call
@@ -92,3 +94,33 @@ async def test_other_exceptions_propagate() -> None:
 
     with pytest.raises(KeyError):
         await retry_call(POLICY, broken)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RetryPolicy(),
+        POLICY,
+        RetryPolicy(base_delay=0.2, max_delay=0.1),
+        RetryPolicy(max_retry_after=2.0),
+    ],
+)
+@pytest.mark.parametrize("retry_after", [None, 0.0, 0.3, 5.0, 1e6])
+def test_shortest_delay_is_the_least_delay_can_return(
+    policy: RetryPolicy, retry_after: float | None
+) -> None:
+    shortest = policy.shortest_delay(retry_after)
+    # delay's lowest draw (rng.random() == 0.0), over every attempt, isolated or not.
+    floor = min(
+        policy.delay(attempt, retry_after, _Zero(), isolated=isolated)
+        for attempt in range(1, 8)
+        for isolated in (False, True)
+    )
+    assert shortest == pytest.approx(floor)
+
+
+class _Zero(random.Random):
+    """A random source whose every draw is the lowest, 0.0."""
+
+    def random(self) -> float:
+        return 0.0

@@ -51,10 +51,10 @@ class AnthropicServer(ScriptedServer):
         return headers.get("x-api-key", "")
 
     def success_body(self, request: dict[str, Any], reply: Reply, cost: float) -> dict[str, Any]:
-        max_tokens = int(request.get("max_tokens") or 64)
+        cap = self.max_tokens_of(request)
         output = max(1, (len(reply.reasoning) + len(reply.answer)) // 4)
-        if reply.truncated:
-            output = max_tokens
+        if reply.truncated:  # stopped at max_tokens: all of it was generated
+            output = 64 if cap is None else cap
         content: list[dict[str, Any]] = []
         if request.get("thinking"):
             content.append({"type": "thinking", "thinking": reply.reasoning, "signature": "sig"})

@@ -4,7 +4,9 @@ Raw asyncio streams (no framework): keep-alive, Content-Length bodies, one reque
 connection. A provider flavour (OpenAI-compatible, Anthropic) subclasses :class:`ScriptedServer`
 and renders bodies; this module does the rest:
 
-- scripted answers: ``responder(prompt, request_json) -> Reply`` (default: deterministic);
+- scripted answers: ``responder(prompt, request_json) -> Reply`` (default: deterministic),
+  cut at the request's ``max_tokens`` as providers do (``finish_reason: "length"`` /
+  ``stop_reason: "max_tokens"``, usage counting what was returned);
 - fault injection: ``server.push(*faults)`` for the next requests, ``server.script(match,
   *faults)`` for requests whose prompt contains ``match``, and ``fault_rate`` for random ones;
 - its own rate limit (a token bucket of ``rpm`` with ``burst_s`` seconds of burst): 429 with
@@ -33,7 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fault", "Reply", "ScriptedServer", "default_responder", "main", "pieces", "sse"]
+__all__ = [
+    "Fault",
+    "Reply",
+    "ScriptedServer",
+    "default_responder",
+    "main",
+    "pieces",
+    "sse",
+    "within",
+]
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,18 @@ def default_responder(prompt: str, request: dict[str, Any]) -> Reply:
     )
 
 
+def within(reply: Reply, max_tokens: int | None) -> Reply:
+    """``reply`` as a provider returns it under ``max_tokens``: an answer longer than that (at
+    about 4 characters a token, reasoning first: reasoning models spend the budget on it) is
+    cut there and marked truncated (OpenAI's ``finish_reason: "length"``, Anthropic's
+    ``stop_reason: "max_tokens"``). None: no cap."""
+    if max_tokens is None or (len(reply.reasoning) + len(reply.answer)) // 4 <= max_tokens:
+        return reply
+    chars = max(0, max_tokens) * 4
+    reasoning = reply.reasoning[:chars]
+    return Reply(reasoning, reply.answer[: chars - len(reasoning)], truncated=True)
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     """One server-sent event: a JSON object (or a raw string such as ``[DONE]``) as its data."""
     body = data if isinstance(data, str) else json.dumps(data)
@@ -221,8 +244,12 @@ class ScriptedServer:
         record_headers: bool = False,
         event_delay: float = 0.0,
         port: int = 0,
+        honour_max_tokens: bool = True,
     ) -> None:
         self.rpm = rpm
+        #: cut answers at the request's max_tokens, as providers do (False: a host that
+        #: ignores it and answers in full, reporting "stop")
+        self.honour_max_tokens = honour_max_tokens
         #: seconds between two events of a streamed answer (a slow but live stream)
         self.event_delay = event_delay
         self.burst_s = burst_s
@@ -336,6 +363,16 @@ class ScriptedServer:
 
     # --- flavour hooks -----------------------------------------------------------------------
 
+    def max_tokens_of(self, request: dict[str, Any]) -> int | None:
+        """The request's cap on generated tokens (None: not set)."""
+        cap = request.get("max_tokens") or request.get("max_completion_tokens")
+        return None if cap is None else int(cap)
+
+    def reply_to(self, prompt: str, request: dict[str, Any]) -> Reply:
+        """What the model answers, cut at the request's ``max_tokens`` as providers do."""
+        reply = self.responder(prompt, request)
+        return within(reply, self.max_tokens_of(request)) if self.honour_max_tokens else reply
+
     def prompt_of(self, request: dict[str, Any]) -> str:
         messages = request.get("messages") or []
         return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
@@ -389,7 +426,7 @@ class ScriptedServer:
             if fault.kind in ("reset", "malformed", "slow", "stall", "drop", "hang", "cut"):
                 return 500, self.error_body(500, "internal error")
             truncated = fault.kind == "truncated"
-        reply = self.responder(prompt, request)
+        reply = self.reply_to(prompt, request)
         reply.truncated = reply.truncated or truncated
         stats.answered += 1
         stats.truncated += reply.truncated
@@ -587,9 +624,7 @@ class ScriptedServer:
                 stats.status[0] += 1
                 self.on_unanswered(request)
                 payload = json.dumps(
-                    self.success_body(
-                        request, self.responder(prompt, request), self.cost_per_answer
-                    )
+                    self.success_body(request, self.reply_to(prompt, request), self.cost_per_answer)
                 ).encode()
                 self._write(writer, 200, payload[: len(payload) // 2])
                 writer.write(b"")  # headers and half the body are on the wire
@@ -603,7 +638,7 @@ class ScriptedServer:
                 truncated = True
             if fault.kind in ("stall", "drop", "stream_error"):
                 in_flight = fault
-        reply = self.responder(prompt, request)
+        reply = self.reply_to(prompt, request)
         reply.truncated = reply.truncated or truncated
         body_obj = self.success_body(request, reply, self.cost_per_answer)
         hdrs = self.answer_headers(request, body_obj)

@@ -49,12 +49,15 @@ class OpenAIServer(ScriptedServer):
         return self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
 
     def success_body(self, request: dict[str, Any], reply: Reply, cost: float) -> dict[str, Any]:
-        max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 64)
+        cap = self.max_tokens_of(request)
         prompt_tokens = max(1, len(self.prompt_of(request)) // 4)
         reasoning_tokens = max(1, len(reply.reasoning) // 4)
         completion = reasoning_tokens + max(1, len(reply.answer) // 4)
-        if reply.truncated:
-            completion = max_tokens
+        if reply.truncated:  # stopped at max_tokens: all of it was generated
+            completion = 64 if cap is None else cap
+        elif cap is not None and self.honour_max_tokens:
+            completion = min(completion, cap)  # what was returned fits the cap
+        reasoning_tokens = min(reasoning_tokens, completion)
         message: dict[str, Any] = {"role": "assistant"}
         if self.inline_think:
             message["content"] = f"<think>\n{reply.reasoning}\n</think>\n\n{reply.answer}"

@@ -11,7 +11,14 @@ loopback servers of :mod:`tests.servers.base` with what a client meets in produc
   has no prompt cache) are counted at admission, and its output tokens are **reserved against
   ``max_tokens``** at admission, the unused part refunded when the answer is sent (a request that
   fails after admission refunds its whole output reservation). A ``remaining`` header therefore
-  shows the reservations of the requests in flight;
+  shows the reservations of the requests in flight. OpenAI's combined tokens per minute
+  (``Limit("tokens", ...)``) is charged as OpenAI documents it: at admission, the prompt's
+  tokens plus the whole ``max_tokens`` ("your rate limit is calculated as the maximum of
+  max_tokens and the estimated number of tokens based on the character count of your
+  request"; OpenAI's own parallel-request cookbook client counts prompt + ``max_tokens``;
+  ``tokens_charge="max"`` charges the larger of the two, the guide's literal reading), and
+  nothing is given back when the answer is shorter (``tokens_refund=True``: the unused part
+  is released with the answer, as Azure OpenAI documents);
 - 429 answers with ``Retry-After`` in seconds, ``retry-after-ms``, an HTTP-date, or no hint, and
   the provider's own error body;
 - rate-limit headers in three dialects, on every answer or on none (OpenAI's and Anthropic's
@@ -54,7 +61,9 @@ __all__ = ["AnthropicProvider", "Limit", "OpenAIProvider", "go_duration"]
 class Limit:
     """One provider limit: ``amount`` of ``dimension`` per ``window`` seconds, by ``kind``.
 
-    dimension: ``requests``, ``input`` (prompt tokens), ``output`` (completion tokens).
+    dimension: ``requests``, ``input`` (prompt tokens), ``output`` (completion tokens),
+    ``tokens`` (OpenAI's combined tokens per minute: the prompt's tokens plus the whole
+    ``max_tokens``, charged at admission).
     kind: ``token_bucket``, ``fixed`` or ``sliding``.
     """
 
@@ -199,6 +208,8 @@ class _ProviderMixin:
         limits: tuple[Limit, ...] = (),
         header_style: str | None = "default",
         retry_after: str | None = "s",
+        tokens_refund: bool = False,
+        tokens_charge: str = "sum",
         random_429: float = 0.0,
         random_429_retry_after: float | None = 1.0,
         overload_rate: float = 0.0,
@@ -211,6 +222,16 @@ class _ProviderMixin:
     ) -> None:
         super().__init__(retry_after=retry_after, **kwargs)  # type: ignore[call-arg]
         self.limits = limits
+        #: whether a combined ``tokens`` limit gives back the unused part of ``max_tokens``
+        #: when the answer is sent (Azure OpenAI releases a finished request's reservation;
+        #: OpenAI documents only the charge at admission, so by default nothing comes back)
+        self.tokens_refund = tokens_refund
+        #: what admitting a request charges a combined ``tokens`` limit: ``sum`` (the prompt
+        #: plus max_tokens, as OpenAI's cookbook client counts it) or ``max`` (the larger of
+        #: the two, the literal reading of OpenAI's guide)
+        if tokens_charge not in ("sum", "max"):
+            raise ValueError(f"tokens_charge must be 'sum' or 'max', got {tokens_charge!r}")
+        self.tokens_charge = tokens_charge
         if header_style != "default":
             self.header_style = header_style  # type: ignore[assignment]
         self.random_429 = random_429
@@ -233,10 +254,16 @@ class _ProviderMixin:
         will report them), and its whole ``max_tokens`` reserved (the flavour's default when
         the request sets none, as the answer's length uses)."""
         cap = request.get("max_tokens") or request.get("max_completion_tokens") or 64
+        prompt_tokens = float(max(1, len(prompt) // 4))
         return {
             "requests": 1.0,
-            "input": float(max(1, len(prompt) // 4)),
+            "input": prompt_tokens,
             "output": float(int(cap)),
+            "tokens": (
+                prompt_tokens + float(int(cap))
+                if self.tokens_charge == "sum"
+                else max(prompt_tokens, float(int(cap)))
+            ),
         }
 
     def admit(
@@ -262,8 +289,9 @@ class _ProviderMixin:
         for meter in self._meters:
             dimension = meter.limit.dimension
             ticket = meter.take(now, amounts[dimension])
-            if dimension == "output" and pending is not None:
-                pending.append((meter, ticket, amounts[dimension]))
+            refunds = dimension == "output" or (dimension == "tokens" and self.tokens_refund)
+            if refunds and pending is not None:  # settled with the answer: max_tokens' part
+                pending.append((meter, ticket, amounts["output"]))
         return None
 
     async def _serve(self, *args: Any) -> bool:
@@ -338,7 +366,9 @@ class _ProviderMixin:
         by_dim = {m.limit.dimension: m for m in self._meters}
         headers: dict[str, str] = {}
         if style == "openai":
-            names = {"requests": "requests", "input": "tokens"}
+            # x-ratelimit-*-tokens: the combined limit where there is one, else the prompt's
+            combined = "tokens" if "tokens" in by_dim else "input"
+            names = {"requests": "requests", combined: "tokens"}
             for dim, name in names.items():
                 meter = by_dim.get(dim)
                 if meter is None:

@@ -131,7 +131,7 @@ async def test_doctor_fails_a_provider_that_ignores_max_tokens(
     # this server answers in full whatever max_tokens says (and reports "stop"): truncation
     # would go unnoticed and budgets would not hold, so the doctor must not say all is well
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with OpenAIServer(api_key=KEY) as server:
+    with OpenAIServer(api_key=KEY, honour_max_tokens=False) as server:
         status, lines = await doctor(
             DoctorConfig(provider="openai", model="m", base_url=server.url + "/v1")
         )

@@ -45,6 +45,10 @@ def long_reply(prompt: str, request: object) -> Reply:
     return Reply(reasoning="Step by step, carefully. " * 24, answer="The answer is \\boxed{7}.")
 
 
+#: room for :func:`long_reply` (~155 tokens): the servers cut answers at max_tokens
+ROOM = SamplingParams(max_tokens=4096)
+
+
 # --- the decoder -----------------------------------------------------------------------------
 
 
@@ -131,7 +135,7 @@ async def test_openai_stream_faults_retried_and_stored_once(store: JsonlTraceSto
 async def test_openai_stalled_stream_cut_live_stream_kept(store: JsonlTraceStore) -> None:
     stall = 60.0
     with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as server:
-        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, timeout=60.0)
+        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, timeout=60.0, params=ROOM)
         server.script("p0:", Fault.stall(stall, after=5))
         # a quiet stretch three idle timeouts long, kept open by keep-alive comments
         server.script("p1:", Fault.stall(3 * IDLE, after=5, keepalive=IDLE / 5))
@@ -153,7 +157,9 @@ async def test_openai_stream_held_by_comments_only_is_cut_at_the_start_timeout(
     # an upstream that never answers behind a proxy's keep-alive comments: the comments alone
     # may hold the attempt for its start timeout (``timeout``), then it is retried
     with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as server:
-        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, timeout=4 * IDLE)
+        teacher = openai_teacher(
+            server, stream=True, idle_timeout=IDLE, timeout=4 * IDLE, params=ROOM
+        )
         server.script("p0:", Fault.stall(60.0, after=2, keepalive=IDLE / 5))
         summary = await generate(teacher, math_problems(2), store, concurrency=2)
         assert summary.done == 2 and summary.failed == 0
@@ -237,7 +243,7 @@ async def test_anthropic_stream_faults(store: JsonlTraceStore) -> None:
 
 async def test_stream_cancel_leaves_nothing_half_stored(store: JsonlTraceStore) -> None:
     with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=0.02) as server:
-        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE)
+        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, params=ROOM)
         with anyio.move_on_after(1.0):
             await generate(teacher, math_problems(200), store, concurrency=8)
         for trace in store.traces():

@@ -50,7 +50,9 @@ class RateLimits:
         input_tokens_per_minute: prompt tokens per minute (estimated before the request,
             corrected from the reported usage after it).
         output_tokens_per_minute: completion tokens per minute, reserved against ``max_tokens``.
-        tokens_per_minute: prompt plus completion tokens per minute (OpenAI's TPM).
+        tokens_per_minute: prompt plus completion tokens per minute (OpenAI's TPM), charged
+            the prompt plus the whole ``max_tokens`` when a request starts, from a bucket of a
+            minute of the limit, as OpenAI counts it.
         burst_seconds: how many seconds' worth of each limit may be spent at once (the bucket
             size; a request bucket holds at most 0.15 s, and no trailing second starts more
             requests than one second of the pace). Request buckets start empty, so a run

@@ -59,6 +59,8 @@ class RateModel:
     SETTLE = 1.0
     #: ...and two cuts within this ratio of each other confirm the rate learned
     CONFIRM_RATIO = 1.15
+    #: seconds of the rate OpenAI's combined tokens-per-minute bucket holds
+    TOKENS_MINUTE = 60.0
     #: a header limit is a per-minute rate only when its reset is at most this far away: a
     #: minute, plus a few seconds of clock skew (Anthropic's resets are absolute times)
     PER_MINUTE_RESET = 65.0
@@ -154,6 +156,12 @@ class RateModel:
         """
         if name == "requests":
             return min(self.limits.burst_seconds, 0.15)  # a few requests of wake-up lateness
+        if name == "tokens":
+            # OpenAI's combined tokens per minute: a bucket of a minute of the limit, charged
+            # the prompt plus the whole max_tokens when a request is admitted, nothing given
+            # back. Mirrored as it is: a half-second bucket with the unused part refunded
+            # sends far more than the provider admits when answers are short.
+            return self.TOKENS_MINUTE
         return self.limits.burst_seconds
 
     def recover(self, now: float) -> None:
@@ -230,6 +238,20 @@ class RateModel:
                 if ceiling is not None and ceiling >= rate:
                     self.ceiling[name] = None
                 self.recompute(name)
+        if info.combined_tokens and info.tokens_remaining is not None:
+            self._spent_elsewhere(info.tokens_remaining)
+
+    def _spent_elsewhere(self, remaining: float) -> None:
+        """Lower the combined-tokens mirror to what the provider's bucket had left.
+
+        The mirror holds at most what the provider's did when it answered (it took every
+        charge the provider took, and any made since): more means tokens were spent elsewhere
+        (another client on the key). Never raised: a charge sent after the provider wrote
+        ``remaining`` is not in it yet.
+        """
+        bucket = self.buckets["tokens"]
+        if bucket is not None and bucket.wait_time(0.0) == 0.0 and bucket.level > remaining:
+            bucket.empty(max(0.0, remaining))
 
     def _budget(self, name: str, limit: float, reset: float | None) -> None:
         """Record a header limit that is not per minute; drop it if it was taken for one."""

@@ -2,7 +2,9 @@
 
 A :class:`RateLimiter` paces requests/min, input tokens/min, output tokens/min and OpenAI's
 combined tokens/min with token buckets (output tokens are reserved against ``max_tokens`` when
-a request starts; the unused part is refunded), and holds a number of concurrency slots.
+a request starts, the unused part refunded, as Anthropic documents; OpenAI's combined tokens
+are charged the prompt plus the whole ``max_tokens``, nothing refunded, as OpenAI documents),
+and holds a number of concurrency slots.
 
 What it learns from, in order of trust, and what it ignores:
 
@@ -385,10 +387,14 @@ class RateLimiter:
             if used_out > 0:
                 mean = self._mean_out
                 self._mean_out = used_out if mean is None else 0.9 * mean + 0.1 * used_out
+        # OpenAI's combined tokens: the whole max_tokens stays charged, whatever the answer
+        # used (or a failure: unsuccessful requests count against the limit); only the
+        # prompt's estimate is corrected
+        combined = used_in + max(used_out, permit.output_tokens)
         for name, reserved, used in (
             ("input", permit.input_tokens, used_in),
             ("output", paced, used_out),
-            ("tokens", permit.input_tokens + permit.output_tokens, used_in + used_out),
+            ("tokens", permit.input_tokens + permit.output_tokens, combined),
         ):
             bucket = buckets[name]
             if bucket is None:

@@ -83,6 +83,17 @@ class RetryPolicy:
         backoff = min(self.max_delay, self.base_delay * 2.0**exponent)
         return backoff * (0.5 + 0.5 * rand) if self.jitter else backoff
 
+    def shortest_delay(self, retry_after: float | None = None) -> float:
+        """The least :meth:`delay` can return after any failed attempt, for ``retry_after``.
+
+        Jitter and doubling only add to it, so a failure remembered for this long is never
+        still standing when the next attempt of a retry loop starts.
+        """
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_retry_after)
+        backoff = min(self.max_delay, self.base_delay)
+        return 0.5 * backoff if self.jitter else backoff
+
     def should_retry(self, error: ProviderError, attempt: int) -> bool:
         """Whether to try again after ``error`` ended attempt number ``attempt``."""
         return error.retryable and not error.fatal and attempt < self.max_attempts

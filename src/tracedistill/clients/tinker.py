@@ -329,17 +329,10 @@ class _StartFailures:
             )
             error.fatal = True
         self.error = error
-        self.until = time.monotonic() + self._shortest_backoff(error)
+        # The retry loop waits at least this long before its next attempt, so that attempt
+        # never finds this failure still standing.
+        self.until = time.monotonic() + self.policy.shortest_delay(error.retry_after)
         return error
-
-    def _shortest_backoff(self, error: ProviderError) -> float:
-        # The retry loop waits at least this long before its next attempt (jitter and doubling
-        # only add), so that attempt never finds this failure still standing.
-        policy = self.policy
-        if error.retry_after is not None and error.retry_after >= 0:
-            return min(error.retry_after, policy.max_retry_after)
-        wait = min(policy.max_delay, policy.base_delay)
-        return 0.5 * wait if policy.jitter else wait
 
     def clear(self) -> None:
         """Forget every failure (the client was created, or the sampler closed)."""
