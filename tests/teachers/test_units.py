@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import time
 
@@ -315,6 +316,24 @@ async def test_stalled_attempt_gives_its_slot_back() -> None:
                 other.begin()
         assert limiter.detached == 1
     assert limiter.detached == 0 and limiter.state().stalls == 1
+
+
+@pytest.mark.anyio
+async def test_stalls_past_the_detached_bound_are_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = RateLimiter(RateLimits(stall_after_s=0.05), max_concurrency=1)
+    caplog.set_level(logging.WARNING, logger="tracedistill.clients.ratelimit")
+    async with limiter.slot() as first:
+        first.begin()
+        await anyio.sleep(0.1)
+        assert limiter.reap() == 1  # the one detached attempt the bound allows
+        async with limiter.slot() as second:
+            second.begin()
+            await anyio.sleep(0.1)
+            assert limiter.reap() == 0 and limiter.reap() == 0  # no slot left to give back
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "stream=True" in warnings[0].getMessage()
 
 
 def test_retry_after_pauses_everyone() -> None:

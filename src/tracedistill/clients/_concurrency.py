@@ -104,6 +104,7 @@ class Slots:
         self._last_trim = -math.inf
         self._last_burst = -math.inf
         self.concurrency_min = max_concurrency
+        self._warned_full = False
 
     @property
     def concurrency(self) -> int:
@@ -140,7 +141,10 @@ class Slots:
     def reap(self) -> int:
         """Give back the slots of attempts running past :meth:`stall_after`; return how many."""
         limit = self.stall_after()
-        if limit is None or self.detached >= self.max_concurrency:
+        if limit is None:
+            return 0
+        if self.detached >= self.max_concurrency:
+            self._warn_full(limit)
             return 0
         now = self.clock()
         freed = 0
@@ -158,6 +162,24 @@ class Slots:
         if freed:
             logger.info("%d stalled request(s) gave their slot back (> %.1fs)", freed, limit)
         return freed
+
+    def _warn_full(self, limit: float) -> None:
+        """Say once that stalled attempts now hold slots the run cannot get back."""
+        if self._warned_full:
+            return
+        now = self.clock()
+        stuck = sum(not lease.detached and now - lease.started > limit for lease in self.leases)
+        if stuck:
+            self._warned_full = True
+            logger.warning(
+                "%d stalled requests run detached and %d more hold slots (> %.1fs without an "
+                "answer): the run slows until the attempt timeout ends them. A streamed teacher "
+                "(stream=True) cuts a stalled answer after its idle_timeout; a shorter timeout= "
+                "ends a whole-body one sooner",
+                self.detached,
+                stuck,
+                limit,
+            )
 
     def trim(self, now: float) -> None:
         """An overload burst is under way: lower the concurrency gently (never below FLOOR)."""

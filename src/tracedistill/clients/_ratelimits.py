@@ -96,7 +96,8 @@ class LimiterState:
         concurrency / max_concurrency / concurrency_min: the slots allowed now, at most, and at
             the lowest point of the run.
         inflight: requests in flight now; inflight_mean: their time-weighted mean.
-        throttled: 429 answers; overloaded: 529/503/5xx answers and lost connections.
+        throttled: 429 answers; overloaded: server-side failures (5xx and 529 answers, lost
+            connections, timeouts, unreadable bodies, HTTP 200 answers whose body is an error).
         cuts: times the allowed request rate was lowered; paused_s: seconds every request was
             held by a pause (Retry-After, a used-up limit).
         stalls: attempts that gave their slot back because they ran far longer than usual.

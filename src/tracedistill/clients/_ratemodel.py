@@ -26,6 +26,9 @@ __all__ = ["RateModel"]
 
 logger = logging.getLogger("tracedistill.clients.ratelimit")
 
+#: the least rate (per second) a dimension is ever paced at: one a minute
+MIN_RATE = 1.0 / 60.0
+
 
 class RateModel:
     """Per dimension: the trusted limit, a learned rate, and the bucket pacing the allowed one.
@@ -134,7 +137,7 @@ class RateModel:
             self.unpaced = all(bucket is None for bucket in self.buckets.values())
             return
         self.unpaced = False
-        pace = allowed * (1.0 - self.limits.headroom)
+        pace = max(allowed * (1.0 - self.limits.headroom), MIN_RATE)
         capacity = capacity_for(pace, self._burst_seconds(name))
         bucket = self.buckets[name]
         if bucket is None:
@@ -371,8 +374,8 @@ class RateModel:
         since = self._reached_at(name, log, now - sent)
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
-        if measured is None or unpaused is None:
-            return
+        if measured is None or unpaused is None or unpaused <= 0.0:
+            return  # nothing accepted in the span: no rate to learn; the back-off waits
         if measured < 0.5 * unpaused:
             measured = unpaused  # a span mostly paused (a long Retry-After) is no rate sample
         if allowed is not None and (
@@ -457,6 +460,9 @@ class RateModel:
 
     def _cut(self, name: str, now: float, measured: float) -> None:
         """Keep dimension ``name`` to ``measured`` (per second) from now on."""
+        # a provider that refused everything in the span accepted nothing: keep asking, slowly,
+        # rather than pace at zero (a bucket cannot; the run would stop on its own limiter)
+        measured = max(measured, MIN_RATE)
         self.learned[name] = measured
         self._cut_at[name] = now
         self.cuts += 1

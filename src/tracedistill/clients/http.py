@@ -21,7 +21,7 @@ import orjson
 from tracedistill._secrets import Secret
 from tracedistill.clients.base import Observer
 from tracedistill.clients.ratelimit import parse_rate_headers, parse_retry_after
-from tracedistill.clients.retry import error_for_status
+from tracedistill.clients.retry import error_body_code, error_for_status
 from tracedistill.clients.sse import SSEDecoder
 from tracedistill.errors import ConfigurationError, ProviderTimeoutError, ProviderUnavailableError
 
@@ -315,6 +315,7 @@ class HttpClient:
                 f"{self.name}: HTTP {status}: {provider_message[:500]}",
                 provider_message=provider_message,
                 retry_after=parse_retry_after(limits),
+                code=error_body_code(parsed),
             )
 
     def _headers(self, json_body: bool) -> dict[str, str] | None:

@@ -2,7 +2,11 @@
 
 - 408, 429, 5xx, 529, connection errors and timeouts: retried with exponential backoff, jitter
   and a cap (or exactly the wait the provider asked for with ``Retry-After``), a bounded number
-  of times, then recorded as a failed trace.
+  of times, then recorded as a failed trace. A 429 says "not now", not "not this request": 429s
+  have their own, larger budget and do not use up the attempts kept for real failures.
+- 429 whose body says the account is out of quota (OpenAI's ``insufficient_quota`` and its
+  billing codes), and Anthropic's 400 "credit balance is too low": fatal, like 402; waiting
+  does not bring the credit back, and every other request would fail the same way.
 - 400 and other client errors: never retried; recorded with the provider's message.
 - 401, 402, 403: fatal; the whole run stops (see :mod:`tracedistill.teachers.engine`).
 """
@@ -28,7 +32,19 @@ from tracedistill.errors import (
     RateLimitError,
 )
 
-__all__ = ["RetryPolicy", "error_for_status", "retry_call"]
+__all__ = ["QUOTA_CODES", "RetryPolicy", "error_body_code", "error_for_status", "retry_call"]
+
+#: codes OpenAI sends with a 429 when the account, not the rate, is the limit: no wait helps
+#: ("insufficient_quota", and the billing codes it documents beside it)
+QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +61,12 @@ class RetryPolicy:
     """How retryable failures are retried.
 
     Args:
-        max_attempts: attempts per request, the first included (1 = never retry).
+        max_attempts: attempts per request, the first included (1 = never retry); attempts
+            refused with a 429 do not count here.
+        max_throttled: attempts per request that may be refused with a 429 (rate limited)
+            before the request is recorded as failed. A busy provider refuses for a while and
+            then accepts, so an unattended run keeps asking (about ten minutes of back-off at
+            the defaults when no ``Retry-After`` is sent) instead of giving the problem up.
         base_delay: the first back-off, in seconds; it doubles with each attempt.
         max_delay: the longest back-off between two attempts.
         max_retry_after: the longest ``Retry-After`` honoured (longer waits are capped).
@@ -54,6 +75,7 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=6, validator=_positive)
+    max_throttled: int = attrs.field(default=20, validator=_positive)
     base_delay: float = attrs.field(default=1.0, validator=_positive)
     max_delay: float = attrs.field(default=60.0, validator=_positive)
     max_retry_after: float = attrs.field(default=300.0, validator=_positive)
@@ -94,9 +116,23 @@ class RetryPolicy:
         backoff = min(self.max_delay, self.base_delay)
         return 0.5 * backoff if self.jitter else backoff
 
-    def should_retry(self, error: ProviderError, attempt: int) -> bool:
-        """Whether to try again after ``error`` ended attempt number ``attempt``."""
-        return error.retryable and not error.fatal and attempt < self.max_attempts
+    def should_retry(
+        self, error: ProviderError, attempt: int, *, throttled: int | None = None
+    ) -> bool:
+        """Whether to try again after ``error`` ended attempt number ``attempt``.
+
+        ``throttled`` is how many of the ``attempt`` attempts were refused with a 429 (this
+        one included); given, 429s count against :attr:`max_throttled` and the other failures
+        against :attr:`max_attempts`. Left out, every attempt counts against
+        :attr:`max_attempts`.
+        """
+        if not error.retryable or error.fatal:
+            return False
+        if throttled is None:
+            return attempt < self.max_attempts
+        if isinstance(error, RateLimitError):
+            return throttled < self.max_throttled
+        return attempt - throttled < self.max_attempts
 
 
 def error_for_status(
@@ -105,8 +141,13 @@ def error_for_status(
     *,
     provider_message: str | None = None,
     retry_after: float | None = None,
+    code: str | None = None,
 ) -> ProviderError:
-    """Return the exception that an HTTP status (or a status in an error body) stands for."""
+    """Return the exception that an HTTP status (or a status in an error body) stands for.
+
+    ``code`` is the error body's own code or type where it has one (OpenAI's ``error.code``,
+    else ``error.type``): a 429 with a quota code is fatal, not a rate limit.
+    """
     cls: type[ProviderError]
     if status in (401, 403):
         cls = AuthenticationError
@@ -116,6 +157,13 @@ def error_for_status(
         message += " (add credits to the provider account; the run stops)"
     elif status == 408:
         cls = ProviderTimeoutError
+    elif status == 400 and _CREDIT_TOO_LOW in (provider_message or message).lower():
+        # Anthropic answers an account without credit with a 400 invalid_request_error
+        cls = InsufficientCreditsError
+        message += " (add credits to the provider account; the run stops)"
+    elif status == 429 and code in QUOTA_CODES:
+        cls = InsufficientCreditsError
+        message += " (the account is out of quota or over a spend limit; the run stops)"
     elif status == 429:
         cls = RateLimitError
     elif status >= 500 or status == 529:
@@ -123,6 +171,22 @@ def error_for_status(
     else:
         cls = InvalidRequestError
     return cls(message, status=status, provider_message=provider_message, retry_after=retry_after)
+
+
+_CREDIT_TOO_LOW = "credit balance is too low"
+
+
+def error_body_code(body: Any) -> str | None:
+    """The code of an error body (``{"error": {"code": ..., "type": ...}}``), if it has one.
+
+    A quota code wins over a generic one, since OpenAI has sent quota errors with
+    ``code: null`` and the reason in ``type``.
+    """
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    found = [str(value) for value in (error.get("code"), error.get("type")) if value]
+    return next((c for c in found if c in QUOTA_CODES), found[0] if found else None)
 
 
 async def retry_call(
@@ -154,14 +218,15 @@ async def retry_call(
         What the last attempt returned, or the error that ended the loop (fatal, not
         retryable, or the last allowed attempt's), with the number of attempts made.
     """
-    count = 0
+    count = throttled = 0
     while True:
         count += 1
         try:
             return await attempt(*args), count
         except ProviderError as exc:
             error = exc
-        if not policy.should_retry(error, count):
+        throttled += isinstance(error, RateLimitError)
+        if not policy.should_retry(error, count, throttled=throttled):
             log.debug("%s failed after %d attempt(s): %s", label, count, error)
             return error, count
         apart = isolated(error) if isolated is not None else False

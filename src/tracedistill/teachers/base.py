@@ -126,7 +126,8 @@ def _report_failure(limiter: RateLimiter, permit: Permit, error: ProviderError) 
     if isinstance(error, RateLimitError):
         limiter.on_throttled(error.retry_after, permit=permit)
     elif isinstance(error, ProviderUnavailableError | ProviderTimeoutError):
-        limiter.on_overload(permit)  # 5xx, 529, lost connections: not a rate signal
+        # 5xx, 529, lost connections, timeouts, unreadable or error bodies: not a rate signal
+        limiter.on_overload(permit)
     else:
         limiter.on_failure(permit)
 

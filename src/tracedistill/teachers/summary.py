@@ -35,7 +35,8 @@ class GenerationSummary:
         total_spend_usd: what the store records as spent, every run included.
         stopped: None when the pool was done, else ``"budget"`` or ``"fatal"``.
         error: the message of the error that stopped the run, if any.
-        overloaded: 529/503/5xx answers and lost connections seen (not rate limiting).
+        overloaded: server-side failures seen (not rate limiting): 5xx and 529 answers, lost
+            connections, timeouts, unreadable bodies and HTTP 200 answers whose body is an error.
         cuts: times the limiter lowered the allowed request rate.
         paused_s: seconds every request was held by a pause (Retry-After, a used-up limit).
         limiter: the rate limiter's state at the end of the run (allowed rates, concurrency,
