@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from tracedistill import _lazy
 from tracedistill._progress import Progress
@@ -100,6 +99,9 @@ class GenerationRun:
         self.spent_before = self.budget.spent_usd
         self.started = time.monotonic()
         self.stopping = anyio.Event()
+        #: mirrors ``stopping``: the workers read it once or twice per request, and an attribute
+        #: costs less than asking the event
+        self.halted = False
         self.stopped: str | None = None
         self.error: BaseException | None = None
         self.problems = self.requested = self.skipped = 0
@@ -117,6 +119,7 @@ class GenerationRun:
             self.stopped = reason
             self.error = error
             logger.warning("generation stopping (%s): %s", reason, error)
+        self.halted = True
         self.stopping.set()
         self.budget.close()
         if reason == StopReason.FATAL and self.limiter is not None:
@@ -227,8 +230,7 @@ class StreamingGeneration(GenerationRun):
         self.history: collections.deque[tuple[float, int, int]] = collections.deque()
         self.watch = _Watch(limiter)
         self._workers: TaskGroup | None = None
-        send, receive = anyio.create_memory_object_stream[TeacherRequest](concurrency)
-        self._send, self._receive = send, receive
+        self._queue = _Handoff(concurrency)
 
     async def run(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> GenerationSummary:
         """Stream ``problems`` through the teacher into the store; return the summary.
@@ -269,12 +271,14 @@ class StreamingGeneration(GenerationRun):
                     outer.start_soon(self._stop_after_fatal, workers.cancel_scope)
                     limiter.on_detach = self._add_worker
                     for _ in range(self.concurrency):
-                        workers.start_soon(self._work, self._receive.clone())
-                    await self._produce(problems)
+                        workers.start_soon(self._work)
+                    try:
+                        await self._produce(problems)
+                    finally:
+                        self._queue.close()
             finally:
                 limiter.on_detach = None
                 self._workers = None
-                self._receive.close()
             outer.cancel_scope.cancel()
 
     def _add_worker(self) -> None:
@@ -282,33 +286,31 @@ class StreamingGeneration(GenerationRun):
         # holds one slot, never the run.
         workers = self._workers
         if workers is not None and self.workers_alive < self._worker_cap():
-            workers.start_soon(self._work, self._receive.clone())
+            workers.start_soon(self._work)
 
     def _worker_cap(self) -> int:
         return self.concurrency + self.rate_limiter.detached
 
     async def _produce(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> None:
-        send = self._send
-        with send:
-            async for batch in iter_problem_batches(problems):
-                if self.stopping.is_set():
-                    return
-                await self.add_problems(batch)
-                for problem in batch:
-                    for index in range(self.n):
-                        if self.stopping.is_set():
-                            return
-                        request = self.wanted(problem, index)
-                        if request is None:
-                            self.skipped += 1
-                            continue
-                        self.inflight.add(request.key)
-                        try:
-                            # Hands the request to a waiting worker without a trip through
-                            # the event loop; waits only while every worker is busy.
-                            send.send_nowait(request)
-                        except anyio.WouldBlock:
-                            await send.send(request)
+        queue = self._queue
+        async for batch in iter_problem_batches(problems):
+            if self.stopping.is_set():
+                return
+            await self.add_problems(batch)
+            for problem in batch:
+                for index in range(self.n):
+                    if self.halted:
+                        return
+                    request = self.wanted(problem, index)
+                    if request is None:
+                        self.skipped += 1
+                        continue
+                    self.inflight.add(request.key)
+                    # Hands the request over without a trip through the event loop; waits only
+                    # while a full queue's worth is waiting for the workers.
+                    queue.put(request)
+                    if queue.full:
+                        await queue.room()
 
     def wanted(self, problem: Problem, index: int) -> TeacherRequest | None:
         """The request still needed for sample ``index`` of ``problem``, or None."""
@@ -345,28 +347,24 @@ class StreamingGeneration(GenerationRun):
                 return None
         return None
 
-    async def _work(self, requests: MemoryObjectReceiveStream[TeacherRequest]) -> None:
+    async def _work(self) -> None:
         self.workers_alive += 1
+        queue = self._queue
         try:
-            with requests:
-                while True:
-                    try:
-                        request = requests.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            request = await requests.receive()
-                        except anyio.EndOfStream:
-                            return
-                    except anyio.EndOfStream:
-                        return
-                    try:
-                        if not self.stopping.is_set():
-                            await self._handle(request)
-                    finally:
-                        self.inflight.discard(request.key)
-                    # A worker added for a stalled request leaves once that request ended.
-                    if self.workers_alive > self._worker_cap():
-                        return
+            while True:
+                request = queue.take_nowait()
+                if request is None:
+                    request = await queue.take()
+                    if request is None:
+                        return  # the producer is done and nothing is left
+                try:
+                    if not self.halted:
+                        await self._handle(request)
+                finally:
+                    self.inflight.discard(request.key)
+                # A worker added for a stalled request leaves once that request ended.
+                if self.workers_alive > self._worker_cap():
+                    return
         finally:
             self.workers_alive -= 1
 
@@ -453,6 +451,83 @@ class StreamingGeneration(GenerationRun):
         position = self.skipped + finished
         self.bar.advance(max(position - self.shown, 0), **counters)
         self.shown = position
+
+
+class _Handoff:
+    """The queue from the producer to the workers: a deque both sides touch directly.
+
+    A memory object stream wakes the producer for every request a worker takes once its buffer
+    is full (an event-loop round trip per request); here the producer sleeps until the queue
+    has drained to half (one wake-up per ``size // 2`` requests), and a worker sleeps only when
+    the queue is empty. At most ``size`` requests wait at any time.
+    """
+
+    __slots__ = ("_closed", "_items", "_low", "_room", "_size", "_takers")
+
+    def __init__(self, size: int) -> None:
+        self._items: collections.deque[TeacherRequest] = collections.deque()
+        self._size = size
+        self._low = size // 2
+        self._takers: collections.deque[anyio.Event] = collections.deque()
+        self._room: anyio.Event | None = None
+        self._closed = False
+
+    @property
+    def full(self) -> bool:
+        """Whether the producer should wait (:meth:`room`) before its next :meth:`put`."""
+        return len(self._items) >= self._size
+
+    def put(self, request: TeacherRequest) -> None:
+        """Queue a request and wake one sleeping worker, if any."""
+        self._items.append(request)
+        if self._takers:
+            self._takers.popleft().set()
+
+    async def room(self) -> None:
+        """Wait until the queue has drained to half its size."""
+        while len(self._items) > self._low:
+            self._room = room = anyio.Event()
+            await room.wait()
+
+    def take_nowait(self) -> TeacherRequest | None:
+        """The next request, or None when none is queued."""
+        items = self._items
+        if not items:
+            return None
+        request = items.popleft()
+        room = self._room
+        if room is not None and len(items) <= self._low:
+            self._room = None
+            room.set()
+        return request
+
+    async def take(self) -> TeacherRequest | None:
+        """Wait for the next request; None once the producer closed the queue and it is empty."""
+        while True:
+            request = self.take_nowait()
+            if request is not None or self._closed:
+                return request
+            woken = anyio.Event()
+            self._takers.append(woken)
+            try:
+                await woken.wait()
+            except BaseException:
+                # Cancelled: a wake-up meant for this worker goes to the next sleeping one.
+                if woken.is_set():
+                    self._wake_one()
+                else:
+                    self._takers.remove(woken)
+                raise
+
+    def _wake_one(self) -> None:
+        if self._takers and (self._items or self._closed):
+            self._takers.popleft().set()
+
+    def close(self) -> None:
+        """No more requests will come: wake every sleeping worker (they end once it is empty)."""
+        self._closed = True
+        while self._takers:
+            self._takers.popleft().set()
 
 
 async def generate(
