@@ -24,7 +24,7 @@ from tracedistill import _lazy
 from tracedistill._progress import Progress
 from tracedistill.clients.ratelimit import LimiterClosed, RateLimiter, RateLimits
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
-from tracedistill.records import Problem, Trace
+from tracedistill.records import FinishReason, Problem, Trace
 from tracedistill.store.base import TraceStore
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
@@ -133,13 +133,15 @@ class GenerationRun:
     def record(self, trace: Trace, *, attempts: int | None = None) -> None:
         """Count a stored trace (``attempts`` overrides the trace's own count)."""
         self.attempts += trace.attempts if attempts is None else attempts
-        self.input_tokens += trace.usage.prompt_tokens
-        self.output_tokens += trace.usage.completion_tokens
-        if not trace.ok:
+        usage = trace.usage
+        self.input_tokens += usage.prompt_tokens
+        self.output_tokens += usage.completion_tokens
+        finish = trace.finish_reason  # Trace.ok and .truncated, read without two calls
+        if finish is FinishReason.ERROR:
             self.failed += 1
         else:
             self.done += 1
-            self.truncated += trace.truncated
+            self.truncated += finish is FinishReason.LENGTH
 
     def summary(self) -> GenerationSummary:
         """What this call did so far."""
