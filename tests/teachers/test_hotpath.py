@@ -74,12 +74,12 @@ async def test_handoff_bounds_the_queue_and_passes_wakeups_on() -> None:
     to half, loses no request when a woken worker is cancelled, and ends workers on close."""
     import anyio
 
-    from tracedistill.teachers.engine import _Handoff
+    from tracedistill.teachers._handoff import Handoff
 
-    queue: _Handoff = _Handoff(4)
+    queue: Handoff[object] = Handoff(4)
     items = [object() for _ in range(10)]
     for item in items[:4]:
-        queue.put(item)  # type: ignore[arg-type]
+        queue.put(item)
     assert queue.full
     resumed = anyio.Event()
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from tracedistill import _lazy
 from tracedistill._progress import Progress
@@ -26,6 +27,7 @@ from tracedistill.clients.ratelimit import LimiterClosed, RateLimiter, RateLimit
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
 from tracedistill.records import FinishReason, Problem, Trace
 from tracedistill.store.base import TraceStore
+from tracedistill.teachers._handoff import Handoff
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
 from tracedistill.teachers.summary import GenerationSummary, StopReason
@@ -232,7 +234,7 @@ class StreamingGeneration(GenerationRun):
         self.history: collections.deque[tuple[float, int, int]] = collections.deque()
         self.watch = _Watch(limiter)
         self._workers: TaskGroup | None = None
-        self._queue = _Handoff(concurrency)
+        self._queue: Handoff[TeacherRequest] = Handoff(concurrency)
 
     async def run(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> GenerationSummary:
         """Stream ``problems`` through the teacher into the store; return the summary.
@@ -294,25 +296,48 @@ class StreamingGeneration(GenerationRun):
         return self.concurrency + self.rate_limiter.detached
 
     async def _produce(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> None:
+        # The next batch is read and stored while this one is handed out: reading (a worker
+        # thread for a sync iterable) and storing (an fsync now and then) never leave the
+        # workers without requests.
+        send, receive = anyio.create_memory_object_stream[list[Problem]](1)
+        async with anyio.create_task_group() as reader:
+            reader.start_soon(self._read_ahead, problems, send)
+            with receive:
+                async for batch in receive:
+                    if not await self._hand_out(batch):
+                        break
+            reader.cancel_scope.cancel()
+
+    async def _read_ahead(
+        self,
+        problems: Iterable[Problem] | AsyncIterable[Problem],
+        send: MemoryObjectSendStream[list[Problem]],
+    ) -> None:
+        with send:
+            async for batch in iter_problem_batches(problems):
+                if self.stopping.is_set():
+                    return
+                await self.add_problems(batch)
+                await send.send(batch)
+
+    async def _hand_out(self, batch: list[Problem]) -> bool:
+        """Queue the requests of a stored batch; False once the run is stopping."""
         queue = self._queue
-        async for batch in iter_problem_batches(problems):
-            if self.stopping.is_set():
-                return
-            await self.add_problems(batch)
-            for problem in batch:
-                for index in range(self.n):
-                    if self.halted:
-                        return
-                    request = self.wanted(problem, index)
-                    if request is None:
-                        self.skipped += 1
-                        continue
-                    self.inflight.add(request.key)
-                    # Hands the request over without a trip through the event loop; waits only
-                    # while a full queue's worth is waiting for the workers.
-                    queue.put(request)
-                    if queue.full:
-                        await queue.room()
+        for problem in batch:
+            for index in range(self.n):
+                if self.halted:
+                    return False
+                request = self.wanted(problem, index)
+                if request is None:
+                    self.skipped += 1
+                    continue
+                self.inflight.add(request.key)
+                # Hands the request over without a trip through the event loop; waits only
+                # while a full queue's worth is waiting for the workers.
+                queue.put(request)
+                if queue.full:
+                    await queue.room()
+        return True
 
     def wanted(self, problem: Problem, index: int) -> TeacherRequest | None:
         """The request still needed for sample ``index`` of ``problem``, or None."""
@@ -453,83 +478,6 @@ class StreamingGeneration(GenerationRun):
         position = self.skipped + finished
         self.bar.advance(max(position - self.shown, 0), **counters)
         self.shown = position
-
-
-class _Handoff:
-    """The queue from the producer to the workers: a deque both sides touch directly.
-
-    A memory object stream wakes the producer for every request a worker takes once its buffer
-    is full (an event-loop round trip per request); here the producer sleeps until the queue
-    has drained to half (one wake-up per ``size // 2`` requests), and a worker sleeps only when
-    the queue is empty. At most ``size`` requests wait at any time.
-    """
-
-    __slots__ = ("_closed", "_items", "_low", "_room", "_size", "_takers")
-
-    def __init__(self, size: int) -> None:
-        self._items: collections.deque[TeacherRequest] = collections.deque()
-        self._size = size
-        self._low = size // 2
-        self._takers: collections.deque[anyio.Event] = collections.deque()
-        self._room: anyio.Event | None = None
-        self._closed = False
-
-    @property
-    def full(self) -> bool:
-        """Whether the producer should wait (:meth:`room`) before its next :meth:`put`."""
-        return len(self._items) >= self._size
-
-    def put(self, request: TeacherRequest) -> None:
-        """Queue a request and wake one sleeping worker, if any."""
-        self._items.append(request)
-        if self._takers:
-            self._takers.popleft().set()
-
-    async def room(self) -> None:
-        """Wait until the queue has drained to half its size."""
-        while len(self._items) > self._low:
-            self._room = room = anyio.Event()
-            await room.wait()
-
-    def take_nowait(self) -> TeacherRequest | None:
-        """The next request, or None when none is queued."""
-        items = self._items
-        if not items:
-            return None
-        request = items.popleft()
-        room = self._room
-        if room is not None and len(items) <= self._low:
-            self._room = None
-            room.set()
-        return request
-
-    async def take(self) -> TeacherRequest | None:
-        """Wait for the next request; None once the producer closed the queue and it is empty."""
-        while True:
-            request = self.take_nowait()
-            if request is not None or self._closed:
-                return request
-            woken = anyio.Event()
-            self._takers.append(woken)
-            try:
-                await woken.wait()
-            except BaseException:
-                # Cancelled: a wake-up meant for this worker goes to the next sleeping one.
-                if woken.is_set():
-                    self._wake_one()
-                else:
-                    self._takers.remove(woken)
-                raise
-
-    def _wake_one(self) -> None:
-        if self._takers and (self._items or self._closed):
-            self._takers.popleft().set()
-
-    def close(self) -> None:
-        """No more requests will come: wake every sleeping worker (they end once it is empty)."""
-        self._closed = True
-        while self._takers:
-            self._takers.popleft().set()
 
 
 async def generate(
