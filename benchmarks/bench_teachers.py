@@ -300,6 +300,23 @@ async def overhead_engine(url: str, count: int, stream: bool = False) -> float:
     return cpu * 1000.0 / max(summary.done, 1)
 
 
+async def overhead_run(url: str, count: int, limited: bool) -> float:
+    """Client CPU ms per request of ``Teacher.run`` alone (teacher + client, no engine, no
+    store), with or without a rate limiter: the difference is the limiter's per-attempt cost."""
+    t = teacher(url)
+    limiter = RateLimiter(None, max_concurrency=OVERHEAD_CONCURRENCY) if limited else None
+    tag = f"run{time.monotonic_ns()}"
+    requests = iter([t.request(p) for p in problems(count + 200, tag)])
+
+    async def post() -> None:
+        await t.run(next(requests), limiter=limiter)
+
+    try:
+        return await _cpu_ms_per_request(count, post)
+    finally:
+        await t.aclose()
+
+
 async def overhead_matrix(count: int, repeats: int = 3) -> dict[str, list[float]]:
     """Each client against the same zero-latency server, interleaved, ``repeats`` times."""
     server = Server()
@@ -307,6 +324,8 @@ async def overhead_matrix(count: int, repeats: int = 3) -> dict[str, list[float]
         "raw aiohttp": lambda: overhead_raw_aiohttp(server.url, count),
         "httpx (own transport)": lambda: overhead_plain_httpx(server.url, count, False),
         "httpx over aiohttp": lambda: overhead_plain_httpx(server.url, count, True),
+        "Teacher.run(), no limiter": lambda: overhead_run(server.url, count, False),
+        "Teacher.run(), with a RateLimiter": lambda: overhead_run(server.url, count, True),
         "generate(): engine+client+store": lambda: overhead_engine(server.url, count),
         "generate(), stream=True": lambda: overhead_engine(server.url, count, stream=True),
     }
@@ -357,6 +376,15 @@ def print_overhead(results: dict[str, list[float]], count: int) -> None:
             f"    {name:<34} {min(values):.3f} / {med:.3f} / {max(values):.3f} ms"
             f"  = {med / floor:.2f} x raw aiohttp"
             + (f"; median/0.5 ms target = {med / 0.5:.2f}" if name.startswith("generate") else "")
+        )
+    run = {name: statistics.median(v) for name, v in results.items() if name.startswith("Teacher")}
+    engine = statistics.median(results["generate(): engine+client+store"])
+    if len(run) == 2:
+        plain, limited = run.values()
+        print(
+            f"    of generate()'s {engine:.3f} ms: {floor:.3f} raw aiohttp's floor, "
+            f"{plain - floor:+.3f} teacher+client above it, {limited - plain:+.3f} the limiter, "
+            f"{engine - limited:+.3f} engine+store (medians; differences of noisy figures)"
         )
 
 

@@ -438,11 +438,13 @@ class JsonlFile:
         # Unknown until the whole payload is written: a failed or partial write leaves the next
         # append to ask the file again.
         self._end = None
-        view = memoryview(payload)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        self._end = offset + len(payload)
+        size = len(payload)
+        written = os.write(fd, payload)  # one call for a whole line, as a rule
+        if written < size:
+            view = memoryview(payload)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+        self._end = offset + size
         if sync:
             os.fsync(fd)
         return offset

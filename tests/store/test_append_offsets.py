@@ -71,3 +71,17 @@ def test_a_torn_tail_cut_while_open_resets_the_offset(tmp_path: Path) -> None:
         assert path.stat().st_size == good
         assert f.append({"i": 2}) == good
     assert JsonlFile(path).records() == [{"i": 0}, {"i": 2}]
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that takes only part of a line (a signal, a full pipe) is continued, not lost."""
+    path = tmp_path / "log.jsonl"
+    real = os.write
+    with JsonlFile(path) as f:
+        first = f.append({"i": 0})
+        monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:5])))
+        second = f.append({"i": 1, "text": "x" * 40})
+        third = f.append({"i": 2})
+    assert (first, second) == (0, len(b'{"i":0}\n'))
+    assert third == path.stat().st_size - len(b'{"i":2}\n')
+    assert JsonlFile(path).records() == [{"i": 0}, {"i": 1, "text": "x" * 40}, {"i": 2}]

@@ -133,3 +133,25 @@ async def test_a_subclass_add_trace_is_not_bypassed_by_the_fast_path(
         trace = await teacher.generate(math_problems(1, "sub-")[0])
         assert plain.add_trace_nowait(trace) is True
     await teacher.aclose()
+
+
+async def test_a_failing_pool_raises_its_error_and_keeps_what_was_answered(
+    openai_server: OpenAIServer, store: JsonlTraceStore
+) -> None:
+    """The pool is read one batch ahead in its own task: an error while reading it still ends
+    the run with that error (not a group), and the answers of the batches before it are kept."""
+    teacher = openai_teacher(openai_server)
+    good = math_problems(300, "fail-")
+
+    def pool() -> object:
+        yield from good
+        raise RuntimeError("the dataset file is corrupt")
+
+    with pytest.raises(RuntimeError, match="corrupt"):
+        await generate(teacher, pool(), store, concurrency=8, progress=False)  # type: ignore[arg-type]
+    await teacher.aclose()
+    # The first 256 were handed out before the reader reached the error; whatever was answered
+    # is stored, and nothing stored is lost.
+    stored = list(store.traces())
+    assert all(t.ok for t in stored) and len(stored) <= 300
+    assert len({t.key for t in stored}) == len(stored)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 import attrs
+import orjson
 
 from tracedistill import _json
 from tracedistill.errors import RecordError
@@ -28,9 +29,18 @@ def _canonical(value: object) -> bytes:
     return _json.dumps(value, sort_keys=True)
 
 
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS  # what _canonical's orjson call uses
+
+
 def content_hash(value: object, *, prefix: str = "") -> str:
     """Return a stable 128-bit hex digest of a JSON-serializable value (key order ignored)."""
-    return prefix + hashlib.sha256(_canonical(value)).hexdigest()[:_HASH_CHARS]
+    # _canonical's bytes, with orjson called directly: this runs twice per request (the
+    # problem id, the request key); the exact-integer fallback is _canonical itself.
+    try:
+        data = orjson.dumps(value, option=_SORTED)
+    except orjson.JSONEncodeError:
+        data = _canonical(value)
+    return prefix + hashlib.sha256(data).hexdigest()[:_HASH_CHARS]
 
 
 def utcnow() -> _dt.datetime:

@@ -220,6 +220,7 @@ class Trace:
 
 
 _JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+_now, _UTC = _dt.datetime.now, _dt.UTC  # utcnow() without its call, once per trace
 
 
 _SLOT_SETTERS: dict[type, tuple[Any, ...]] = {}
@@ -330,11 +331,19 @@ def _trusted_request(
         and bool(problem_id and teacher and model and key)
         and type(prompt) is tuple
         and bool(prompt)
-        and {type(m) for m in prompt} == {Message}  # one comprehension, no generator frames
+        and _all_messages(prompt)
         and (params is None or type(params) is SamplingParams)
         and type(sample_index) is int
         and sample_index >= 0
     )
+
+
+def _all_messages(prompt: tuple[Any, ...]) -> bool:
+    # A plain loop: no set or comprehension built per trace (most prompts hold one message).
+    for m in prompt:  # noqa: SIM110 - all(genexpr) starts a generator frame per trace
+        if type(m) is not Message:
+            return False
+    return True
 
 
 def _trusted_answer(
@@ -401,7 +410,7 @@ def assemble_trace(
         fields: tuple[Any, ...] = (problem_id, teacher, model, prompt, reasoning, answer)
         fields += (reasoning_kind, finish_reason, usage, cost_usd, cost_estimated, latency_s)
         fields += (attempts,)
-        fields += (sample_index, params, None, utcnow(), dict(metadata), key)
+        fields += (sample_index, params, None, _now(_UTC), dict(metadata), key)
         return cast(Trace, _trusted(Trace, *fields))
     return Trace(
         problem_id=problem_id,

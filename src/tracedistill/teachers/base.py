@@ -153,6 +153,8 @@ class Teacher(abc.ABC):
     reports_cost: bool = False
     #: whether requests go to a rate-limited provider (False for replayed datasets)
     rate_limited: bool = True
+    # the last limiter's isolated-failure check (a class default: subclasses may skip __init__)
+    _isolated_cache: tuple[RateLimiter, Callable[[ProviderError], bool]] | None = None
 
     def __init__(
         self,
@@ -278,7 +280,7 @@ class Teacher(abc.ABC):
             input_estimate,
             _max_tokens(request.params),
             wait=retry_wait,
-            isolated=None if limiter is None else functools.partial(_isolated, limiter=limiter),
+            isolated=None if limiter is None else self._isolated_for(limiter),
             label=request.key,
         )
         latency = time.monotonic() - started
@@ -287,6 +289,13 @@ class Teacher(abc.ABC):
                 raise outcome
             return self._error_trace(request, outcome, attempts, latency)
         return self._trace(request, outcome, attempts, latency)
+
+    def _isolated_for(self, limiter: RateLimiter) -> Callable[[ProviderError], bool]:
+        # One partial per limiter, not one per request.
+        cached = self._isolated_cache
+        if cached is None or cached[0] is not limiter:
+            cached = self._isolated_cache = (limiter, functools.partial(_isolated, limiter=limiter))
+        return cached[1]
 
     async def _attempt(
         self,

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from tracedistill import _lazy
 from tracedistill._progress import Progress
 from tracedistill.clients.ratelimit import LimiterClosed, RateLimiter, RateLimits
 from tracedistill.errors import BudgetExceededError, ConfigurationError, ProviderError
-from tracedistill.records import Problem, Trace
+from tracedistill.records import FinishReason, Problem, Trace
 from tracedistill.store.base import TraceStore
+from tracedistill.teachers._handoff import Handoff
 from tracedistill.teachers.base import Teacher, TeacherRequest
 from tracedistill.teachers.cost import Budget
 from tracedistill.teachers.summary import GenerationSummary, StopReason
@@ -100,6 +101,9 @@ class GenerationRun:
         self.spent_before = self.budget.spent_usd
         self.started = time.monotonic()
         self.stopping = anyio.Event()
+        #: mirrors ``stopping``: the workers read it once or twice per request, and an attribute
+        #: costs less than asking the event
+        self.halted = False
         self.stopped: str | None = None
         self.error: BaseException | None = None
         self.problems = self.requested = self.skipped = 0
@@ -117,6 +121,7 @@ class GenerationRun:
             self.stopped = reason
             self.error = error
             logger.warning("generation stopping (%s): %s", reason, error)
+        self.halted = True
         self.stopping.set()
         self.budget.close()
         if reason == StopReason.FATAL and self.limiter is not None:
@@ -130,13 +135,15 @@ class GenerationRun:
     def record(self, trace: Trace, *, attempts: int | None = None) -> None:
         """Count a stored trace (``attempts`` overrides the trace's own count)."""
         self.attempts += trace.attempts if attempts is None else attempts
-        self.input_tokens += trace.usage.prompt_tokens
-        self.output_tokens += trace.usage.completion_tokens
-        if not trace.ok:
+        usage = trace.usage
+        self.input_tokens += usage.prompt_tokens
+        self.output_tokens += usage.completion_tokens
+        finish = trace.finish_reason  # Trace.ok and .truncated, read without two calls
+        if finish is FinishReason.ERROR:
             self.failed += 1
         else:
             self.done += 1
-            self.truncated += trace.truncated
+            self.truncated += finish is FinishReason.LENGTH
 
     def summary(self) -> GenerationSummary:
         """What this call did so far."""
@@ -227,8 +234,7 @@ class StreamingGeneration(GenerationRun):
         self.history: collections.deque[tuple[float, int, int]] = collections.deque()
         self.watch = _Watch(limiter)
         self._workers: TaskGroup | None = None
-        send, receive = anyio.create_memory_object_stream[TeacherRequest](concurrency)
-        self._send, self._receive = send, receive
+        self._queue: Handoff[TeacherRequest] = Handoff(concurrency)
 
     async def run(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> GenerationSummary:
         """Stream ``problems`` through the teacher into the store; return the summary.
@@ -269,12 +275,14 @@ class StreamingGeneration(GenerationRun):
                     outer.start_soon(self._stop_after_fatal, workers.cancel_scope)
                     limiter.on_detach = self._add_worker
                     for _ in range(self.concurrency):
-                        workers.start_soon(self._work, self._receive.clone())
-                    await self._produce(problems)
+                        workers.start_soon(self._work)
+                    try:
+                        await self._produce(problems)
+                    finally:
+                        self._queue.close()
             finally:
                 limiter.on_detach = None
                 self._workers = None
-                self._receive.close()
             outer.cancel_scope.cancel()
 
     def _add_worker(self) -> None:
@@ -282,33 +290,54 @@ class StreamingGeneration(GenerationRun):
         # holds one slot, never the run.
         workers = self._workers
         if workers is not None and self.workers_alive < self._worker_cap():
-            workers.start_soon(self._work, self._receive.clone())
+            workers.start_soon(self._work)
 
     def _worker_cap(self) -> int:
         return self.concurrency + self.rate_limiter.detached
 
     async def _produce(self, problems: Iterable[Problem] | AsyncIterable[Problem]) -> None:
-        send = self._send
+        # The next batch is read and stored while this one is handed out: reading (a worker
+        # thread for a sync iterable) and storing (an fsync now and then) never leave the
+        # workers without requests.
+        send, receive = anyio.create_memory_object_stream[list[Problem]](1)
+        async with anyio.create_task_group() as reader:
+            reader.start_soon(self._read_ahead, problems, send)
+            with receive:
+                async for batch in receive:
+                    if not await self._hand_out(batch):
+                        break
+            reader.cancel_scope.cancel()
+
+    async def _read_ahead(
+        self,
+        problems: Iterable[Problem] | AsyncIterable[Problem],
+        send: MemoryObjectSendStream[list[Problem]],
+    ) -> None:
         with send:
             async for batch in iter_problem_batches(problems):
                 if self.stopping.is_set():
                     return
                 await self.add_problems(batch)
-                for problem in batch:
-                    for index in range(self.n):
-                        if self.stopping.is_set():
-                            return
-                        request = self.wanted(problem, index)
-                        if request is None:
-                            self.skipped += 1
-                            continue
-                        self.inflight.add(request.key)
-                        try:
-                            # Hands the request to a waiting worker without a trip through
-                            # the event loop; waits only while every worker is busy.
-                            send.send_nowait(request)
-                        except anyio.WouldBlock:
-                            await send.send(request)
+                await send.send(batch)
+
+    async def _hand_out(self, batch: list[Problem]) -> bool:
+        """Queue the requests of a stored batch; False once the run is stopping."""
+        queue = self._queue
+        for problem in batch:
+            for index in range(self.n):
+                if self.halted:
+                    return False
+                request = self.wanted(problem, index)
+                if request is None:
+                    self.skipped += 1
+                    continue
+                self.inflight.add(request.key)
+                # Hands the request over without a trip through the event loop; waits only
+                # while a full queue's worth is waiting for the workers.
+                queue.put(request)
+                if queue.full:
+                    await queue.room()
+        return True
 
     def wanted(self, problem: Problem, index: int) -> TeacherRequest | None:
         """The request still needed for sample ``index`` of ``problem``, or None."""
@@ -345,28 +374,24 @@ class StreamingGeneration(GenerationRun):
                 return None
         return None
 
-    async def _work(self, requests: MemoryObjectReceiveStream[TeacherRequest]) -> None:
+    async def _work(self) -> None:
         self.workers_alive += 1
+        queue = self._queue
         try:
-            with requests:
-                while True:
-                    try:
-                        request = requests.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            request = await requests.receive()
-                        except anyio.EndOfStream:
-                            return
-                    except anyio.EndOfStream:
-                        return
-                    try:
-                        if not self.stopping.is_set():
-                            await self._handle(request)
-                    finally:
-                        self.inflight.discard(request.key)
-                    # A worker added for a stalled request leaves once that request ended.
-                    if self.workers_alive > self._worker_cap():
-                        return
+            while True:
+                request = queue.take_nowait()
+                if request is None:
+                    request = await queue.take()
+                    if request is None:
+                        return  # the producer is done and nothing is left
+                try:
+                    if not self.halted:
+                        await self._handle(request)
+                finally:
+                    self.inflight.discard(request.key)
+                # A worker added for a stalled request leaves once that request ended.
+                if self.workers_alive > self._worker_cap():
+                    return
         finally:
             self.workers_alive -= 1
 
