@@ -406,6 +406,9 @@ class RateLimiter:
         self._recent.answer(now)
         if latency is not None:
             self._slots.latencies.append(latency)
+        if self._model.awaiting_reopen:
+            sent = permit.sent_at if permit is not None else now - (latency or 0.0)
+            self._model.accepted(sent, now, self._log)
         self._model.recover(now)
         self._slots.restore(now)
 
