@@ -7,10 +7,12 @@ does not make them flaky. The full matrix runs in ``benchmarks/bench_teachers.py
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -261,23 +263,38 @@ async def test_faults_at_the_limit_all_answered(store: JsonlTraceStore) -> None:
 # --- overloads and stalls -------------------------------------------------------------------
 
 
-async def _unlimited_rate(store: JsonlTraceStore, prefix: str, **kwargs: Any) -> tuple[float, Any]:
-    with provider(**kwargs) as server:
-        teacher = openai_teacher(server, retry=RETRY, timeout=kwargs.pop("timeout", 5.0))
+async def _unlimited_run(path: Path, prefix: str, results: dict[str, Any], **faults: Any) -> None:
+    """One 8 s run with no rate limit (16 slots, 0.25 s answers); store its server and limiter."""
+    with (
+        JsonlTraceStore(path / prefix) as store,
+        OpenAIProvider(api_key=KEY, latency=0.25, seed=3, **faults) as server,
+    ):
+        teacher = openai_teacher(server, retry=RETRY)
         limiter = RateLimiter(None, max_concurrency=16)
-        await run_for(6.0, teacher=teacher, problems=endless(prefix), store=store, limiter=limiter)
+        await run_for(8.0, teacher=teacher, problems=endless(prefix), store=store, limiter=limiter)
         await teacher.aclose()
-    return rate_of(server), (server, limiter)
+    results[prefix] = (server, limiter)
 
 
 @pytest.mark.slow
-async def test_random_529_do_not_slow_the_run(store: JsonlTraceStore) -> None:
-    clean, _ = await _unlimited_rate(store, "clean")
-    faulty, (server, limiter) = await _unlimited_rate(store, "ovl", overload_rate=0.03)
+async def test_random_529_do_not_slow_the_run(tmp_path: Path) -> None:
+    # The fault-free and the faulty run go side by side in one event loop, so both see the
+    # same load. Run one after the other (as before), a loaded machine gave the two different
+    # shares of the CPU: 0.80-1.12 under 3 busy loops for the same code, the whole of the
+    # 0.75-0.81 seen before. 0.25 s answers keep the rate set by the slots, not by the CPU.
+    results: dict[str, Any] = {}
+    async with anyio.create_task_group() as runs:
+        runs.start_soon(_unlimited_run, tmp_path, "clean", results)
+        runs.start_soon(
+            functools.partial(_unlimited_run, overload_rate=0.03), tmp_path, "ovl", results
+        )
+    (clean, _), (server, limiter) = results["clean"], results["ovl"]
     assert server.stats.status[529] > 5
-    # target >= 0.9 of the fault-free rate. Not shown at this scale: 0.81 measured once on a
-    # loaded machine (6 s runs, no window to leave out); asserted is what it reliably does
-    assert faulty / clean >= 0.75, (faulty, clean)
+    # target >= 0.9 of the fault-free rate, asserted as it is. Measured side by side at load
+    # 3-7, with and without 3 busy loops: 0.96-1.04. What the faults cost is each failed request's
+    # back-off (about 0.1 s at this RetryPolicy), during which its worker sends nothing
+    ratio = rate_of(server) / rate_of(clean)
+    assert ratio >= 0.9, ratio
     state = limiter.state()
     assert state.concurrency_min == 16 and state.request_rate is None and state.throttled == 0
 
