@@ -300,17 +300,23 @@ async def test_random_529_do_not_slow_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_stalls_hold_one_slot_never_the_run(store: JsonlTraceStore) -> None:
+@pytest.mark.parametrize("stall_after_s", [0.5, None])
+async def test_stalls_hold_one_slot_never_the_run(
+    store: JsonlTraceStore, stall_after_s: float | None
+) -> None:
+    # 3% 529s and 5% of requests stalling until the client's 4 s timeout (issue 12: 2%, 30 s);
+    # stall_after_s None: the threshold is learned from recent answers, as by default
     with provider(overload_rate=0.03, stall_rate=0.05) as server:
         teacher = openai_teacher(server, retry=RETRY, timeout=4.0)
-        limiter = RateLimiter(RateLimits(stall_after_s=0.5), max_concurrency=8)
+        limiter = RateLimiter(RateLimits(stall_after_s=stall_after_s), max_concurrency=8)
         await run_for(8.0, teacher=teacher, problems=endless("stall"), store=store, limiter=limiter)
         await teacher.aclose()
     state = limiter.state()
     assert state.stalls >= 3  # stalled requests gave their slots back...
     # ...so answers kept coming: with 8 slots and 5% stalls lasting 4 s, the old engine had
-    # every slot stalled within seconds
-    assert longest_gap(server) < 2.0
+    # every slot stalled within seconds. Target: no 10 s without an answer at a 30 s timeout,
+    # 1.3 s at this 4 s one; measured 0.1-0.35 s (load 3, either threshold)
+    assert longest_gap(server) < 1.3
     assert server.stats.answered >= 100
 
 
