@@ -391,10 +391,10 @@ class RateModel:
 
         With no ``Retry-After``, the first request the provider accepts after the first
         saturated episode shows when its window reopened: a fresh window admitted its whole
-        allowance at once and then nothing until then, so the rate is that allowance / (the
-        time from when the first requests reached the provider to the reopening). That is the
-        opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead of
-        told. It only ever lowers the rate, and only after a window that stayed shut at least
+        allowance at once, just before the first refusal, and then nothing until then, so the
+        rate is that allowance / (the time from the first refusal to the reopening). That is
+        the opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead
+        of told. It only ever lowers the rate, and only after a window that stayed shut at least
         as long as its allowance took (a token bucket refills at once: its estimates stand).
         """
         waiting = False
