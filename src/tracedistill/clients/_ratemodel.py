@@ -354,7 +354,8 @@ class RateModel:
         if clustered and not retry_after and self._refused_at[name] is None:
             # no Retry-After to say how long the window stays shut: watch when it reopens
             self._reached_at(name, log, now - sent)
-            self._refused_at[name] = now
+            # from the episode's first 429: saturation is recognised a little later
+            self._refused_at[name] = self._episode[name]
             self.awaiting_reopen = True
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
@@ -416,11 +417,12 @@ class RateModel:
             # the allowance went in a burst (it does at the start, behind new connections)
             window = max(0.05, min(log.horizon, sent - refused_at))
             measured = max(allowance / window, 1.0 / 60.0)
+            # the provider's own window, measured: probe slowly, after a window without 429s
+            self._confirmed[name] = True
+            self._quiet[name] = max(self.PROBE_QUIET, window)
             learned = self.learned[name]
             if learned is not None and measured >= learned:
                 continue
-            self._confirmed[name] = True  # the provider's own window, measured: probe slowly
-            self._quiet[name] = max(self.PROBE_QUIET, window)
             self._last_cut[name] = (now, measured)
             self._cut(name, now, measured)
         self.awaiting_reopen = waiting
