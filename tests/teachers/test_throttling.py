@@ -113,17 +113,18 @@ async def test_sliding_window_unknown_is_learned(
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
     # target >= 0.90 of the limit (first window left out) and <= 5% 429s after the first
-    # window, margin 0.05 on the rate for a loaded machine. Measured at load 5-7: 0.91-0.93
-    # and 0-0.5% 429s after the first window with Retry-After. Without it the window's
-    # reopening is measured instead of told: 0.97-0.98 and 0.5-1% (before: 0.96-0.97 and
-    # 5-14%, the opening allowance read as a rate, cut after cut). The old pause-and-burst
-    # limiter: 26-28% 429s after the first window with Retry-After, 0.76-0.80 without.
+    # window; asserted: 0.85 (margin for a loaded machine) and 3% (the most seen was 1.6%, 3
+    # of about 190). Measured at load 5-7: 0.91-0.93 and 0-0.5% 429s after the first window
+    # with Retry-After. Without it the window's reopening is measured instead of told:
+    # 0.97-0.98 and 0.5-1.6%, also under 3 busy loops (before: 0.96-0.97 and 5-14%, the
+    # opening allowance read as a rate, cut after cut). The old pause-and-burst limiter:
+    # 26-28% 429s after the first window with Retry-After, 0.76-0.80 without.
     assert rate_of(server, 2.0) / 20.0 >= 0.85
     stats = server.stats
     steady = stats.arrivals[0] + 2.0
     late_429 = sum(t > steady for t in stats.throttle_times)
     late = sum(t > steady for t in stats.arrivals)
-    assert late_429 <= 0.05 * late, (late_429, late)
+    assert late_429 <= 0.03 * late, (late_429, late)
     state = limiter.state()
     # never learned far below the provider's real rate (the old limiter fell to a quarter)
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
