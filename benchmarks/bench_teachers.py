@@ -562,6 +562,13 @@ def matrix(quick: bool) -> list[Scenario]:
             seconds=secs,
         ),
         Scenario(
+            name="sliding-unknown-no-retry-after",
+            provider={"header_style": None, "retry_after": None},
+            doc=f"{n200:g} req / {w10:g} s sliding window, not told, no Retry-After",
+            limits=sliding,
+            seconds=secs,
+        ),
+        Scenario(
             name="sliding-told-static",
             provider=bare,
             doc="same, told, adaptive=False",
@@ -762,6 +769,7 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         ),
         "tail_s": (answers[-1] - t95) if answers else math.nan,
         "share_429": stats.throttled / max(1, stats.requests),
+        "late_share_429": _late_share_429(scenario, stats),
         "n_429": float(stats.throttled),
         "longest_gap_s": max(gaps, default=0.0),
         "elapsed_s": elapsed,
@@ -776,6 +784,17 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
         "tokens_of_limit": tokens_of_limit,
         "second_half_of_limit": second_half,
     }
+
+
+def _late_share_429(scenario: Scenario, stats: Any) -> float:
+    """429s / requests arriving after the provider's first window (the opening burst, which a
+    limit not told can only find by overfilling it once, left out)."""
+    window = max((lim.window for lim in scenario.limits), default=0.0)
+    if not stats.arrivals:
+        return math.nan
+    start = stats.arrivals[0] + window
+    late = sum(1 for t in stats.arrivals if t > start)
+    return sum(1 for t in stats.throttle_times if t > start) / late if late else math.nan
 
 
 def _steady_rate(scenario: Scenario, stats: Any) -> float:
@@ -858,6 +877,7 @@ async def run_matrix(quick: bool, reps: int, only: list[str] | None) -> None:
         figures = [
             (key, "tokens_of_limit" if key.startswith("tokens") else "of_limit"),
             ("429 share", "share_429"),
+            ("after the first window", "late_share_429"),
             ("min conc", "min_conc"),
             ("mean in flight", "mean_inflight"),
             ("paused s", "paused_s"),

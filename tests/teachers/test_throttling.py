@@ -7,10 +7,12 @@ does not make them flaky. The full matrix runs in ``benchmarks/bench_teachers.py
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -110,17 +112,19 @@ async def test_sliding_window_unknown_is_learned(
         limiter = RateLimiter(None, max_concurrency=64)
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
-    # target >= 0.90 of the limit (first window left out) with few 429s, margin 0.05 for a
-    # loaded machine. Measured at load 5-7: 0.91-0.93 and 0-0.5% 429s after the first window
-    # with Retry-After; 0.96-0.97 and 5-14% without (429s teach it, slowly: issue 12's
-    # <= 5% is not met there). The old pause-and-burst limiter: 26-28%
-    # 429s after the first window with Retry-After, 0.76-0.80 of the limit without.
+    # target >= 0.90 of the limit (first window left out) and <= 5% 429s after the first
+    # window; asserted: 0.85 (margin for a loaded machine) and 3% (the most seen was 1.6%, 3
+    # of about 190). Measured at load 5-7: 0.91-0.93 and 0-0.5% 429s after the first window
+    # with Retry-After. Without it the window's reopening is measured instead of told:
+    # 0.97-0.98 and 0.5-1.6%, also under 3 busy loops (before: 0.96-0.97 and 5-14%, the
+    # opening allowance read as a rate, cut after cut). The old pause-and-burst limiter:
+    # 26-28% 429s after the first window with Retry-After, 0.76-0.80 without.
     assert rate_of(server, 2.0) / 20.0 >= 0.85
     stats = server.stats
     steady = stats.arrivals[0] + 2.0
     late_429 = sum(t > steady for t in stats.throttle_times)
     late = sum(t > steady for t in stats.arrivals)
-    assert late_429 <= (0.05 if retry_after else 0.15) * late, (late_429, late)
+    assert late_429 <= 0.03 * late, (late_429, late)
     state = limiter.state()
     # never learned far below the provider's real rate (the old limiter fell to a quarter)
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200
@@ -260,39 +264,60 @@ async def test_faults_at_the_limit_all_answered(store: JsonlTraceStore) -> None:
 # --- overloads and stalls -------------------------------------------------------------------
 
 
-async def _unlimited_rate(store: JsonlTraceStore, prefix: str, **kwargs: Any) -> tuple[float, Any]:
-    with provider(**kwargs) as server:
-        teacher = openai_teacher(server, retry=RETRY, timeout=kwargs.pop("timeout", 5.0))
+async def _unlimited_run(path: Path, prefix: str, results: dict[str, Any], **faults: Any) -> None:
+    """One 8 s run with no rate limit (16 slots, 0.25 s answers); store its server and limiter."""
+    with (
+        JsonlTraceStore(path / prefix) as store,
+        OpenAIProvider(api_key=KEY, latency=0.25, seed=3, **faults) as server,
+    ):
+        teacher = openai_teacher(server, retry=RETRY)
         limiter = RateLimiter(None, max_concurrency=16)
-        await run_for(6.0, teacher=teacher, problems=endless(prefix), store=store, limiter=limiter)
+        await run_for(8.0, teacher=teacher, problems=endless(prefix), store=store, limiter=limiter)
         await teacher.aclose()
-    return rate_of(server), (server, limiter)
+    results[prefix] = (server, limiter)
 
 
 @pytest.mark.slow
-async def test_random_529_do_not_slow_the_run(store: JsonlTraceStore) -> None:
-    clean, _ = await _unlimited_rate(store, "clean")
-    faulty, (server, limiter) = await _unlimited_rate(store, "ovl", overload_rate=0.03)
+async def test_random_529_do_not_slow_the_run(tmp_path: Path) -> None:
+    # The fault-free and the faulty run go side by side in one event loop, so both see the
+    # same load. Run one after the other (as before), a loaded machine gave the two different
+    # shares of the CPU: 0.80-1.12 under 3 busy loops for the same code, the whole of the
+    # 0.75-0.81 seen before. 0.25 s answers keep the rate set by the slots, not by the CPU.
+    results: dict[str, Any] = {}
+    async with anyio.create_task_group() as runs:
+        runs.start_soon(_unlimited_run, tmp_path, "clean", results)
+        runs.start_soon(
+            functools.partial(_unlimited_run, overload_rate=0.03), tmp_path, "ovl", results
+        )
+    (clean, _), (server, limiter) = results["clean"], results["ovl"]
     assert server.stats.status[529] > 5
-    # target >= 0.9 of the fault-free rate. Not shown at this scale: 0.81 measured once on a
-    # loaded machine (6 s runs, no window to leave out); asserted is what it reliably does
-    assert faulty / clean >= 0.75, (faulty, clean)
+    # target >= 0.9 of the fault-free rate, asserted as it is. Measured side by side at load
+    # 3-7, with and without 3 busy loops: 0.96-1.04. What the faults cost is each failed request's
+    # back-off (about 0.1 s at this RetryPolicy), during which its worker sends nothing
+    ratio = rate_of(server) / rate_of(clean)
+    assert ratio >= 0.9, ratio
     state = limiter.state()
     assert state.concurrency_min == 16 and state.request_rate is None and state.throttled == 0
 
 
 @pytest.mark.slow
-async def test_stalls_hold_one_slot_never_the_run(store: JsonlTraceStore) -> None:
+@pytest.mark.parametrize("stall_after_s", [0.5, None])
+async def test_stalls_hold_one_slot_never_the_run(
+    store: JsonlTraceStore, stall_after_s: float | None
+) -> None:
+    # 3% 529s and 5% of requests stalling until the client's 4 s timeout (issue 12: 2%, 30 s);
+    # stall_after_s None: the threshold is learned from recent answers, as by default
     with provider(overload_rate=0.03, stall_rate=0.05) as server:
         teacher = openai_teacher(server, retry=RETRY, timeout=4.0)
-        limiter = RateLimiter(RateLimits(stall_after_s=0.5), max_concurrency=8)
+        limiter = RateLimiter(RateLimits(stall_after_s=stall_after_s), max_concurrency=8)
         await run_for(8.0, teacher=teacher, problems=endless("stall"), store=store, limiter=limiter)
         await teacher.aclose()
     state = limiter.state()
     assert state.stalls >= 3  # stalled requests gave their slots back...
     # ...so answers kept coming: with 8 slots and 5% stalls lasting 4 s, the old engine had
-    # every slot stalled within seconds
-    assert longest_gap(server) < 2.0
+    # every slot stalled within seconds. Target: no 10 s without an answer at a 30 s timeout,
+    # 1.3 s at this 4 s one; measured 0.1-0.35 s (load 3, either threshold)
+    assert longest_gap(server) < 1.3
     assert server.stats.answered >= 100
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import random
@@ -566,3 +567,36 @@ def test_prompt_and_params_change_the_key() -> None:
     assert len(keys) == 3
     assert a.request_key(problem) == a.request_key(problem)
     assert a.request_key(problem, 1) != a.request_key(problem, 0)
+
+
+def test_unknown_window_without_retry_after_is_read_from_its_reopening() -> None:
+    # a fresh 2 s sliding window admits its 40 at once, then refuses everything, with no
+    # Retry-After, until it reopens: the rate is that allowance over the time it stayed shut.
+    # An empty context: no rate headers seen by an earlier test stand in for this 429's.
+    contextvars.Context().run(_reopening)
+
+
+def _reopening() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
+
+    def send() -> Permit:
+        limiter._log.sent(clock.now, 0.0, 0.0)
+        return Permit(0, 0, clock.now)
+
+    start = clock.now
+    burst = [send() for _ in range(64)]
+    clock.now += 0.01
+    for permit in burst[40:]:
+        limiter.on_throttled(None, permit=permit)
+    clock.now += 0.04
+    for permit in burst[:40]:
+        limiter.on_success(permit, latency=0.05)
+    while clock.now < start + 2.0:  # refused at 30/s until the window reopens, 2 s after the burst
+        clock.now += 1.0 / 30.0
+        limiter.on_throttled(None, permit=send())
+    before = limiter.request_rate
+    assert before is not None and before > 25.0  # read from the opening allowance: too high
+    limiter.on_success(send(), latency=0.05)
+    rate = limiter.request_rate
+    assert rate is not None and 19.0 < rate < 21.0, (before, rate)

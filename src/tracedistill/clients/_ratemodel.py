@@ -93,6 +93,13 @@ class RateModel:
         self._first_episode: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: per dimension with no trusted limit: quiet seconds before probing above the estimate
         self._quiet: dict[str, float] = dict.fromkeys(DIMENSIONS, self.PROBE_QUIET)
+        #: per dimension with no trusted limit, 429s without Retry-After: when the first
+        #: saturated episode began (its first 429 came back), and when the provider first
+        #: accepted a request sent after that (its window reopened)
+        self._refused_at: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        self._reopened: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: a dimension waits for its window to reopen (see :meth:`accepted`)
+        self.awaiting_reopen = False
         self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
         #: no bucket paces anything (no limit known): requests start without one
         self.unpaced = True
@@ -369,9 +376,17 @@ class RateModel:
             return
         if allowed is None and not clustered:
             return  # a lone 429 with no limit known: only that request waits
+        if clustered and not retry_after and self._refused_at[name] is None:
+            # no Retry-After to say how long the window stays shut: watch when it reopens
+            self._reached_at(name, log, now - sent)
+            # from the episode's first 429: saturation is recognised a little later
+            self._refused_at[name] = self._episode[name]
+            self.awaiting_reopen = True
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._reached_at(name, log, now - sent)
+        if self._reopened[name] is not None:
+            since = self._reopened[name]  # the opening allowance is no sample of the rate
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
         if measured is None or unpaused is None or unpaused <= 0.0:
@@ -396,6 +411,46 @@ class RateModel:
             self._confirmed[name] = True
         self._last_cut[name] = (now, measured)
         self._cut(name, now, measured)
+
+    def accepted(self, sent: float, now: float, log: SendLog) -> None:
+        """Learn from a request sent at ``sent`` and accepted, while a window is shut.
+
+        With no ``Retry-After``, the first request the provider accepts after the first
+        saturated episode shows when its window reopened: a fresh window admitted its whole
+        allowance at once, just before the first refusal, and then nothing until then, so the
+        rate is that allowance / (the time from the first refusal to the reopening). That is
+        the opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead
+        of told. It only ever lowers the rate, and only after a window that stayed shut at least
+        as long as its allowance took (a token bucket refills at once: its estimates stand).
+        """
+        waiting = False
+        for name, refused_at in self._refused_at.items():
+            if refused_at is None or self._reopened[name] is not None:
+                continue
+            if sent < refused_at:
+                waiting = True
+                continue
+            self._reopened[name] = sent
+            since, first = self._reached[name], log.first_send
+            rate = log.accepted_rate(name, refused_at, None)
+            if since is None or first is None or rate is None:
+                continue
+            if sent - refused_at < max(0.25, refused_at - since):
+                continue  # it hardly shut (a token bucket refilling): no window to read
+            allowance = rate * max(0.05, min(log.horizon, refused_at - first))
+            # the window counts from the first acceptance, just before the first refusal when
+            # the allowance went in a burst (it does at the start, behind new connections)
+            window = max(0.05, min(log.horizon, sent - refused_at))
+            measured = max(allowance / window, 1.0 / 60.0)
+            # the provider's own window, measured: probe slowly, after a window without 429s
+            self._confirmed[name] = True
+            self._quiet[name] = max(self.PROBE_QUIET, window)
+            learned = self.learned[name]
+            if learned is not None and measured >= learned:
+                continue
+            self._last_cut[name] = (now, measured)
+            self._cut(name, now, measured)
+        self.awaiting_reopen = waiting
 
     def _reached_at(self, name: str, log: SendLog, round_trip: float) -> float | None:
         """About when the first requests reached the provider.

@@ -34,7 +34,9 @@ What it learns from, in order of trust, and what it ignores:
    reads the opening burst: a fresh window admits its whole allowance at once and
    ``Retry-After`` then says how long nothing more is accepted, so the rate is what was
    accepted / (the time since the first requests reached the provider + ``Retry-After``),
-   once at least three 429s make up a tenth of recent answers;
+   once at least three 429s make up a tenth of recent answers. Without ``Retry-After`` the
+   reopening is measured: the first request accepted after the first saturated episode shows
+   how long the window stayed shut, and later cuts count from then;
 4. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
    got it waits that long; everyone pauses too under saturation (429s a large share of recent
    answers). A 429 without
@@ -412,6 +414,9 @@ class RateLimiter:
         self._recent.answer(now)
         if latency is not None:
             self._slots.latencies.append(latency)
+        if self._model.awaiting_reopen:
+            sent = permit.sent_at if permit is not None else now - (latency or 0.0)
+            self._model.accepted(sent, now, self._log)
         self._model.recover(now)
         self._slots.restore(now)
 
