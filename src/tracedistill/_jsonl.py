@@ -439,7 +439,7 @@ class JsonlFile:
         # append to ask the file again.
         self._end = None
         size = len(payload)
-        written = os.write(fd, payload)  # one call for a whole line, as a rule
+        written = os.write(fd, payload) if size else 0  # one call for a whole line, as a rule
         if written < size:
             view = memoryview(payload)[written:]
             while view:
