@@ -66,7 +66,11 @@ class Pauses:
 
 
 class SendLog:
-    """Attempts sent, and those refused with a 429, over the last ``horizon`` seconds."""
+    """Attempts sent, and those refused with a 429, over the last ``horizon`` seconds.
+
+    The one record of recent sends: the model reads what the provider accepted from it, and
+    :class:`~tracedistill.clients._ratelimits.SecondCap` how many started in the last second.
+    """
 
     __slots__ = ("_refused", "_sends", "first_send", "horizon")
 
@@ -84,6 +88,11 @@ class SendLog:
         sends.append((now, input_tokens, output_tokens))
         while sends[0][0] < now - self.horizon - 1.0:
             sends.popleft()
+
+    def nth_last(self, n: int) -> float | None:
+        """When the ``n``-th most recent attempt was sent (None: fewer were recorded)."""
+        sends = self._sends
+        return sends[-n][0] if 0 < n <= len(sends) else None
 
     def refused(self, permit: Permit, now: float) -> None:
         """Record that the attempt holding ``permit`` got a 429."""

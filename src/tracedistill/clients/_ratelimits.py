@@ -4,10 +4,9 @@ attempt holds. Re-exported by :mod:`tracedistill.clients.ratelimit`.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -215,6 +214,13 @@ class TokenBucket:
         self.level = min(self.level, capacity)
 
 
+class RecentStarts(Protocol):
+    """A record of request starts, newest last (the limiter's :class:`SendLog`)."""
+
+    def nth_last(self, n: int) -> float | None:
+        """When the ``n``-th most recent request started (None: fewer were recorded)."""
+
+
 class SecondCap:
     """No trailing second holds more request starts than one second of the pace.
 
@@ -225,30 +231,27 @@ class SecondCap:
     worth bounds every window of one second or longer to the pace, whatever the bucket holds.
     Paces under ``MIN_PACE`` per second are left to the bucket (rounding the cap down would
     cost them a large share of their rate, and their bursts are a few requests).
+
+    It keeps no record of its own: it reads the starts the limiter records for its model of
+    the provider (one record of recent sends serves both).
     """
 
     MIN_PACE = 20.0
 
     __slots__ = ("_starts",)
 
-    def __init__(self) -> None:
-        self._starts: collections.deque[float] = collections.deque()
+    def __init__(self, starts: RecentStarts) -> None:
+        self._starts = starts
 
     def wait_time(self, pace: float, now: float) -> float:
         """Seconds until one more request may start at ``pace`` per second (<= 0: now)."""
-        starts = self._starts
-        while starts and starts[0] <= now - 1.0:
-            starts.popleft()
         if pace < self.MIN_PACE:
             return 0.0
-        cap = int(pace)
-        if len(starts) < cap:
+        # the cap-th most recent start leaves the trailing second when one more may start
+        oldest = self._starts.nth_last(int(pace))
+        if oldest is None or oldest <= now - 1.0:
             return 0.0
-        return starts[-cap] + 1.0 - now
-
-    def sent(self, now: float) -> None:
-        """Count a request started at ``now``."""
-        self._starts.append(now)
+        return oldest + 1.0 - now
 
 
 @attrs.frozen(slots=True)

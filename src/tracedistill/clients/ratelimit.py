@@ -143,7 +143,7 @@ class RateLimiter:
         self._model = RateModel(self.limits, clock=clock)
         self._pauses = Pauses(now, self.HORIZON)
         self._log = SendLog(self.HORIZON)
-        self._second = SecondCap()
+        self._second = SecondCap(self._log)
         self._recent = RecentAnswers()
         self._slots = Slots(
             max_concurrency, min_concurrency, clock=clock, stall_after_s=self.limits.stall_after_s
@@ -357,7 +357,6 @@ class RateLimiter:
             for bucket, amount in zip(self._model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     bucket.take(amount)
-        self._second.sent(now)
         self._log.sent(now, float(input_tokens), float(output_tokens))
         _OBSERVED.set(None)
         held = self._reserve
