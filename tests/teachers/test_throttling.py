@@ -83,17 +83,14 @@ async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> No
         await run_for(10.0, teacher=teacher, problems=endless("st"), store=store, limiter=limiter)
         await teacher.aclose()
     ratio = rate_of(server, 2.0) / 20.0
-    # target >= 0.95 of the limit (first window left out) and <= 1% 429s; margin 0.03 for a
-    # loaded machine. A 10 s run pays for its start: the first requests, waiting for new
-    # connections, reach the server bunched and overfill a window; after two windows the
-    # client keeps to the limit.
-    assert ratio >= 0.92, ratio
+    # issue 12's targets, asserted as they are: >= 0.95 of the limit (first window left out)
+    # and <= 1% 429s over the whole run, its start included. Measured 0.974-0.992 and 0-1
+    # 429s in ~185 requests, three runs at once on two busy cores. Before, the first request
+    # (held by the client's set-up) reached the server bunched with what the bucket released
+    # after the stall, and the first window held 41-43 of 40: 1-3 429s at ~2 s, some runs.
+    assert ratio >= 0.95, ratio
     stats = server.stats
-    steady = stats.arrivals[0] + 4.0
-    late_429 = sum(t > steady for t in stats.throttle_times)
-    late = sum(t > steady for t in stats.arrivals)
-    assert late_429 <= 0.03 * late, (late_429, late)
-    assert stats.throttled <= 0.12 * stats.requests
+    assert stats.throttled <= 0.01 * stats.requests, (stats.throttled, stats.requests)
     state = limiter.state()
     assert state.cuts == 0 and state.request_rate == pytest.approx(1200)
     assert state.concurrency_min == 64  # 429s never touch concurrency

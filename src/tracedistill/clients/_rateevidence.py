@@ -89,6 +89,21 @@ class SendLog:
         while sends[0][0] < now - self.horizon - 1.0:
             sends.popleft()
 
+    def delayed(self, since: float, now: float) -> None:
+        """Count the attempts recorded since ``since`` as sent at ``now``.
+
+        For attempts held up after they were recorded (the first request, setting up the
+        client, holds the event loop): they went on the wire only when the loop ran again,
+        bunched with what was held back meanwhile, and the provider's window counts them there.
+        """
+        sends = self._sends
+        moved: list[_Event] = []
+        while sends and sends[-1][0] >= since:
+            moved.append(sends.pop())
+        sends.extend(
+            (max(at, now), tokens_in, tokens_out) for at, tokens_in, tokens_out in moved[::-1]
+        )
+
     def nth_last(self, n: int) -> float | None:
         """When the ``n``-th most recent attempt was sent (None: fewer were recorded)."""
         sends = self._sends

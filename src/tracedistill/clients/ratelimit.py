@@ -140,6 +140,8 @@ class RateLimiter:
         now = clock()
         self._started = now
         self._primed = False
+        #: when the run's first request was recorded as sent, until the limiter next runs
+        self._first_sent: float | None = None
         self._model = RateModel(self.limits, clock=clock)
         self._pauses = Pauses(now, self.HORIZON)
         self._log = SendLog(self.HORIZON)
@@ -326,6 +328,12 @@ class RateLimiter:
         """Seconds until a request needing ``amounts`` and reserving ``reserve`` output
         tokens may start (<= 0: now).
         """
+        if self._first_sent is not None:
+            # The first request pays for the client's set-up (its session, the first
+            # connection), which can hold the event loop for half a second: it reaches the
+            # provider, whose window starts then, no earlier than the limiter runs again.
+            self._log.delayed(self._first_sent, now)
+            self._first_sent = None
         self._pauses.account(now)
         model = self._model
         model.recover(now)
@@ -346,7 +354,8 @@ class RateLimiter:
                 wait = max(wait, held.wait_time(reserve, now))
             requests = model.buckets["requests"]
             if requests is not None:
-                wait = max(wait, self._second.wait_time(requests.rate, now))
+                most = model.allowed("requests")  # the limit believed now, above the pace
+                wait = max(wait, self._second.wait_time(requests.rate, now, most))
         return wait
 
     def _start(
@@ -357,6 +366,8 @@ class RateLimiter:
             for bucket, amount in zip(self._model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     bucket.take(amount)
+        if self._log.first_send is None:
+            self._first_sent = now
         self._log.sent(now, float(input_tokens), float(output_tokens))
         _OBSERVED.set(None)
         held = self._reserve
