@@ -18,9 +18,10 @@ What it learns from, in order of trust, and what it ignores:
    second) within two minutes, at about the same learned rate, makes that rate a learned
    **ceiling**, the limit in place of the trusted one (a WARNING names it): just under the
    rate that drew the 429 when that is within 1.25x of what was accepted, else a little under
-   what was accepted. Above it the limiter only probes slowly (+2%/s after 3 quiet seconds, up
-   to the trusted limit); a 429 while probing at it lowers it 5%, never below what the
-   provider accepted;
+   what was accepted (since the last cut, the client's pauses left out). Above it the limiter
+   only probes slowly (+2%/s after 3 quiet seconds, up to the trusted limit); a 429 while
+   probing at it lowers it 5%, never below what the provider accepted, and a 429 under it
+   keeps to 5% under the rate that drew it, not to what a span of earlier pauses averaged;
 3. a **learned** rate (a temporary cut) comes only from what the provider *accepted* in the
    span before a 429 (up to a minute, never longer than the run): accepted requests / that
    span, where a span that is mostly the client's own pause leaves the pause out (a pause is
@@ -354,7 +355,9 @@ class RateLimiter:
                 wait = max(wait, held.wait_time(reserve, now))
             requests = model.buckets["requests"]
             if requests is not None:
-                most = model.allowed("requests")  # the limit believed now, above the pace
+                # a second of the limit believed now (told, announced or learned in place of
+                # either), not of an estimate of an untold one
+                most = model.ceiling_of("requests")
                 wait = max(wait, self._second.wait_time(requests.rate, now, most))
         return wait
 
