@@ -174,8 +174,11 @@ async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) ->
     assert state.limit_rpm == state.ceiling_rpm and state.configured_rpm == 2400
     assert "learned limit" in state.describe() and "configured 2,400/min" in state.describe()
     rate, late_429, late = _second_half(server, 20.0)
-    # target >= 0.9 of the true limit; margin for a loaded machine (the old limiter: 0.64-0.73)
-    assert rate / 10.0 >= 0.8, rate
+    # issue 12's target, >= 0.9 of the true limit, asserted as it is: measured 0.944-0.959
+    # with a second run (or the full-scale benchmark) beside it on two busy cores. Before
+    # (0.8 asserted): 0.74-0.90, where each 429 under the ceiling cut to the span's mean and a
+    # loaded client's first ceiling read as low as 0.69 of the limit; the old limiter 0.64-0.73
+    assert rate / 10.0 >= 0.9, rate
     # above the learned ceiling the limiter keeps probing (+2%/s), so a few 429s stay: 0-5 of
     # ~78 in the second half here (6% once in a clean-clone CI run); the old limiter's 3-5%
     # came with 0.64-0.73 of the limit, which the throughput bound above already refuses

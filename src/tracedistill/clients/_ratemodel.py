@@ -484,8 +484,11 @@ class RateModel:
             # sample: with it, a 1 s pause in a 2 s span read 0.85 of the limit, and the slow
             # probe took ten seconds to find the rest), never above the rate that drew it
             estimate = below if measured <= below <= 1.25 * measured else 0.97 * measured
-            if estimate < below and unpaused is not None and unpaused > measured:
-                estimate = min(below, 0.97 * unpaused)
+            if estimate < below:
+                # what each of the two cuts saw accepted is a lower bound on the real limit
+                # (a loaded client that offered little reads low): keep to the higher one
+                floor = max(measured, last[1], unpaused or 0.0)
+                estimate = min(below, 0.97 * floor)
             self.ceiling[name] = estimate
             logger.warning(
                 "the trusted %s limit looks wrong (429s twice at about %.1f/min): keeping to "
