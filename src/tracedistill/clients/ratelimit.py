@@ -356,8 +356,11 @@ class RateLimiter:
             requests = model.buckets["requests"]
             if requests is not None:
                 # a second of the limit believed now (told, announced or learned in place of
-                # either), not of an estimate of an untold one
-                most = model.ceiling_of("requests")
+                # either) while keeping to it: not of an estimate of an untold one, nor during a
+                # temporary cut under it (spread over the cut's pace, it would forbid the
+                # bucket's catch-up after a stall, which the limit leaves room for)
+                learned = model.learned["requests"]
+                most = model.ceiling_of("requests") if learned is None else None
                 wait = max(wait, self._second.wait_time(requests.rate, now, most))
         return wait
 
