@@ -85,17 +85,14 @@ async def test_sliding_window_told_holds_the_limit(store: JsonlTraceStore) -> No
         await run_for(10.0, teacher=teacher, problems=endless("st"), store=store, limiter=limiter)
         await teacher.aclose()
     ratio = rate_of(server, 2.0) / 20.0
-    # target >= 0.95 of the limit (first window left out) and <= 1% 429s; margin 0.03 for a
-    # loaded machine. A 10 s run pays for its start: the first requests, waiting for new
-    # connections, reach the server bunched and overfill a window; after two windows the
-    # client keeps to the limit.
-    assert ratio >= 0.92, ratio
+    # issue 12's targets, asserted as they are: >= 0.95 of the limit (first window left out)
+    # and <= 1% 429s over the whole run, its start included. Measured 0.974-0.992 and 0-1
+    # 429s in ~185 requests, three runs at once on two busy cores. Before, the first request
+    # (held by the client's set-up) reached the server bunched with what the bucket released
+    # after the stall, and the first window held 41-43 of 40: 1-3 429s at ~2 s, some runs.
+    assert ratio >= 0.95, ratio
     stats = server.stats
-    steady = stats.arrivals[0] + 4.0
-    late_429 = sum(t > steady for t in stats.throttle_times)
-    late = sum(t > steady for t in stats.arrivals)
-    assert late_429 <= 0.03 * late, (late_429, late)
-    assert stats.throttled <= 0.12 * stats.requests
+    assert stats.throttled <= 0.01 * stats.requests, (stats.throttled, stats.requests)
     state = limiter.state()
     assert state.cuts == 0 and state.request_rate == pytest.approx(1200)
     assert state.concurrency_min == 64  # 429s never touch concurrency
@@ -181,8 +178,11 @@ async def test_wrong_configured_limit_is_learned_down(store: JsonlTraceStore) ->
     assert state.limit_rpm == state.ceiling_rpm and state.configured_rpm == 2400
     assert "learned limit" in state.describe() and "configured 2,400/min" in state.describe()
     rate, late_429, late = _second_half(server, 20.0)
-    # target >= 0.9 of the true limit; margin for a loaded machine (the old limiter: 0.64-0.73)
-    assert rate / 10.0 >= 0.8, rate
+    # issue 12's target, >= 0.9 of the true limit, asserted as it is: measured 0.944-0.959
+    # with a second run (or the full-scale benchmark) beside it on two busy cores. Before
+    # (0.8 asserted): 0.74-0.90, where each 429 under the ceiling cut to the span's mean and a
+    # loaded client's first ceiling read as low as 0.69 of the limit; the old limiter 0.64-0.73
+    assert rate / 10.0 >= 0.9, rate
     # above the learned ceiling the limiter keeps probing (+2%/s), so a few 429s stay: 0-5 of
     # ~78 in the second half here (6% once in a clean-clone CI run); the old limiter's 3-5%
     # came with 0.64-0.73 of the limit, which the throughput bound above already refuses

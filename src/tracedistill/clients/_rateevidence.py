@@ -66,7 +66,11 @@ class Pauses:
 
 
 class SendLog:
-    """Attempts sent, and those refused with a 429, over the last ``horizon`` seconds."""
+    """Attempts sent, and those refused with a 429, over the last ``horizon`` seconds.
+
+    The one record of recent sends: the model reads what the provider accepted from it, and
+    :class:`~tracedistill.clients._ratelimits.SecondCap` how many started in the last second.
+    """
 
     __slots__ = ("_refused", "_sends", "first_send", "horizon")
 
@@ -84,6 +88,26 @@ class SendLog:
         sends.append((now, input_tokens, output_tokens))
         while sends[0][0] < now - self.horizon - 1.0:
             sends.popleft()
+
+    def delayed(self, since: float, now: float) -> None:
+        """Count the attempts recorded since ``since`` as sent at ``now``.
+
+        For attempts held up after they were recorded (the first request, setting up the
+        client, holds the event loop): they went on the wire only when the loop ran again,
+        bunched with what was held back meanwhile, and the provider's window counts them there.
+        """
+        sends = self._sends
+        moved: list[_Event] = []
+        while sends and sends[-1][0] >= since:
+            moved.append(sends.pop())
+        sends.extend(
+            (max(at, now), tokens_in, tokens_out) for at, tokens_in, tokens_out in moved[::-1]
+        )
+
+    def nth_last(self, n: int) -> float | None:
+        """When the ``n``-th most recent attempt was sent (None: fewer were recorded)."""
+        sends = self._sends
+        return sends[-n][0] if 0 < n <= len(sends) else None
 
     def refused(self, permit: Permit, now: float) -> None:
         """Record that the attempt holding ``permit`` got a 429."""

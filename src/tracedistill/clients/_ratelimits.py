@@ -4,10 +4,9 @@ attempt holds. Re-exported by :mod:`tracedistill.clients.ratelimit`.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -218,6 +217,13 @@ class TokenBucket:
         self.level = min(self.level, capacity)
 
 
+class RecentStarts(Protocol):
+    """A record of request starts, newest last (the limiter's :class:`SendLog`)."""
+
+    def nth_last(self, n: int) -> float | None:
+        """When the ``n``-th most recent request started (None: fewer were recorded)."""
+
+
 class SecondCap:
     """No trailing second holds more request starts than one second of the pace.
 
@@ -226,32 +232,42 @@ class SecondCap:
     rate sends that much at once, and a provider's sliding window of one second (or five) sees
     up to 1.5x (1.1x) its limit and answers 429s. Capping every trailing second at the pace's
     worth bounds every window of one second or longer to the pace, whatever the bucket holds.
-    Paces under ``MIN_PACE`` per second are left to the bucket (rounding the cap down would
-    cost them a large share of their rate, and their bursts are a few requests).
+    Under ``MIN_PACE`` per second, rounding the pace down would cost a large share of it
+    (19.6/s capped at 19 is 3% under the pace): there the cap is a second of the *limit*
+    (``headroom`` above the pace), where that is a whole number at least the pace, spread
+    over the time the pace takes for it: it never holds the pace back, and still keeps every
+    window of a second or more within the limit, with the headroom to spare.
+
+    It keeps no record of its own: it reads the starts the limiter records for its model of
+    the provider (one record of recent sends serves both).
     """
 
     MIN_PACE = 20.0
 
     __slots__ = ("_starts",)
 
-    def __init__(self) -> None:
-        self._starts: collections.deque[float] = collections.deque()
+    def __init__(self, starts: RecentStarts) -> None:
+        self._starts = starts
 
-    def wait_time(self, pace: float, now: float) -> float:
-        """Seconds until one more request may start at ``pace`` per second (<= 0: now)."""
-        starts = self._starts
-        while starts and starts[0] <= now - 1.0:
-            starts.popleft()
-        if pace < self.MIN_PACE:
+    def wait_time(self, pace: float, now: float, limit: float | None = None) -> float:
+        """Seconds until one more request may start at ``pace`` per second, kept under
+        ``limit`` per second (<= 0: now).
+        """
+        if pace >= self.MIN_PACE:
+            cap = int(pace)
+        elif limit is not None and int(limit) >= pace:
+            cap = int(limit)
+        else:
             return 0.0
-        cap = int(pace)
-        if len(starts) < cap:
+        # ...over cap/pace seconds (a little over a second, by the headroom): a second of the
+        # limit never spans less than it takes at the pace, so the provider's clock, a few ms
+        # off the client's, never sees two such seconds back to back
+        span = max(1.0, cap / pace)
+        # the cap-th most recent start leaves the trailing span when one more may start
+        oldest = self._starts.nth_last(cap)
+        if oldest is None or oldest <= now - span:
             return 0.0
-        return starts[-cap] + 1.0 - now
-
-    def sent(self, now: float) -> None:
-        """Count a request started at ``now``."""
-        self._starts.append(now)
+        return oldest + span - now
 
 
 @attrs.frozen(slots=True)

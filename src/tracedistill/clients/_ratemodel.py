@@ -335,7 +335,9 @@ class RateModel:
             # what the provider accepted since the last cut: the rate of the current regime,
             # not diluted by the pauses of the first throttling episode
             recent_rate = log.accepted_rate(name, sent, None, since=self._cut_at[name])
-            self._demote(name, now, max(measured, recent_rate or 0.0), allowed)
+            unpaused = log.accepted_rate(name, sent, pauses, since=self._cut_at[name])
+            regime = max(measured, recent_rate or 0.0)
+            measured = self._demote(name, now, measured, regime, allowed, unpaused)
         self.learned[name] = measured
         self._cut_at[name] = now
         self.cuts += 1
@@ -528,12 +530,28 @@ class RateModel:
             "requests" if name == "requests" else f"{name} tokens",
         )
 
-    def _demote(self, name: str, now: float, measured: float, allowed: float | None) -> None:
+    def _demote(
+        self,
+        name: str,
+        now: float,
+        accepted: float,
+        measured: float,
+        allowed: float | None,
+        unpaused: float | None = None,
+    ) -> float:
         """On a second cut below a trusted limit at about the same rate, stop trusting it.
 
+        ``accepted``: what the provider accepted over the span before the 429 (up to a
+        minute); ``measured``: the same since the last cut, when higher (the current regime);
+        ``unpaused``: the current regime's rate with the client's pauses left out.
         The new ceiling is what the provider accepted, or just under the rate that drew the 429
         when that is close above it: the truth lies between the two. Later 429s while probing
         at the ceiling lower it 5% at a time.
+
+        Returns the rate to keep to now: ``accepted`` while the trusted limit stands; under a
+        ceiling, the current regime's rate (the long span holds the pauses and cuts of
+        earlier episodes, a rate the provider already showed it accepts more than), never
+        above the ceiling.
         """
         ceiling = self.ceiling[name]
         last = self._last_cut[name]
@@ -541,13 +559,19 @@ class RateModel:
         below = 0.95 * allowed if allowed is not None else measured
         if ceiling is None:
             if last is None or now - last[0] > self.DEMOTE_SPAN or last[0] >= self._episode[name]:
-                return  # no earlier cut, or only one in this episode
+                return accepted  # no earlier cut, or only one in this episode
             if not 1.0 / self.DEMOTE_RATIO <= measured / last[1] <= self.DEMOTE_RATIO:
-                return
-            # just under the rate that drew the 429 when it is close above what was accepted
-            # (else a little under what was accepted: a short span overestimates a window that
-            # refills during pauses, and the probe finds the rest)
+                return accepted
+            # just under the rate that drew the 429 when it is close above what was accepted;
+            # else a little under what was accepted while not paused (a pause is not a rate
+            # sample: with it, a 1 s pause in a 2 s span read 0.85 of the limit, and the slow
+            # probe took ten seconds to find the rest), never above the rate that drew it
             estimate = below if measured <= below <= 1.25 * measured else 0.97 * measured
+            if estimate < below:
+                # what each of the two cuts saw accepted is a lower bound on the real limit
+                # (a loaded client that offered little reads low): keep to the higher one
+                floor = max(measured, last[1], unpaused or 0.0)
+                estimate = min(below, 0.97 * floor)
             self.ceiling[name] = estimate
             logger.warning(
                 "the trusted %s limit looks wrong (429s twice at about %.1f/min): keeping to "
@@ -559,6 +583,11 @@ class RateModel:
         elif allowed is not None and allowed >= 0.99 * ceiling:
             # a 429 while probing at the ceiling: a little lower, never below what was accepted
             self.ceiling[name] = min(ceiling, max(measured, below))
+        ceiling = self.ceiling[name]
+        if ceiling is None:
+            return accepted
+        # a 429 near the limit learned: 5% under the rate that drew it, not the span's mean
+        return min(ceiling, max(measured, below))
 
     def _repeated(self, name: str, now: float) -> bool:
         """Count one 429 episode below a trusted limit; whether there were enough lately."""

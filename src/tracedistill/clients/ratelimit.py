@@ -20,9 +20,10 @@ What it learns from, in order of trust, and what it ignores:
    second) within two minutes, at about the same learned rate, makes that rate a learned
    **ceiling**, the limit in place of the trusted one (a WARNING names it): just under the
    rate that drew the 429 when that is within 1.25x of what was accepted, else a little under
-   what was accepted. Above it the limiter only probes slowly (+2%/s after 3 quiet seconds, up
-   to the trusted limit); a 429 while probing at it lowers it 5%, never below what the
-   provider accepted;
+   what was accepted (since the last cut, the client's pauses left out). Above it the limiter
+   only probes slowly (+2%/s after 3 quiet seconds, up to the trusted limit); a 429 while
+   probing at it lowers it 5%, never below what the provider accepted, and a 429 under it
+   keeps to 5% under the rate that drew it, not to what a span of earlier pauses averaged;
 3. a **learned** rate (a temporary cut) comes only from what the provider *accepted* in the
    span before a 429 (up to a minute, never longer than the run): accepted requests / that
    span, where a span that is mostly the client's own pause leaves the pause out (a pause is
@@ -144,10 +145,12 @@ class RateLimiter:
         now = clock()
         self._started = now
         self._primed = False
+        #: when the run's first request was recorded as sent, until the limiter next runs
+        self._first_sent: float | None = None
         self._model = RateModel(self.limits, clock=clock)
         self._pauses = Pauses(now, self.HORIZON)
         self._log = SendLog(self.HORIZON)
-        self._second = SecondCap()
+        self._second = SecondCap(self._log)
         self._recent = RecentAnswers()
         self._slots = Slots(
             max_concurrency, min_concurrency, clock=clock, stall_after_s=self.limits.stall_after_s
@@ -330,6 +333,12 @@ class RateLimiter:
         """Seconds until a request needing ``amounts`` and reserving ``reserve`` output
         tokens may start (<= 0: now).
         """
+        if self._first_sent is not None:
+            # The first request pays for the client's set-up (its session, the first
+            # connection), which can hold the event loop for half a second: it reaches the
+            # provider, whose window starts then, no earlier than the limiter runs again.
+            self._log.delayed(self._first_sent, now)
+            self._first_sent = None
         self._pauses.account(now)
         model = self._model
         model.recover(now)
@@ -350,7 +359,13 @@ class RateLimiter:
                 wait = max(wait, held.wait_time(reserve, now))
             requests = model.buckets["requests"]
             if requests is not None:
-                wait = max(wait, self._second.wait_time(requests.rate, now))
+                # a second of the limit believed now (told, announced or learned in place of
+                # either) while keeping to it: not of an estimate of an untold one, nor during a
+                # temporary cut under it (spread over the cut's pace, it would forbid the
+                # bucket's catch-up after a stall, which the limit leaves room for)
+                learned = model.learned["requests"]
+                most = model.ceiling_of("requests") if learned is None else None
+                wait = max(wait, self._second.wait_time(requests.rate, now, most))
         return wait
 
     def _start(
@@ -361,7 +376,8 @@ class RateLimiter:
             for bucket, amount in zip(self._model.buckets.values(), amounts, strict=True):
                 if bucket is not None and amount:
                     bucket.take(amount)
-        self._second.sent(now)
+        if self._log.first_send is None:
+            self._first_sent = now
         self._log.sent(now, float(input_tokens), float(output_tokens))
         _OBSERVED.set(None)
         held = self._reserve
