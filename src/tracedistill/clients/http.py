@@ -602,11 +602,36 @@ class _Prebuilt:
     def __init__(self, headers: httpx.Headers, extensions: dict[str, Any]) -> None:
         self.headers = headers
         self.extensions = extensions
-        #: the same headers as a plain dict, for the bare aiohttp path
+        #: the same headers as a plain dict, for the bare aiohttp path, offering only the
+        #: encodings aiohttp can decode (httpx offers zstd when ``zstandard`` is installed,
+        #: aiohttp decodes it only with ``backports.zstd``; a CDN in front of a provider
+        #: answers in what was offered)
         self.plain = dict(headers.items())
+        offered = self.plain.get("accept-encoding")
+        if offered is not None:
+            self.plain["accept-encoding"] = _aiohttp_decodable(offered)
 
     def __repr__(self) -> str:
         return "<prebuilt request headers>"
+
+
+def _aiohttp_decodable(offered: str) -> str:
+    """``offered`` (an Accept-Encoding value) less the encodings aiohttp cannot decode here."""
+    try:
+        from aiohttp import compression_utils
+    except ImportError:  # pragma: no cover - the bare path needs aiohttp
+        return offered
+    unsupported = set()
+    if not getattr(compression_utils, "HAS_ZSTD", False):
+        unsupported.add("zstd")
+    if not getattr(compression_utils, "HAS_BROTLI", False):
+        unsupported.add("br")
+    kept = [
+        part.strip()
+        for part in offered.split(",")
+        if part.split(";")[0].strip().lower() not in unsupported
+    ]
+    return ", ".join(p for p in kept if p) or "identity"
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:
