@@ -420,11 +420,32 @@ def assemble_trace(
         and type(metadata) is dict
     ):
         # Positional, in Trace's field order; the metadata is copied as the converter would.
-        fields: tuple[Any, ...] = (problem_id, teacher, model, prompt, reasoning, answer)
-        fields += (reasoning_kind, finish_reason, usage, cost_usd, cost_estimated, latency_s)
-        fields += (attempts,)
-        fields += (sample_index, params, None, _now(_UTC), dict(metadata), key)
-        return cast(Trace, _trusted(Trace, *fields))
+        # The class's maker is called directly: no tuple of the values built on the way.
+        make = _MAKERS.get(Trace) or _maker(Trace)
+        return cast(
+            Trace,
+            make(
+                problem_id,
+                teacher,
+                model,
+                prompt,
+                reasoning,
+                answer,
+                reasoning_kind,
+                finish_reason,
+                usage,
+                cost_usd,
+                cost_estimated,
+                latency_s,
+                attempts,
+                sample_index,
+                params,
+                None,
+                _now(_UTC),
+                dict(metadata),
+                key,
+            ),
+        )
     return Trace(
         problem_id=problem_id,
         teacher=teacher,
