@@ -1,5 +1,6 @@
 import datetime as dt
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given
@@ -307,6 +308,30 @@ def test_assembled_trace_converts_what_the_constructor_converts() -> None:
     assert trace.reasoning_kind is ReasoningKind.SUMMARY
     assert trace.prompt == (Message("user", "hi"),) and trace.usage.prompt_tokens == 1
     assert isinstance(trace.latency_s, float)
+
+
+def test_message_of_text_matches_the_constructor() -> None:
+    from tracedistill.records import Message
+
+    fast = Message.of_text("user", "hello")
+    assert fast == Message(role="user", content="hello") and type(fast) is Message
+    assert hash(fast) == hash(Message("user", "hello"))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.content = "changed"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="role"):
+        Message.of_text("tool", "x")  # not one of the three: the constructor's check and error
+    with pytest.raises(TypeError, match="content"):
+        Message.of_text("user", 3)  # type: ignore[arg-type]
+
+
+def test_trusted_builds_the_same_record_as_the_constructor() -> None:
+    from tracedistill.records import SamplingParams
+    from tracedistill.records.traces import _trusted
+
+    made = _trusted(SamplingParams, 64, 0.5, 1.0, None, 7, ("x",), {})
+    assert made == SamplingParams(max_tokens=64, temperature=0.5, seed=7, stop=("x",))
+    with pytest.raises(TypeError):
+        _trusted(SamplingParams, 64, 0.5)  # a wrong number of values is refused
 
 
 def test_token_usage_of_counts_matches_the_constructor() -> None:

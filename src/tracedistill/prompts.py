@@ -57,9 +57,10 @@ class PromptTemplate:
     def render(self, problem: Problem) -> tuple[Message, ...]:
         """Return the messages for ``problem``."""
         values = _values(problem)
-        user = Message("user", _fill(self.user, values))
+        # The role is a literal and _fill returns a str: of_text skips re-checking them.
+        user = Message.of_text("user", _fill(self.user, values))
         if self.system:
-            return (Message("system", _fill(self.system, values)), user)
+            return (Message.of_text("system", _fill(self.system, values)), user)
         return (user,)
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,7 +88,9 @@ def message_reasoning(message: Mapping[str, Any]) -> tuple[str, ReasoningKind]:
     summary_parts: list[str] = []
     if isinstance(details, list):
         for item in details:
-            if not isinstance(item, Mapping):
+            # ``type(x) is dict`` first: an isinstance check against the Mapping ABC runs
+            # Python code for every reasoning item of every response.
+            if type(item) is not dict and not isinstance(item, Mapping):
                 continue
             kind = item.get("type")
             if kind == "reasoning.text" and isinstance(item.get("text"), str):

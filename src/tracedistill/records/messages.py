@@ -36,6 +36,27 @@ class Message:
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"Message: {exc!r} in {dict(data)!r:.200}") from exc
 
+    @classmethod
+    def of_text(cls, role: str, content: str) -> Self:
+        """Build a message as the constructor does (same checks, same errors), at less cost.
+
+        Prompt templates call this once per request: a plain ``str`` role among the three and
+        a plain ``str`` content skip attrs' validators; anything else goes through the
+        constructor, which rejects it as always.
+        """
+        if type(role) is str and type(content) is str and role in _ROLES:
+            message = object.__new__(cls)
+            _SET_ROLE(message, role)
+            _SET_CONTENT(message, content)
+            return message
+        return cls(role, content)
+
+
+_ROLES = frozenset(("system", "user", "assistant"))
+# The slot descriptors' setters: how attrs' own __init__ sets a frozen slotted field.
+_SET_ROLE = getattr(Message, "role").__set__  # noqa: B009 - the descriptor, not an attribute
+_SET_CONTENT = getattr(Message, "content").__set__  # noqa: B009
+
 
 def _messages(value: Iterable[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
     return tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in _to_tuple(value))
@@ -87,14 +108,32 @@ def request_key(
     The key hashes the model, the messages, the sampling parameters and the sample index, so
     asking for a second sample of the same prompt gets a new key while a rerun does not.
     """
+    params_dict = None
+    if params is not None:
+        # A run sends one (frozen) SamplingParams with every request: its dict is built once,
+        # only read here, and rebuilt when another params object comes.
+        last = _LAST_PARAMS
+        if last[0] is params:
+            params_dict = last[1]
+        else:
+            params_dict = params.to_dict()
+            _remember_params(params, params_dict)
     return content_hash(
         {
             "model": model,
             "messages": [m.to_dict() for m in messages],
-            "params": None if params is None else params.to_dict(),
+            "params": params_dict,
             "sample": sample_index,
         }
     )
+
+
+_LAST_PARAMS: tuple[SamplingParams | None, dict[str, Any] | None] = (None, None)
+
+
+def _remember_params(params: SamplingParams, params_dict: dict[str, Any]) -> None:
+    global _LAST_PARAMS  # one pair, replaced as a whole: safe to read from any thread
+    _LAST_PARAMS = (params, params_dict)
 
 
 def evaluation_request_key(
