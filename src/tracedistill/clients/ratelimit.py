@@ -14,8 +14,8 @@ What it learns from, in order of trust, and what it ignores:
    ignored as noise (clock jitter, other clients on the key, shared upstream capacity), and so
    are the client's own pauses: only repeated evidence (429 episodes in three separate seconds
    within 30 s, each showing the provider accepted clearly less than the trusted rate, with
-   429s tied to load: clustered, or at least a tenth of what was sent) cuts under it. OpenRouter's ``X-RateLimit-Limit`` does not say its interval and is never read as
-   a rate;
+   429s tied to load: clustered, or at least a tenth of what was sent) cuts under it.
+   OpenRouter's ``X-RateLimit-Limit`` does not say its interval and is never read as a rate;
 2. a **wrong trusted limit is replaced**: a second throttling episode (429s after a quiet
    second) within two minutes, at about the same learned rate, makes that rate a learned
    **ceiling**, the limit in place of the trusted one (a WARNING names it): just under the
