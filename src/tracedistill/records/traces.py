@@ -381,6 +381,16 @@ def _trusted_answer(
     )
 
 
+def _trusted_run(latency_s: float, attempts: int, metadata: Mapping[str, Any]) -> bool:
+    return (
+        type(latency_s) is float
+        and latency_s >= 0.0  # False for NaN
+        and type(attempts) is int
+        and attempts >= 1
+        and type(metadata) is dict
+    )
+
+
 def assemble_trace(
     *,
     problem_id: str,
@@ -403,24 +413,20 @@ def assemble_trace(
 ) -> Trace:
     """Build the trace of an answered request, as ``Trace(...)`` would, at a fraction of its cost.
 
-    For the generation hot path: parts that already have the exact types a trace holds (a
-    validated request's messages and parameters, a parser's enums and :class:`TokenUsage`) and
-    lie in range skip attrs' converters and validators; anything else (a backend that returned
-    a plain string as the finish reason, a negative or NaN cost or latency, a list of dicts as
-    the prompt) goes through ``Trace(...)``, which converts it or rejects it as always.
+    For the generation hot path: parts with the exact types a trace holds (a validated
+    request's messages and parameters, a parser's enums and :class:`TokenUsage`), in range,
+    skip attrs' converters and validators; anything else (a finish reason as a plain string, a
+    NaN latency, a prompt of dicts) goes through ``Trace(...)``, which converts or rejects it.
     """
-    if _trusted_request(problem_id, teacher, model, key, prompt, params, sample_index) and (
-        _trusted_answer(
+    if (
+        _trusted_request(problem_id, teacher, model, key, prompt, params, sample_index)
+        and _trusted_answer(
             reasoning, answer, reasoning_kind, finish_reason, usage, cost_usd, cost_estimated
         )
-        and type(latency_s) is float
-        and latency_s >= 0.0  # False for NaN
-        and type(attempts) is int
-        and attempts >= 1
-        and type(metadata) is dict
+        and _trusted_run(latency_s, attempts, metadata)
     ):
-        # Positional, in Trace's field order; the metadata is copied as the converter would.
-        # The class's maker is called directly: no tuple of the values built on the way.
+        # Positional, in Trace's field order (no tuple built on the way); the metadata is
+        # copied as the converter would.
         make = _MAKERS.get(Trace) or _maker(Trace)
         return cast(
             Trace,
