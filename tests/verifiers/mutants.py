@@ -393,8 +393,6 @@ def grade_with_evalplus(
     ``cache``: a JSONL file of verdicts already known (see :func:`evalplus_verdict_cache`);
     each new verdict is appended as soon as it comes, so an interrupted run keeps its work.
     """
-    from concurrent.futures import as_completed
-
     keys = [program_key(row, code) for row, code in items]
     known = read_verdicts(cache) if cache is not None else {}
     todo = [i for i, key in enumerate(keys) if key not in known]
@@ -408,21 +406,51 @@ def grade_with_evalplus(
     if todo:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            evalplus_pool(workers) as pool,
-            contextlib.ExitStack() as stack,
-        ):
+        with contextlib.ExitStack() as stack:
             sink = stack.enter_context(cache.open("a", encoding="utf-8")) if cache else None
-            futures = {
-                pool.submit(
-                    evalplus_passes,
-                    tasks[items[i][0]["task_id"]],
-                    items[i][1],
-                    truth[items[i][0]["task_id"]],
-                ): i
-                for i in todo
-            }
-            for future in as_completed(futures):
+            for _ in range(3):  # a pool whose worker hangs is replaced, the rest graded again
+                todo = [i for i in todo if keys[i] not in known]
+                if not todo:
+                    break
+                _grade_on_a_pool(items, todo, keys, known, tasks, truth, workers, sink)
+    return [known[key] for key in keys]
+
+
+#: no verdict from any worker for this long: a worker hangs (evalplus's checker forks inside
+#: it; once, in CI, a worker sat with two threads in futex waits and the test hit its limit)
+POOL_STALL_S = 180.0
+
+
+def _grade_on_a_pool(
+    items: list[tuple[dict[str, Any], str]],
+    todo: list[int],
+    keys: list[str],
+    known: dict[str, tuple[bool, str]],
+    tasks: dict[str, dict[str, Any]],
+    truth: dict[str, dict[str, Any]],
+    workers: int,
+    sink: Any,
+) -> None:
+    """Grade ``todo`` on a fresh pool into ``known``; give the pool up when it stalls."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pool = evalplus_pool(workers)
+    try:
+        futures = {
+            pool.submit(
+                evalplus_passes,
+                tasks[items[i][0]["task_id"]],
+                items[i][1],
+                truth[items[i][0]["task_id"]],
+            ): i
+            for i in todo
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=POOL_STALL_S, return_when=FIRST_COMPLETED)
+            if not done:
+                return  # stalled: the caller grades what is left on a new pool
+            for future in done:
                 i = futures[future]
                 known[keys[i]] = future.result()
                 if sink is not None:
@@ -430,4 +458,7 @@ def grade_with_evalplus(
                     record = {"key": keys[i], "passed": passed, "status": status}
                     sink.write(json.dumps(record) + "\n")
                     sink.flush()
-    return [known[key] for key in keys]
+    finally:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()  # a hung worker would keep shutdown waiting forever
+        pool.shutdown(wait=False, cancel_futures=True)
