@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.servers.raw import read_request
 from tracedistill.clients.openai_compat import OpenAICompatibleSampler
 from tracedistill.errors import ProviderTimeoutError
 from tracedistill.records import FinishReason, Problem, SamplingParams, TaskKind
@@ -47,13 +48,7 @@ class TrickleServer:
         self.writers.append(writer)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                await read_request(reader)
                 self.requests += 1
                 body = json.dumps(ANSWER).encode()
                 writer.write(
@@ -182,12 +177,7 @@ class EncodingServer:
 
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                fields = {}
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    fields[name.strip().lower()] = value.strip().decode()
-                await reader.readexactly(int(fields.get(b"content-length", "0")))
+                fields = await read_request(reader)
                 offered = fields.get(b"accept-encoding", "")
                 self.offered.append(offered)
                 body = json.dumps(ANSWER).encode()

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.raw import read_request
 from tracedistill.clients.retry import RetryPolicy, error_body_code, error_for_status
 from tracedistill.errors import InsufficientCreditsError, RateLimitError
 from tracedistill.records import SamplingParams
@@ -73,13 +74,7 @@ class CannedServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                await read_request(reader)
                 self.requests += 1
                 refused = self.requests <= self.refusals
                 status, body = (self.status, self.body) if refused else (200, ANSWER)
