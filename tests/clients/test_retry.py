@@ -73,7 +73,7 @@ async def test_the_last_error_is_returned_when_attempts_run_out() -> None:
 
 
 async def test_isolated_failures_wait_the_base_delay_and_retry_after_wins() -> None:
-    errors = [ProviderUnavailableError("a"), ProviderUnavailableError("b")]
+    errors: list[ProviderError] = [ProviderUnavailableError("a"), ProviderUnavailableError("b")]
     errors.append(RateLimitError("told", retry_after=7.0))
     attempt, wait = Flaky(*errors), Waits()
     seen: list[ProviderError] = []

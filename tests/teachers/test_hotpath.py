@@ -39,7 +39,7 @@ def test_usage_counts_are_taken_or_cleaned(usage: Any, expected: tuple[int, int,
 
 
 def test_parse_chat_reads_metadata_and_cost_as_before() -> None:
-    body = {
+    body: dict[str, Any] = {
         "id": "gen-1",
         "model": "served/model",
         "provider": "SomeCloud",
