@@ -194,6 +194,37 @@ def test_first_request_held_by_set_up_never_overfills_a_window() -> None:
     assert sum(u > 150 for u in arrivals) >= 0.97 * 19.6 * 5.0
 
 
+@pytest.mark.parametrize("varied", [True, False])
+def test_output_limit_holds_when_answer_lengths_vary(varied: bool) -> None:
+    # Told 60,000 output tokens/min, answers of 30-1,500 tokens (log-uniform, mean ~365) against
+    # max_tokens=2,000. The output bucket paces the mean length and settles each answer's
+    # difference: a long answer pays its excess in full, so a short one must get its whole
+    # refund back even into a full bucket. Clipped there, the full-scale run read 0.92 of the
+    # limit with varied lengths, 0.976 with every answer the mean's length.
+    clock, rng = FakeClock(), random.Random(7)
+    clock.now = 0.0
+    limiter = RateLimiter(
+        RateLimits(requests_per_minute=1200, output_tokens_per_minute=60_000), clock=clock
+    )
+    running: list[tuple[float, int, Permit]] = []
+    used = 0
+    for step in range(30_000):  # 300 s, looked at every 10 ms
+        clock.now = step * 0.01
+        for done in [r for r in running if r[0] <= clock.now]:
+            running.remove(done)
+            limiter.settle(done[2], input_tokens=10, output_tokens=done[1])
+            if clock.now > 150.0:
+                used += done[1]
+        amounts = limiter._amounts(10, 2000)
+        while limiter._wait_time(amounts, clock.now, 2000) <= 0:
+            length = round(30 * 50 ** rng.random()) if varied else 365
+            permit = limiter._start(clock.now, amounts, 10, 2000)
+            running.append((clock.now + 0.3 + 0.001 * length, length, permit))
+            amounts = limiter._amounts(10, 2000)
+    # the second half, against the limit less the 2% headroom the limiter keeps
+    assert used / (1000.0 * 150.0) >= 0.95
+
+
 @pytest.mark.anyio
 async def test_limiter_close_wakes_waiters() -> None:
     limiter = RateLimiter(RateLimits(requests_per_minute=1, burst_seconds=1))

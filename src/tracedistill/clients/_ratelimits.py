@@ -180,7 +180,8 @@ class TokenBucket:
         self._last = clock()
 
     def _refill(self, now: float) -> None:
-        if now > self._last:
+        # a level above the capacity (a refund's, see refund()) neither grows nor is cut
+        if now > self._last and self.level < self.capacity:
             self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
         self._last = now
 
@@ -198,11 +199,12 @@ class TokenBucket:
         self._refill(self._clock())
         self.level -= amount
 
-    def refund(self, amount: float) -> None:
-        """Give back ``amount`` unused tokens (never above the capacity)."""
+    def refund(self, amount: float, above: float = 0.0) -> None:
+        """Give back ``amount`` unused tokens, never above the capacity plus ``above``."""
         if amount > 0:
             self._refill(self._clock())
-            self.level = min(self.capacity, self.level + amount)
+            level = self.level
+            self.level = min(level + amount, max(level, self.capacity + above))
 
     def empty(self, level: float = 1.0) -> None:
         """Start over at ``level`` (capped at the capacity) from now: no burst."""

@@ -67,6 +67,9 @@ class RateModel:
     CONFIRM_RATIO = 1.15
     #: seconds of the rate OpenAI's combined tokens-per-minute bucket holds
     TOKENS_MINUTE = 60.0
+    #: seconds of the rate the output-token bucket holds at least: it paces answers on their
+    #: mean length and settles each one's difference, so it must hold a few answers' swings
+    OUTPUT_SECONDS = 2.0
     #: a header limit is a per-minute rate only when its reset is at most this far away: a
     #: minute, plus a few seconds of clock skew (Anthropic's resets are absolute times)
     PER_MINUTE_RESET = 65.0
@@ -175,6 +178,9 @@ class RateModel:
             # back. Mirrored as it is: a half-second bucket with the unused part refunded
             # sends far more than the provider admits when answers are short.
             return self.TOKENS_MINUTE
+        if name == "output":
+            # Anthropic's output bucket holds a minute; the reservation mirror keeps to that
+            return max(self.limits.burst_seconds, self.OUTPUT_SECONDS)
         return self.limits.burst_seconds
 
     def recover(self, now: float) -> None:

@@ -419,6 +419,11 @@ class RateLimiter:
                 continue
             if used > reserved:
                 bucket.take(used - reserved)
+            elif name == "output":
+                # an answer shorter than the mean gives back all it was paced for, even into
+                # a full bucket: longer ones pay their excess in full, so clipping the refunds
+                # alone would pace under the limit when answer lengths vary
+                bucket.refund(reserved - used, above=reserved)
             else:
                 bucket.refund(reserved - used)
 
