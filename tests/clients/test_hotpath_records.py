@@ -164,3 +164,38 @@ def test_a_teachers_request_is_the_constructors_request() -> None:
     )
     assert type(request) is TeacherRequest
     assert request == expected and repr(request) == repr(expected)
+
+
+@pytest.mark.anyio
+async def test_the_bare_posts_errors_keep_their_classes_and_hide_the_key() -> None:
+    import aiohttp
+
+    from tracedistill.clients.openai_compat import OpenAICompatibleSampler
+    from tracedistill.errors import ProviderTimeoutError, ProviderUnavailableError
+
+    client = OpenAICompatibleSampler(
+        "m", base_url="http://127.0.0.1:9/v1", api_key="sk-secret-123", timeout_s=7.0
+    )
+    client._get_client()
+    poster = client._poster
+    assert poster is not None
+    try:
+        cases = [
+            (aiohttp.ServerDisconnectedError(), ProviderUnavailableError, "connection lost"),
+            (aiohttp.ClientPayloadError("cut"), ProviderUnavailableError, "connection lost"),
+            (aiohttp.ServerTimeoutError("slow"), ProviderTimeoutError, "request timed out"),
+            (TimeoutError(), ProviderTimeoutError, "no complete response within 7s"),
+            (
+                aiohttp.ClientOSError(61, "refused sk-secret-123"),
+                ProviderUnavailableError,
+                "connection error (ClientOSError",
+            ),
+            (ConnectionResetError("reset"), ProviderUnavailableError, "connection error"),
+        ]
+        for exc, cls, words in cases:
+            assert isinstance(exc, poster.failures)
+            error = poster.error_of(client, exc)
+            assert type(error) is cls and error.retryable, exc
+            assert words in str(error) and "sk-secret-123" not in str(error), str(error)
+    finally:
+        await client.aclose()

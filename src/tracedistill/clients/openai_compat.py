@@ -580,8 +580,14 @@ class OpenAICompatibleSampler(RemoteModelClient):
         """
         if params is not None and self.renderer is not None:
             prompt, params = self._rendered(prompt, params)
-        data = await self._post(prompt, params, observe)
-        return self.reply_of(data, chat=not isinstance(prompt, str))
+        chat = not isinstance(prompt, str)
+        if chat and self.stream:
+            data = await self._post(prompt, params, observe)
+        else:
+            # _post's whole-body path, written out: one coroutine frame fewer per attempt.
+            path = "/chat/completions" if chat else "/completions"
+            data, _headers = await self.post_json(path, self.body(prompt, params), observe=observe)
+        return self.reply_of(data, chat=chat)
 
     async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
         prompt, params = self._rendered(prompt, params)
