@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import random
 
-from tracedistill.prompts import PLACEHOLDERS, PromptSet, PromptTemplate, _fill
-from tracedistill.records import Message, Problem, TaskKind
+from tracedistill.prompts import (
+    PLACEHOLDERS,
+    PromptSet,
+    PromptTemplate,
+    _fill,
+    _render_text,
+    _values,
+)
+from tracedistill.records import CodeTests, FunctionTests, Message, Problem, TaskKind
 
 
 def _reference_fill(text: str, values: dict[str, str]) -> str:
@@ -30,6 +37,29 @@ def test_fill_matches_a_character_by_character_scan() -> None:
     for _ in range(5000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 9)))
         assert _fill(text, values) == _reference_fill(text, values), text
+
+
+def test_rendering_reads_what_fill_reads_from_the_problem() -> None:
+    # The per-request path reads each placeholder's value from the problem itself: it must
+    # give _fill(text, _values(problem)) for any text, on math and code problems alike.
+    problems = [
+        Problem(id="p1", source="s}", kind=TaskKind.MATH, prompt="P {id} {", answer="1"),
+        Problem(kind=TaskKind.MATH, prompt="{prompt}{entry_point}", answer="2"),
+        Problem(
+            kind=TaskKind.CODE,
+            prompt="write f {source}",
+            tests=CodeTests(
+                function=FunctionTests(entry_point="f", base_inputs=[[1]], expected_base=[1])
+            ),
+        ),
+        Problem(kind=TaskKind.CODE, prompt="asserts only", tests=CodeTests(asserts=["1"])),
+    ]
+    pieces = ["{", "}", "a", "\\boxed{}", "{pro", "x{", "", *PLACEHOLDERS]
+    rng = random.Random(13)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 9)))
+        for problem in problems:
+            assert _render_text(text, problem) == _fill(text, _values(problem)), text
 
 
 def test_problem_text_with_placeholders_is_kept_and_system_comes_first() -> None:

@@ -8,7 +8,8 @@ prompt it was trained on. Templates are attrs records; override them per task wi
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -56,11 +57,10 @@ class PromptTemplate:
 
     def render(self, problem: Problem) -> tuple[Message, ...]:
         """Return the messages for ``problem``."""
-        values = _values(problem)
-        # The role is a literal and _fill returns a str: of_text skips re-checking them.
-        user = Message.of_text("user", _fill(self.user, values))
+        # The role is a literal and _render_text returns a str: of_text skips re-checking them.
+        user = Message.of_text("user", _render_text(self.user, problem))
         if self.system:
-            return (Message.of_text("system", _fill(self.system, values)), user)
+            return (Message.of_text("system", _render_text(self.system, problem)), user)
         return (user,)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +83,51 @@ def _values(problem: Problem) -> dict[str, str]:
         "{source}": problem.source,
         "{id}": problem.id,
     }
+
+
+def _entry_point(problem: Problem) -> str:
+    tests = problem.tests
+    if tests is not None and tests.function is not None:
+        return tests.function.entry_point
+    return ""
+
+
+#: How each placeholder's value is read from a problem (what _values puts under it).
+_GETTERS: dict[str, Callable[[Problem], str]] = {
+    "{prompt}": operator.attrgetter("prompt"),
+    "{entry_point}": _entry_point,
+    "{source}": operator.attrgetter("source"),
+    "{id}": operator.attrgetter("id"),
+}
+
+_Plan = tuple[str, tuple[tuple[Callable[[Problem], str], str], ...]]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(text: str) -> _Plan:
+    """``text``'s split as its leading literal, then each placeholder's getter with the literal
+    that follows it.
+    """
+    head = ""
+    steps: list[tuple[Callable[[Problem], str], str]] = []
+    for is_name, part in _split(text):
+        if is_name:
+            steps.append((_GETTERS[part], ""))
+        elif steps:
+            steps[-1] = (steps[-1][0], steps[-1][1] + part)
+        else:
+            head += part
+    return head, tuple(steps)
+
+
+def _render_text(text: str, problem: Problem) -> str:
+    """``_fill(text, _values(problem))``, reading only the values ``text`` uses: once per
+    request, at about a third of the cost.
+    """
+    out, steps = _plan(text)
+    for get, literal in steps:
+        out += get(problem) + literal
+    return out
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:

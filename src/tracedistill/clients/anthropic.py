@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from tracedistill._secrets import Secret, resolve_secret
-from tracedistill.clients.base import Completion, Observer, Prompt, Reply
+from tracedistill.clients.base import Completion, Observer, Prompt, Reply, _trusted_reply
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
@@ -183,13 +183,8 @@ def parse_message(
     kind = ReasoningKind.NONE
     if reasoning:
         kind = ReasoningKind.SUMMARY if summarized_thinking else ReasoningKind.RAW
-    return Reply(
-        reasoning=reasoning,
-        answer="".join(text),
-        reasoning_kind=kind,
-        finish_reason=finish,
-        usage=_usage(data.get("usage")),
-        metadata=metadata,
+    return _trusted_reply(
+        reasoning, "".join(text), kind, finish, _usage(data.get("usage")), None, metadata
     )
 
 

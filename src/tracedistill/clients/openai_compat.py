@@ -24,7 +24,14 @@ import attrs
 
 from tracedistill._secrets import Secret, resolve_secret
 from tracedistill.chat import ChatRenderer
-from tracedistill.clients.base import Completion, Observer, Prompt, Reply, cut_completion
+from tracedistill.clients.base import (
+    Completion,
+    Observer,
+    Prompt,
+    Reply,
+    _trusted_reply,
+    cut_completion,
+)
 from tracedistill.clients.remote import RemoteModelClient
 from tracedistill.clients.retry import error_for_status
 from tracedistill.clients.sse import Redact, event_object, keep_text, stream_identity
@@ -309,14 +316,16 @@ def parse_chat(
     metadata = _metadata(data, choice)
     if finish is FinishReason.OTHER and raw_finish is not None:
         metadata.setdefault("native_finish_reason", str(raw_finish))
-    return Reply(
-        reasoning=reasoning,
-        answer=content,
-        reasoning_kind=kind if reasoning else ReasoningKind.NONE,
-        finish_reason=finish,
-        usage=usage_of(usage_data),
-        cost_usd=float(cost) if isinstance(cost, _NUMBER) and cost >= 0 else None,
-        metadata=metadata,
+    # Every field is of its type here (content and reasoning are str): built without attrs'
+    # keyword handling, once per response.
+    return _trusted_reply(
+        reasoning,
+        content,
+        kind if reasoning else ReasoningKind.NONE,
+        finish,
+        usage_of(usage_data),
+        float(cost) if isinstance(cost, _NUMBER) and cost >= 0 else None,
+        metadata,
     )
 
 
@@ -335,12 +344,14 @@ def parse_text(
         if raw_finish is not None
         else FinishReason.STOP
     )
-    return Reply(
-        answer=str(choice.get("text") or ""),
-        reasoning_kind=ReasoningKind.NONE,
-        finish_reason=finish,
-        usage=usage_of(data.get("usage")),
-        metadata=_metadata(data, choice),
+    return _trusted_reply(
+        "",
+        str(choice.get("text") or ""),
+        ReasoningKind.NONE,
+        finish,
+        usage_of(data.get("usage")),
+        None,
+        _metadata(data, choice),
     )
 
 
@@ -569,8 +580,14 @@ class OpenAICompatibleSampler(RemoteModelClient):
         """
         if params is not None and self.renderer is not None:
             prompt, params = self._rendered(prompt, params)
-        data = await self._post(prompt, params, observe)
-        return self.reply_of(data, chat=not isinstance(prompt, str))
+        chat = not isinstance(prompt, str)
+        if chat and self.stream:
+            data = await self._post(prompt, params, observe)
+        else:
+            # _post's whole-body path, written out: one coroutine frame fewer per attempt.
+            path = "/chat/completions" if chat else "/completions"
+            data, _headers = await self.post_json(path, self.body(prompt, params), observe=observe)
+        return self.reply_of(data, chat=chat)
 
     async def _attempt(self, prompt: Prompt, params: SamplingParams) -> Completion:
         prompt, params = self._rendered(prompt, params)

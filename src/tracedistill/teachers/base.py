@@ -67,6 +67,13 @@ class TeacherRequest:
     key: str
 
 
+_NEW = object.__new__
+# The slot descriptors' setters: how attrs' own __init__ sets a frozen slotted field.
+_SET_PROBLEM, _SET_MESSAGES, _SET_PARAMS, _SET_SAMPLE, _SET_KEY = (
+    getattr(TeacherRequest, field.name).__set__ for field in attrs.fields(TeacherRequest)
+)
+
+
 #: What one successful attempt returned, normalized to reasoning plus answer: the provider
 #: parsers' :class:`~tracedistill.clients.base.Reply` (one record for clients and teachers).
 TeacherCompletion = Reply
@@ -188,13 +195,17 @@ class Teacher(abc.ABC):
     def request(self, problem: Problem, sample_index: int = 0) -> TeacherRequest:
         """Build the request for one sample of ``problem``, with its request key."""
         messages = self.messages(problem)
-        return TeacherRequest(
-            problem=problem,
-            messages=messages,
-            params=self.params,
-            sample_index=sample_index,
-            key=request_key(self.model, messages, self.params, sample_index),
-        )
+        params = self.params
+        key = request_key(self.model, messages, params, sample_index)
+        # What TeacherRequest(...) builds (it has no validators), at about a third of the cost:
+        # this runs once per request.
+        request = _NEW(TeacherRequest)
+        _SET_PROBLEM(request, problem)
+        _SET_MESSAGES(request, messages)
+        _SET_PARAMS(request, params)
+        _SET_SAMPLE(request, sample_index)
+        _SET_KEY(request, key)
+        return request
 
     def request_key(self, problem: Problem, sample_index: int = 0) -> str:
         """The key the trace for this sample of ``problem`` is stored under."""
