@@ -40,8 +40,7 @@ class Lease:
     def begin(self) -> None:
         """The attempt goes on the wire now (from here on it counts as in flight)."""
         if not self.started:
-            self.started = self._slots.clock()
-            self._slots.leased(self, +1)
+            self._slots.begin(self)
 
     async def __aexit__(
         self,
@@ -49,10 +48,11 @@ class Lease:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        slots = self._slots
         if self.started:
-            self._slots.leased(self, -1)
+            slots.end(self)
         if not self.detached:
-            self._slots.limiter.release_on_behalf_of(self)
+            slots.limiter.release_on_behalf_of(self)
 
 
 class Slots:
@@ -104,6 +104,8 @@ class Slots:
         self._last_trim = -math.inf
         self._last_burst = -math.inf
         self.concurrency_min = max_concurrency
+        #: the concurrency is below the maximum (an overload burst trimmed it)
+        self.trimmed = False
         self._warned_full = False
 
     @property
@@ -111,17 +113,23 @@ class Slots:
         """The concurrency allowed now."""
         return int(self.limiter.total_tokens)
 
-    def leased(self, lease: Lease, delta: int) -> None:
-        """Count ``lease`` in flight (+1) or done (-1)."""
-        now = self.clock()
-        self._inflight_area += len(self.leases) * (now - self._inflight_mark)
+    def begin(self, lease: Lease) -> None:
+        """Count ``lease`` in flight from now (its ``started``)."""
+        now = lease.started = self.clock()
+        leases = self.leases
+        self._inflight_area += len(leases) * (now - self._inflight_mark)
         self._inflight_mark = now
-        if delta > 0:
-            self.leases.add(lease)
-        else:
-            self.leases.discard(lease)
-            if lease.detached:
-                self.detached -= 1
+        leases.add(lease)
+
+    def end(self, lease: Lease) -> None:
+        """Count ``lease`` done."""
+        now = self.clock()
+        leases = self.leases
+        self._inflight_area += len(leases) * (now - self._inflight_mark)
+        self._inflight_mark = now
+        leases.discard(lease)
+        if lease.detached:
+            self.detached -= 1
 
     @property
     def inflight_area(self) -> float:
@@ -200,4 +208,5 @@ class Slots:
         target = max(self.min_concurrency, min(self.max_concurrency, int(self._conc)))
         if target != self.limiter.total_tokens:
             self.limiter.total_tokens = target
+        self.trimmed = self._conc < self.max_concurrency
         self.concurrency_min = min(self.concurrency_min, target)
