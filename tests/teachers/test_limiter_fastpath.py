@@ -73,3 +73,30 @@ def test_budget_reserve_uncapped_only_without_a_cap() -> None:
     assert budget.spent_usd == 0.5
     with pytest.raises(ValueError, match="cap"):
         Budget(1.0).reserve_uncapped()
+
+
+@pytest.mark.anyio
+async def test_slots_wait_in_line_and_a_cancelled_waiter_leaves_it() -> None:
+    import anyio
+
+    limiter = RateLimiter(None, max_concurrency=1)
+    ran: list[str] = []
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    async def attempt(name: str) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[name] = scope
+            async with limiter.slot():
+                ran.append(name)
+
+    holder = limiter.slot()
+    await holder.__aenter__()
+    async with anyio.create_task_group() as tg:
+        for name in ("a", "b", "c", "d"):
+            tg.start_soon(attempt, name)
+            await anyio.sleep(0.01)  # they queue in this order
+        scopes["b"].cancel()  # waiting: leaves the line
+        await anyio.sleep(0.01)
+        await holder.__aexit__(None, None, None)  # grants "a", then "c", then "d"
+    assert ran == ["a", "c", "d"]
+    assert limiter._slots.held == 0 and not limiter._slots._waiting

@@ -415,7 +415,10 @@ class RateLimiter:
         self, permit: Permit, *, input_tokens: int | None, output_tokens: int | None
     ) -> None:
         """Correct the reservations of a finished request with the tokens it really used."""
-        buckets = self._model.buckets
+        model = self._model
+        if model.unpaced:
+            return  # no limit known: nothing was reserved
+        buckets = model.buckets
         if buckets["input"] is None and buckets["output"] is None and buckets["tokens"] is None:
             return  # no token limit (the usual case): nothing was reserved
         used_in = permit.input_tokens if input_tokens is None else input_tokens
