@@ -28,20 +28,19 @@ class Lease:
         self.detached = False
 
     async def __aenter__(self) -> Lease:
-        limiter = self._slots.limiter
-        try:
-            # A free slot with nobody queued is taken without a trip through the event loop
-            # (the attempt that follows yields soon enough); otherwise wait in line.
-            limiter.acquire_on_behalf_of_nowait(self)
-        except anyio.WouldBlock:
-            await limiter.acquire_on_behalf_of(self)
+        slots = self._slots
+        # A free slot with nobody queued is taken without a trip through the event loop (the
+        # attempt that follows yields soon enough); otherwise wait in line.
+        if slots.held < slots.total and not slots._waiting:
+            slots.held += 1
+        else:
+            await slots.take()
         return self
 
     def begin(self) -> None:
         """The attempt goes on the wire now (from here on it counts as in flight)."""
         if not self.started:
-            self.started = self._slots.clock()
-            self._slots.leased(self, +1)
+            self._slots.begin(self)
 
     async def __aexit__(
         self,
@@ -49,17 +48,19 @@ class Lease:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        slots = self._slots
         if self.started:
-            self._slots.leased(self, -1)
+            slots.end(self)
         if not self.detached:
-            self._slots.limiter.release_on_behalf_of(self)
+            slots.give_back()
 
 
 class Slots:
     """How many attempts may run at once, which do, and which stalled.
 
     Attributes:
-        limiter: the slots themselves (its ``total_tokens`` is the concurrency allowed now).
+        total: the concurrency allowed now; held: the slots attempts hold (a stalled attempt
+            gave its slot back).
         concurrency_min: the lowest concurrency allowed at any time of the run.
         stalls: attempts that gave their slot back because they ran far longer than usual.
         on_detach: called with no argument when an attempt gives its slot back.
@@ -91,7 +92,11 @@ class Slots:
         self.min_concurrency = min_concurrency
         self.clock = clock
         self.stall_after_s = stall_after_s
-        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        # A count and a FIFO line rather than anyio's CapacityLimiter: a slot taken and given
+        # back per attempt costs two integer updates, not a set of borrowers and three calls.
+        self.total = max_concurrency
+        self.held = 0
+        self._waiting: collections.deque[anyio.Event] = collections.deque()
         self.leases: set[Lease] = set()
         self.detached = 0
         self.stalls = 0
@@ -104,24 +109,57 @@ class Slots:
         self._last_trim = -math.inf
         self._last_burst = -math.inf
         self.concurrency_min = max_concurrency
+        #: the concurrency is below the maximum (an overload burst trimmed it)
+        self.trimmed = False
         self._warned_full = False
 
     @property
     def concurrency(self) -> int:
         """The concurrency allowed now."""
-        return int(self.limiter.total_tokens)
+        return self.total
 
-    def leased(self, lease: Lease, delta: int) -> None:
-        """Count ``lease`` in flight (+1) or done (-1)."""
-        now = self.clock()
-        self._inflight_area += len(self.leases) * (now - self._inflight_mark)
+    async def take(self) -> None:
+        """Wait in line (FIFO) for a slot."""
+        event = anyio.Event()
+        self._waiting.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self.give_back()  # granted while being cancelled: the next in line takes it
+            else:
+                self._waiting.remove(event)
+            raise
+
+    def give_back(self) -> None:
+        """Free a slot: the first in line takes it."""
+        self.held -= 1
+        if self._waiting:
+            self._grant()
+
+    def _grant(self) -> None:
+        waiting = self._waiting
+        while waiting and self.held < self.total:
+            self.held += 1
+            waiting.popleft().set()
+
+    def begin(self, lease: Lease) -> None:
+        """Count ``lease`` in flight from now (its ``started``)."""
+        now = lease.started = self.clock()
+        leases = self.leases
+        self._inflight_area += len(leases) * (now - self._inflight_mark)
         self._inflight_mark = now
-        if delta > 0:
-            self.leases.add(lease)
-        else:
-            self.leases.discard(lease)
-            if lease.detached:
-                self.detached -= 1
+        leases.add(lease)
+
+    def end(self, lease: Lease) -> None:
+        """Count ``lease`` done."""
+        now = self.clock()
+        leases = self.leases
+        self._inflight_area += len(leases) * (now - self._inflight_mark)
+        self._inflight_mark = now
+        leases.discard(lease)
+        if lease.detached:
+            self.detached -= 1
 
     @property
     def inflight_area(self) -> float:
@@ -151,7 +189,7 @@ class Slots:
         for lease in list(self.leases):
             if not lease.detached and now - lease.started > limit:
                 lease.detached = True
-                self.limiter.release_on_behalf_of(lease)
+                self.give_back()
                 self.detached += 1
                 self.stalls += 1
                 freed += 1
@@ -198,6 +236,8 @@ class Slots:
 
     def _apply(self) -> None:
         target = max(self.min_concurrency, min(self.max_concurrency, int(self._conc)))
-        if target != self.limiter.total_tokens:
-            self.limiter.total_tokens = target
+        if target != self.total:
+            self.total = target
+            self._grant()
+        self.trimmed = self._conc < self.max_concurrency
         self.concurrency_min = min(self.concurrency_min, target)

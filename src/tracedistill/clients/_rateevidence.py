@@ -179,8 +179,13 @@ class RecentAnswers:
 
     def answer(self, now: float) -> None:
         """Count an answer the provider's rate limiter let through (any answer but a 429)."""
-        self.answers.append(now)
-        self.forget_before(now - SHARE_WINDOW)
+        answers = self.answers
+        answers.append(now)
+        # Only when the oldest answer is out of the window: the readers forget what is old
+        # before they count, so 429s and overloads may wait until then.
+        horizon = now - SHARE_WINDOW
+        if answers[0] < horizon:
+            self.forget_before(horizon)
 
     def throttle(self, now: float) -> None:
         """Count a 429."""

@@ -87,6 +87,7 @@ from tracedistill.clients._ratelimits import (
     RateLimits,
     SecondCap,
     TokenBucket,
+    new_permit,
 )
 from tracedistill.clients._ratemodel import RateModel
 from tracedistill.errors import ConfigurationError
@@ -103,6 +104,9 @@ __all__ = [
     "parse_reset",
     "parse_retry_after",
 ]
+
+#: what a request takes from the buckets when none paces anything (no limit known)
+_UNPACED = (1.0, 0.0, 0.0, 0.0)
 
 #: the rate-limit headers of the current task's last answer (what its 429 said)
 _OBSERVED: contextvars.ContextVar[RateInfo | None] = contextvars.ContextVar(
@@ -141,7 +145,11 @@ class RateLimiter:
         self._clock = clock
         # FIFO, and taken without a trip through the event loop when nobody waits for it.
         self._lock = anyio.Lock(fast_acquire=True)
+        #: requests waiting for (or holding) the lock: while there are any, no request overtakes
+        self._queued = 0
         self._closed = anyio.Event()
+        #: mirrors ``_closed``: read on every acquisition, where an attribute costs less
+        self._stopping = False
         now = clock()
         self._started = now
         self._primed = False
@@ -207,10 +215,11 @@ class RateLimiter:
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._closed.is_set()
+        return self._stopping
 
     def close(self) -> None:
         """Stop: waiting and future acquisitions raise :class:`LimiterClosed`."""
+        self._stopping = True
         self._closed.set()
 
     @property
@@ -275,7 +284,7 @@ class RateLimiter:
     async def _sleep(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
             await self._closed.wait()
-        if self._closed.is_set():
+        if self._stopping:
             raise LimiterClosed("the run is stopping; no new request starts")
 
     async def acquire(self, input_tokens: int = 0, output_tokens: int = 0) -> Permit:
@@ -284,32 +293,47 @@ class RateLimiter:
         Raises:
             LimiterClosed: the run is stopping.
         """
-        if self._closed.is_set():
+        if self._stopping:
             raise LimiterClosed("the run is stopping; no new request starts")
         if not self._primed:
             self._prime()
-        amounts = self._amounts(input_tokens, output_tokens)
-        if not self._lock.locked():
+        if not self._queued:
             # Nobody waits: a request nothing holds back starts at once. No await comes
             # between the check and the reservation, so the order of requests still holds.
             now = self._clock()
+            model = self._model
+            if model.unpaced and self._first_sent is None and now >= self._pauses.until:
+                # No limit known and no pause: nothing to wait for. What _wait_time would do
+                # comes down to the model's recovery (paused time is counted when it is read).
+                model.recover(now)
+                if model.unpaced:
+                    return self._start(now, _UNPACED, input_tokens, output_tokens)
+            amounts = self._amounts(input_tokens, output_tokens)
             if self._wait_time(amounts, now, output_tokens) <= 0:
                 return self._start(now, amounts, input_tokens, output_tokens)
         # FIFO: anyio's Lock wakes waiters in order, so requests start in the order they asked.
-        async with self._lock:
-            while True:
-                if self._closed.is_set():
-                    raise LimiterClosed("the run is stopping; no new request starts")
-                now = self._clock()
-                amounts = self._amounts(input_tokens, output_tokens)  # the mean may have moved
-                wait = self._wait_time(amounts, now, output_tokens)
-                if wait <= 0:
-                    return self._start(now, amounts, input_tokens, output_tokens)
-                if self._model.refundable():
-                    # requests in flight give back unused token reservations (settle): look
-                    # again soon rather than sleep past tokens that came back meanwhile
-                    wait = min(wait, 0.02)
-                await self._sleep(wait)
+        self._queued += 1
+        try:
+            async with self._lock:
+                return await self._acquire_in_turn(input_tokens, output_tokens)
+        finally:
+            self._queued -= 1
+
+    async def _acquire_in_turn(self, input_tokens: int, output_tokens: int) -> Permit:
+        """Wait, holding the lock, until this request may start; start it."""
+        while True:
+            if self._stopping:
+                raise LimiterClosed("the run is stopping; no new request starts")
+            now = self._clock()
+            amounts = self._amounts(input_tokens, output_tokens)  # the mean may have moved
+            wait = self._wait_time(amounts, now, output_tokens)
+            if wait <= 0:
+                return self._start(now, amounts, input_tokens, output_tokens)
+            if self._model.refundable():
+                # requests in flight give back unused token reservations (settle): look
+                # again soon rather than sleep past tokens that came back meanwhile
+                wait = min(wait, 0.02)
+            await self._sleep(wait)
 
     def _amounts(self, input_tokens: int, output_tokens: int) -> tuple[float, ...]:
         """What a request takes from each bucket, in the order of DIMENSIONS: requests, input,
@@ -379,18 +403,22 @@ class RateLimiter:
         if self._log.first_send is None:
             self._first_sent = now
         self._log.sent(now, float(input_tokens), float(output_tokens))
-        _OBSERVED.set(None)
+        if _OBSERVED.get() is not None:
+            _OBSERVED.set(None)  # a set costs a new context each time: only when one was seen
         held = self._reserve
-        if self._model.buckets["output"] is None or held is None or not output_tokens:
-            return Permit(input_tokens, output_tokens, now)
+        if held is None or not output_tokens or self._model.buckets["output"] is None:
+            return new_permit(input_tokens, output_tokens, now, None)
         held.take(output_tokens)
-        return Permit(input_tokens, output_tokens, now, amounts[2])
+        return new_permit(input_tokens, output_tokens, now, amounts[2])
 
     def settle(
         self, permit: Permit, *, input_tokens: int | None, output_tokens: int | None
     ) -> None:
         """Correct the reservations of a finished request with the tokens it really used."""
-        buckets = self._model.buckets
+        model = self._model
+        if model.unpaced:
+            return  # no limit known: nothing was reserved
+        buckets = model.buckets
         if buckets["input"] is None and buckets["output"] is None and buckets["tokens"] is None:
             return  # no token limit (the usual case): nothing was reserved
         used_in = permit.input_tokens if input_tokens is None else input_tokens
@@ -433,13 +461,16 @@ class RateLimiter:
         """Record an answer (pass the permit with the tokens really used, and the latency)."""
         now = self._clock()
         self._recent.answer(now)
+        slots = self._slots
         if latency is not None:
-            self._slots.latencies.append(latency)
-        if self._model.awaiting_reopen:
+            slots.latencies.append(latency)
+        model = self._model
+        if model.awaiting_reopen:
             sent = permit.sent_at if permit is not None else now - (latency or 0.0)
-            self._model.accepted(sent, now, self._log)
-        self._model.recover(now)
-        self._slots.restore(now)
+            model.accepted(sent, now, self._log)
+        model.recover(now)
+        if slots.trimmed:
+            slots.restore(now)
 
     def on_failure(self, permit: Permit | None = None) -> None:
         """Record an attempt that failed for another reason than a 429 or an overload."""

@@ -180,7 +180,6 @@ class Trace:
         does), which spares building a second dict per trace on the generation hot path.
         """
         usage = self.usage
-        params = self.params
         data = {
             "schema": SCHEMA_VERSION,
             "key": self.key,
@@ -191,7 +190,7 @@ class Trace:
             "model": self.model,
             "sample_index": self.sample_index,
             "prompt": [{"role": m.role, "content": m.content} for m in self.prompt],
-            "params": None if params is None else params.to_dict(),
+            "params": _params_json(self.params),
             "reasoning": self.reasoning,
             "answer": self.answer,
             "reasoning_kind": self.reasoning_kind,
@@ -220,6 +219,31 @@ class Trace:
 
 
 _JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+#: the last sampling parameters encoded, and their JSON: the traces of a run share one
+#: ``SamplingParams``. The cache holds the object, so its identity cannot be reused.
+_PARAMS_JSON: tuple[SamplingParams, orjson.Fragment] | None = None
+
+
+def _params_json(params: SamplingParams | None) -> orjson.Fragment | dict[str, Any] | None:
+    """``params.to_dict()`` encoded once per parameters object in a row, not once per trace
+    (the dict itself when the encoder cannot write it: the caller's general path does).
+    """
+    global _PARAMS_JSON
+    if params is None:
+        return None
+    cached = _PARAMS_JSON
+    if cached is not None and cached[0] is params:
+        return cached[1]
+    data = params.to_dict()
+    try:
+        fragment = orjson.Fragment(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    except orjson.JSONEncodeError:
+        return data
+    _PARAMS_JSON = (params, fragment)
+    return fragment
+
+
 _now, _UTC = _dt.datetime.now, _dt.UTC  # utcnow() without its call, once per trace
 
 

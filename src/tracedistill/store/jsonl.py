@@ -262,13 +262,15 @@ class JsonlTraceStore(TraceStore):
                 interval passed), or a subclass overrides :meth:`add_trace` (its own steps are
                 not skipped); nothing was written.
         """
-        if type(self).add_trace is not _ADD_TRACE or self._fsync_due():
+        fsync = self.durability is not Durability.PROCESS and self._fsync_due()
+        if fsync or type(self).add_trace is not _ADD_TRACE:
             raise anyio.WouldBlock
         return self._write_trace(trace)
 
     def _write_trace(self, trace: Trace) -> bool:
         # Synchronous from the check to the index update: nothing can interrupt it half-way.
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if trace.problem_id not in self._problems:
             raise UnknownProblemError(
                 f"{self.path}: trace {trace.key} is for problem {trace.problem_id!r}, which this "

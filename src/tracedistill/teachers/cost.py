@@ -80,6 +80,8 @@ class Budget:
         self._inflight = 0
         self._changed = anyio.Event()
         self._closed = anyio.Event()
+        #: mirrors ``_closed``: read once per settled request, where an attribute costs less
+        self._stopping = False
 
     @property
     def exhausted(self) -> bool:
@@ -93,8 +95,18 @@ class Budget:
 
     def close(self) -> None:
         """Wake every waiter; they raise BudgetExceededError."""
+        self._stopping = True
         self._closed.set()
         self._changed.set()
+
+    def reserve_uncapped(self) -> Reservation:
+        """What :meth:`reserve` returns without a cap (``limit_usd`` None), without awaiting:
+        nothing is priced and nobody waits.
+        """
+        if self.limit_usd is not None:
+            raise ValueError("this budget has a cap: reserve() prices and may wait")
+        self._inflight += 1
+        return Reservation(0.0)
 
     async def reserve(self, worst_case_usd: float | None) -> Reservation:
         """Wait until a request with this worst-case cost may start, and reserve it.
@@ -143,7 +155,7 @@ class Budget:
             self.spent_usd += actual_usd
             if self.max_seen_usd is None or actual_usd > self.max_seen_usd:
                 self.max_seen_usd = actual_usd
-        if self.limit_usd is None and not self._closed.is_set():
+        if self.limit_usd is None and not self._stopping:
             return  # without a cap nobody waits for room (a new Event per request is costly)
         event, self._changed = self._changed, anyio.Event()
         event.set()

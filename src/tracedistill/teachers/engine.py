@@ -390,19 +390,23 @@ class StreamingGeneration(GenerationRun):
                 finally:
                     self.inflight.discard(request.key)
                 # A worker added for a stalled request leaves once that request ended.
-                if self.workers_alive > self._worker_cap():
+                alive = self.workers_alive
+                if alive > self.concurrency and alive > self._worker_cap():
                     return
         finally:
             self.workers_alive -= 1
 
     async def _handle(self, request: TeacherRequest) -> None:
         budget = self.budget
-        try:
-            reservation = await budget.reserve(self.teacher.worst_case_cost(request))
-        except BudgetExceededError as exc:
-            if self.stopped is None:
-                self.stop(StopReason.BUDGET, exc)
-            return
+        if budget.limit_usd is None:
+            reservation = budget.reserve_uncapped()  # no cap: no await, nothing to price
+        else:
+            try:
+                reservation = await budget.reserve(self.teacher.worst_case_cost(request))
+            except BudgetExceededError as exc:
+                if self.stopped is None:
+                    self.stop(StopReason.BUDGET, exc)
+                return
         self.requested += 1
         try:
             trace = await self.teacher.run(
