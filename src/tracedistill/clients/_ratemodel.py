@@ -391,9 +391,7 @@ class RateModel:
         allowed = self.allowed(name)
         clustered = recent.saturated(now)
         # since the last cut: the refusals of a rate already cut say nothing of the new one
-        tied = clustered or log.tied_to_load(
-            name, sent, self.NOISE_SHARE, since=self._cut_at[name]
-        )
+        tied = clustered or log.tied_to_load(name, sent, self.NOISE_SHARE, since=self._cut_at[name])
         if tied:
             self._last_tied[name] = now
         if self._first_burst(
