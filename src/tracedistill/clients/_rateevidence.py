@@ -148,14 +148,18 @@ class SendLog:
         refused = _sum_since(self._refused, "requests", start, sent)
         return refused / sent_total if sent_total else 0.0
 
-    def tied_to_load(self, name: str, sent: float, share: float, least: int = 5) -> bool:
-        """Whether the 429s in the span before ``sent`` look tied to load: at least ``least``
-        of them, and at least ``share`` of the attempts sent (a few scattered refusals, or a
-        small sample's chance share early in a run, are not).
+    def tied_to_load(
+        self, name: str, sent: float, share: float, least: int = 5, since: float | None = None
+    ) -> bool:
+        """Whether the 429s in the span before ``sent`` (from ``since``, if later) look tied to
+        load: at least ``least`` of them, and at least ``share`` of the attempts sent (a few
+        scattered refusals, or a small sample's chance share early in a run, are not).
         """
         if self.first_send is None:
             return False
         start = sent - max(0.05, min(self.horizon, sent - self.first_send))
+        if since is not None and since > start:
+            start = since
         sent_total = _sum_since(self._sends, "requests", start, sent)
         refused = _sum_since(self._refused, "requests", start, sent)
         return refused >= least and refused >= share * sent_total

@@ -99,6 +99,8 @@ class RateModel:
         self._first_episode: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: per dimension with no trusted limit: quiet seconds before probing above the estimate
         self._quiet: dict[str, float] = dict.fromkeys(DIMENSIONS, self.PROBE_QUIET)
+        #: ...counted from the last 429 tied to load (clustered, or a tenth of what was sent)
+        self._last_tied: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
         #: per dimension with no trusted limit, 429s without Retry-After: when the first
         #: saturated episode began (its first 429 came back), and when the provider first
         #: accepted a request sent after that (its window reopened)
@@ -204,12 +206,12 @@ class RateModel:
                 self.learned[name] = None if raised >= ceiling else raised
             elif self._confirmed[name]:
                 # an estimate two throttling episodes agreed on, or one from a fresh window's
-                # burst: probe above it slowly, after a window without 429s
-                if quiet < self._quiet[name]:
+                # burst: probe above it slowly, after a window without 429s tied to load
+                if now - self._last_tied[name] < self._quiet[name]:
                     continue
                 self.learned[name] = learned * ((1.0 + self.PROBE) ** step)
             else:
-                if quiet < 2.0:
+                if now - self._last_tied[name] < 2.0:
                     continue
                 self.learned[name] = learned * (1.05**step)  # probe an unknown limit gently
             self.recompute(name)
@@ -388,12 +390,20 @@ class RateModel:
         """
         allowed = self.allowed(name)
         clustered = recent.saturated(now)
+        # since the last cut: the refusals of a rate already cut say nothing of the new one
+        tied = clustered or log.tied_to_load(name, sent, self.NOISE_SHARE, since=self._cut_at[name])
+        if tied:
+            self._last_tied[name] = now
         if self._first_burst(
             name, now - sent, now, allowed, log=log, recent=recent, retry_after=retry_after
         ):
             return
-        if allowed is None and not clustered:
-            return  # a lone 429 with no limit known: only that request waits
+        if not tied or (allowed is None and not clustered):
+            # a lone 429 with no limit known: only that request waits; nor does one not tied
+            # to load teach anything (a few scattered refusals, shared upstream capacity): 3%
+            # of them cut a learned rate already under the limit a few percent at a time, to
+            # 0.76-0.79 of it within five minutes, and kept its probe from ever starting
+            return
         if clustered and not retry_after and self._refused_at[name] is None:
             # no Retry-After to say how long the window stays shut: watch when it reopens
             self._reached_at(name, log, now - sent)
