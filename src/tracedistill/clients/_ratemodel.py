@@ -100,6 +100,9 @@ class RateModel:
         #: saturated episode began (its first 429 came back), and when the provider first
         #: accepted a request sent after that (its window reopened)
         self._refused_at: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: per dimension with no trusted limit: the earliest time the first episode's 429s
+        #: said the provider's window reopens (each one's arrival plus its Retry-After)
+        self._reopen_by: dict[str, float] = dict.fromkeys(DIMENSIONS, math.inf)
         self._reopened: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: a dimension waits for its window to reopen (see :meth:`accepted`)
         self.awaiting_reopen = False
@@ -397,8 +400,11 @@ class RateModel:
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._reached_at(name, log, now - sent)
-        if self._reopened[name] is not None:
-            since = self._reopened[name]  # the opening allowance is no sample of the rate
+        reopened = self._reopened[name]
+        if reopened is None and self._reopen_by[name] < now:
+            reopened = self._reopen_by[name]  # when the first Retry-After said it would
+        if reopened is not None:
+            since = reopened  # the opening allowance is no sample of the rate
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
         if measured is None or unpaused is None or unpaused <= 0.0:
@@ -505,15 +511,26 @@ class RateModel:
         elif self._first_episode[name] != episode:
             return False
         since = self._reached_at(name, log, round_trip)
-        rate = log.accepted_rate(name, now, None, since=since)
-        if rate is None or log.first_send is None:
+        rate = log.accepted_rate(name, now, None)
+        first, earliest = log.first_send, log.earliest()
+        if rate is None or first is None or since is None or earliest is None:
             return False
-        # accepted_rate spans at least 2 s; count what it saw, and spread that over the time
-        # since the first requests reached the provider, up to the end of its Retry-After
-        first = max(log.first_send, min(since or now, now - 2.0))
+        # what the provider accepted in the run (all of it the fresh window's allowance),
+        # spread over the time since it reached the provider, up to the end of its Retry-After.
+        # Its clock started about a round trip after the first request really left: when the
+        # client's set-up held that request (see SendLog.delayed), later than it was recorded,
+        # and a window counted from then reads a quarter low (0.75-0.85 of a 2 s one).
         accepted = rate * max(0.05, min(log.horizon, now - first))
-        span = max(0.05, now - (since or log.first_send))
-        measured = max(accepted / (span + min(retry_after, log.horizon)), 1.0 / 60.0)
+        span = max(0.05, now - (since + earliest - first))
+        # each 429 of the episode bounds the reopening from above (now + its Retry-After, which
+        # a provider rounds up to whole seconds): the earliest bound is the tightest, and later
+        # 429s (further from the window's start, each rounded up anew) must not loosen it
+        bound = self._reopen_by[name]
+        reopen = now + min(retry_after, log.horizon)
+        if now < bound < reopen:
+            reopen = bound
+        self._reopen_by[name] = reopen
+        measured = max(accepted / (span + reopen - now), 1.0 / 60.0)
         if allowed is None:
             self._first_episode[name] = episode
             self._confirmed[name] = True  # the provider's own word on its window: probe slowly
