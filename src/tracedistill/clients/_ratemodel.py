@@ -417,9 +417,11 @@ class RateModel:
         ):
             return  # the provider accepted about what is allowed: nothing to learn
         if allowed is not None and not clustered:
-            # a lone 429 far below what is allowed: the long span may hold a slow start, so
-            # step down gently and let further 429s say more
-            measured = max(measured, 0.9 * allowed)
+            # a lone 429 far below what is allowed: the long span may hold a slow start (or a
+            # client too loaded to send what is allowed), so step down gently and let further
+            # 429s say more; above an estimate the provider's own window gave, 5% under the
+            # rate that drew it (probing found the limit), as under a learned ceiling
+            measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
         last = self._last_cut[name]
         if (
             last is not None
@@ -474,10 +476,14 @@ class RateModel:
         """About when the first requests reached the provider.
 
         They waited for new connections (a second on a loaded machine): the provider's clock
-        starts about one round trip (of the first 429 seen) after the first send.
+        starts about one round trip (of the first 429 seen) after the first send, counted
+        from when it really left: the client's set-up can hold it for seconds on a loaded
+        machine (see :meth:`SendLog.delayed`), and a window counted from when it was recorded
+        read a quarter long on a 2 s window.
         """
-        if self._reached[name] is None and log.first_send is not None:
-            self._reached[name] = log.first_send + round_trip
+        first = log.earliest()  # when it really left (the client's set-up may hold it)
+        if self._reached[name] is None and first is not None:
+            self._reached[name] = first + round_trip
         return self._reached[name]
 
     def _first_burst(
@@ -512,16 +518,13 @@ class RateModel:
             return False
         since = self._reached_at(name, log, round_trip)
         rate = log.accepted_rate(name, now, None)
-        first, earliest = log.first_send, log.earliest()
-        if rate is None or first is None or since is None or earliest is None:
+        first = log.first_send
+        if rate is None or first is None or since is None:
             return False
         # what the provider accepted in the run (all of it the fresh window's allowance),
-        # spread over the time since it reached the provider, up to the end of its Retry-After.
-        # Its clock started about a round trip after the first request really left: when the
-        # client's set-up held that request (see SendLog.delayed), later than it was recorded,
-        # and a window counted from then reads a quarter low (0.75-0.85 of a 2 s one).
+        # spread over the time since it reached the provider, up to the end of its Retry-After
         accepted = rate * max(0.05, min(log.horizon, now - first))
-        span = max(0.05, now - (since + earliest - first))
+        span = max(0.05, now - since)
         # each 429 of the episode bounds the reopening from above (now + its Retry-After, which
         # a provider rounds up to whole seconds): the earliest bound is the tightest, and later
         # 429s (further from the window's start, each rounded up anew) must not loosen it
