@@ -110,12 +110,16 @@ async def test_sliding_window_unknown_is_learned(
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
     # target >= 0.90 of the limit (first window left out) and <= 5% 429s after the first
-    # window; asserted: 0.85 (margin for a loaded machine) and 3% (the most seen was 1.6%, 3
-    # of about 190). Measured at load 5-7: 0.91-0.93 and 0-0.5% 429s after the first window
-    # with Retry-After. Without it the window's reopening is measured instead of told:
-    # 0.97-0.98 and 0.5-1.6%, also under 3 busy loops (before: 0.96-0.97 and 5-14%, the
-    # opening allowance read as a rate, cut after cut). The old pause-and-burst limiter:
-    # 26-28% 429s after the first window with Retry-After, 0.76-0.80 without.
+    # window; asserted: 0.85 (margin for a loaded machine) and 3% (the most seen was 2.1%, 4
+    # of 190). With whole-second Retry-After: 0.945-0.98 over 24 runs, 2-4 at once, some
+    # beside 3 busy loops (the old tree beside them: 0.59-0.84); but 1 pytest run of 4 at load
+    # 4-8 read 0.884, so 0.9 is not asserted. The first window was counted from when the first
+    # request was recorded, not from when the client's set-up let it leave (seconds, loaded),
+    # and a lone 429 a window later read the opening pause as a low rate (a 10% cut).
+    # Without it the window's reopening is measured instead of told: 0.956-0.984 and 1-1.6%
+    # (before: 0.96-0.97 and 5-14%, the opening allowance read as a rate, cut after cut).
+    # The old pause-and-burst limiter: 26-28% 429s after the first window with Retry-After,
+    # 0.76-0.80 without.
     assert rate_of(server, 2.0) / 20.0 >= 0.85
     stats = server.stats
     steady = stats.arrivals[0] + 2.0

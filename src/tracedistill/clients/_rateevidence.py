@@ -104,6 +104,15 @@ class SendLog:
             (max(at, now), tokens_in, tokens_out) for at, tokens_in, tokens_out in moved[::-1]
         )
 
+    def earliest(self) -> float | None:
+        """When the oldest attempt still recorded went on the wire (None: none recorded).
+
+        Early in a run, this is the first send as :meth:`delayed` re-stamped it (when it
+        really left, after the client's set-up), not when it was first recorded.
+        """
+        sends = self._sends
+        return sends[0][0] if sends else self.first_send
+
     def nth_last(self, n: int) -> float | None:
         """When the ``n``-th most recent attempt was sent (None: fewer were recorded)."""
         sends = self._sends

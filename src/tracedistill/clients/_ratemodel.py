@@ -105,6 +105,9 @@ class RateModel:
         #: saturated episode began (its first 429 came back), and when the provider first
         #: accepted a request sent after that (its window reopened)
         self._refused_at: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: per dimension with no trusted limit: the earliest time the first episode's 429s
+        #: said the provider's window reopens (each one's arrival plus its Retry-After)
+        self._reopen_by: dict[str, float] = dict.fromkeys(DIMENSIONS, math.inf)
         self._reopened: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: a dimension waits for its window to reopen (see :meth:`accepted`)
         self.awaiting_reopen = False
@@ -413,8 +416,11 @@ class RateModel:
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._reached_at(name, log, now - sent)
-        if self._reopened[name] is not None:
-            since = self._reopened[name]  # the opening allowance is no sample of the rate
+        reopened = self._reopened[name]
+        if reopened is None and self._reopen_by[name] < now:
+            reopened = self._reopen_by[name]  # when the first Retry-After said it would
+        if reopened is not None:
+            since = reopened  # the opening allowance is no sample of the rate
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
         if measured is None or unpaused is None or unpaused <= 0.0:
@@ -427,9 +433,11 @@ class RateModel:
         ):
             return  # the provider accepted about what is allowed: nothing to learn
         if allowed is not None and not clustered:
-            # a lone 429 far below what is allowed: the long span may hold a slow start, so
-            # step down gently and let further 429s say more
-            measured = max(measured, 0.9 * allowed)
+            # a lone 429 far below what is allowed: the long span may hold a slow start (or a
+            # client too loaded to send what is allowed), so step down gently and let further
+            # 429s say more; above an estimate the provider's own window gave, 5% under the
+            # rate that drew it (probing found the limit), as under a learned ceiling
+            measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
         last = self._last_cut[name]
         if (
             last is not None
@@ -484,10 +492,14 @@ class RateModel:
         """About when the first requests reached the provider.
 
         They waited for new connections (a second on a loaded machine): the provider's clock
-        starts about one round trip (of the first 429 seen) after the first send.
+        starts about one round trip (of the first 429 seen) after the first send, counted
+        from when it really left: the client's set-up can hold it for seconds on a loaded
+        machine (see :meth:`SendLog.delayed`), and a window counted from when it was recorded
+        read a quarter long on a 2 s window.
         """
-        if self._reached[name] is None and log.first_send is not None:
-            self._reached[name] = log.first_send + round_trip
+        first = log.earliest()  # when it really left (the client's set-up may hold it)
+        if self._reached[name] is None and first is not None:
+            self._reached[name] = first + round_trip
         return self._reached[name]
 
     def _first_burst(
@@ -521,15 +533,23 @@ class RateModel:
         elif self._first_episode[name] != episode:
             return False
         since = self._reached_at(name, log, round_trip)
-        rate = log.accepted_rate(name, now, None, since=since)
-        if rate is None or log.first_send is None:
+        rate = log.accepted_rate(name, now, None)
+        first = log.first_send
+        if rate is None or first is None or since is None:
             return False
-        # accepted_rate spans at least 2 s; count what it saw, and spread that over the time
-        # since the first requests reached the provider, up to the end of its Retry-After
-        first = max(log.first_send, min(since or now, now - 2.0))
+        # what the provider accepted in the run (all of it the fresh window's allowance),
+        # spread over the time since it reached the provider, up to the end of its Retry-After
         accepted = rate * max(0.05, min(log.horizon, now - first))
-        span = max(0.05, now - (since or log.first_send))
-        measured = max(accepted / (span + min(retry_after, log.horizon)), 1.0 / 60.0)
+        span = max(0.05, now - since)
+        # each 429 of the episode bounds the reopening from above (now + its Retry-After, which
+        # a provider rounds up to whole seconds): the earliest bound is the tightest, and later
+        # 429s (further from the window's start, each rounded up anew) must not loosen it
+        bound = self._reopen_by[name]
+        reopen = now + min(retry_after, log.horizon)
+        if now < bound < reopen:
+            reopen = bound
+        self._reopen_by[name] = reopen
+        measured = max(accepted / (span + reopen - now), 1.0 / 60.0)
         if allowed is None:
             self._first_episode[name] = episode
             self._confirmed[name] = True  # the provider's own word on its window: probe slowly
