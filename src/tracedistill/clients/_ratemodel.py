@@ -386,10 +386,10 @@ class RateModel:
         Later ones are what the provider accepted since the first requests reached it (up to
         a minute), the client's short pauses included: a provider's window refills during
         them, so leaving them out would credit it with the bursts that follow. A span that
-        was mostly paused (a long ``Retry-After``) is measured without its pauses. Only
-        saturation (429s a large share of recent answers) or a 429 far below what is allowed
-        teaches anything; a second cut at about the same rate confirms the estimate, after
-        which recovery above it is a slow probe.
+        was mostly paused (a long ``Retry-After``) is measured without its pauses. Only 429s
+        tied to load (saturation: a large share of recent answers; or a tenth of what was sent
+        since the last cut) teach anything; a second cut at about the same rate confirms the
+        estimate, after which recovery above it is a slow probe.
         """
         allowed = self.allowed(name)
         clustered = recent.saturated(now)
