@@ -401,11 +401,15 @@ class RateModel:
             name, now - sent, now, allowed, log=log, recent=recent, retry_after=retry_after
         ):
             return
-        if not tied or (allowed is None and not clustered):
+        last = self._last_cut[name]
+        probing = allowed is not None and last is not None and allowed > 1.01 * last[1]
+        if not (tied or probing) or (allowed is None and not clustered):
             # a lone 429 with no limit known: only that request waits; nor does one not tied
-            # to load teach anything (a few scattered refusals, shared upstream capacity): 3%
-            # of them cut a learned rate already under the limit a few percent at a time, to
-            # 0.76-0.79 of it within five minutes, and kept its probe from ever starting
+            # to load teach anything at or under the rate last learned (a few scattered
+            # refusals, shared upstream capacity): 3% of them cut a learned rate already under
+            # the limit a few percent at a time, to 0.76-0.79 of it within five minutes, and
+            # kept its probe from ever starting. Above that rate, probing, a lone 429 is how a
+            # window's limit shows first.
             return
         if clustered and not retry_after and self._refused_at[name] is None:
             # no Retry-After to say how long the window stays shut: watch when it reopens
@@ -438,7 +442,6 @@ class RateModel:
             # 429s say more; above an estimate the provider's own window gave, 5% under the
             # rate that drew it (probing found the limit), as under a learned ceiling
             measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
-        last = self._last_cut[name]
         if (
             last is not None
             and now - last[0] <= self.DEMOTE_SPAN
