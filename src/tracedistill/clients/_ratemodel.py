@@ -404,12 +404,10 @@ class RateModel:
         last = self._last_cut[name]
         probing = allowed is not None and last is not None and allowed > 1.01 * last[1]
         if not (tied or probing) or (allowed is None and not clustered):
-            # a lone 429 with no limit known: only that request waits; nor does one not tied
-            # to load teach anything at or under the rate last learned (a few scattered
-            # refusals, shared upstream capacity): 3% of them cut a learned rate already under
-            # the limit a few percent at a time, to 0.76-0.79 of it within five minutes, and
-            # kept its probe from ever starting. Above that rate, probing, a lone 429 is how a
-            # window's limit shows first.
+            # a lone 429 with no limit known: only that request waits; nor do 429s not tied to
+            # load at or under the rate last learned (shared upstream capacity: 3% of them cut
+            # a learned rate to 0.76-0.79 of the limit in five minutes). Probing above it, a
+            # lone 429 is how a window's limit shows first.
             return
         if clustered and not retry_after and self._refused_at[name] is None:
             # no Retry-After to say how long the window stays shut: watch when it reopens
