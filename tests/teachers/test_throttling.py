@@ -119,13 +119,16 @@ async def test_sliding_window_unknown_is_learned(
     # Without it the window's reopening is measured instead of told: 0.956-0.984 and 1-1.6%
     # (before: 0.96-0.97 and 5-14%, the opening allowance read as a rate, cut after cut).
     # The old pause-and-burst limiter: 26-28% 429s after the first window with Retry-After,
-    # 0.76-0.80 without.
+    # 0.76-0.80 without. Since 429s not tied to load no longer cut a learned rate at or under
+    # itself (shared upstream capacity decayed a run to 0.76-0.79 of the limit), a probe's
+    # overshoot takes a few more 429s to show: 3-4% in some runs here (full scale: 1.4% and
+    # 0.6%), so the bound is the 5% target.
     assert rate_of(server, 2.0) / 20.0 >= 0.85
     stats = server.stats
     steady = stats.arrivals[0] + 2.0
     late_429 = sum(t > steady for t in stats.throttle_times)
     late = sum(t > steady for t in stats.arrivals)
-    assert late_429 <= 0.03 * late, (late_429, late)
+    assert late_429 <= 0.05 * late, (late_429, late)
     state = limiter.state()
     # never learned far below the provider's real rate (the old limiter fell to a quarter)
     assert state.request_rate_min is None or state.request_rate_min >= 0.6 * 1200

@@ -409,6 +409,7 @@ class RateModel:
             # a learned rate to 0.76-0.79 of the limit in five minutes). Probing above it, a
             # lone 429 is how a window's limit shows first.
             return
+        self._last_tied[name] = now  # evidence: the probe waits for a quiet window again
         if clustered and not retry_after and self._refused_at[name] is None:
             # no Retry-After to say how long the window stays shut: watch when it reopens
             self._reached_at(name, log, now - sent)
