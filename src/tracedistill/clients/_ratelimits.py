@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import attrs
 
 from tracedistill.errors import ConfigurationError, TeacherError
+from tracedistill.records.base import trusted_maker
 
 __all__ = [
     "DIMENSIONS",
@@ -287,7 +288,7 @@ class Permit:
     paced_output: float | None = None
 
 
-_PERMIT_SETTERS = tuple(getattr(Permit, f.name).__set__ for f in attrs.fields(Permit))
+_MAKE_PERMIT = trusted_maker(Permit)
 
 
 def new_permit(
@@ -297,12 +298,7 @@ def new_permit(
     produced itself (it has no converter or validator to run), at about half the cost: one is
     built for every attempt.
     """
-    permit = object.__new__(Permit)
-    set_in, set_out, set_sent, set_paced = _PERMIT_SETTERS
-    set_in(permit, input_tokens)
-    set_out(permit, output_tokens)
-    set_sent(permit, sent_at)
-    set_paced(permit, paced_output)
+    permit: Permit = _MAKE_PERMIT(input_tokens, output_tokens, sent_at, paced_output)
     return permit
 
 

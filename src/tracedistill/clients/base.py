@@ -30,6 +30,7 @@ from tracedistill.records import (
     SamplingParams,
     TokenUsage,
 )
+from tracedistill.records.base import trusted_maker
 
 __all__ = [
     "Completion",
@@ -112,10 +113,7 @@ class Reply:
         )
 
 
-_NEW = object.__new__
-# The slot descriptors' setters, in field order: how attrs' own __init__ sets a frozen field.
-_SET_REPLY = tuple(getattr(Reply, field.name).__set__ for field in attrs.fields(Reply))
-(_SET_REASONING, _SET_ANSWER, _SET_KIND, _SET_FINISH, _SET_USAGE, _SET_COST, _SET_META) = _SET_REPLY
+_MAKE_REPLY = trusted_maker(Reply)
 
 
 def _trusted_reply(
@@ -133,14 +131,9 @@ def _trusted_reply(
     For this folder's parsers, which build one per response with every field already of its
     type: the constructor cost about twice as many instructions.
     """
-    reply = _NEW(Reply)
-    _SET_REASONING(reply, reasoning)
-    _SET_ANSWER(reply, answer)
-    _SET_KIND(reply, reasoning_kind)
-    _SET_FINISH(reply, finish_reason)
-    _SET_USAGE(reply, usage)
-    _SET_COST(reply, cost_usd)
-    _SET_META(reply, metadata)
+    reply: Reply = _MAKE_REPLY(
+        reasoning, answer, reasoning_kind, finish_reason, usage, cost_usd, metadata
+    )
     return reply
 
 

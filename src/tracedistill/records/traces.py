@@ -18,6 +18,8 @@ from tracedistill.records.base import (
     _frozen_mapping,
     _non_negative,
     _parse_time,
+    slot_setters,
+    trusted_maker,
     utcnow,
 )
 from tracedistill.records.messages import Message, SamplingParams, _messages, request_key
@@ -247,41 +249,16 @@ def _params_json(params: SamplingParams | None) -> orjson.Fragment | dict[str, A
 _now, _UTC = _dt.datetime.now, _dt.UTC  # utcnow() without its call, once per trace
 
 
-_SLOT_SETTERS: dict[type, tuple[Any, ...]] = {}
-_MAKERS: dict[type, Any] = {}
 _REASONING_KINDS = {str(k): k for k in ReasoningKind}
 _FINISH_REASONS = {str(k): k for k in FinishReason}
 
 
 def _trusted(cls: type[Any], *values: Any) -> Any:
-    # Bypasses converters and validators: only for records this library wrote itself. Slot
-    # descriptors set the (frozen) attributes directly, in field order, as attrs' __init__ does.
-    make = _MAKERS.get(cls) or _maker(cls)
-    return make(*values)
+    # Bypasses converters and validators: only for records this library wrote itself.
+    return trusted_maker(cls)(*values)
 
 
-def _maker(cls: type[Any]) -> Any:
-    # One straight-line function per class (the way attrs writes its own __init__): a loop
-    # over zip(setters, values) costs about half as much again per trace on the hot path.
-    setters = _setters(cls)
-    names = [f"v{i}" for i in range(len(setters))]
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set{i}": setter for i, setter in enumerate(setters)})
-    lines = [f"def make({', '.join(names)}):", "    inst = new(cls)"]
-    lines += [f"    set{i}(inst, {name})" for i, name in enumerate(names)]
-    lines.append("    return inst")
-    exec("\n".join(lines), namespace)  # generated from the class's own fields only
-    make = _MAKERS[cls] = namespace["make"]
-    return make
-
-
-def _setters(cls: type[Any]) -> tuple[Any, ...]:
-    setters = _SLOT_SETTERS.get(cls)
-    if setters is None:
-        setters = _SLOT_SETTERS[cls] = tuple(
-            getattr(cls, f.name).__set__ for f in attrs.fields(cls)
-        )
-    return setters
+_setters = slot_setters
 
 
 def trace_from_stored(data: dict[str, Any]) -> Trace:
@@ -451,7 +428,7 @@ def assemble_trace(
     ):
         # Positional, in Trace's field order (no tuple built on the way); the metadata is
         # copied as the converter would.
-        make = _MAKERS.get(Trace) or _maker(Trace)
+        make = trusted_maker(Trace)
         return cast(
             Trace,
             make(

@@ -41,6 +41,7 @@ from tracedistill.records import (
     Trace,
     request_key,
 )
+from tracedistill.records.base import trusted_maker
 from tracedistill.records.traces import assemble_trace
 from tracedistill.teachers.cost import Pricing
 
@@ -67,11 +68,7 @@ class TeacherRequest:
     key: str
 
 
-_NEW = object.__new__
-# The slot descriptors' setters: how attrs' own __init__ sets a frozen slotted field.
-_SET_PROBLEM, _SET_MESSAGES, _SET_PARAMS, _SET_SAMPLE, _SET_KEY = (
-    getattr(TeacherRequest, field.name).__set__ for field in attrs.fields(TeacherRequest)
-)
+_MAKE_REQUEST = trusted_maker(TeacherRequest)
 
 
 #: What one successful attempt returned, normalized to reasoning plus answer: the provider
@@ -199,12 +196,7 @@ class Teacher(abc.ABC):
         key = request_key(self.model, messages, params, sample_index)
         # What TeacherRequest(...) builds (it has no validators), at about a third of the cost:
         # this runs once per request.
-        request = _NEW(TeacherRequest)
-        _SET_PROBLEM(request, problem)
-        _SET_MESSAGES(request, messages)
-        _SET_PARAMS(request, params)
-        _SET_SAMPLE(request, sample_index)
-        _SET_KEY(request, key)
+        request: TeacherRequest = _MAKE_REQUEST(problem, messages, params, sample_index, key)
         return request
 
     def request_key(self, problem: Problem, sample_index: int = 0) -> str:
