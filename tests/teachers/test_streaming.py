@@ -8,6 +8,7 @@ error event is retried like a dropped body, and stored (and paid for in our reco
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 
 from tests.servers.anthropic_server import AnthropicServer
@@ -43,6 +44,13 @@ def anthropic_teacher(server: AnthropicServer, **kwargs: object) -> AnthropicTea
 def long_reply(prompt: str, request: object) -> Reply:
     """A reasoning long enough to stream in many deltas."""
     return Reply(reasoning="Step by step, carefully. " * 24, answer="The answer is \\boxed{7}.")
+
+
+#: the transports a stream is read through: the default (a bare aiohttp session) and httpx's
+#: client layer over a transport the user passes (httpx's own)
+PATHS = pytest.mark.parametrize(
+    "transport", [None, httpx.AsyncHTTPTransport], ids=["bare", "httpx"]
+)
 
 
 #: room for :func:`long_reply` (~155 tokens): the servers cut answers at max_tokens
@@ -105,9 +113,12 @@ async def test_openai_stream_matches_whole_body(
         await streamed.aclose()
 
 
-async def test_openai_stream_faults_retried_and_stored_once(store: JsonlTraceStore) -> None:
+@PATHS
+async def test_openai_stream_faults_retried_and_stored_once(
+    store: JsonlTraceStore, transport: object
+) -> None:
     with OpenAIServer(api_key=KEY) as server:
-        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE)
+        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, transport=transport)
         problems = math_problems(8)
         faults = {
             "p0:": Fault.drop(after=3),
@@ -132,10 +143,20 @@ async def test_openai_stream_faults_retried_and_stored_once(store: JsonlTraceSto
         await teacher.aclose()
 
 
-async def test_openai_stalled_stream_cut_live_stream_kept(store: JsonlTraceStore) -> None:
+@PATHS
+async def test_openai_stalled_stream_cut_live_stream_kept(
+    store: JsonlTraceStore, transport: object
+) -> None:
     stall = 60.0
     with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as server:
-        teacher = openai_teacher(server, stream=True, idle_timeout=IDLE, timeout=60.0, params=ROOM)
+        teacher = openai_teacher(
+            server,
+            stream=True,
+            idle_timeout=IDLE,
+            timeout=60.0,
+            params=ROOM,
+            transport=transport,
+        )
         server.script("p0:", Fault.stall(stall, after=5))
         # a quiet stretch three idle timeouts long, kept open by keep-alive comments
         server.script("p1:", Fault.stall(3 * IDLE, after=5, keepalive=IDLE / 5))
@@ -151,14 +172,20 @@ async def test_openai_stalled_stream_cut_live_stream_kept(store: JsonlTraceStore
         await teacher.aclose()
 
 
+@PATHS
 async def test_openai_stream_held_by_comments_only_is_cut_at_the_start_timeout(
-    store: JsonlTraceStore,
+    store: JsonlTraceStore, transport: object
 ) -> None:
     # an upstream that never answers behind a proxy's keep-alive comments: the comments alone
     # may hold the attempt for its start timeout (``timeout``), then it is retried
     with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as server:
         teacher = openai_teacher(
-            server, stream=True, idle_timeout=IDLE, timeout=4 * IDLE, params=ROOM
+            server,
+            stream=True,
+            idle_timeout=IDLE,
+            timeout=4 * IDLE,
+            params=ROOM,
+            transport=transport,
         )
         server.script("p0:", Fault.stall(60.0, after=2, keepalive=IDLE / 5))
         summary = await generate(teacher, math_problems(2), store, concurrency=2)

@@ -387,7 +387,12 @@ class HttpClient:
                 that ended before its final event as retryable errors.
         """
         client = self._get_client()
-        url, content = self._url(path), orjson.dumps(body)
+        content = orjson.dumps(body)
+        poster = self._poster
+        if poster is not None:
+            await self._post_stream_bare(poster, client, path, content, sink, observe)
+            return
+        url = self._url(path)
         with self._transport_errors():
             if self._direct is not None:
                 response = await self._post_direct(client, url, content, stream=True)
@@ -406,11 +411,36 @@ class HttpClient:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await response.aclose()
 
+    async def _post_stream_bare(
+        self,
+        poster: _AiohttpPoster,
+        client: httpx.AsyncClient,
+        path: str,
+        content: bytes,
+        sink: EventSink,
+        observe: Observer | None,
+    ) -> None:
+        """:meth:`post_stream` on the bare aiohttp session: httpx's request and response
+        objects and its byte-stream layers cost more than the events themselves.
+        """
+        plain = (self._prebuilt or self._prebuilt_headers(client)).plain
+        try:
+            async with poster.session.post(
+                self._url_text(path), data=content, headers=plain, timeout=poster.stream_timeout
+            ) as response:
+                status = response.status
+                payload = await response.read() if status >= 400 else b""
+                self._check_parts(status, _limit_headers(response.raw_headers), payload, observe)
+                await self._pump(response.content.iter_any(), SSEDecoder(), sink)
+        except poster.failures as exc:
+            raise poster.error_of(self, exc, "stream") from None
+
     async def _read_events(self, response: httpx.Response, sink: EventSink) -> None:
         decoder = SSEDecoder()
         chunks = response.aiter_bytes()
         try:
-            await self._pump(chunks, decoder, sink)
+            with self._transport_errors("stream"):
+                await self._pump(chunks, decoder, sink)
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
@@ -426,35 +456,37 @@ class HttpClient:
         # attempt forever. Comments alone may hold it for the attempt's start timeout at most.
         ceiling = self.start_timeout
         received = 0
-        content_at = anyio.current_time()
-        while True:
-            chunk = None
-            with anyio.move_on_after(idle) as silence, self._transport_errors("stream"):
+        content_at = now = anyio.current_time()
+        # One scope whose deadline moves with every chunk: a scope per read cost more than
+        # parsing the events it guarded.
+        with anyio.CancelScope() as silence:
+            while True:
+                silence.deadline = now + idle
                 chunk = await anext(chunks, None)
-            if silence.cancelled_caught:
-                raise ProviderTimeoutError(
-                    f"{self.name}: stream stalled (no event for {idle:g}s after {received} bytes)"
-                )
-            if chunk is None:
-                if sink.ended():
-                    return
-                raise ProviderUnavailableError(
-                    f"{self.name}: stream ended before its final event ({received} bytes)"
-                )
-            received += len(chunk)
-            fed = False
-            for event, data in decoder.feed(chunk):
-                fed = True
-                sink.feed(event, data)
-                if sink.done:
-                    return
-            if fed:
-                content_at = anyio.current_time()
-            elif ceiling is not None and anyio.current_time() - content_at > ceiling:
-                raise ProviderTimeoutError(
-                    f"{self.name}: stream kept alive by keep-alive comments only for over "
-                    f"{ceiling:g}s (no event after {received} bytes)"
-                )
+                if chunk is None:
+                    if sink.ended():
+                        return
+                    raise ProviderUnavailableError(
+                        f"{self.name}: stream ended before its final event ({received} bytes)"
+                    )
+                received += len(chunk)
+                now = anyio.current_time()
+                fed = False
+                for event, data in decoder.feed(chunk):
+                    fed = True
+                    sink.feed(event, data)
+                    if sink.done:
+                        return
+                if fed:
+                    content_at = now
+                elif ceiling is not None and now - content_at > ceiling:
+                    raise ProviderTimeoutError(
+                        f"{self.name}: stream kept alive by keep-alive comments only for over "
+                        f"{ceiling:g}s (no event after {received} bytes)"
+                    )
+        raise ProviderTimeoutError(
+            f"{self.name}: stream stalled (no event for {idle:g}s after {received} bytes)"
+        )
 
     def json_object(self, response: httpx.Response) -> dict[str, Any]:
         """The JSON object a response holds.
@@ -492,13 +524,7 @@ class HttpClient:
             response = await self.send("POST", path, content=content, observe=observe)
             return self.json_object(response), response.headers
         plain = (self._prebuilt or self._prebuilt_headers(client)).plain
-        url = self._url_texts.get(path)
-        if url is None:
-            # Kept beside the parsed URL: turning an httpx.URL back into text costs a little
-            # on every request.
-            url = str(self._url(path))
-            if len(self._url_texts) < 64:
-                self._url_texts[path] = url
+        url = self._url_texts.get(path) or self._url_text(path)
         # The session awaited here rather than in a method of the poster: one coroutine frame
         # fewer per request.
         try:
@@ -511,6 +537,17 @@ class HttpClient:
         if status >= 400 or (limits and observe is not None):
             self._check_parts(status, limits, payload, observe)
         return self._json_of(status, payload), limits
+
+    def _url_text(self, path: str) -> str:
+        """The full URL of ``path`` as text (kept beside the parsed URL: turning an
+        ``httpx.URL`` back into text costs a little on every request).
+        """
+        url = self._url_texts.get(path)
+        if url is None:
+            url = str(self._url(path))
+            if len(self._url_texts) < 64:
+                self._url_texts[path] = url
+        return url
 
     async def get_json(self, path: str) -> dict[str, Any]:
         """GET a JSON object (a path under ``base_url`` or a full URL).
@@ -554,7 +591,11 @@ class _AiohttpPoster:
     """
 
     def __init__(
-        self, session: Any, transport: httpx.AsyncBaseTransport, total: float | None
+        self,
+        session: Any,
+        transport: httpx.AsyncBaseTransport,
+        total: float | None,
+        timeout: httpx.Timeout,
     ) -> None:
         import aiohttp
 
@@ -568,6 +609,11 @@ class _AiohttpPoster:
         #: what a POST may raise that :meth:`error_of` maps (aiohttp's timeouts are
         #: TimeoutErrors, its connection errors ClientErrors or OSErrors)
         self.failures = (aiohttp.ClientError, OSError, TimeoutError)
+        #: a stream's timeouts: connecting and each read as httpx's were, and no whole-request
+        #: limit (an answer that keeps sending events is never cut)
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
+        )
 
     @classmethod
     def create(
@@ -594,21 +640,27 @@ class _AiohttpPoster:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        return cls(session, AiohttpTransport(limits=limits, client=session), total)
+        return cls(session, AiohttpTransport(limits=limits, client=session), total, timeout)
 
-    def error_of(self, client: HttpClient, exc: BaseException) -> ProviderError:
-        """The retryable error one of :attr:`failures` stands for (the key redacted)."""
+    def error_of(
+        self, client: HttpClient, exc: BaseException, what: str = "request"
+    ) -> ProviderError:
+        """The retryable error one of :attr:`failures` stands for (the key redacted), raised
+        during ``what`` (a request; a stream, which has no whole-request limit).
+        """
         if isinstance(exc, self._lost):
             return ProviderUnavailableError(
                 f"{client.name}: connection lost ({type(exc).__name__})"
             )
-        if isinstance(exc, self._silence):  # connecting or a silence
-            return ProviderTimeoutError(f"{client.name}: request timed out ({type(exc).__name__})")
+        if isinstance(exc, self._silence) or (what != "request" and isinstance(exc, TimeoutError)):
+            # connecting, or a silence
+            return ProviderTimeoutError(f"{client.name}: {what} timed out ({type(exc).__name__})")
         if isinstance(exc, TimeoutError):  # the whole-request limit (aiohttp raises a bare one)
             what = f"within {self.total:g}s" if self.total else f"({type(exc).__name__})"
             return ProviderTimeoutError(f"{client.name}: no complete response {what}")
+        during = "" if what == "request" else f" during the {what}"
         return ProviderUnavailableError(
-            f"{client.name}: connection error ({type(exc).__name__}: "
+            f"{client.name}: connection error{during} ({type(exc).__name__}: "
             f"{client.redact(str(exc))[:200]})"
         )
 
