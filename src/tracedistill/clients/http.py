@@ -2,7 +2,8 @@
 
 The client is httpx's API over a pluggable transport. By default it is httpx-aiohttp's
 ``AiohttpTransport`` when that package is installed and the loop is asyncio (several times the
-throughput of httpx's own transport under concurrency), else httpx's own.
+throughput of httpx's own transport under concurrency), else httpx's own. With the default,
+JSON POSTs and streams go straight to the aiohttp session under that transport.
 """
 
 from __future__ import annotations
@@ -629,8 +630,8 @@ class _AiohttpPoster:
             connector=aiohttp.TCPConnector(limit=max_connections),
             cookie_jar=aiohttp.DummyCookieJar(),
             # A silence can never outlast the whole-request limit: with one, no read timer
-            # (re-armed on every chunk received) is needed. httpx-aiohttp's requests (streams,
-            # GETs, uploads) pass their own timeouts and never take this total.
+            # (re-armed on every chunk received) is needed. Streams and httpx-aiohttp's
+            # requests (GETs, uploads) pass their own timeouts and never take this total.
             timeout=aiohttp.ClientTimeout(
                 total=total,
                 sock_connect=timeout.connect,
