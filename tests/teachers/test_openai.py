@@ -4,6 +4,7 @@ import collections
 import time
 
 import anyio
+import attrs
 import pytest
 
 from tests.servers.openai_server import Fault, OpenAIServer, Reply
@@ -99,6 +100,22 @@ async def test_retryable_faults_are_retried(
     assert summary.spend_usd == pytest.approx(openai_server.stats.billed_usd)
     if fault.kind != "slow":
         assert answered == 6
+    await teacher.aclose()
+
+
+async def test_default_policy_outlasts_a_run_of_bad_luck(
+    openai_server: OpenAIServer, store: JsonlTraceStore
+) -> None:
+    # nine failed attempts in a row for one problem, while the provider answers the others:
+    # the default policy (10 attempts) still gets it answered, not stored as failed
+    policy = attrs.evolve(RetryPolicy(), base_delay=0.01, max_delay=0.02)
+    teacher = openai_teacher(openai_server, retry=policy)
+    problems = math_problems(3)
+    openai_server.script(problems[0].prompt, *[Fault.http(503)] * 9)
+    summary = await generate(teacher, problems, store)
+    assert summary.failed == 0 and summary.done == 3
+    trace = store.get(teacher.request_key(problems[0]))
+    assert trace is not None and trace.ok and trace.attempts == 10
     await teacher.aclose()
 
 

@@ -497,6 +497,14 @@ def test_failing_broadly_reads_the_share_of_overloads() -> None:
     clock.now += 2.5  # the burst has passed out of the window
     limiter.on_success()
     assert not limiter.failing_broadly()
+    # the last request or two of a run: one overload is half the answers, not a broad failure
+    clock.now += 2.5
+    limiter.on_overload()
+    assert not limiter.failing_broadly()
+    clock.now += 0.1
+    limiter.on_overload()
+    limiter.on_overload()
+    assert limiter.failing_broadly()  # three with nothing answered: the provider is down
 
 
 @pytest.mark.parametrize(
