@@ -109,21 +109,25 @@ async def test_sliding_window_unknown_is_learned(
         limiter = RateLimiter(None, max_concurrency=64)
         await run_for(12.0, teacher=teacher, problems=endless("su"), store=store, limiter=limiter)
         await teacher.aclose()
-    # target >= 0.90 of the limit (first window left out) and <= 5% 429s after the first
-    # window; asserted: 0.85 (margin for a loaded machine) and 3% (the most seen was 2.1%, 4
-    # of 190). With whole-second Retry-After: 0.945-0.98 over 24 runs, 2-4 at once, some
-    # beside 3 busy loops (the old tree beside them: 0.59-0.84); but 1 pytest run of 4 at load
-    # 4-8 read 0.884, so 0.9 is not asserted. The first window was counted from when the first
-    # request was recorded, not from when the client's set-up let it leave (seconds, loaded),
-    # and a lone 429 a window later read the opening pause as a low rate (a 10% cut).
-    # Without it the window's reopening is measured instead of told: 0.956-0.984 and 1-1.6%
-    # (before: 0.96-0.97 and 5-14%, the opening allowance read as a rate, cut after cut).
-    # The old pause-and-burst limiter: 26-28% 429s after the first window with Retry-After,
-    # 0.76-0.80 without. Since 429s not tied to load no longer cut a learned rate at or under
-    # itself (shared upstream capacity decayed a run to 0.76-0.79 of the limit), a probe's
-    # overshoot takes a few more 429s to show: 3-4% in some runs here (full scale: 1.4% and
-    # 0.6%), so the bound is the 5% target.
-    assert rate_of(server, 2.0) / 20.0 >= 0.85
+    # issue 12's targets, asserted as they are: >= 0.90 of the limit (first window left out)
+    # and <= 5% 429s after the first window. Measured on this tree (19:27-19:56 UTC), 21-22
+    # runs each: with whole-second Retry-After 0.968-0.994 of the limit (median 0.983),
+    # without it 0.972-0.994 (median 0.982), at load 1-7: the lowest with the client pinned
+    # to one core beside 6 busy loops (a seventh of a core), 4 runs at once at load 4-7
+    # 0.977-0.994, so neither load nor the client's CPU brings it near 0.9. The 0.884 one
+    # pytest run of 4 read at load 4-8 (when 0.85 was asserted, in the round that started
+    # counting the first window from when the client's set-up let the first request leave
+    # and stopped a lone 429 a window later cutting 10%) was not seen again.
+    # 429s after the first window: without Retry-After 1-6 of 186-200 (3% at most; its
+    # window's reopening is measured instead of told; before: 5-14%, the opening allowance
+    # read as a rate, cut after cut); with it 2-10 of 159-205 (4.9% at most): the opening
+    # burst's estimate is refined under the rate its first 429 read, which stays the rate
+    # "last learned", so the probe's lone 429s above the refined rate are not read as
+    # probing and it climbs to ~1.15x the limit in 12 s (429s not tied to load no longer cut
+    # a learned rate at or under itself: shared upstream capacity decayed a run to 0.76-0.79
+    # of the limit). Full scale: 1.4% and 0.6%. The old pause-and-burst limiter: 26-28% 429s
+    # after the first window with Retry-After, 0.76-0.80 of the limit without.
+    assert rate_of(server, 2.0) / 20.0 >= 0.9, rate_of(server, 2.0)
     stats = server.stats
     steady = stats.arrivals[0] + 2.0
     late_429 = sum(t > steady for t in stats.throttle_times)
@@ -150,7 +154,11 @@ async def test_unknown_limit_with_random_429s_holds(store: JsonlTraceStore) -> N
     late = stats.arrivals[0] + 15.0
     answers = [t for t in stats.answer_times if t > late]
     second_half = len(answers) / (answers[-1] - late)
-    assert second_half / 20.0 >= 0.85, second_half  # fault-free 0.97; the random 429s cost 6%
+    # issue 12's target, >= 0.90 of the limit, asserted as it is: 0.946-0.971 in 13 runs
+    # (19:29-19:56 UTC, load 2-7, the client pinned to one core beside 3 or 6 busy loops in
+    # 8 of them); fault-free 0.97-0.99. The random 429s are not charged against the limit
+    # (the simulator refuses them before counting), so 1.0 is reachable here.
+    assert second_half / 20.0 >= 0.9, second_half
 
 
 async def _told_run(store: JsonlTraceStore, prefix: str, adaptive: bool) -> tuple[float, float]:
@@ -230,10 +238,23 @@ async def test_correct_limit_with_random_429s_is_kept(store: JsonlTraceStore) ->
     assert server.stats.throttled >= 2
     assert state.cuts == 0 and state.request_rate == pytest.approx(600)
     assert state.request_rate_min == pytest.approx(600)
-    # what the provider admitted (answers and refusals both count against its limit)
+    # Issue 12's target for a told limit, >= 0.95 of it, asserted as it is on what counts
+    # against the limit: every request sent, refusals included, as OpenAI documents
+    # ("unsuccessful requests contribute to your per-minute limit"), which is why the limiter
+    # keeps its sends to the told limit whatever the answers. Measured 0.985-0.991 in 9 runs
+    # (load 1-7, 3 of them with the client pinned to one core beside 6 busy loops).
     stats = server.stats
-    admitted = (stats.requests - stats.throttled) / (stats.arrivals[-1] - stats.arrivals[0])
-    assert admitted / 10.0 >= 0.9, admitted  # target >= 0.95; margin for a loaded machine
+    span = stats.arrivals[-1] - stats.arrivals[0]
+    assert stats.requests / span / 10.0 >= 0.95, stats.requests / span
+    # What the provider answered is 6% under that by construction: a client keeping to the
+    # limit has 6% of it refused at random, so 0.94 of the limit is the most it can have
+    # answered (answered / limit read 0.932-0.939, under the target for that reason alone;
+    # it was asserted >= 0.9). Against that ideal the target holds: 0.991-0.997. The simulator
+    # does not charge the random refusals, so a client sending 6% over its told limit would
+    # be answered at the limit here; a provider that counts refusals, as OpenAI says it does,
+    # would refuse it for load, so the limiter does not.
+    admitted = (stats.requests - stats.throttled) / span
+    assert admitted / (10.0 * (1.0 - 0.06)) >= 0.95, admitted
 
 
 async def test_correct_limit_with_random_429s_is_kept_below_it(store: JsonlTraceStore) -> None:
@@ -293,11 +314,13 @@ async def test_faults_at_the_limit_all_answered(store: JsonlTraceStore) -> None:
     sent = sum(start < t <= t95 for t in stats.arrivals)
     admitted = sent - sum(start < t <= t95 for t in stats.throttle_times)
     sent_rate = admitted / (t95 - start)
-    # Target >= 0.9 of the limit: 0.96-0.98 measured with 3 CPU burners on 2 cores, 0.88-0.97
-    # with 6 (before the limiter capped each second at the pace, a starved event loop burst a
-    # bucket's capacity on top of the rate into the 1 s window: 0.55-0.69, 40 429s, a cut to
-    # 2,000/min); asserted with a margin for heavier load
-    assert sent_rate / 60.0 >= 0.8, sent_rate
+    # issue 12's target, >= 0.9 of the limit, asserted as it is: 0.939-0.978 in 15 runs
+    # (19:45-19:56 UTC, load 3-7; 11 of them with the client pinned to one core beside 6 busy
+    # loops, a seventh of a core: 0.939-0.966, 6-15 429s); 0.96-0.98 with 3 CPU burners on 2
+    # cores and 0.88-0.97 with 6 in an earlier round (before the limiter capped each second
+    # at the pace, a starved event loop burst a bucket's capacity on top of the rate into the
+    # 1 s window: 0.55-0.69, 40 429s, a cut to 2,000/min)
+    assert sent_rate / 60.0 >= 0.9, sent_rate
     # faults are not rate signals: a cut needs 429s (a loaded machine now and then delays
     # arrivals past the 2% headroom: one step of ~13% in about 1 run of 5 with 3-6 CPU burners)
     state = limiter.state()
@@ -549,9 +572,13 @@ async def test_input_token_limit_binds_and_holds(store: JsonlTraceStore) -> None
     input_rate, _ = _token_rates(server, 10.0)
     stats = server.stats
     assert stats.answered >= 30
-    assert input_rate / 6_000 >= 0.85, input_rate  # target >= 0.9; margin for a loaded machine
+    # issue 12's targets for a told limit, token limits as request limits, asserted as they
+    # are: >= 0.95 of the limit and <= 1% 429s. Measured 0.983-1.012 and no 429 in 18 runs
+    # (19:27-19:56 UTC, load 1-7; with the client pinned to one core beside 6 busy loops,
+    # and 4 runs at once, alike). Over 1.0: the provider's bucket holds a second of the limit
+    assert input_rate / 6_000 >= 0.95, input_rate
     assert input_rate / 6_000 <= 1.05, input_rate
-    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
+    assert stats.throttled <= 0.01 * stats.requests, (stats.throttled, stats.requests)
 
 
 @pytest.mark.slow
@@ -571,9 +598,13 @@ async def test_output_token_limit_binds_and_holds(store: JsonlTraceStore) -> Non
         await teacher.aclose()
     _, output_rate = _token_rates(server, 10.0)
     stats = server.stats
-    assert output_rate / 300 >= 0.85, output_rate  # target >= 0.9; margin for a loaded machine
+    # issue 12's targets for a told limit, token limits as request limits, asserted as they
+    # are: >= 0.95 of the limit and <= 1% 429s. Measured 0.980-0.994 and no 429 in 18 runs
+    # (19:27-19:56 UTC, load 1-7; with the client pinned to one core beside 6 busy loops,
+    # and 4 runs at once, alike)
+    assert output_rate / 300 >= 0.95, output_rate
     assert output_rate / 300 <= 1.05, output_rate
-    assert stats.throttled <= 0.05 * stats.requests, (stats.throttled, stats.requests)
+    assert stats.throttled <= 0.01 * stats.requests, (stats.throttled, stats.requests)
 
 
 async def test_progress_and_summary_show_the_limiter(
