@@ -341,12 +341,14 @@ class RateModel:
             # capacity) from a client offering less than the limit (held by its concurrency or
             # a loaded machine) read as a low accepted rate, and cut a correct limit step by
             # step into a ceiling far under it (0.77-0.79 of the limit at 3% random 429s).
-            if not recent.saturated(now) and not log.tied_to_load(name, sent, self.NOISE_SHARE):
+            if not recent.saturated(now, log) and not log.tied_to_load(
+                name, sent, self.NOISE_SHARE
+            ):
                 return
             if self.learned[name] is None and not self._repeated(name, now):
                 return
         allowed = self.allowed(name)
-        clustered = recent.saturated(now)
+        clustered = recent.saturated(now, log)
         if allowed is None and not clustered:
             return  # a lone 429 with no limit known: only that request waits
         near = allowed is not None and measured >= allowed * (1.0 - self.limits.headroom - 0.04)
@@ -392,7 +394,7 @@ class RateModel:
         estimate, after which recovery above it is a slow probe.
         """
         allowed = self.allowed(name)
-        clustered = recent.saturated(now)
+        clustered = recent.saturated(now, log)
         # since the last cut: the refusals of a rate already cut say nothing of the new one
         tied = clustered or log.tied_to_load(name, sent, self.NOISE_SHARE, since=self._cut_at[name])
         if tied:
@@ -521,8 +523,9 @@ class RateModel:
         more for ``retry_after`` seconds, so what it accepted spreads over the span up to then
         (about one window). Every 429 of that first episode refines the estimate: attempts
         still in flight count as accepted until their 429 comes back. It takes a burst: at
-        least 3 429s, a tenth of the last two seconds' answers (a lone 429 may be noise).
-        Returns whether this 429 was used so.
+        least 3 429s, a tenth of the last two seconds' answers and of what was sent in them (a
+        lone 429 may be noise). The refined estimate is the rate last learned. Returns whether
+        this 429 was used so.
         """
         if retry_after is None or retry_after <= 0:
             return False
@@ -531,6 +534,10 @@ class RateModel:
             recent.forget_before(now - SHARE_WINDOW)
             throttles = len(recent.throttles)
             if throttles < 3 or throttles < 0.1 * (throttles + len(recent.answers)):
+                return False
+            # ...and a tenth of what was sent: at the start no answer is back yet, and a few
+            # 429s not tied to load (their Retry-After no word on the window) pass the above
+            if not log.tied_to_load(name, now, self.NOISE_SHARE, 3, now - SHARE_WINDOW):
                 return False
         elif self._first_episode[name] != episode:
             return False
@@ -559,6 +566,9 @@ class RateModel:
             self._last_cut[name] = (now, measured)
             self._cut(name, now, measured)
         else:
+            # refined: the rate last learned is this one, not the first 429's looser estimate
+            # (probing above it from there, lone 429s read as noise up to 1.4x the limit)
+            self._last_cut[name] = (now, measured)
             self.learned[name] = measured
             self.recompute(name)
         return True
