@@ -426,6 +426,12 @@ class RateModel:
             reopened = self._reopen_by[name]  # when the first Retry-After said it would
         if reopened is not None:
             since = reopened  # the opening allowance is no sample of the rate
+        if not (
+            clustered or probing or log.tied_to_load(name, sent, self.NOISE_SHARE, since=since)
+        ):
+            # tied to load only by a small sample's chance since the last cut (6% random 429s
+            # put 5 in the first 40 sent): over the span measured they are noise
+            return
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
         if measured is None or unpaused is None or unpaused <= 0.0:
@@ -443,6 +449,10 @@ class RateModel:
             # 429s say more; above an estimate the provider's own window gave, 5% under the
             # rate that drew it (probing found the limit), as under a learned ceiling
             measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
+            if probing and not tied and last is not None:
+                # only the probe drew it (perhaps a 429 not tied to load): back to the rate
+                # last learned, not under it (6% random 429s cut a run to 0.83 of the limit)
+                measured = max(measured, last[1])
         if (
             last is not None
             and now - last[0] <= self.DEMOTE_SPAN
