@@ -186,7 +186,8 @@ async def test_unknown_limit_random_429s_from_the_start(store: JsonlTraceStore) 
             )
         await teacher.aclose()
     assert first[0] is not None and 0.8 <= first[0] / 20.0 <= 1.2, first  # 0.98 measured
-    # issue 12's targets as they are (random 429s included): measured 0.92-0.95 and 3.5-4.4%
+    # issue 12's targets as they are, the random 429s included: measured 0.94 and 4.3% (none
+    # of them the window's own; 7 runs, 2 at once) with 2 s paused; the old tree 1.91x first
     assert rate_of(server, 2.0) / 20.0 >= 0.90
     stats = server.stats
     steady = stats.arrivals[0] + 2.0
