@@ -161,6 +161,51 @@ async def test_unknown_limit_with_random_429s_holds(store: JsonlTraceStore) -> N
     assert second_half / 20.0 >= 0.9, second_half
 
 
+@pytest.mark.slow
+async def test_unknown_limit_random_429s_from_the_start(store: JsonlTraceStore) -> None:
+    # An outside audit's case: not told, a sliding window answering 429 with whole-second
+    # Retry-After, and 3% 429s not tied to load (Retry-After: 1) from the first requests. With
+    # seed 1, five of the first 40 the window admits get one, back before the window's own 24
+    # and before any answer. Before, they passed as the opening burst (a share of no answers),
+    # their Retry-After: 1 was read as the window's reopening, the first estimate came out
+    # 1.91x the limit, and the run stayed in pause-and-burst: 0.75-0.79 of the limit, 14-20%
+    # 429s after the first window, 30-45% of the time paused (20 s, load 4-7).
+    limits = (Limit("requests", 40, 2.0, "sliding"),)
+    server = OpenAIProvider(
+        api_key=KEY, latency=0.05, seed=1, limits=limits, header_style=None, random_429=0.03
+    )
+    first: list[float | None] = []
+
+    async def first_estimate(limiter: RateLimiter) -> None:
+        for _ in range(1000):  # until the first window's first 429s (10 s at most)
+            if limiter.request_rate is not None:
+                break
+            await anyio.sleep(0.01)
+        await anyio.sleep(1.0)  # its episode is over, the window not reopened yet
+        first.append(limiter.request_rate)
+
+    with server:
+        teacher = openai_teacher(server, retry=RETRY)
+        limiter = RateLimiter(None, max_concurrency=64)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first_estimate, limiter)
+            await run_for(
+                20.0, teacher=teacher, problems=endless("fs"), store=store, limiter=limiter
+            )
+        await teacher.aclose()
+    assert first[0] is not None and 0.8 <= first[0] / 20.0 <= 1.2, first  # 0.98 measured
+    # issue 12's targets as they are, the random 429s included: measured 0.94 and 4.3% (none
+    # of them the window's own; 7 runs, 2 at once) with 2 s paused; the old tree 1.91x first
+    assert rate_of(server, 2.0) / 20.0 >= 0.90
+    stats = server.stats
+    steady = stats.arrivals[0] + 2.0
+    late_429 = sum(t > steady for t in stats.throttle_times)
+    late = sum(t > steady for t in stats.arrivals)
+    assert late_429 <= 0.05 * late, (late_429, late)
+    # no pause-and-burst: only the first window's pause (2 s)
+    assert limiter.state().paused_s <= 3.0, limiter.state().paused_s
+
+
 async def _told_run(store: JsonlTraceStore, prefix: str, adaptive: bool) -> tuple[float, float]:
     """Of the limit (first window left out) and 429s after it, told the right limit."""
     with provider(limits=(Limit("requests", 40, 2.0, "sliding"),), header_style=None) as server:

@@ -210,11 +210,20 @@ class RecentAnswers:
         self.overloads.append(now)
         self.forget_before(now - SHARE_WINDOW)
 
-    def saturated(self, now: float) -> bool:
-        """Whether 429s are a large share of the last two seconds' answers."""
+    def saturated(self, now: float, log: SendLog | None = None) -> bool:
+        """Whether 429s are a large share of the last two seconds' answers.
+
+        With a ``log`` of the attempts sent, they must also be a tenth of those sent in these
+        seconds: answers lag what was sent, and at the start of a run a few 429s not tied to
+        load (shared upstream capacity) come back before any answer, a large share of none.
+        """
         self.forget_before(now - SHARE_WINDOW)
         recent = len(self.throttles)
-        return recent >= 3 and recent >= 0.25 * (recent + len(self.answers))
+        if recent < 3 or recent < 0.25 * (recent + len(self.answers)):
+            return False
+        if log is None or log.first_send is None:
+            return True  # no attempt recorded (outcomes reported without permits)
+        return log.tied_to_load("requests", now, 0.1, 3, now - SHARE_WINDOW)
 
     def overload_share(self, now: float) -> tuple[int, int]:
         """Overloads and answers of the last two seconds."""

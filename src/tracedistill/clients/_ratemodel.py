@@ -341,12 +341,14 @@ class RateModel:
             # capacity) from a client offering less than the limit (held by its concurrency or
             # a loaded machine) read as a low accepted rate, and cut a correct limit step by
             # step into a ceiling far under it (0.77-0.79 of the limit at 3% random 429s).
-            if not recent.saturated(now) and not log.tied_to_load(name, sent, self.NOISE_SHARE):
+            if not recent.saturated(now, log) and not log.tied_to_load(
+                name, sent, self.NOISE_SHARE
+            ):
                 return
             if self.learned[name] is None and not self._repeated(name, now):
                 return
         allowed = self.allowed(name)
-        clustered = recent.saturated(now)
+        clustered = recent.saturated(now, log)
         if allowed is None and not clustered:
             return  # a lone 429 with no limit known: only that request waits
         near = allowed is not None and measured >= allowed * (1.0 - self.limits.headroom - 0.04)
@@ -388,11 +390,12 @@ class RateModel:
         them, so leaving them out would credit it with the bursts that follow. A span that
         was mostly paused (a long ``Retry-After``) is measured without its pauses. Only 429s
         tied to load (saturation: a large share of recent answers; or a tenth of what was sent
-        since the last cut) teach anything; a second cut at about the same rate confirms the
-        estimate, after which recovery above it is a slow probe.
+        since the last cut and over the span measured) teach anything, or a lone 429 while
+        probing above the rate last learned (back to that rate); a second cut at about the same
+        rate confirms the estimate, after which recovery above it is a slow probe.
         """
         allowed = self.allowed(name)
-        clustered = recent.saturated(now)
+        clustered = recent.saturated(now, log)
         # since the last cut: the refusals of a rate already cut say nothing of the new one
         tied = clustered or log.tied_to_load(name, sent, self.NOISE_SHARE, since=self._cut_at[name])
         if tied:
@@ -424,6 +427,12 @@ class RateModel:
             reopened = self._reopen_by[name]  # when the first Retry-After said it would
         if reopened is not None:
             since = reopened  # the opening allowance is no sample of the rate
+        if not (
+            clustered or probing or log.tied_to_load(name, sent, self.NOISE_SHARE, since=since)
+        ):
+            # tied to load only by a small sample's chance since the last cut (6% random 429s
+            # put 5 in the first 40 sent): over the span measured they are noise
+            return
         measured = log.accepted_rate(name, sent, None, since=since)
         unpaused = log.accepted_rate(name, sent, pauses, since=since)
         if measured is None or unpaused is None or unpaused <= 0.0:
@@ -441,6 +450,10 @@ class RateModel:
             # 429s say more; above an estimate the provider's own window gave, 5% under the
             # rate that drew it (probing found the limit), as under a learned ceiling
             measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
+            if probing and not tied and last is not None:
+                # only the probe drew it (perhaps a 429 not tied to load): back to the rate
+                # last learned, not under it (6% random 429s cut a run to 0.83 of the limit)
+                measured = max(measured, last[1])
         if (
             last is not None
             and now - last[0] <= self.DEMOTE_SPAN
@@ -521,8 +534,9 @@ class RateModel:
         more for ``retry_after`` seconds, so what it accepted spreads over the span up to then
         (about one window). Every 429 of that first episode refines the estimate: attempts
         still in flight count as accepted until their 429 comes back. It takes a burst: at
-        least 3 429s, a tenth of the last two seconds' answers (a lone 429 may be noise).
-        Returns whether this 429 was used so.
+        least 3 429s, a tenth of the last two seconds' answers and of what was sent in them (a
+        lone 429 may be noise). The refined estimate is the rate last learned. Returns whether
+        this 429 was used so.
         """
         if retry_after is None or retry_after <= 0:
             return False
@@ -531,6 +545,10 @@ class RateModel:
             recent.forget_before(now - SHARE_WINDOW)
             throttles = len(recent.throttles)
             if throttles < 3 or throttles < 0.1 * (throttles + len(recent.answers)):
+                return False
+            # ...and a tenth of what was sent: at the start no answer is back yet, and a few
+            # 429s not tied to load (their Retry-After no word on the window) pass the above
+            if not log.tied_to_load(name, now, self.NOISE_SHARE, 3, now - SHARE_WINDOW):
                 return False
         elif self._first_episode[name] != episode:
             return False
@@ -559,6 +577,9 @@ class RateModel:
             self._last_cut[name] = (now, measured)
             self._cut(name, now, measured)
         else:
+            # refined: the rate last learned is this one, not the first 429's looser estimate
+            # (probing above it from there, lone 429s read as noise up to 1.4x the limit)
+            self._last_cut[name] = (now, measured)
             self.learned[name] = measured
             self.recompute(name)
         return True

@@ -35,12 +35,13 @@ What it learns from, in order of trust, and what it ignores:
    reads the opening burst: a fresh window admits its whole allowance at once and
    ``Retry-After`` then says how long nothing more is accepted, so the rate is what was
    accepted / (the time since the first requests reached the provider + ``Retry-After``),
-   once at least three 429s make up a tenth of recent answers. Without ``Retry-After`` the
+   once at least three 429s make up a tenth of recent answers and of what was sent (at the
+   start no answer is back: a few 429s not tied to load are no burst). Without ``Retry-After`` the
    reopening is measured: the first request accepted after the first saturated episode shows
    how long the window stayed shut, and later cuts count from then;
 4. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
    got it waits that long; everyone pauses too under saturation (429s a large share of recent
-   answers). A 429 without
+   answers, and a tenth of what was sent). A 429 without
    ``Retry-After`` whose headers say a limit is used up (``remaining: 0``) waits for that
    limit's reset. ``remaining: 0`` on a *successful* answer pauses nothing: its reset is the
    time to a *full* limit, and the buckets already pace a known limit;
@@ -499,18 +500,18 @@ class RateLimiter:
             resets = [reset for _dim, reset in info.exhausted()]
             retry_after = min(resets) if resets else None
         # A lone 429 may be noise (jitter, shared upstream capacity): only that request
-        # waits. 429s that are a large share of the answers mean the provider is saturated:
-        # everyone waits.
+        # waits. 429s that are a large share of the answers (and of what was sent) mean the
+        # provider is saturated: everyone waits.
         adaptive = self.limits.adaptive
+        sent = now
+        if permit is not None and adaptive:
+            sent = permit.sent_at
+            self._log.refused(permit, now)  # before the share of what was sent is read
         pause = retry_after is not None and retry_after > 0
-        if pause and (not adaptive or self._recent.saturated(now)):
+        if pause and (not adaptive or self._recent.saturated(now, self._log)):
             self._pauses.pause(now, retry_after or 0.0)
         if not adaptive:
             return
-        sent = now
-        if permit is not None:
-            sent = permit.sent_at
-            self._log.refused(permit, now)
         self._model.learn(
             dimension_of(info),
             sent,
