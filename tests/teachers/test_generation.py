@@ -8,9 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.servers.openai_server import OpenAIServer
+from tests.servers.openai_server import Fault, OpenAIServer
 from tracedistill import JsonlTraceStore, Problem, Trace
 from tracedistill.errors import ConfigurationError
+from tracedistill.teachers import RetryPolicy
 from tracedistill.teachers.engine import (
     GenerationRun,
     StreamingGeneration,
@@ -155,3 +156,20 @@ async def test_a_failing_pool_raises_its_error_and_keeps_what_was_answered(
     stored = list(store.traces())
     assert all(t.ok for t in stored) and len(stored) <= 300
     assert len({t.key for t in stored}) == len(stored)
+
+
+async def test_a_request_backing_off_leaves_its_slot_to_others(
+    openai_server: OpenAIServer, store: JsonlTraceStore
+) -> None:
+    # one slot; the first problem's first attempt gets a 503 and waits a second before its
+    # next: the other problems use the slot meanwhile, never more than one attempt at once
+    policy = RetryPolicy(base_delay=1.0, max_delay=1.0, jitter=False)
+    teacher = openai_teacher(openai_server, retry=policy)
+    problems = math_problems(4)
+    openai_server.script(problems[0].prompt, Fault.http(503))
+    summary = await generate(teacher, problems, store, concurrency=1)
+    assert summary.done == 4 and summary.failed == 0
+    order = [trace.problem_id for trace in store.traces()]
+    assert order[-1] == problems[0].id, order  # answered after the others, not before
+    assert openai_server.stats.max_inflight == 1
+    await teacher.aclose()
