@@ -154,10 +154,13 @@ async def test_unknown_limit_with_random_429s_holds(store: JsonlTraceStore) -> N
     late = stats.arrivals[0] + 15.0
     answers = [t for t in stats.answer_times if t > late]
     second_half = len(answers) / (answers[-1] - late)
-    # issue 12's target, >= 0.90 of the limit, asserted as it is: 0.946-0.971 in 13 runs
-    # (19:29-19:56 UTC, load 2-7, the client pinned to one core beside 3 or 6 busy loops in
-    # 8 of them); fault-free 0.97-0.99. The random 429s are not charged against the limit
-    # (the simulator refuses them before counting), so 1.0 is reachable here.
+    # issue 12's target, >= 0.90 of the limit, asserted as it is. Before random 429s at the
+    # start stopped passing as the first window's burst: 0.946-0.971 in 13 runs (load 2-7),
+    # partly by probing over the limit (3.3-3.5% of requests refused by the window itself).
+    # Since: 0.925-0.927 in 3 runs (20:22 UTC, load 0.3) with no window 429: the limiter
+    # sends at about the limit learned and 6% of that is refused at random, which a provider
+    # counting refusals against its limit (OpenAI says it does) would not let it make up.
+    # The simulator does not charge them, so 1.0 would be reachable here by overshooting.
     assert second_half / 20.0 >= 0.9, second_half
 
 
