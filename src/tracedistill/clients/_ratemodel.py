@@ -421,12 +421,7 @@ class RateModel:
             self.awaiting_reopen = True
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
-        since = self._reached_at(name, log, now - sent)
-        reopened = self._reopened[name]
-        if reopened is None and self._reopen_by[name] < now:
-            reopened = self._reopen_by[name]  # when the first Retry-After said it would
-        if reopened is not None:
-            since = reopened  # the opening allowance is no sample of the rate
+        since = self._span_start(name, log, now, sent)
         if not (
             clustered or probing or log.tied_to_load(name, sent, self.NOISE_SHARE, since=since)
         ):
@@ -454,6 +449,23 @@ class RateModel:
                 # only the probe drew it (perhaps a 429 not tied to load): back to the rate
                 # last learned, not under it (6% random 429s cut a run to 0.83 of the limit)
                 measured = max(measured, last[1])
+        self._cut_again(name, now, measured, last)
+
+    def _span_start(self, name: str, log: SendLog, now: float, sent: float) -> float | None:
+        """Where the span a 429 (of a request sent at ``sent``) is measured over starts: when
+        the first requests reached the provider, or once known when its window reopened (the
+        opening allowance is no sample of the rate).
+        """
+        since = self._reached_at(name, log, now - sent)
+        reopened = self._reopened[name]
+        if reopened is None and self._reopen_by[name] < now:
+            reopened = self._reopen_by[name]  # when the first Retry-After said it would
+        return since if reopened is None else reopened
+
+    def _cut_again(
+        self, name: str, now: float, measured: float, last: tuple[float, float] | None
+    ) -> None:
+        """Cut to ``measured``; a cut soon after the last at about its rate confirms both."""
         if (
             last is not None
             and now - last[0] <= self.DEMOTE_SPAN
