@@ -31,6 +31,7 @@ import random
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,8 @@ class Stats:
     batch_requests: int = 0
     batches: int = 0
     seen_headers: list[dict[str, str]] = field(default_factory=list)
+    # streams sent gzip-compressed (see ``gzip_stream``)
+    gzipped_streams: int = 0
 
     def requests_matching(self, text: str) -> int:
         """Requests whose prompt contains ``text``."""
@@ -245,8 +248,12 @@ class ScriptedServer:
         event_delay: float = 0.0,
         port: int = 0,
         honour_max_tokens: bool = True,
+        gzip_stream: bool = False,
     ) -> None:
         self.rpm = rpm
+        #: compress a stream with gzip when the request offers it, flushed after each event
+        #: (as a proxy compressing SSE does: each event decodable on arrival)
+        self.gzip_stream = gzip_stream
         #: cut answers at the request's max_tokens, as providers do (False: a host that
         #: ignores it and answers in full, reporting "stop")
         self.honour_max_tokens = honour_max_tokens
@@ -656,6 +663,9 @@ class ScriptedServer:
         try:
             if streaming:
                 events = self.stream_events(request, reply, self.cost_per_answer)
+                if self.gzip_stream and "gzip" in headers.get("accept-encoding", ""):
+                    hdrs = {**hdrs, "content-encoding": "gzip"}
+                    stats.gzipped_streams += 1
                 return await self._write_stream(writer, events, in_flight, hdrs, bill)
             return await self._write_body(
                 writer, json.dumps(body_obj).encode(), in_flight, hdrs, bill
@@ -710,6 +720,7 @@ class ScriptedServer:
                 f"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n{extra}\r\n"
             ).encode("latin-1")
         )
+        send = _Encoder(writer, gzip=hdrs.get("content-encoding") == "gzip")
         for index, event in enumerate(events):
             if fault is not None and index == min(fault.after, len(events) - 1):
                 if fault.kind == "drop":
@@ -717,28 +728,31 @@ class ScriptedServer:
                     writer.transport.abort()
                     return False
                 if fault.kind == "stream_error":
-                    self._chunk(writer, self.stream_error_event(fault.status, fault.message))
+                    send(self.stream_error_event(fault.status, fault.message))
                     bill = None
                     break
-                await self._stall(writer, fault)
+                await self._stall(send, writer, fault)
             if bill is not None and index == len(events) - 1:
                 bill()
-            self._chunk(writer, event)
+            send(event)
             await writer.drain()
             if self.event_delay:
                 await asyncio.sleep(self.event_delay)
+        send.finish()
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
 
-    async def _stall(self, writer: asyncio.StreamWriter, fault: Fault) -> None:
+    async def _stall(
+        self, send: Callable[[bytes], None], writer: asyncio.StreamWriter, fault: Fault
+    ) -> None:
         if not fault.keepalive:
             await asyncio.sleep(fault.delay)
             return
         deadline = time.monotonic() + fault.delay
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(fault.keepalive, left))
-            self._chunk(writer, self.keepalive_event())
+            send(self.keepalive_event())
             await writer.drain()
 
     @staticmethod
@@ -818,3 +832,21 @@ def main(cls: type[ScriptedServer], argv: list[str] | None = None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve(ready))
     sys.exit(0)
+
+
+class _Encoder:
+    """Writes a stream's pieces as HTTP chunks, gzip-compressed and flushed per piece if asked."""
+
+    def __init__(self, writer: asyncio.StreamWriter, *, gzip: bool) -> None:
+        self._writer = writer
+        self._gzip = zlib.compressobj(wbits=31) if gzip else None
+
+    def __call__(self, data: bytes) -> None:
+        if self._gzip is not None:
+            data = self._gzip.compress(data) + self._gzip.flush(zlib.Z_SYNC_FLUSH)
+        ScriptedServer._chunk(self._writer, data)
+
+    def finish(self) -> None:
+        """End the compressed stream (its gzip trailer), if compressed."""
+        if self._gzip is not None:
+            ScriptedServer._chunk(self._writer, self._gzip.flush())

@@ -173,6 +173,37 @@ async def test_openai_stalled_stream_cut_live_stream_kept(
 
 
 @PATHS
+async def test_openai_gzip_stream_decoded_and_stall_cut(
+    store: JsonlTraceStore, transport: object
+) -> None:
+    # A proxy compressing SSE (gzip, flushed per event): the answer reads as the plain one, a
+    # stalled stream is still cut after the idle timeout and a slow live one is not.
+    with OpenAIServer(api_key=KEY, responder=long_reply, event_delay=IDLE / 10) as plain_server:
+        plain = openai_teacher(plain_server, params=ROOM)
+        whole = await plain.generate(math_problems(1)[0])
+        await plain.aclose()
+    server = OpenAIServer(
+        api_key=KEY, responder=long_reply, event_delay=IDLE / 10, gzip_stream=True
+    )
+    with server:
+        teacher = openai_teacher(
+            server, stream=True, idle_timeout=IDLE, timeout=60.0, params=ROOM, transport=transport
+        )
+        server.script("p1:", Fault.stall(60.0, after=5))
+        server.script("p2:", Fault.stall(3 * IDLE, after=5, keepalive=IDLE / 5))
+        summary = await generate(teacher, math_problems(3), store, concurrency=3)
+        assert summary.done == 3 and summary.failed == 0
+        assert server.stats.gzipped_streams == 4  # three answers and the stalled attempt
+        live, cut, kept = sorted(store.traces(), key=lambda t: t.prompt[-1].content)
+        assert (live.reasoning, live.answer) == (whole.reasoning, whole.answer)
+        assert live.attempts == 1 and live.latency_s > 3 * IDLE
+        assert cut.attempts == 2 and cut.latency_s < 60.0 / 4
+        assert kept.attempts == 1 and kept.latency_s > 3 * IDLE
+        assert set(server.stats.answers_by_prompt.values()) == {1}
+        await teacher.aclose()
+
+
+@PATHS
 async def test_openai_stream_held_by_comments_only_is_cut_at_the_start_timeout(
     store: JsonlTraceStore, transport: object
 ) -> None:

@@ -278,6 +278,52 @@ def test_unknown_limit_learned_from_what_was_accepted() -> None:
     assert limiter.request_rate is not None and limiter.request_rate > rate
 
 
+def test_probe_does_not_climb_through_a_pause() -> None:
+    # A rate rises only over time requests could be sent at it: a probe that counted a 10 s
+    # Retry-After resumed 22% above its estimate at once (and, against a sliding window, climbed
+    # a window past the limit before the window could refuse anything).
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
+    _send(limiter, clock, 40.0, 5.0, refuse=2)
+    rate = limiter.request_rate
+    assert rate is not None
+    limiter._pauses.pause(clock.now, 10.0)
+    clock.now += 10.5
+    limiter.on_success()
+    after = limiter.request_rate
+    # half a second of probing at most (+5%/s): 1.05**10.5 = 1.67x before
+    assert after is not None and after <= rate * 1.05**0.5 * 1.001, (rate, after)
+
+
+def _learned_window(limiter: RateLimiter, clock: FakeClock, rate: float) -> None:
+    """Set a confirmed estimate ``rate`` (per second), as a fresh window's burst gives one."""
+    model = limiter._model
+    model.learned["requests"] = rate
+    model._confirmed["requests"] = True
+    model._last_cut["requests"] = (clock.now, rate)
+    model.recompute("requests")
+
+
+def test_a_probes_lone_429_keeps_what_was_accepted_not_the_probes_rate() -> None:
+    # Probing above an estimate, a sliding window refuses a window late, after the probe
+    # climbed a window's worth past the limit: cut 5% under the probe's rate, a run stayed at
+    # 1.10x the limit with 4-5% 429s. The limit lies between the rate last learned and the
+    # probe's; what the provider accepted over the span says where.
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
+    _learned_window(limiter, clock, 20.0)
+    start = clock.now
+    while clock.now < start + 20.0:  # sent at the rate allowed, all accepted
+        _send(limiter, clock, limiter.request_rate or 1.0, 0.2)
+    probe = limiter.request_rate
+    assert probe is not None and probe > 1.25 * 20.0  # +2%/s after 3 quiet seconds
+    limiter._log.sent(clock.now, 0.0, 0.0)
+    limiter.on_throttled(None, permit=Permit(0, 0, clock.now))
+    rate = limiter.request_rate
+    # what was accepted over the span (~23/s), never under the rate last learned
+    assert rate is not None and 20.0 <= rate < 0.9 * probe, (probe, rate)
+
+
 def test_lone_429_teaches_nothing() -> None:
     clock = FakeClock()
     limiter = RateLimiter(RateLimits(), clock=clock)

@@ -15,6 +15,10 @@ __all__ = ["Pauses", "RecentAnswers", "SendLog", "dimension_of"]
 
 #: the span (seconds) over which 429s and overloads are compared with all answers
 SHARE_WINDOW = 2.0
+#: 429s are tied to load (a limit, not shared upstream capacity) only when at least this
+#: share of what was sent was refused, and at least NOISE_MIN of them
+NOISE_SHARE = 0.1
+NOISE_MIN = 3
 
 _Event = tuple[float, float, float]  # (sent at, input tokens, output tokens)
 
@@ -223,7 +227,7 @@ class RecentAnswers:
             return False
         if log is None or log.first_send is None:
             return True  # no attempt recorded (outcomes reported without permits)
-        return log.tied_to_load("requests", now, 0.1, 3, now - SHARE_WINDOW)
+        return log.tied_to_load("requests", now, NOISE_SHARE, NOISE_MIN, now - SHARE_WINDOW)
 
     def overload_share(self, now: float) -> tuple[int, int]:
         """Overloads and answers of the last two seconds."""

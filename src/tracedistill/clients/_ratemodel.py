@@ -11,7 +11,14 @@ import collections
 import logging
 import math
 
-from tracedistill.clients._rateevidence import SHARE_WINDOW, Pauses, RecentAnswers, SendLog
+from tracedistill.clients._rateevidence import (
+    NOISE_MIN,
+    NOISE_SHARE,
+    SHARE_WINDOW,
+    Pauses,
+    RecentAnswers,
+    SendLog,
+)
 from tracedistill.clients._rateheaders import RateInfo
 from tracedistill.clients._ratelimits import (
     DIMENSIONS,
@@ -50,9 +57,6 @@ class RateModel:
     EVIDENCE_SPAN = 30.0
     #: a trusted limit is "consistent" with a 429 when the provider accepted at least this share
     CONSISTENT = 0.9
-    #: ...and 429s are tied to load (evidence against it) only when at least this share of
-    #: what was sent in the span was refused, or they cluster (saturation)
-    NOISE_SHARE = 0.1
     #: a second cut below a trusted limit within this span, at about the same rate (within
     #: DEMOTE_RATIO), shows the trusted limit is wrong: the learned rate replaces it
     DEMOTE_SPAN = 120.0
@@ -188,12 +192,18 @@ class RateModel:
             return max(self.limits.burst_seconds, self.OUTPUT_SECONDS)
         return self.limits.burst_seconds
 
-    def recover(self, now: float) -> None:
-        """Raise learned rates back once 429s stop (at most every 0.2 s)."""
+    def recover(self, now: float, resumed: float = -math.inf) -> None:
+        """Raise learned rates back once 429s stop (at most every 0.2 s).
+
+        ``resumed``: when the last pause every request kept ended. Rates rise only while
+        requests could be sent (a probe counting a 10 s ``Retry-After`` resumed 22% higher).
+        """
         if not self.limits.adaptive or now - self._last_raise < 0.2:
             return
-        step = now - self._last_raise
+        step = min(now - self._last_raise, now - resumed)
         self._last_raise = now
+        if step <= 0.0:
+            return  # paused
         quiet = now - self.last_429
         for name in DIMENSIONS:
             learned = self.learned[name]
@@ -210,13 +220,16 @@ class RateModel:
             elif self._confirmed[name]:
                 # an estimate two throttling episodes agreed on, or one from a fresh window's
                 # burst: probe above it slowly, after a window without 429s tied to load
-                if now - self._last_tied[name] < self._quiet[name]:
+                probing = now - self._last_tied[name] - self._quiet[name]
+                if probing <= 0.0:
                     continue
-                self.learned[name] = learned * ((1.0 + self.PROBE) ** step)
+                self.learned[name] = learned * ((1.0 + self.PROBE) ** min(step, probing))
             else:
-                if now - self._last_tied[name] < 2.0:
+                probing = now - self._last_tied[name] - 2.0
+                if probing <= 0.0:
                     continue
-                self.learned[name] = learned * (1.05**step)  # probe an unknown limit gently
+                # probe an unknown limit gently
+                self.learned[name] = learned * (1.05 ** min(step, probing))
             self.recompute(name)
 
     def _probe(self, name: str, step: float) -> None:
@@ -341,9 +354,7 @@ class RateModel:
             # capacity) from a client offering less than the limit (held by its concurrency or
             # a loaded machine) read as a low accepted rate, and cut a correct limit step by
             # step into a ceiling far under it (0.77-0.79 of the limit at 3% random 429s).
-            if not recent.saturated(now, log) and not log.tied_to_load(
-                name, sent, self.NOISE_SHARE
-            ):
+            if not recent.saturated(now, log) and not log.tied_to_load(name, sent, NOISE_SHARE):
                 return
             if self.learned[name] is None and not self._repeated(name, now):
                 return
@@ -391,13 +402,14 @@ class RateModel:
         was mostly paused (a long ``Retry-After``) is measured without its pauses. Only 429s
         tied to load (saturation: a large share of recent answers; or a tenth of what was sent
         since the last cut and over the span measured) teach anything, or a lone 429 while
-        probing above the rate last learned (back to that rate); a second cut at about the same
+        probing above the rate last learned (back to what was accepted, never under that
+        rate); a second cut at about the same
         rate confirms the estimate, after which recovery above it is a slow probe.
         """
         allowed = self.allowed(name)
         clustered = recent.saturated(now, log)
         # since the last cut: the refusals of a rate already cut say nothing of the new one
-        tied = clustered or log.tied_to_load(name, sent, self.NOISE_SHARE, since=self._cut_at[name])
+        tied = clustered or log.tied_to_load(name, sent, NOISE_SHARE, since=self._cut_at[name])
         if tied:
             self._last_tied[name] = now
         if self._first_burst(
@@ -422,9 +434,7 @@ class RateModel:
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._span_start(name, log, now, sent)
-        if not (
-            clustered or probing or log.tied_to_load(name, sent, self.NOISE_SHARE, since=since)
-        ):
+        if not (clustered or probing or log.tied_to_load(name, sent, NOISE_SHARE, since=since)):
             # tied to load only by a small sample's chance since the last cut (6% random 429s
             # put 5 in the first 40 sent): over the span measured they are noise
             return
@@ -440,16 +450,22 @@ class RateModel:
         ):
             return  # the provider accepted about what is allowed: nothing to learn
         if allowed is not None and not clustered:
-            # a lone 429 far below what is allowed: the long span may hold a slow start (or a
-            # client too loaded to send what is allowed), so step down gently and let further
-            # 429s say more; above an estimate the provider's own window gave, 5% under the
-            # rate that drew it (probing found the limit), as under a learned ceiling
-            measured = max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
-            if probing and not tied and last is not None:
-                # only the probe drew it (perhaps a 429 not tied to load): back to the rate
-                # last learned, not under it (6% random 429s cut a run to 0.83 of the limit)
-                measured = max(measured, last[1])
+            measured = self._unclustered(name, measured, allowed, last)
         self._cut_again(name, now, measured, last)
+
+    def _unclustered(
+        self, name: str, measured: float, allowed: float, last: tuple[float, float] | None
+    ) -> float:
+        """The rate to keep to after 429s not clustered, ``measured`` accepted over the span."""
+        if last is not None and allowed > 1.01 * last[1]:
+            # probing: the limit lies between the rate last learned and the probe's. A sliding
+            # window shows it a window late, the probe a window's climb past it (cut 5% under
+            # the rate that drew it, runs kept to 1.10x the limit); never under the rate last
+            # learned (6% random 429s cut a run to 0.83 of the limit)
+            return max(measured, last[1])
+        # far below what is allowed: the long span may hold a slow start (or a client too
+        # loaded to send what is allowed), so step down gently and let further 429s say more
+        return max(measured, (0.95 if self._confirmed[name] else 0.9) * allowed)
 
     def _span_start(self, name: str, log: SendLog, now: float, sent: float) -> float | None:
         """Where the span a 429 (of a request sent at ``sent``) is measured over starts: when
@@ -556,11 +572,11 @@ class RateModel:
         if allowed is None:
             recent.forget_before(now - SHARE_WINDOW)
             throttles = len(recent.throttles)
-            if throttles < 3 or throttles < 0.1 * (throttles + len(recent.answers)):
+            if throttles < NOISE_MIN or throttles < NOISE_SHARE * (throttles + len(recent.answers)):
                 return False
             # ...and a tenth of what was sent: at the start no answer is back yet, and a few
             # 429s not tied to load (their Retry-After no word on the window) pass the above
-            if not log.tied_to_load(name, now, self.NOISE_SHARE, 3, now - SHARE_WINDOW):
+            if not log.tied_to_load(name, now, NOISE_SHARE, NOISE_MIN, now - SHARE_WINDOW):
                 return False
         elif self._first_episode[name] != episode:
             return False

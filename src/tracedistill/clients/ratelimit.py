@@ -310,7 +310,7 @@ class RateLimiter:
             if model.unpaced and self._first_sent is None and now >= self._pauses.until:
                 # No limit known and no pause: nothing to wait for. What _wait_time would do
                 # comes down to the model's recovery (paused time is counted when it is read).
-                model.recover(now)
+                model.recover(now, self._pauses.until)
                 if model.unpaced:
                     return self._start(now, _UNPACED, input_tokens, output_tokens)
             amounts = self._amounts(input_tokens, output_tokens)
@@ -370,7 +370,7 @@ class RateLimiter:
             self._first_sent = None
         self._pauses.account(now)
         model = self._model
-        model.recover(now)
+        model.recover(now, self._pauses.until)
         wait = self._pauses.until - now
         if not model.unpaced:
             for bucket, amount in zip(model.buckets.values(), amounts, strict=True):
@@ -473,7 +473,7 @@ class RateLimiter:
         if model.awaiting_reopen:
             sent = permit.sent_at if permit is not None else now - (latency or 0.0)
             model.accepted(sent, now, self._log)
-        model.recover(now)
+        model.recover(now, self._pauses.until)
         if slots.trimmed:
             slots.restore(now)
 
