@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import heapq
 import logging
 import random
 import time
@@ -708,3 +709,42 @@ def _reopening() -> None:
     limiter.on_success(send(), latency=0.05)
     rate = limiter.request_rate
     assert rate is not None and 19.0 < rate < 21.0, (before, rate)
+
+
+@pytest.mark.parametrize(("window", "allowance", "per_s"), [(2.0, 40, 50.0), (10.0, 200, 256.0)])
+def test_unknown_window_let_in_over_time_is_read_from_its_reopening(
+    window: float, allowance: int, per_s: float
+) -> None:
+    # The window admits its allowance as fast as the client sends (behind new connections,
+    # over the first second), refuses everything until it reopens, with no Retry-After: its
+    # rate is the allowance over the whole window, counted from the first acceptance. Counted
+    # from the first refusal, an allowance let in over a third of a 2 s window read 1.47x.
+    contextvars.Context().run(_let_in_over_time, window, allowance, per_s)
+
+
+def _let_in_over_time(window: float, allowance: int, per_s: float) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
+    start, latency = clock.now, 0.1
+    events: list[tuple[float, int, Permit | None, bool]] = []
+    sends = [start + i / per_s for i in range(int(per_s))]  # the first second
+    sends += [start + 1.0 + i / 30.0 for i in range(int(30 * (window - 1.0)))]  # then 30/s
+    for i, at in enumerate(sends):
+        heapq.heappush(events, (at, i, None, i < allowance))
+    while events:
+        clock.now, i, permit, ok = heapq.heappop(events)
+        if permit is None:  # sent; answered a latency later, refused at once
+            limiter._log.sent(clock.now, 0.0, 0.0)
+            back = clock.now + (latency if ok else 0.01)
+            heapq.heappush(events, (back, i, Permit(0, 0, clock.now), ok))
+        elif ok:
+            limiter.on_success(permit, latency=latency)
+        else:
+            limiter.on_throttled(None, permit=permit)
+    clock.now = start + window + 0.01  # reopened: the next request is accepted
+    limiter._log.sent(clock.now, 0.0, 0.0)
+    permit = Permit(0, 0, clock.now)
+    clock.now += latency
+    limiter.on_success(permit, latency=latency)
+    rate = limiter.request_rate
+    assert rate is not None and 19.0 < rate < 21.0, rate

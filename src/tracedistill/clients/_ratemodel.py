@@ -496,11 +496,12 @@ class RateModel:
 
         With no ``Retry-After``, the first request the provider accepts after the first
         saturated episode shows when its window reopened: a fresh window admitted its whole
-        allowance at once, just before the first refusal, and then nothing until then, so the
-        rate is that allowance / (the time from the first refusal to the reopening). That is
+        allowance, up to the first refusal, and then nothing until then, so the rate is that
+        allowance / (the time from its first acceptance to the reopening). That is
         the opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead
-        of told. It only ever lowers the rate, and only after a window that stayed shut at least
-        as long as its allowance took (a token bucket refills at once: its estimates stand).
+        of told. It replaces the cuts made while the window was shut, and only ever lowers a
+        rate learned before, and only after a window that stayed shut at least as long as its
+        allowance took (a token bucket refills at once: its estimates stand).
         """
         waiting = False
         for name, refused_at in self._refused_at.items():
@@ -517,16 +518,18 @@ class RateModel:
             if sent - refused_at < max(0.25, refused_at - since):
                 continue  # it hardly shut (a token bucket refilling): no window to read
             allowance = rate * max(0.05, min(log.horizon, refused_at - first))
-            # the window counts from the first acceptance, just before the first refusal when
-            # the allowance went in a burst (it does at the start, behind new connections)
-            window = max(0.05, min(log.horizon, sent - refused_at))
+            # the window counts from the first acceptance (about when the first requests reached
+            # the provider), not the first refusal: an allowance let in over a third of a 2 s
+            # window read 1.47x the limit
+            window = max(0.05, min(log.horizon, sent - since))
             measured = max(allowance / window, 1.0 / 60.0)
             # the provider's own window, measured: probe slowly, after a window without 429s
             self._confirmed[name] = True
             self._quiet[name] = max(self.PROBE_QUIET, window)
             learned = self.learned[name]
-            if learned is not None and measured >= learned:
-                continue
+            if learned is not None and measured >= learned and self._cut_at[name] < refused_at:
+                continue  # a rate learned before the window shut stands
+            # ...but cuts while it was shut read the shut time as a rate (down to 0.68x)
             self._last_cut[name] = (now, measured)
             self._cut(name, now, measured)
         self.awaiting_reopen = waiting

@@ -48,8 +48,9 @@ What it learns from, in order of trust, and what it ignores:
 5. once 429s stop, a learned rate recovers to the trusted limit or ceiling within seconds
    (+25%/s), or, with no limit known, probes upward gently: +5%/s after 2 quiet seconds, or,
    once an estimate was read from the opening burst or confirmed twice, +2%/s after one
-   window (the first ``Retry-After``, at least 3 s) without a 429. A learned rate resumes
-   after a pause without a burst;
+   window (the first ``Retry-After``, at least 3 s) without a 429; rates rise only while
+   requests can be sent (not through a pause). A learned rate resumes after a pause without
+   a burst;
 6. **overload** (529, 503 and other 5xx, dropped connections) is not throttling and never
    changes the rate: the failed
    request backs off (see :mod:`~tracedistill.clients.retry`); the shared concurrency is
