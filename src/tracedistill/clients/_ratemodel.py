@@ -402,9 +402,9 @@ class RateModel:
         was mostly paused (a long ``Retry-After``) is measured without its pauses. Only 429s
         tied to load (saturation: a large share of recent answers; or a tenth of what was sent
         since the last cut and over the span measured) teach anything, or a lone 429 while
-        probing above the rate last learned (back to what was accepted, never under that
-        rate); a second cut at about the same
-        rate confirms the estimate, after which recovery above it is a slow probe.
+        probing above the rate last learned (back to what was accepted, never under that rate);
+        a second cut at about the same rate confirms the estimate, after which recovery above
+        it is a slow probe.
         """
         allowed = self.allowed(name)
         clustered = recent.saturated(now, log)
