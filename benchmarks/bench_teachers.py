@@ -687,6 +687,22 @@ def matrix(quick: bool) -> list[Scenario]:
             seconds=secs,
         ),
         Scenario(
+            name="fixed-phase-no-retry-after",
+            doc=f"fixed window {n200:g} / {w10:g} s, the run starting {0.6 * w10:g} s into "
+            "one, no Retry-After, not told",
+            limits=(Limit("requests", n200, w10, "fixed"),),
+            provider={"retry_after": None, "header_style": None, "window_phase": 0.6 * w10},
+            seconds=secs,
+        ),
+        Scenario(
+            name="fixed-phase-date",
+            doc=f"fixed window {n200:g} / {w10:g} s, the run starting {0.6 * w10:g} s into "
+            "one, HTTP-date Retry-After, not told",
+            limits=(Limit("requests", n200, w10, "fixed"),),
+            provider={"retry_after": "date", "header_style": None, "window_phase": 0.6 * w10},
+            seconds=secs,
+        ),
+        Scenario(
             name="tokens-told",
             doc="input 30k + output 6k tokens/min token buckets (Anthropic), told",
             limits=(Limit("input", 30_000, 60.0), Limit("output", 6_000, 60.0)),
@@ -835,10 +851,20 @@ async def _run_scenario(scenario: Scenario, faults: bool = True) -> dict[str, fl
     }
 
 
+def _first_window(scenario: Scenario) -> float:
+    """Seconds from the first arrival to the end of the provider's first window: the longest
+    limit's window, less how far into a fixed window the run started (``window_phase``)."""
+    windows = [
+        lim.window - (scenario.provider.get("window_phase", 0.0) if lim.kind == "fixed" else 0.0)
+        for lim in scenario.limits
+    ]
+    return max(windows, default=0.0)
+
+
 def _late_share_429(scenario: Scenario, stats: Any) -> float:
     """429s / requests arriving after the provider's first window (the opening burst, which a
     limit not told can only find by overfilling it once, left out)."""
-    window = max((lim.window for lim in scenario.limits), default=0.0)
+    window = _first_window(scenario)
     if not stats.arrivals:
         return math.nan
     start = stats.arrivals[0] + window
@@ -857,7 +883,7 @@ def _steady_rate(scenario: Scenario, stats: Any) -> float:
     answers = sorted(stats.answer_times)
     if not answers:
         return 0.0
-    window = max((lim.window for lim in scenario.limits), default=0.0)
+    window = _first_window(scenario)
     if window > 0.5 * (answers[-1] - stats.arrivals[0]):
         window = 0.0
     start = stats.arrivals[0] + window

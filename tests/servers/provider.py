@@ -218,10 +218,14 @@ class _ProviderMixin:
         stall_rate: float = 0.0,
         stall_s: float = 0.0,
         drop_rate: float = 0.0,
+        window_phase: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(retry_after=retry_after, **kwargs)  # type: ignore[call-arg]
         self.limits = limits
+        #: how far (seconds) into a fixed window the first request arrives: a provider's fixed
+        #: windows follow its clock (the minute), not the client's start, so the first is short
+        self.window_phase = window_phase
         #: whether a combined ``tokens`` limit gives back the unused part of ``max_tokens``
         #: when the answer is sent (Azure OpenAI releases a finished request's reservation;
         #: OpenAI documents only the charge at admission, so by default nothing comes back)
@@ -271,7 +275,10 @@ class _ProviderMixin:
     ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
         if self.t0 is None:
             self.t0 = now
-            self._meters = [_Meter(limit, now) for limit in self.limits]
+            self._meters = [
+                _Meter(limit, now - (self.window_phase if limit.kind == "fixed" else 0.0))
+                for limit in self.limits
+            ]
         amounts = self._amounts(request, prompt)
         waits = [m.wait(now, amounts[m.limit.dimension]) for m in self._meters]
         if any(w > 0 for w in waits):

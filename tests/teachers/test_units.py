@@ -748,3 +748,50 @@ def _let_in_over_time(window: float, allowance: int, per_s: float) -> None:
     limiter.on_success(permit, latency=latency)
     rate = limiter.request_rate
     assert rate is not None and 19.0 < rate < 21.0, rate
+
+
+def test_a_fixed_window_joined_late_is_read_from_the_next_reopening() -> None:
+    # A fixed window follows the provider's clock: the run joins the first one 6 s into 10,
+    # and its allowance over the 4 s left reads 2.5x the rate. The next window, filled at that
+    # rate and shut until it reopens, shows the rate: its allowance over the time between
+    # its opening and the reopening. Before, only the first reopening was read, and the cuts
+    # made while the second window was shut settled wherever the last one fell.
+    contextvars.Context().run(_joined_late)
+
+
+def _joined_late() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(), max_concurrency=64, clock=clock)
+    start, latency, window, allowance = clock.now, 0.1, 10.0, 200
+    phase = 6.0  # the run starts this far into the provider's window
+
+    def admitted(at: float, used: dict[int, int]) -> bool:
+        index = int((at - start + phase) // window)
+        used[index] = used.get(index, 0) + 1
+        return used[index] <= allowance
+
+    used: dict[int, int] = {}
+    events: list[tuple[float, int, Permit | None, bool]] = []
+    sends = [start + i / 200.0 for i in range(800)]  # the first window: 200/s
+    sends += [start + 4.0 + i / 50.0 for i in range(550)]  # the next, as read from the first
+    for i, at in enumerate(sends):
+        heapq.heappush(events, (at, i, None, False))
+    reads, reopenings = [], [start + 4.0, start + 14.0]
+    while events:
+        clock.now, i, permit, ok = heapq.heappop(events)
+        if permit is None:  # sent; answered a latency later, refused at once
+            limiter._log.sent(clock.now, 0.0, 0.0)
+            ok = admitted(clock.now, used)
+            heapq.heappush(
+                events, (clock.now + (latency if ok else 0.01), i, Permit(0, 0, clock.now), ok)
+            )
+        elif ok:
+            limiter.on_success(permit, latency=latency)
+            if reopenings and permit.sent_at >= reopenings[0] - 1e-9:
+                reopenings.pop(0)
+                reads.append(limiter.request_rate)
+        else:
+            limiter.on_throttled(None, permit=permit)
+    first, second = reads
+    assert first is not None and 45.0 < first < 60.0, reads  # the short first window
+    assert second is not None and 19.5 < second < 20.5, reads

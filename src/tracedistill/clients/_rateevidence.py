@@ -152,6 +152,13 @@ class SendLog:
         refused = _sum_since(self._refused, name, start, sent)
         return max(0.0, sent_total - refused) / span
 
+    def accepted_between(self, name: str, start: float, end: float) -> float:
+        """The amount of dimension ``name`` the provider accepted of what was sent within
+        [start, end] (attempts still in flight count as accepted).
+        """
+        refused = _sum_since(self._refused, name, start, end)
+        return max(0.0, _sum_since(self._sends, name, start, end) - refused)
+
     def refused_share(self, name: str, sent: float) -> float:
         """The share of the attempts sent in the span before ``sent`` that got a 429."""
         if self.first_send is None:

@@ -28,6 +28,7 @@ from tracedistill.clients._ratelimits import (
     capacity_for,
     per_second,
 )
+from tracedistill.clients._ratewindow import Reopenings
 
 __all__ = ["RateModel"]
 
@@ -105,16 +106,11 @@ class RateModel:
         self._quiet: dict[str, float] = dict.fromkeys(DIMENSIONS, self.PROBE_QUIET)
         #: ...counted from the last 429 tied to load (clustered, or a tenth of what was sent)
         self._last_tied: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
-        #: per dimension with no trusted limit, 429s without Retry-After: when the first
-        #: saturated episode began (its first 429 came back), and when the provider first
-        #: accepted a request sent after that (its window reopened)
-        self._refused_at: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
+        #: per dimension with no trusted limit, 429s without Retry-After: the windows read
+        self._reopenings = Reopenings()
         #: per dimension with no trusted limit: the earliest time the first episode's 429s
         #: said the provider's window reopens (each one's arrival plus its Retry-After)
         self._reopen_by: dict[str, float] = dict.fromkeys(DIMENSIONS, math.inf)
-        self._reopened: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
-        #: a dimension waits for its window to reopen (see :meth:`accepted`)
-        self.awaiting_reopen = False
         self.buckets: dict[str, TokenBucket | None] = dict.fromkeys(DIMENSIONS)
         #: no bucket paces anything (no limit known): requests start without one
         self.unpaced = True
@@ -425,12 +421,10 @@ class RateModel:
             # lone 429 is how a window's limit shows first.
             return
         self._last_tied[name] = now  # evidence: the probe waits for a quiet window again
-        if clustered and not retry_after and self._refused_at[name] is None:
-            # no Retry-After to say how long the window stays shut: watch when it reopens
+        # no Retry-After to say how long the window stays shut: watch when it reopens, from
+        # the episode's first 429 (saturation is recognised a little later)
+        if clustered and not retry_after and self._reopenings.shut(name, self._episode[name]):
             self._reached_at(name, log, now - sent)
-            # from the episode's first 429: saturation is recognised a little later
-            self._refused_at[name] = self._episode[name]
-            self.awaiting_reopen = True
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._span_start(name, log, now, sent)
@@ -473,7 +467,7 @@ class RateModel:
         opening allowance is no sample of the rate).
         """
         since = self._reached_at(name, log, now - sent)
-        reopened = self._reopened[name]
+        reopened = self._reopenings.last(name)
         if reopened is None and self._reopen_by[name] < now:
             reopened = self._reopen_by[name]  # when the first Retry-After said it would
         return since if reopened is None else reopened
@@ -491,38 +485,24 @@ class RateModel:
         self._last_cut[name] = (now, measured)
         self._cut(name, now, measured)
 
+    @property
+    def awaiting_reopen(self) -> bool:
+        """Whether a dimension's window is shut and its reopening not yet seen."""
+        return self._reopenings.awaiting
+
     def accepted(self, sent: float, now: float, log: SendLog) -> None:
         """Learn from a request sent at ``sent`` and accepted, while a window is shut.
 
-        With no ``Retry-After``, the first request the provider accepts after the first
-        saturated episode shows when its window reopened: a fresh window admitted its whole
-        allowance, up to the first refusal, and then nothing until then, so the rate is that
-        allowance / (the time from its first acceptance to the reopening). That is
-        the opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead
-        of told. It replaces the cuts made while the window was shut, and only ever lowers a
-        rate learned before, and only after a window that stayed shut at least as long as its
-        allowance took (a token bucket refills at once: its estimates stand).
+        With no ``Retry-After``, the first request the provider accepts after a saturated
+        episode shows when its window reopened, and the window's rate: what it accepted from
+        its opening to its shutting over the time to the reopening (see
+        :class:`~tracedistill.clients._ratewindow.Reopenings`; the run's first window is the
+        opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead of
+        told). It replaces the cuts made while the window was shut, and otherwise only ever
+        lowers a rate learned before.
         """
-        waiting = False
-        for name, refused_at in self._refused_at.items():
-            if refused_at is None or self._reopened[name] is not None:
-                continue
-            if sent < refused_at:
-                waiting = True
-                continue
-            self._reopened[name] = sent
-            since, first = self._reached[name], log.first_send
-            rate = log.accepted_rate(name, refused_at, None)
-            if since is None or first is None or rate is None:
-                continue
-            if sent - refused_at < max(0.25, refused_at - since):
-                continue  # it hardly shut (a token bucket refilling): no window to read
-            allowance = rate * max(0.05, min(log.horizon, refused_at - first))
-            # the window counts from the first acceptance (about when the first requests reached
-            # the provider), not the first refusal: an allowance let in over a third of a 2 s
-            # window read 1.47x the limit
-            window = max(0.05, min(log.horizon, sent - since))
-            measured = max(allowance / window, 1.0 / 60.0)
+        for name, refused_at, rate, window in self._reopenings.read(sent, log, self._reached):
+            measured = max(rate, MIN_RATE)
             # the provider's own window, measured: probe slowly, after a window without 429s
             self._confirmed[name] = True
             self._quiet[name] = max(self.PROBE_QUIET, window)
@@ -532,7 +512,6 @@ class RateModel:
             # ...but cuts while it was shut read the shut time as a rate (down to 0.68x)
             self._last_cut[name] = (now, measured)
             self._cut(name, now, measured)
-        self.awaiting_reopen = waiting
 
     def _reached_at(self, name: str, log: SendLog, round_trip: float) -> float | None:
         """About when the first requests reached the provider.
