@@ -402,6 +402,7 @@ class RateModel:
         a second cut at about the same rate confirms the estimate, after which recovery above
         it is a slow probe.
         """
+        self._reopenings.refused(name, sent, now)
         allowed = self.allowed(name)
         clustered = recent.saturated(now, log)
         # since the last cut: the refusals of a rate already cut say nothing of the new one
@@ -421,10 +422,8 @@ class RateModel:
             # lone 429 is how a window's limit shows first.
             return
         self._last_tied[name] = now  # evidence: the probe waits for a quiet window again
-        # no Retry-After to say how long the window stays shut: watch when it reopens, from
-        # the episode's first 429 (saturation is recognised a little later)
-        if clustered and not retry_after and self._reopenings.shut(name, self._episode[name]):
-            self._reached_at(name, log, now - sent)
+        if clustered:
+            self._watch_reopening(name, now, sent, log, retry_after)
         if sent < self._cut_at[name] + self.SETTLE:
             return  # the provider's window still holds what was sent before the cut
         since = self._span_start(name, log, now, sent)
@@ -446,6 +445,21 @@ class RateModel:
         if allowed is not None and not clustered:
             measured = self._unclustered(name, measured, allowed, last)
         self._cut_again(name, now, measured, last)
+
+    def _watch_reopening(
+        self, name: str, now: float, sent: float, log: SendLog, retry_after: float | None
+    ) -> None:
+        """Watch for the reopening of the window a saturated episode shut, from the episode's
+        first 429 (saturation is recognised a little later): see :meth:`accepted`.
+        """
+        opened = self._reopenings.last(name)
+        if retry_after:
+            if opened is None and self._reopen_by[name] < now:
+                opened = self._reopen_by[name]  # the first window's reopening, as told
+            if opened is None:
+                return  # the first window is read from its burst (see _first_burst)
+        if self._reopenings.shut(name, self._episode[name], opened):
+            self._reached_at(name, log, now - sent)
 
     def _unclustered(
         self, name: str, measured: float, allowed: float, last: tuple[float, float] | None
@@ -493,13 +507,14 @@ class RateModel:
     def accepted(self, sent: float, now: float, log: SendLog) -> None:
         """Learn from a request sent at ``sent`` and accepted, while a window is shut.
 
-        With no ``Retry-After``, the first request the provider accepts after a saturated
-        episode shows when its window reopened, and the window's rate: what it accepted from
-        its opening to its shutting over the time to the reopening (see
-        :class:`~tracedistill.clients._ratewindow.Reopenings`; the run's first window is the
-        opening-burst estimate of :meth:`_first_burst`, with the reopening measured instead of
-        told). It replaces the cuts made while the window was shut, and otherwise only ever
-        lowers a rate learned before.
+        The first request the provider accepts after a saturated episode shows when its
+        window reopened, and the window's rate: what it accepted from its opening to its
+        shutting over the time to the reopening (see
+        :class:`~tracedistill.clients._ratewindow.Reopenings`). With no ``Retry-After`` the
+        run's first window is read so (the opening-burst estimate of :meth:`_first_burst`, with
+        the reopening measured instead of told); with one, later windows. A read replaces the
+        cuts made while the window was shut, and otherwise only ever lowers a rate learned
+        before.
         """
         for name, refused_at, rate, window in self._reopenings.read(sent, log, self._reached):
             measured = max(rate, MIN_RATE)
@@ -580,6 +595,7 @@ class RateModel:
             reopen = bound
         self._reopen_by[name] = reopen
         measured = max(accepted / (span + reopen - now), 1.0 / 60.0)
+        self._reopenings.first_told(name, span + reopen - now)
         if allowed is None:
             self._first_episode[name] = episode
             self._confirmed[name] = True  # the provider's own word on its window: probe slowly

@@ -37,8 +37,10 @@ What it learns from, in order of trust, and what it ignores:
    accepted / (the time since the first requests reached the provider + ``Retry-After``),
    once at least three 429s make up a tenth of recent answers and of what was sent (at the
    start no answer is back: a few 429s not tied to load are no burst). Without ``Retry-After`` the
-   reopening is measured: the first request accepted after the first saturated episode shows
-   how long the window stayed shut, and later cuts count from then;
+   reopening is measured: the first request accepted after a saturated episode shows how long
+   the window stayed shut, and later cuts count from then; each window that shuts again, for
+   at least half as long as it was open, is read from the reopening before to its own (its
+   allowance over that time), with or without ``Retry-After``;
 4. ``Retry-After`` (seconds, HTTP-date, ``retry-after-ms``) is a **pause**: the request that
    got it waits that long; everyone pauses too under saturation (429s a large share of recent
    answers, and a tenth of what was sent). A 429 without
