@@ -43,7 +43,7 @@ class Reopenings:
     __slots__ = ("_first", "_first_refusal", "_opened", "_refused_at", "_reopened", "awaiting")
 
     def __init__(self) -> None:
-        #: the start of the saturated episode whose window is watched (None: none is)
+        #: when the watched window shut: its first 429 (None: no window is watched)
         self._refused_at: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
         #: when the watched window opened: the reopening before (None: the run's first window)
         self._opened: dict[str, float | None] = dict.fromkeys(DIMENSIONS)
@@ -73,7 +73,8 @@ class Reopenings:
         refusal = self._first_refusal[name]
         if self._refused_at[name] is not None or refusal is None:
             return False
-        refused_at = max(episode, refusal)  # the first 429 after a quiet second, or after it
+        # the episode's first 429, or the first since the opening when that came later
+        refused_at = max(episode, refusal)
         if opened is not None and refused_at <= opened:
             return False
         self._opened[name] = opened
