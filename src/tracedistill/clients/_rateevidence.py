@@ -148,9 +148,7 @@ class SendLog:
             span = max(0.05, span - pauses.within(start, sent))
         # Attempts still in flight count as accepted: a 429 comes back at once, a success
         # only after the answer is written, and waiting for it would underestimate.
-        sent_total = _sum_since(self._sends, name, start, sent)
-        refused = _sum_since(self._refused, name, start, sent)
-        return max(0.0, sent_total - refused) / span
+        return self.accepted_between(name, start, sent) / span
 
     def accepted_between(self, name: str, start: float, end: float) -> float:
         """The amount of dimension ``name`` the provider accepted of what was sent within

@@ -106,7 +106,7 @@ class RateModel:
         self._quiet: dict[str, float] = dict.fromkeys(DIMENSIONS, self.PROBE_QUIET)
         #: ...counted from the last 429 tied to load (clustered, or a tenth of what was sent)
         self._last_tied: dict[str, float] = dict.fromkeys(DIMENSIONS, -math.inf)
-        #: per dimension with no trusted limit, 429s without Retry-After: the windows read
+        #: per dimension with no trusted limit: the windows read from their reopenings
         self._reopenings = Reopenings()
         #: per dimension with no trusted limit: the earliest time the first episode's 429s
         #: said the provider's window reopens (each one's arrival plus its Retry-After)
@@ -449,8 +449,8 @@ class RateModel:
     def _watch_reopening(
         self, name: str, now: float, sent: float, log: SendLog, retry_after: float | None
     ) -> None:
-        """Watch for the reopening of the window a saturated episode shut, from the episode's
-        first 429 (saturation is recognised a little later): see :meth:`accepted`.
+        """Watch for the reopening of the window a saturated episode shut (see
+        :meth:`accepted`); with ``Retry-After`` the first window is left to :meth:`_first_burst`.
         """
         opened = self._reopenings.last(name)
         if retry_after:
